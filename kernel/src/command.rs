@@ -1,0 +1,80 @@
+//! The typed commands a zone's Raft log carries. Everything nondeterministic
+//! (timestamps, inode numbers, content hashes) is chosen by the proposer and
+//! travels inside the command (invariant 2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ChunkRef, Ino, Inode, Timestamp, ZoneId};
+
+/// What kind of inode `Create` makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewInode {
+    Dir,
+    Regular,
+    Mount { target: ZoneId },
+    Pipe { capacity: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ZoneCommand {
+    /// Creates the root directory; a no-op once it exists.
+    Init { now: Timestamp },
+    Create {
+        parent: Ino,
+        name: String,
+        ino: Ino,
+        new: NewInode,
+        now: Timestamp,
+    },
+    /// Replaces a regular file's content layout. Applies only if the inode's
+    /// version still equals `expect_version`; otherwise the proposer retries.
+    SetContent {
+        ino: Ino,
+        expect_version: u64,
+        size: u64,
+        /// `Some`: the file becomes inline and every chunk is dropped.
+        inline: Option<Vec<u8>>,
+        /// Chunks to (re)place, by chunk index.
+        chunks: Vec<(u64, ChunkRef)>,
+        /// Drop every chunk with index >= this (truncation).
+        drop_from: Option<u64>,
+        now: Timestamp,
+    },
+    Rename {
+        src_parent: Ino,
+        src_name: String,
+        dst_parent: Ino,
+        dst_name: String,
+        now: Timestamp,
+    },
+    /// Removes a name. `dir` selects rmdir semantics.
+    Remove {
+        parent: Ino,
+        name: String,
+        dir: bool,
+        now: Timestamp,
+    },
+    SetTimes {
+        ino: Ino,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+        now: Timestamp,
+    },
+}
+
+/// What applying a command produced, returned to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    Inode(Inode),
+}
+
+impl ZoneCommand {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("commands always serialize")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}

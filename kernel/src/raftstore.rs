@@ -1,0 +1,348 @@
+//! `raft::Storage` on sled. The log shares the zone's tree with the state
+//! machine, under the `r` prefix:
+//!
+//! | key            | value                                  |
+//! |----------------|----------------------------------------|
+//! | `r\0hs`        | HardState                              |
+//! | `r\0cs`        | ConfState                              |
+//! | `r\0trunc`     | (index, term) of the last compacted entry |
+//! | `r\1` + be64 i | Entry i                                |
+//!
+//! Everything one Ready asks to persist goes into ONE `sled::Batch`, followed
+//! by one flush, so a crash never leaves `commit` beyond the log and many
+//! proposals share one flush (group commit).
+
+use protobuf::Message as _;
+use raft::prelude::*;
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::error::{KernelError, Result};
+use crate::state::ZoneState;
+
+const HS: &[u8] = b"r\x00hs";
+const CS: &[u8] = b"r\x00cs";
+const TRUNC: &[u8] = b"r\x00trunc";
+
+fn entry_key(index: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = b'r';
+    k[1] = 1;
+    k[2..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn pb_err(e: protobuf::ProtobufError) -> KernelError {
+    KernelError::Corrupt(format!("raft record: {e}"))
+}
+
+fn to_raft(e: KernelError) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+/// A snapshot's payload: the state machine's key/value pairs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotData {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+pub struct SledRaftStorage {
+    tree: sled::Tree,
+    /// `None` on a witness: it keeps the log but has no state machine.
+    state: Option<ZoneState>,
+    hs: HardState,
+    cs: ConfState,
+    trunc_index: u64,
+    trunc_term: u64,
+    last_index: u64,
+}
+
+impl SledRaftStorage {
+    /// Opens the log in `tree`. On a brand-new tree, records `initial` as the
+    /// configuration (every replica of a new group starts from the same one).
+    pub fn open(tree: sled::Tree, state: Option<ZoneState>, initial: &ConfState) -> Result<Self> {
+        let hs = match tree.get(HS)? {
+            Some(v) => HardState::parse_from_bytes(&v).map_err(pb_err)?,
+            None => HardState::default(),
+        };
+        let cs = match tree.get(CS)? {
+            Some(v) => ConfState::parse_from_bytes(&v).map_err(pb_err)?,
+            None => {
+                tree.insert(CS, initial.write_to_bytes().map_err(pb_err)?)?;
+                initial.clone()
+            }
+        };
+        let (trunc_index, trunc_term) = match tree.get(TRUNC)? {
+            Some(v) => postcard::from_bytes(&v)?,
+            None => (0, 0),
+        };
+        let last_index = match tree.scan_prefix(b"r\x01").next_back() {
+            Some(kv) => u64::from_be_bytes(kv?.0[2..].try_into().expect("8-byte index")),
+            None => trunc_index,
+        };
+        Ok(SledRaftStorage {
+            tree,
+            state,
+            hs,
+            cs,
+            trunc_index,
+            trunc_term,
+            last_index,
+        })
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hs
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.cs
+    }
+
+    pub fn first(&self) -> u64 {
+        self.trunc_index + 1
+    }
+
+    pub fn last(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Stages one Ready's durable writes in `batch`: an incoming snapshot
+    /// (installed over state and log), new entries (truncating any
+    /// conflicting suffix), and the hard state.
+    pub fn stage_ready(
+        &mut self,
+        batch: &mut sled::Batch,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+    ) -> Result<()> {
+        if let Some(snap) = snapshot {
+            self.stage_snapshot(batch, snap)?;
+        }
+        if let Some(first) = entries.first() {
+            // Raft may overwrite a suffix: drop entries past the new tail.
+            let new_last = entries.last().expect("non-empty").index;
+            for idx in (new_last + 1)..=self.last_index.max(new_last) {
+                batch.remove(&entry_key(idx));
+            }
+            for e in entries {
+                batch.insert(&entry_key(e.index), e.write_to_bytes().map_err(pb_err)?);
+            }
+            debug_assert!(first.index > self.trunc_index, "append below the compaction point");
+            self.last_index = new_last;
+        }
+        if let Some(hs) = hs {
+            self.hs = hs.clone();
+            batch.insert(HS, hs.write_to_bytes().map_err(pb_err)?);
+        }
+        Ok(())
+    }
+
+    fn stage_snapshot(&mut self, batch: &mut sled::Batch, snap: &Snapshot) -> Result<()> {
+        let meta = snap.get_metadata();
+        for kv in self.tree.scan_prefix(b"r\x01") {
+            batch.remove(kv?.0);
+        }
+        if let Some(state) = &self.state {
+            let data: SnapshotData = postcard::from_bytes(&snap.data)?;
+            state.restore_into(batch, data.pairs)?;
+        }
+        // The snapshot's own applied index rides in its pairs; a witness
+        // records it directly.
+        batch.insert(crate::state::keys::APPLIED, &meta.index.to_be_bytes());
+        self.trunc_index = meta.index;
+        self.trunc_term = meta.term;
+        self.last_index = meta.index;
+        self.hs.term = self.hs.term.max(meta.term);
+        self.hs.commit = meta.index;
+        self.cs = meta.get_conf_state().clone();
+        batch.insert(TRUNC, postcard::to_allocvec(&(meta.index, meta.term))?);
+        batch.insert(HS, self.hs.write_to_bytes().map_err(pb_err)?);
+        batch.insert(CS, self.cs.write_to_bytes().map_err(pb_err)?);
+        Ok(())
+    }
+
+    /// Records a configuration produced by an applied conf change.
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
+        self.tree.insert(CS, cs.write_to_bytes().map_err(pb_err)?)?;
+        self.cs = cs;
+        Ok(())
+    }
+
+    /// Records a commit index learned after the Ready was persisted. It needs
+    /// no flush of its own: commit can always be re-learned from the leader,
+    /// and it never exceeds the already flushed log.
+    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
+        self.hs.commit = commit;
+        self.tree.insert(HS, self.hs.write_to_bytes().map_err(pb_err)?)?;
+        Ok(())
+    }
+
+    /// Discards entries up to and including `index` (which must be applied).
+    pub fn compact(&mut self, index: u64) -> Result<()> {
+        if index <= self.trunc_index {
+            return Ok(());
+        }
+        assert!(index <= self.last_index, "compact past the end of the log");
+        let term = self.term_of(index)?;
+        let mut batch = sled::Batch::default();
+        for kv in self.tree.range(entry_key(self.trunc_index + 1)..=entry_key(index)) {
+            batch.remove(kv?.0);
+        }
+        batch.insert(TRUNC, postcard::to_allocvec(&(index, term))?);
+        self.tree.apply_batch(batch)?;
+        self.trunc_index = index;
+        self.trunc_term = term;
+        Ok(())
+    }
+
+    fn term_of(&self, idx: u64) -> Result<u64> {
+        match self.tree.get(entry_key(idx))? {
+            Some(v) => Ok(Entry::parse_from_bytes(&v).map_err(pb_err)?.term),
+            None => Err(KernelError::Corrupt(format!("raft entry {idx} missing"))),
+        }
+    }
+}
+
+impl Storage for SledRaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hs.clone(), self.cs.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.trunc_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        for kv in self.tree.range(entry_key(low)..entry_key(high)) {
+            let (_, v) = kv.map_err(|e| to_raft(e.into()))?;
+            let e = Entry::parse_from_bytes(&v).map_err(|e| to_raft(pb_err(e)))?;
+            size += e.compute_size() as u64;
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.trunc_index {
+            return Ok(self.trunc_term);
+        }
+        if idx < self.trunc_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        self.term_of(idx).map_err(to_raft)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.trunc_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    /// Builds a snapshot of the state machine as applied now. Only replicas
+    /// with a state machine lead, so a witness is never asked.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
+        let applied = state.applied_index().map_err(to_raft)?;
+        if applied < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let pairs = state.dump().map_err(to_raft)?;
+        let mut snap = Snapshot::default();
+        snap.data = postcard::to_allocvec(&SnapshotData { pairs })
+            .map_err(|e| to_raft(e.into()))?
+            .into();
+        let meta = snap.mut_metadata();
+        meta.index = applied;
+        meta.term = self.term(applied)?;
+        meta.set_conf_state(self.cs.clone());
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = vec![index as u8].into();
+        e
+    }
+
+    fn conf() -> ConfState {
+        ConfState::from((vec![1, 2, 3], vec![]))
+    }
+
+    #[test]
+    fn restart_recovers_log_hard_state_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let mut s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &conf()).unwrap();
+            let mut b = sled::Batch::default();
+            let mut hs = HardState::default();
+            hs.term = 2;
+            hs.commit = 3;
+            hs.vote = 1;
+            s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)], Some(&hs))
+                .unwrap();
+            db.open_tree("z").unwrap().apply_batch(b).unwrap();
+            s.compact(2).unwrap();
+            db.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &ConfState::default()).unwrap();
+        assert_eq!(s.hard_state().commit, 3);
+        assert_eq!(s.hard_state().vote, 1);
+        assert_eq!(s.conf_state(), &conf());
+        assert_eq!(Storage::first_index(&s).unwrap(), 3);
+        assert_eq!(Storage::last_index(&s).unwrap(), 4);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert!(s.term(1).is_err());
+        let got = s.entries(3, 5, None, GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4]);
+    }
+
+    #[test]
+    fn a_conflicting_append_truncates_the_suffix() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("z").unwrap();
+        let mut s = SledRaftStorage::open(tree.clone(), None, &conf()).unwrap();
+        let mut b = sled::Batch::default();
+        s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 1)], None).unwrap();
+        tree.apply_batch(b).unwrap();
+        let mut b = sled::Batch::default();
+        s.stage_ready(&mut b, None, &[entry(2, 2)], None).unwrap();
+        tree.apply_batch(b).unwrap();
+        assert_eq!(Storage::last_index(&s).unwrap(), 2);
+        assert_eq!(s.term(2).unwrap(), 2);
+        assert!(s.entries(3, 4, None, GetEntriesContext::empty(false)).is_err());
+        let reopened = SledRaftStorage::open(tree, None, &conf()).unwrap();
+        assert_eq!(Storage::last_index(&reopened).unwrap(), 2);
+    }
+}

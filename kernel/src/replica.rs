@@ -1,0 +1,263 @@
+//! One replica of one zone: a raft-rs `RawNode` over [`SledRaftStorage`] plus
+//! the zone state machine. Like raft-rs itself, it does no I/O beyond its own
+//! sled tree: messages go out as values, time comes in as `tick()`. The
+//! threaded driver and the deterministic simulation both drive this core.
+
+use protobuf::Message as _;
+use raft::prelude::*;
+use raft::StateRole;
+
+use crate::command::{Applied, ZoneCommand};
+use crate::error::{KernelError, Result};
+use crate::raftstore::SledRaftStorage;
+use crate::state::ZoneState;
+use crate::types::ReplicaId;
+
+/// How a replica participates in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    /// Votes, keeps the log, runs the state machine, may lead.
+    Voter,
+    /// Votes and keeps the log; no state machine, never campaigns.
+    Witness,
+}
+
+/// Tunables of one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: ReplicaId,
+    pub role: Role,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Fix the randomized election timeout to `[min, min + 1)` ticks so a
+    /// simulation is reproducible (raft-rs otherwise draws from thread_rng).
+    pub fixed_election_timeout: Option<usize>,
+    /// Compact the log once this many applied entries sit before the tail kept.
+    pub compact_after: u64,
+    /// Entries kept behind the applied index after compaction, for slow followers.
+    pub keep_entries: u64,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: ReplicaId, role: Role) -> Self {
+        ReplicaConfig {
+            id,
+            role,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            fixed_election_timeout: None,
+            compact_after: 20_000,
+            keep_entries: 5_000,
+        }
+    }
+}
+
+/// What one pass of the Ready loop produced for the caller.
+#[derive(Default)]
+pub struct ReadyOutput {
+    /// Messages for other replicas, in the order raft-rs emitted them.
+    pub messages: Vec<Message>,
+    /// Results of applied entries that carried a proposal id.
+    pub results: Vec<(u64, Result<Applied>)>,
+    /// Whether this pass installed a snapshot.
+    pub installed_snapshot: bool,
+}
+
+pub struct Replica {
+    raw: RawNode<SledRaftStorage>,
+    db: sled::Db,
+    tree: sled::Tree,
+    state: ZoneState,
+    cfg: ReplicaConfig,
+}
+
+impl Replica {
+    /// Opens (or creates) the replica stored in `tree`. A new group starts
+    /// with `initial` as its configuration on every member.
+    pub fn open(db: sled::Db, tree: sled::Tree, cfg: ReplicaConfig, initial: &ConfState) -> Result<Self> {
+        let state = ZoneState::new(tree.clone());
+        let sm = (cfg.role == Role::Voter).then(|| state.clone());
+        let storage = SledRaftStorage::open(tree.clone(), sm, initial)?;
+        let mut rc = Config::new(cfg.id);
+        rc.heartbeat_tick = cfg.heartbeat_tick;
+        rc.election_tick = cfg.election_tick;
+        rc.applied = state.applied_index()?.min(storage.hard_state().commit);
+        rc.pre_vote = true;
+        rc.check_quorum = true;
+        rc.max_size_per_msg = 1 << 20;
+        rc.max_inflight_msgs = 256;
+        match (cfg.role, cfg.fixed_election_timeout) {
+            // A witness never campaigns: its timeout is out of reach.
+            (Role::Witness, _) => {
+                rc.min_election_tick = usize::MAX / 4;
+                rc.max_election_tick = usize::MAX / 4 + 1;
+            }
+            (Role::Voter, Some(t)) => {
+                rc.min_election_tick = t.max(cfg.election_tick);
+                rc.max_election_tick = rc.min_election_tick + 1;
+            }
+            (Role::Voter, None) => {}
+        }
+        rc.validate().map_err(|e| KernelError::Invalid(format!("raft config: {e}")))?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&rc, storage, &logger).map_err(|e| KernelError::Storage(e.to_string()))?;
+        Ok(Replica {
+            raw,
+            db,
+            tree,
+            state,
+            cfg,
+        })
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.id
+    }
+
+    pub fn state(&self) -> &ZoneState {
+        &self.state
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> ReplicaId {
+        self.raw.raft.leader_id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn first_log_index(&self) -> u64 {
+        self.raw.store().first()
+    }
+
+    /// Whether this replica alone is a quorum (the embedded single-node case).
+    pub fn is_sole_voter(&self) -> bool {
+        let cs = self.raw.store().conf_state();
+        cs.voters == [self.cfg.id] && cs.learners.is_empty()
+    }
+
+    pub fn campaign(&mut self) -> Result<()> {
+        self.raw
+            .campaign()
+            .map_err(|e| KernelError::Unavailable(format!("campaign: {e}")))
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    pub fn step(&mut self, msg: Message) -> Result<()> {
+        match self.raw.step(msg) {
+            Ok(()) => Ok(()),
+            // A message from a peer that is not (or no longer) in the group.
+            Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            Err(e) => Err(KernelError::Storage(format!("raft step: {e}"))),
+        }
+    }
+
+    /// Proposes a command tagged with `id`; its result comes back from a
+    /// later [`Replica::on_ready`] on whichever replica applies it with that id.
+    pub fn propose(&mut self, id: u64, cmd: &ZoneCommand) -> Result<()> {
+        self.raw
+            .propose(id.to_be_bytes().to_vec(), cmd.encode())
+            .map_err(|e| KernelError::Unavailable(format!("no leader to take the write ({e})")))
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// One pass of the Ready loop: send, persist (one batch, one flush),
+    /// send persisted messages, apply, advance.
+    pub fn on_ready(&mut self) -> Result<ReadyOutput> {
+        let mut out = ReadyOutput::default();
+        if !self.raw.has_ready() {
+            return Ok(out);
+        }
+        let mut rd = self.raw.ready();
+        out.messages.extend(rd.take_messages());
+
+        let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+        let mut batch = sled::Batch::default();
+        self.raw
+            .mut_store()
+            .stage_ready(&mut batch, snapshot.as_ref(), rd.entries(), rd.hs())?;
+        self.tree.apply_batch(batch)?;
+        if rd.must_sync() || snapshot.is_some() {
+            self.db.flush()?;
+        }
+        out.installed_snapshot = snapshot.is_some();
+
+        self.apply(rd.take_committed_entries(), &mut out)?;
+        out.messages.extend(rd.take_persisted_messages());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        out.messages.extend(light.take_messages());
+        self.apply(light.take_committed_entries(), &mut out)?;
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        Ok(out)
+    }
+
+    /// Tells raft-rs a snapshot left for `to`. If it was lost, the follower's
+    /// next rejection makes the leader send another.
+    pub fn report_snapshot_sent(&mut self, to: ReplicaId) {
+        self.raw.report_snapshot(to, SnapshotStatus::Finish);
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>, out: &mut ReadyOutput) -> Result<()> {
+        for e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() || self.cfg.role == Role::Witness => {
+                    self.state.mark_applied(e.index)?;
+                }
+                EntryType::EntryNormal => {
+                    let result = match ZoneCommand::decode(&e.data) {
+                        Ok(cmd) => self.state.apply(e.index, &cmd)?,
+                        Err(err) => {
+                            self.state.mark_applied(e.index)?;
+                            Err(KernelError::Corrupt(format!("undecodable command: {err}")))
+                        }
+                    };
+                    if let Ok(id) = <[u8; 8]>::try_from(e.context.as_ref()) {
+                        out.results.push((u64::from_be_bytes(id), result));
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let cs = if e.get_entry_type() == EntryType::EntryConfChange {
+                        let cc = ConfChange::parse_from_bytes(&e.data)
+                            .map_err(|err| KernelError::Corrupt(err.to_string()))?;
+                        self.raw.apply_conf_change(&cc)
+                    } else {
+                        let cc = ConfChangeV2::parse_from_bytes(&e.data)
+                            .map_err(|err| KernelError::Corrupt(err.to_string()))?;
+                        self.raw.apply_conf_change(&cc)
+                    }
+                    .map_err(|err| KernelError::Invalid(format!("conf change: {err}")))?;
+                    self.raw.mut_store().set_conf_state(cs)?;
+                    self.state.mark_applied(e.index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) -> Result<()> {
+        let applied = self.raw.raft.raft_log.applied;
+        let first = self.raw.store().first();
+        if applied >= first + self.cfg.compact_after + self.cfg.keep_entries {
+            self.raw.mut_store().compact(applied - self.cfg.keep_entries)?;
+        }
+        Ok(())
+    }
+}

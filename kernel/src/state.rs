@@ -1,0 +1,570 @@
+//! The zone state machine: inodes, directory entries and chunk maps in the
+//! zone's sled tree, under the `s` prefix. The Raft log shares the tree under
+//! `r`, so installing a snapshot is one atomic batch together with the log reset.
+//!
+//! `apply` is deterministic: it reads no clock and no randomness, and its only
+//! I/O is its own sled batch (invariant 2). A failed precondition is a typed
+//! error returned to the proposer, with no partial effect: the batch holding
+//! the mutation also holds the new applied index, and is applied whole.
+
+use std::ops::Bound;
+
+use crate::command::{Applied, NewInode, ZoneCommand};
+use crate::error::{KernelError, Result};
+use crate::types::{ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ROOT_INO};
+
+/// Key layout of the state half of a zone tree.
+pub(crate) mod keys {
+    use crate::types::Ino;
+
+    pub const STATE_PREFIX: &[u8] = b"s";
+    pub const APPLIED: &[u8] = b"s\x00applied";
+    pub const ALL_INODES: &[u8] = b"s\x01";
+    pub const ALL_DENTRIES: &[u8] = b"s\x02";
+    pub const ALL_CHUNKS: &[u8] = b"s\x03";
+
+    fn tagged(tag: &[u8], ino: Ino, extra: usize) -> Vec<u8> {
+        let mut k = Vec::with_capacity(tag.len() + 8 + extra);
+        k.extend_from_slice(tag);
+        k.extend_from_slice(&ino.to_be_bytes());
+        k
+    }
+
+    pub fn inode(ino: Ino) -> Vec<u8> {
+        tagged(ALL_INODES, ino, 0)
+    }
+
+    pub fn dir_prefix(dir: Ino) -> Vec<u8> {
+        tagged(ALL_DENTRIES, dir, 0)
+    }
+
+    pub fn dentry(dir: Ino, name: &str) -> Vec<u8> {
+        let mut k = tagged(ALL_DENTRIES, dir, name.len());
+        k.extend_from_slice(name.as_bytes());
+        k
+    }
+
+    pub fn chunk_prefix(ino: Ino) -> Vec<u8> {
+        tagged(ALL_CHUNKS, ino, 8)
+    }
+
+    pub fn chunk(ino: Ino, index: u64) -> Vec<u8> {
+        let mut k = chunk_prefix(ino);
+        k.extend_from_slice(&index.to_be_bytes());
+        k
+    }
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("state values always serialize")
+}
+
+fn dec<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+/// Read access to a zone's applied state, plus `apply` for the driver.
+#[derive(Clone)]
+pub struct ZoneState {
+    tree: sled::Tree,
+}
+
+impl ZoneState {
+    pub fn new(tree: sled::Tree) -> Self {
+        ZoneState { tree }
+    }
+
+    pub fn applied_index(&self) -> Result<u64> {
+        Ok(match self.tree.get(keys::APPLIED)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| KernelError::Corrupt("applied index".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
+        self.tree
+            .get(keys::inode(ino))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    pub fn dentry(&self, dir: Ino, name: &str) -> Result<Option<Dentry>> {
+        self.tree
+            .get(keys::dentry(dir, name))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// One page of a directory, in name order, strictly after `after`.
+    /// Names are the sort key, so an entry present for the whole listing is
+    /// returned exactly once whatever is inserted or removed meanwhile.
+    pub fn list(&self, dir: Ino, after: Option<&str>, limit: usize) -> Result<Vec<DirListing>> {
+        let prefix = keys::dir_prefix(dir);
+        let start = match after {
+            Some(name) => Bound::Excluded(keys::dentry(dir, name)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        for kv in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let d: Dentry = dec(&v)?;
+            let name = String::from_utf8(k[prefix.len()..].to_vec())
+                .map_err(|_| KernelError::Corrupt("non-UTF-8 name".into()))?;
+            out.push(DirListing {
+                name,
+                ino: d.ino,
+                kind: d.kind,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The chunks of `ino` with index in `[from, to)`.
+    pub fn chunks(&self, ino: Ino, from: u64, to: u64) -> Result<Vec<(u64, ChunkRef)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(keys::chunk(ino, from)..keys::chunk(ino, to)) {
+            let (k, v) = kv?;
+            let idx = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte suffix"));
+            out.push((idx, dec(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every inode in the zone (for fsck).
+    pub fn all_inodes(&self) -> impl Iterator<Item = Result<Inode>> + '_ {
+        self.tree
+            .scan_prefix(keys::ALL_INODES)
+            .map(|kv| dec(&kv?.1))
+    }
+
+    /// Every (directory, name, entry) in the zone (for fsck).
+    pub fn all_dentries(&self) -> impl Iterator<Item = Result<(Ino, String, Dentry)>> + '_ {
+        self.tree.scan_prefix(keys::ALL_DENTRIES).map(|kv| {
+            let (k, v) = kv?;
+            let dir = u64::from_be_bytes(k[2..10].try_into().expect("8 bytes"));
+            let name = String::from_utf8(k[10..].to_vec())
+                .map_err(|_| KernelError::Corrupt("non-UTF-8 name".into()))?;
+            Ok((dir, name, dec(&v)?))
+        })
+    }
+
+    /// Every chunk reference in the zone: (inode, index, chunk).
+    pub fn all_chunks(&self) -> impl Iterator<Item = Result<(Ino, u64, ChunkRef)>> + '_ {
+        self.tree.scan_prefix(keys::ALL_CHUNKS).map(|kv| {
+            let (k, v) = kv?;
+            let ino = u64::from_be_bytes(k[2..10].try_into().expect("8 bytes"));
+            let idx = u64::from_be_bytes(k[10..18].try_into().expect("8 bytes"));
+            Ok((ino, idx, dec(&v)?))
+        })
+    }
+
+    /// The whole state as key/value pairs: a snapshot's payload.
+    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.tree
+            .scan_prefix(keys::STATE_PREFIX)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Adds to `batch` the removal of the current state and the insertion of `pairs`.
+    pub(crate) fn restore_into(&self, batch: &mut sled::Batch, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+        for kv in self.tree.scan_prefix(keys::STATE_PREFIX) {
+            batch.remove(kv?.0);
+        }
+        for (k, v) in pairs {
+            if !k.starts_with(keys::STATE_PREFIX) {
+                return Err(KernelError::Corrupt("snapshot key outside the state".into()));
+            }
+            batch.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// Applies one committed entry. The mutation and the new applied index go
+    /// in one batch, so a crash leaves either both or neither.
+    pub fn apply(&self, index: u64, cmd: &ZoneCommand) -> Result<Result<Applied>> {
+        let mut tx = Tx {
+            state: self,
+            batch: sled::Batch::default(),
+        };
+        let outcome = tx.run(cmd);
+        let mut batch = match outcome {
+            Ok(_) => tx.batch,
+            // A refused command changes nothing but the applied index.
+            Err(_) => sled::Batch::default(),
+        };
+        batch.insert(keys::APPLIED, &index.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        Ok(outcome)
+    }
+
+    /// Advances the applied index without touching state (witness replicas,
+    /// empty entries and conf changes).
+    pub fn mark_applied(&self, index: u64) -> Result<()> {
+        self.tree.insert(keys::APPLIED, &index.to_be_bytes())?;
+        Ok(())
+    }
+}
+
+/// One command's mutation, staged in a batch. Reads go to the tree, which is
+/// safe because a command never reads a key after writing it.
+struct Tx<'a> {
+    state: &'a ZoneState,
+    batch: sled::Batch,
+}
+
+impl Tx<'_> {
+    fn get_inode(&self, ino: Ino) -> Result<Inode> {
+        self.state
+            .inode(ino)?
+            .ok_or_else(|| KernelError::NotFound(format!("inode {ino}")))
+    }
+
+    fn get_dir(&self, ino: Ino) -> Result<Inode> {
+        let inode = self.get_inode(ino)?;
+        match inode.body {
+            InodeBody::Dir { .. } => Ok(inode),
+            _ => Err(KernelError::NotDirectory(format!("inode {ino}"))),
+        }
+    }
+
+    fn put_inode(&mut self, inode: &Inode) {
+        self.batch.insert(keys::inode(inode.ino), enc(inode));
+    }
+
+    fn drop_inode(&mut self, ino: Ino) -> Result<()> {
+        self.batch.remove(keys::inode(ino));
+        self.drop_chunks_from(ino, 0)
+    }
+
+    fn drop_chunks_from(&mut self, ino: Ino, from: u64) -> Result<()> {
+        for kv in self
+            .state
+            .tree
+            .range(keys::chunk(ino, from)..keys::chunk_prefix(ino + 1))
+        {
+            self.batch.remove(kv?.0);
+        }
+        Ok(())
+    }
+
+    fn adjust_entries(dir: &mut Inode, delta: i64, now: i64) {
+        if let InodeBody::Dir { entries } = &mut dir.body {
+            *entries = entries.saturating_add_signed(delta);
+        }
+        dir.mtime = now;
+        dir.ctime = now;
+        dir.version += 1;
+    }
+
+    fn run(&mut self, cmd: &ZoneCommand) -> Result<Applied> {
+        match cmd {
+            ZoneCommand::Init { now } => {
+                if self.state.inode(ROOT_INO)?.is_none() {
+                    self.put_inode(&Inode {
+                        ino: ROOT_INO,
+                        parent: ROOT_INO,
+                        size: 0,
+                        version: 0,
+                        atime: *now,
+                        mtime: *now,
+                        ctime: *now,
+                        body: InodeBody::Dir { entries: 0 },
+                    });
+                }
+                Ok(Applied::Done)
+            }
+            ZoneCommand::Create {
+                parent,
+                name,
+                ino,
+                new,
+                now,
+            } => self.create(*parent, name, *ino, new, *now),
+            ZoneCommand::SetContent {
+                ino,
+                expect_version,
+                size,
+                inline,
+                chunks,
+                drop_from,
+                now,
+            } => {
+                let mut inode = self.get_inode(*ino)?;
+                match inode.body {
+                    InodeBody::Regular { .. } => {}
+                    InodeBody::Dir { .. } => return Err(KernelError::IsDirectory(format!("inode {ino}"))),
+                    _ => return Err(KernelError::Invalid(format!("inode {ino} is not a regular file"))),
+                }
+                if inode.version != *expect_version {
+                    return Err(KernelError::Conflict(*ino));
+                }
+                if inline.is_some() {
+                    self.drop_chunks_from(*ino, 0)?;
+                } else if let Some(from) = drop_from {
+                    self.drop_chunks_from(*ino, *from)?;
+                }
+                for (idx, chunk) in chunks {
+                    self.batch.insert(keys::chunk(*ino, *idx), enc(chunk));
+                }
+                inode.body = InodeBody::Regular {
+                    inline: inline.clone(),
+                };
+                inode.size = *size;
+                inode.version += 1;
+                inode.mtime = *now;
+                inode.ctime = *now;
+                self.put_inode(&inode);
+                Ok(Applied::Inode(inode))
+            }
+            ZoneCommand::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                now,
+            } => self.rename(*src_parent, src_name, *dst_parent, dst_name, *now),
+            ZoneCommand::Remove {
+                parent,
+                name,
+                dir,
+                now,
+            } => {
+                let mut parent_inode = self.get_dir(*parent)?;
+                let entry = self
+                    .state
+                    .dentry(*parent, name)?
+                    .ok_or_else(|| KernelError::NotFound(name.clone()))?;
+                let target = self.get_inode(entry.ino)?;
+                match (&target.body, dir) {
+                    (InodeBody::Dir { entries }, true) if *entries > 0 => {
+                        return Err(KernelError::NotEmpty(name.clone()))
+                    }
+                    (InodeBody::Dir { .. }, false) => {
+                        return Err(KernelError::IsDirectory(name.clone()))
+                    }
+                    (body, true) if !matches!(body, InodeBody::Dir { .. }) => {
+                        return Err(KernelError::NotDirectory(name.clone()))
+                    }
+                    _ => {}
+                }
+                self.batch.remove(keys::dentry(*parent, name));
+                self.drop_inode(entry.ino)?;
+                Self::adjust_entries(&mut parent_inode, -1, *now);
+                self.put_inode(&parent_inode);
+                Ok(Applied::Done)
+            }
+            ZoneCommand::SetTimes {
+                ino,
+                atime,
+                mtime,
+                now,
+            } => {
+                let mut inode = self.get_inode(*ino)?;
+                if let Some(a) = atime {
+                    inode.atime = *a;
+                }
+                if let Some(m) = mtime {
+                    inode.mtime = *m;
+                }
+                inode.ctime = *now;
+                self.put_inode(&inode);
+                Ok(Applied::Inode(inode))
+            }
+        }
+    }
+
+    fn create(&mut self, parent: Ino, name: &str, ino: Ino, new: &NewInode, now: i64) -> Result<Applied> {
+        crate::path::check_new_name(name)?;
+        let mut parent_inode = self.get_dir(parent)?;
+        if self.state.dentry(parent, name)?.is_some() {
+            return Err(KernelError::Exist(name.to_owned()));
+        }
+        if ino == 0 || self.state.inode(ino)?.is_some() {
+            // The proposer picked a taken number; it retries with another.
+            return Err(KernelError::Conflict(ino));
+        }
+        let body = match new {
+            NewInode::Dir => InodeBody::Dir { entries: 0 },
+            NewInode::Regular => InodeBody::Regular { inline: Some(Vec::new()) },
+            NewInode::Mount { target } => InodeBody::Mount { target: target.clone() },
+            NewInode::Pipe { capacity } => InodeBody::Pipe { capacity: *capacity },
+        };
+        let inode = Inode {
+            ino,
+            parent,
+            size: 0,
+            version: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            body,
+        };
+        self.put_inode(&inode);
+        self.batch.insert(
+            keys::dentry(parent, name),
+            enc(&Dentry {
+                ino,
+                kind: inode.kind(),
+            }),
+        );
+        Self::adjust_entries(&mut parent_inode, 1, now);
+        self.put_inode(&parent_inode);
+        Ok(Applied::Inode(inode))
+    }
+
+    fn rename(&mut self, src_parent: Ino, src_name: &str, dst_parent: Ino, dst_name: &str, now: i64) -> Result<Applied> {
+        crate::path::check_new_name(dst_name)?;
+        let src_dir = self.get_dir(src_parent)?;
+        let dst_dir = self.get_dir(dst_parent)?;
+        let entry = self
+            .state
+            .dentry(src_parent, src_name)?
+            .ok_or_else(|| KernelError::NotFound(src_name.to_owned()))?;
+        if src_parent == dst_parent && src_name == dst_name {
+            return Ok(Applied::Done);
+        }
+        if entry.kind == FileKind::Dir {
+            // Refuse moving a directory into its own subtree.
+            let mut cur = dst_parent;
+            loop {
+                if cur == entry.ino {
+                    return Err(KernelError::Invalid(format!(
+                        "cannot move directory {src_name:?} into its own subtree"
+                    )));
+                }
+                if cur == ROOT_INO {
+                    break;
+                }
+                cur = self.get_inode(cur)?.parent;
+            }
+        }
+        let replaced = self.state.dentry(dst_parent, dst_name)?;
+        if let Some(old) = replaced {
+            if old.ino == entry.ino {
+                return Ok(Applied::Done);
+            }
+            let old_inode = self.get_inode(old.ino)?;
+            match (&old_inode.body, entry.kind == FileKind::Dir) {
+                (InodeBody::Dir { entries }, true) if *entries > 0 => {
+                    return Err(KernelError::NotEmpty(dst_name.to_owned()))
+                }
+                (InodeBody::Dir { .. }, false) => {
+                    return Err(KernelError::IsDirectory(dst_name.to_owned()))
+                }
+                (body, true) if !matches!(body, InodeBody::Dir { .. }) => {
+                    return Err(KernelError::NotDirectory(dst_name.to_owned()))
+                }
+                _ => {}
+            }
+            self.drop_inode(old.ino)?;
+        }
+        let mut moved = self.get_inode(entry.ino)?;
+        moved.parent = dst_parent;
+        moved.ctime = now;
+        self.put_inode(&moved);
+        self.batch.remove(keys::dentry(src_parent, src_name));
+        self.batch.insert(keys::dentry(dst_parent, dst_name), enc(&entry));
+        let grew = if replaced.is_some() { 0 } else { 1 };
+        if src_parent == dst_parent {
+            let mut dir = src_dir;
+            Self::adjust_entries(&mut dir, 0, now);
+            self.put_inode(&dir);
+        } else {
+            let (mut s, mut d) = (src_dir, dst_dir);
+            Self::adjust_entries(&mut s, -1, now);
+            Self::adjust_entries(&mut d, grew, now);
+            self.put_inode(&s);
+            self.put_inode(&d);
+        }
+        Ok(Applied::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> ZoneState {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let s = ZoneState::new(db.open_tree("z").unwrap());
+        s.apply(1, &ZoneCommand::Init { now: 1 }).unwrap().unwrap();
+        s
+    }
+
+    fn create(s: &ZoneState, idx: u64, parent: Ino, name: &str, ino: Ino, new: NewInode) -> Result<Applied> {
+        s.apply(
+            idx,
+            &ZoneCommand::Create {
+                parent,
+                name: name.into(),
+                ino,
+                new,
+                now: idx as i64,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn refused_commands_change_nothing_but_the_applied_index() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "a", 10, NewInode::Dir).unwrap();
+        let before = s.dump().unwrap();
+        let err = create(&s, 3, ROOT_INO, "a", 11, NewInode::Regular).unwrap_err();
+        assert!(matches!(err, KernelError::Exist(_)));
+        let after = s.dump().unwrap();
+        assert_eq!(s.applied_index().unwrap(), 3);
+        let strip = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().filter(|(k, _)| k != keys::APPLIED).collect::<Vec<_>>();
+        assert_eq!(strip(before), strip(after));
+    }
+
+    #[test]
+    fn rename_into_own_subtree_is_refused() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "a", 10, NewInode::Dir).unwrap();
+        create(&s, 3, 10, "b", 11, NewInode::Dir).unwrap();
+        let r = s
+            .apply(4, &ZoneCommand::Rename { src_parent: ROOT_INO, src_name: "a".into(), dst_parent: 11, dst_name: "x".into(), now: 4 })
+            .unwrap();
+        assert!(matches!(r, Err(KernelError::Invalid(_))));
+    }
+
+    #[test]
+    fn rename_replaces_and_keeps_entry_counts() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "d", 10, NewInode::Dir).unwrap();
+        create(&s, 3, ROOT_INO, "f", 11, NewInode::Regular).unwrap();
+        create(&s, 4, 10, "g", 12, NewInode::Regular).unwrap();
+        s.apply(5, &ZoneCommand::Rename { src_parent: ROOT_INO, src_name: "f".into(), dst_parent: 10, dst_name: "g".into(), now: 5 })
+            .unwrap()
+            .unwrap();
+        assert!(s.inode(12).unwrap().is_none(), "replaced inode is gone");
+        assert_eq!(s.dentry(10, "g").unwrap().unwrap().ino, 11);
+        let entries = |ino| match s.inode(ino).unwrap().unwrap().body {
+            InodeBody::Dir { entries } => entries,
+            _ => unreachable!(),
+        };
+        assert_eq!(entries(ROOT_INO), 1);
+        assert_eq!(entries(10), 1);
+    }
+
+    #[test]
+    fn stale_version_is_a_conflict() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "f", 11, NewInode::Regular).unwrap();
+        let set = |idx, v| ZoneCommand::SetContent { ino: 11, expect_version: v, size: 1, inline: Some(vec![1]), chunks: vec![], drop_from: None, now: idx };
+        s.apply(3, &set(3, 0)).unwrap().unwrap();
+        assert_eq!(s.apply(4, &set(4, 0)).unwrap(), Err(KernelError::Conflict(11)));
+    }
+}
