@@ -1,7 +1,11 @@
 //! The Nexus kernel. See ARCHITECTURE.md at the repository root.
 
+pub mod check;
 pub mod command;
+pub mod content;
+pub mod driver;
 pub mod error;
+pub mod kernel;
 pub mod path;
 pub mod raftstore;
 pub mod replica;
@@ -9,5 +13,6 @@ pub mod sim;
 pub mod state;
 pub mod transport;
 pub mod types;
+pub mod vfs;
 
 pub use error::{ErrorCode, KernelError, Result};

@@ -1,0 +1,151 @@
+//! `zone check` (fsck: metadata against itself and against content) and the
+//! node-wide content GC.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::content::{hash_hex, GcReport, CHUNK_SIZE};
+use crate::error::Result;
+use crate::kernel::Kernel;
+use crate::types::{FileKind, Ino, InodeBody, ZoneId, ROOT_INO};
+
+/// What `check_zone` found. The zone is consistent iff `problems` is empty.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct CheckReport {
+    pub zone: String,
+    pub applied_index: u64,
+    pub inodes: u64,
+    pub directories: u64,
+    pub files: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn consistent(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Kernel {
+    /// Checks every invariant of a zone's metadata, and that every chunk it
+    /// references is stored with the right size (and, if `deep`, the right hash).
+    pub async fn check_zone(&self, id: &ZoneId, deep: bool) -> Result<CheckReport> {
+        let state = self.zone_state(id)?;
+        let mut r = CheckReport {
+            zone: id.to_string(),
+            applied_index: state.applied_index()?,
+            ..CheckReport::default()
+        };
+        let mut inodes = HashMap::new();
+        for inode in state.all_inodes() {
+            let inode = inode?;
+            inodes.insert(inode.ino, inode);
+        }
+        r.inodes = inodes.len() as u64;
+        if !inodes.contains_key(&ROOT_INO) {
+            r.problems.push("root directory missing".into());
+        }
+        let mut linked: HashMap<Ino, u32> = HashMap::new();
+        let mut children: HashMap<Ino, u64> = HashMap::new();
+        for d in state.all_dentries() {
+            let (dir, name, entry) = d?;
+            *children.entry(dir).or_default() += 1;
+            *linked.entry(entry.ino).or_default() += 1;
+            match inodes.get(&entry.ino) {
+                None => r.problems.push(format!("entry {name:?} in dir {dir} names missing inode {}", entry.ino)),
+                Some(i) if i.kind() != entry.kind => r.problems.push(format!(
+                    "entry {name:?} says {:?}, inode {} is {:?}",
+                    entry.kind,
+                    i.ino,
+                    i.kind()
+                )),
+                Some(i) if i.parent != dir => r.problems.push(format!(
+                    "inode {} is linked from dir {dir} but records parent {}",
+                    i.ino, i.parent
+                )),
+                Some(_) => {}
+            }
+        }
+        let mut chunk_map: HashMap<Ino, Vec<(u64, crate::types::ChunkRef)>> = HashMap::new();
+        for c in state.all_chunks() {
+            let (ino, idx, chunk) = c?;
+            chunk_map.entry(ino).or_default().push((idx, chunk));
+        }
+        for (ino, inode) in &inodes {
+            let links = linked.get(ino).copied().unwrap_or(0);
+            if *ino != ROOT_INO && links != 1 {
+                r.problems.push(format!("inode {ino} has {links} directory entries, expected 1"));
+            }
+            match &inode.body {
+                InodeBody::Dir { entries } => {
+                    r.directories += 1;
+                    let actual = children.get(ino).copied().unwrap_or(0);
+                    if *entries != actual {
+                        r.problems.push(format!("dir {ino} counts {entries} entries, has {actual}"));
+                    }
+                }
+                InodeBody::Regular { inline } => {
+                    r.files += 1;
+                    r.bytes += inode.size;
+                    let chunks = chunk_map.remove(ino).unwrap_or_default();
+                    match inline {
+                        Some(b) if b.len() as u64 != inode.size => r
+                            .problems
+                            .push(format!("file {ino}: inline {} bytes, size {}", b.len(), inode.size)),
+                        Some(_) if !chunks.is_empty() => r.problems.push(format!("file {ino}: inline and chunked")),
+                        _ => {}
+                    }
+                    for (idx, chunk) in chunks {
+                        r.chunks += 1;
+                        if idx >= inode.size.div_ceil(CHUNK_SIZE) || chunk.len as u64 > CHUNK_SIZE {
+                            r.problems.push(format!("file {ino}: chunk {idx} lies beyond its size {}", inode.size));
+                        }
+                        let hex = hash_hex(&chunk.hash);
+                        match self.content.stored_size(&chunk.hash).await? {
+                            None => r.problems.push(format!("file {ino}: chunk {idx} ({hex}) missing from the content store")),
+                            Some(n) if n != chunk.len as u64 => {
+                                r.problems.push(format!("file {ino}: chunk {idx} ({hex}) stored {n} bytes, expected {}", chunk.len))
+                            }
+                            Some(_) if deep && !self.content.verify(&chunk).await? => {
+                                r.problems.push(format!("file {ino}: chunk {idx} ({hex}) fails its hash"))
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+                InodeBody::Mount { target } => {
+                    if self.zone_record(target).is_err() {
+                        r.problems.push(format!("mount {ino} names zone {target}, not served here"));
+                    }
+                }
+                InodeBody::Pipe { .. } => {}
+            }
+            if inode.kind() != FileKind::Dir && inode.kind() != FileKind::Regular && chunk_map.contains_key(ino) {
+                r.problems.push(format!("{} {ino} has content chunks", inode.kind().as_str()));
+            }
+        }
+        for ino in chunk_map.keys().filter(|i| !inodes.contains_key(i)) {
+            r.problems.push(format!("chunks recorded for missing inode {ino}"));
+        }
+        Ok(r)
+    }
+
+    /// Deletes every content chunk no zone on this node references.
+    pub async fn gc(&self) -> Result<GcReport> {
+        self.content
+            .gc(|| {
+                // Read under GC's exclusive lock: a zone created meanwhile counts too.
+                let mut live = HashSet::new();
+                for z in &self.zone_records()? {
+                    for c in self.zone_state(&z.id)?.all_chunks() {
+                        live.insert(c?.2.hash);
+                    }
+                }
+                Ok(live)
+            })
+            .await
+    }
+}

@@ -1,0 +1,202 @@
+//! The per-zone driver: a dedicated thread running the Ready loop of one
+//! [`Replica`], fed by a bounded queue of proposals and peer messages.
+//!
+//! Everything queued when the loop wakes is taken before one `on_ready`, so
+//! concurrent proposals share one log batch and one flush (group commit).
+//! The thread owns the replica; sled calls block only this thread.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use raft::prelude::{Message, MessageType};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::command::{Applied, ZoneCommand};
+use crate::error::{KernelError, Result};
+use crate::replica::Replica;
+use crate::transport::Transport;
+use crate::types::ZoneId;
+
+/// Most inputs taken into one Ready (bounds the batch and the latency).
+const MAX_BATCH: usize = 4096;
+/// Bound on queued inputs; callers wait when the zone is this far behind.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+enum Input {
+    Propose(ZoneCommand, oneshot::Sender<Result<Applied>>),
+    Step(Message),
+}
+
+/// Timing of a driver.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub tick: Duration,
+    /// How long a caller waits for its entry to apply before giving up.
+    pub propose_timeout: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            tick: Duration::from_millis(100),
+            propose_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A cheap handle to a running zone driver.
+pub struct ZoneDriver {
+    zone: ZoneId,
+    tx: Mutex<Option<mpsc::Sender<Input>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    propose_timeout: Duration,
+}
+
+impl ZoneDriver {
+    pub fn spawn(zone: ZoneId, mut replica: Replica, transport: Arc<dyn Transport>, cfg: DriverConfig) -> Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        if replica.is_sole_voter() && !replica.is_leader() {
+            // Alone in the group: no need to wait out an election timeout.
+            replica.campaign()?;
+        }
+        let name = format!("zone-{zone}");
+        let z = zone.clone();
+        let tick = cfg.tick;
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run(z, replica, transport, rx, tick))
+            .map_err(|e| KernelError::Storage(format!("spawn zone driver: {e}")))?;
+        Ok(ZoneDriver {
+            zone,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            propose_timeout: cfg.propose_timeout,
+        })
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Input>> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| KernelError::Unavailable(format!("zone {} is stopped", self.zone)))
+    }
+
+    /// Proposes `cmd` and waits until it is applied locally; returns what
+    /// applying it produced. Success means the entry is durable on a quorum.
+    pub async fn propose(&self, cmd: ZoneCommand) -> Result<Applied> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Input::Propose(cmd, reply))
+            .await
+            .map_err(|_| KernelError::Unavailable(format!("zone {} stopped", self.zone)))?;
+        match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(KernelError::Unavailable(format!(
+                "zone {}: the write was dropped (leader change); retry",
+                self.zone
+            ))),
+            Err(_) => Err(KernelError::Unavailable(format!(
+                "zone {}: no commit within {:?}",
+                self.zone, self.propose_timeout
+            ))),
+        }
+    }
+
+    /// Hands a message from a peer replica to this zone.
+    pub fn step(&self, msg: Message) -> Result<()> {
+        self.sender()?
+            .try_send(Input::Step(msg))
+            .map_err(|_| KernelError::Unavailable(format!("zone {} is overloaded or stopped", self.zone)))
+    }
+
+    /// Stops the driver after it drains what is queued; joins its thread.
+    pub fn stop(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ZoneDriver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(zone: ZoneId, mut replica: Replica, transport: Arc<dyn Transport>, mut rx: mpsc::Receiver<Input>, tick: Duration) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(%zone, "cannot start zone driver: {e}");
+            return;
+        }
+    };
+    // Waiters carry ids unique across the group: replica id in the top bits.
+    let mut next_id = replica.id() << 48;
+    let mut waiters: HashMap<u64, oneshot::Sender<Result<Applied>>> = HashMap::new();
+    rt.block_on(async move {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        while open {
+            let mut batch = Vec::new();
+            tokio::select! {
+                _ = ticker.tick() => replica.tick(),
+                n = rx.recv_many(&mut batch, MAX_BATCH) => open = n > 0,
+            }
+            for input in batch {
+                match input {
+                    Input::Propose(cmd, reply) => {
+                        next_id += 1;
+                        match replica.propose(next_id, &cmd) {
+                            Ok(()) => {
+                                waiters.insert(next_id, reply);
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                    Input::Step(m) => {
+                        if let Err(e) = replica.step(m) {
+                            tracing::warn!(%zone, "raft step failed: {e}");
+                        }
+                    }
+                }
+            }
+            while replica.has_ready() {
+                let out = match replica.on_ready() {
+                    Ok(out) => out,
+                    Err(e) => {
+                        // The log could not be persisted: this replica must
+                        // stop rather than acknowledge anything further.
+                        tracing::error!(%zone, "zone storage failed, stopping the replica: {e}");
+                        for (_, w) in waiters.drain() {
+                            let _ = w.send(Err(e.clone()));
+                        }
+                        return;
+                    }
+                };
+                for m in &out.messages {
+                    if m.get_msg_type() == MessageType::MsgSnapshot {
+                        replica.report_snapshot_sent(m.to);
+                    }
+                }
+                if !out.messages.is_empty() {
+                    transport.send(&zone, out.messages);
+                }
+                for (id, result) in out.results {
+                    if let Some(w) = waiters.remove(&id) {
+                        let _ = w.send(result);
+                    }
+                }
+            }
+            waiters.retain(|_, w| !w.is_closed());
+        }
+    });
+}

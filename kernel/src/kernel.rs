@@ -1,0 +1,292 @@
+//! A node's kernel: its data directory, its zones and their drivers, and the
+//! content store they share.
+//!
+//! Data directory layout (`NEXUS_HOME`):
+//! - `meta/`: the sled database. Tree `catalog` lists zones; tree `zone:NAME`
+//!   holds one zone's Raft log and state (its own keyspace, shared with no
+//!   other zone).
+//! - `content/`: chunks, when the object store is the local disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use raft::prelude::ConfState;
+use serde::{Deserialize, Serialize};
+
+use crate::command::ZoneCommand;
+use crate::content::ContentStore;
+use crate::driver::{DriverConfig, ZoneDriver};
+use crate::error::{KernelError, Result};
+use crate::replica::{Replica, ReplicaConfig, Role};
+use crate::state::ZoneState;
+use crate::transport::{LocalOnly, Transport};
+use crate::types::{Ino, ReplicaId, Timestamp, ZoneId};
+
+/// Where file content lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectStoreConfig {
+    /// `$NEXUS_HOME/content` (the embedded default).
+    Local,
+    Memory,
+    /// `s3://bucket/prefix`.
+    S3(String),
+}
+
+impl ObjectStoreConfig {
+    /// Parses `local`, `memory` or an `s3://` URL.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "" | "local" => Ok(ObjectStoreConfig::Local),
+            "memory" => Ok(ObjectStoreConfig::Memory),
+            url if url.starts_with("s3://") => Ok(ObjectStoreConfig::S3(url.to_owned())),
+            other => Err(KernelError::Invalid(format!(
+                "object store {other:?}: use `local`, `memory` or `s3://bucket/prefix`"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    pub home: PathBuf,
+    pub object_store: ObjectStoreConfig,
+    pub driver: DriverConfig,
+    /// This node's replica id in the zones it creates.
+    pub replica_id: ReplicaId,
+}
+
+impl KernelConfig {
+    pub fn embedded(home: impl Into<PathBuf>) -> Self {
+        KernelConfig {
+            home: home.into(),
+            object_store: ObjectStoreConfig::Local,
+            driver: DriverConfig::default(),
+            replica_id: 1,
+        }
+    }
+}
+
+/// A zone's entry in the node catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneRecord {
+    pub id: ZoneId,
+    pub created: Timestamp,
+    /// The group's initial members and their roles.
+    pub replicas: Vec<(ReplicaId, Role)>,
+}
+
+/// A zone served by this node: its driver (writes) and its state (reads).
+pub struct Zone {
+    pub id: ZoneId,
+    pub state: ZoneState,
+    pub(crate) driver: ZoneDriver,
+}
+
+impl Zone {
+    pub async fn propose(&self, cmd: ZoneCommand) -> Result<crate::command::Applied> {
+        self.driver.propose(cmd).await
+    }
+}
+
+pub struct Kernel {
+    pub(crate) cfg: KernelConfig,
+    db: sled::Db,
+    catalog: sled::Tree,
+    pub(crate) content: ContentStore,
+    zones: RwLock<HashMap<ZoneId, Arc<Zone>>>,
+    writers: Mutex<HashMap<(ZoneId, Ino), Arc<tokio::sync::Mutex<()>>>>,
+    transport: Arc<dyn Transport>,
+}
+
+fn tree_name(zone: &ZoneId) -> String {
+    format!("zone:{zone}")
+}
+
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as Timestamp)
+        .unwrap_or(0)
+}
+
+impl Kernel {
+    /// Opens the node's data directory, creating it on first use. Only one
+    /// process may hold a data directory at a time.
+    pub fn open(cfg: KernelConfig) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.home)
+            .map_err(|e| KernelError::Storage(format!("{}: {e}", cfg.home.display())))?;
+        let db = sled::Config::new()
+            .path(cfg.home.join("meta"))
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                    KernelError::Busy(format!(
+                        "data directory {} is in use by another nexus process",
+                        cfg.home.display()
+                    ))
+                }
+                other => KernelError::Storage(format!("{}: {other}", cfg.home.display())),
+            })?;
+        let catalog = db.open_tree("catalog")?;
+        let content = match &cfg.object_store {
+            ObjectStoreConfig::Local => ContentStore::local(&cfg.home.join("content"))?,
+            ObjectStoreConfig::Memory => ContentStore::memory(),
+            ObjectStoreConfig::S3(url) => ContentStore::s3(url)?,
+        };
+        Ok(Kernel {
+            cfg,
+            db,
+            catalog,
+            content,
+            zones: RwLock::new(HashMap::new()),
+            writers: Mutex::new(HashMap::new()),
+            transport: Arc::new(LocalOnly),
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.cfg.home
+    }
+
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    pub fn zone_records(&self) -> Result<Vec<ZoneRecord>> {
+        self.catalog
+            .iter()
+            .map(|kv| Ok(postcard::from_bytes(&kv?.1)?))
+            .collect()
+    }
+
+    pub fn zone_record(&self, id: &ZoneId) -> Result<ZoneRecord> {
+        match self.catalog.get(id.as_str())? {
+            Some(v) => Ok(postcard::from_bytes(&v)?),
+            None => Err(KernelError::ZoneNotFound(id.clone())),
+        }
+    }
+
+    /// Creates a zone whose group is this node alone, with an empty root.
+    pub async fn create_zone(&self, id: &ZoneId) -> Result<ZoneRecord> {
+        let record = ZoneRecord {
+            id: id.clone(),
+            created: now(),
+            replicas: vec![(self.cfg.replica_id, Role::Voter)],
+        };
+        let inserted = self
+            .catalog
+            .compare_and_swap(id.as_str(), None as Option<&[u8]>, Some(postcard::to_allocvec(&record)?))?;
+        if inserted.is_err() {
+            return Err(KernelError::ZoneExists(id.clone()));
+        }
+        self.db.flush_async().await?;
+        let zone = self.zone(id)?;
+        zone.propose(ZoneCommand::Init { now: record.created }).await?;
+        Ok(record)
+    }
+
+    /// The running zone `id`, starting its driver on first use.
+    pub fn zone(&self, id: &ZoneId) -> Result<Arc<Zone>> {
+        if let Some(z) = self.zones.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(z.clone());
+        }
+        let mut zones = self.zones.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(z) = zones.get(id) {
+            return Ok(z.clone());
+        }
+        let record = self.zone_record(id)?;
+        let me = self.cfg.replica_id;
+        let role = record
+            .replicas
+            .iter()
+            .find(|(r, _)| *r == me)
+            .map(|(_, role)| *role)
+            .ok_or_else(|| KernelError::ZoneNotFound(id.clone()))?;
+        let voters: Vec<ReplicaId> = record.replicas.iter().map(|(r, _)| *r).collect();
+        let tree = self.db.open_tree(tree_name(id))?;
+        let replica = Replica::open(
+            self.db.clone(),
+            tree.clone(),
+            ReplicaConfig::new(me, role),
+            &ConfState::from((voters, vec![])),
+        )?;
+        let driver = ZoneDriver::spawn(id.clone(), replica, self.transport.clone(), self.cfg.driver.clone())?;
+        let zone = Arc::new(Zone {
+            id: id.clone(),
+            state: ZoneState::new(tree),
+            driver,
+        });
+        zones.insert(id.clone(), zone.clone());
+        Ok(zone)
+    }
+
+    /// The applied state of a zone, read straight from its tree (no driver).
+    pub fn zone_state(&self, id: &ZoneId) -> Result<ZoneState> {
+        self.zone_record(id)?;
+        Ok(ZoneState::new(self.db.open_tree(tree_name(id))?))
+    }
+
+    /// Destroys a zone and all its metadata. Refused while another zone
+    /// mounts it. Its content chunks go at the next `gc`.
+    pub fn destroy_zone(&self, id: &ZoneId) -> Result<()> {
+        self.zone_record(id)?;
+        for other in self.zone_records()? {
+            if &other.id == id {
+                continue;
+            }
+            for inode in self.zone_state(&other.id)?.all_inodes() {
+                if let crate::types::InodeBody::Mount { target } = inode?.body {
+                    if &target == id {
+                        return Err(KernelError::Busy(format!(
+                            "zone {id} is mounted in zone {}; remove that mount first",
+                            other.id
+                        )));
+                    }
+                }
+            }
+        }
+        let running = self.zones.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(zone) = running {
+            // Open handles on the zone see it as stopped from here on.
+            zone.driver.stop();
+        }
+        self.catalog.remove(id.as_str())?;
+        self.db.drop_tree(tree_name(id))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Serializes this node's writers to one inode, so they queue instead of
+    /// failing each other's version checks (which remain the guard against
+    /// writers on other nodes).
+    pub(crate) async fn lock_inode(&self, zone: &ZoneId, ino: Ino) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget locks nobody holds or waits for, keeping the map small.
+            if writers.len() > 1024 {
+                writers.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            writers.entry((zone.clone(), ino)).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Stops every zone driver and flushes; called on clean shutdown.
+    pub fn shutdown(&self) -> Result<()> {
+        let zones: Vec<_> = self.zones.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (_, zone) in zones {
+            zone.driver.stop();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

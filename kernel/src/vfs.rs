@@ -1,0 +1,600 @@
+//! The zone VFS: path resolution from a zone root, across DT_MOUNT entries,
+//! and every file operation, as methods on [`Kernel`].
+//!
+//! Reads are served from the local replica's applied state. Writes become
+//! [`ZoneCommand`]s through the zone's Raft log; content chunks are uploaded
+//! before the command that names them is proposed. A content change commits
+//! only against the inode version it was planned from, and is re-planned on
+//! conflict, so concurrent writers never lose each other's bytes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::command::{Applied, NewInode, ZoneCommand};
+use crate::content::{CHUNK_SIZE, INLINE_MAX};
+use crate::error::{KernelError, Result};
+use crate::kernel::{now, Kernel, Zone};
+use crate::path::{self, Step};
+use crate::types::{DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
+
+/// Largest file size accepted (1 TiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
+/// Most bytes one read returns (a short read, like POSIX, beyond that).
+pub const MAX_READ: u64 = 16 << 20;
+/// Most entries one readdir page returns.
+pub const MAX_PAGE: usize = 4096;
+/// Attempts at a content change before reporting a conflict.
+const MAX_ATTEMPTS: usize = 64;
+
+/// An open file or directory: a zone and an inode in it.
+#[derive(Clone)]
+pub struct Handle {
+    zone: Arc<Zone>,
+    pub ino: Ino,
+    pub kind: FileKind,
+}
+
+impl Handle {
+    pub fn zone_id(&self) -> &ZoneId {
+        &self.zone.id
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handle({}:{} {:?})", self.zone.id, self.ino, self.kind)
+    }
+}
+
+/// How `open` treats a missing or existing file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    pub create: bool,
+    pub exclusive: bool,
+    pub truncate: bool,
+    pub directory: bool,
+}
+
+/// Where a write lands.
+#[derive(Clone, Copy)]
+enum At {
+    Offset(u64),
+    End,
+}
+
+/// One page of a directory listing; pass `next` back to continue.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DirPage {
+    pub entries: Vec<DirListing>,
+    pub next: Option<String>,
+}
+
+fn with_path(e: KernelError, p: &str) -> KernelError {
+    match e {
+        KernelError::NotFound(_) => KernelError::NotFound(p.to_owned()),
+        KernelError::Exist(_) => KernelError::Exist(p.to_owned()),
+        KernelError::NotDirectory(_) => KernelError::NotDirectory(p.to_owned()),
+        KernelError::IsDirectory(_) => KernelError::IsDirectory(p.to_owned()),
+        KernelError::NotEmpty(_) => KernelError::NotEmpty(p.to_owned()),
+        other => other,
+    }
+}
+
+fn fresh_ino() -> Ino {
+    loop {
+        let ino: u64 = rand::random::<u64>() >> 1;
+        if ino > ROOT_INO {
+            return ino;
+        }
+    }
+}
+
+impl Kernel {
+    fn handle(&self, zone: Arc<Zone>, ino: Ino, kind: FileKind) -> Handle {
+        Handle { zone, ino, kind }
+    }
+
+    /// The root directory of `zone`.
+    pub fn root(&self, zone: &ZoneId) -> Result<Handle> {
+        let z = self.zone(zone)?;
+        if z.state.inode(ROOT_INO)?.is_none() {
+            return Err(KernelError::Unavailable(format!("zone {zone} has no root yet")));
+        }
+        Ok(self.handle(z, ROOT_INO, FileKind::Dir))
+    }
+
+    /// Resolves `p` from the root of `zone`. `..` steps back lexically and
+    /// stays at the root of `zone` (invariant 4). A DT_MOUNT in the middle of
+    /// a path is always crossed; a final one only if `follow_mount`.
+    pub fn resolve(&self, zone: &ZoneId, p: &str, follow_mount: bool) -> Result<Handle> {
+        let steps = path::parse(p)?;
+        let mut stack = vec![self.root(zone)?];
+        let last = steps.len().saturating_sub(1);
+        for (i, step) in steps.iter().enumerate() {
+            let top = stack.last().expect("never empty").clone();
+            match step {
+                Step::Parent => {
+                    if top.kind != FileKind::Dir {
+                        return Err(KernelError::NotDirectory(p.to_owned()));
+                    }
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                }
+                Step::Name(name) => {
+                    if top.kind != FileKind::Dir {
+                        return Err(KernelError::NotDirectory(p.to_owned()));
+                    }
+                    let d = top
+                        .zone
+                        .state
+                        .dentry(top.ino, name)?
+                        .ok_or_else(|| KernelError::NotFound(p.to_owned()))?;
+                    let next = if d.kind == FileKind::Mount && (i < last || follow_mount) {
+                        self.cross_mount(&top.zone, d.ino)?
+                    } else {
+                        self.handle(top.zone.clone(), d.ino, d.kind)
+                    };
+                    stack.push(next);
+                }
+            }
+        }
+        Ok(stack.pop().expect("never empty"))
+    }
+
+    fn cross_mount(&self, zone: &Arc<Zone>, ino: Ino) -> Result<Handle> {
+        let inode = self.inode(zone, ino)?;
+        let InodeBody::Mount { target } = inode.body else {
+            return Err(KernelError::Corrupt(format!("inode {ino} is not a mount")));
+        };
+        match self.root(&target) {
+            Err(KernelError::ZoneNotFound(z)) => Err(KernelError::NotFound(format!(
+                "mount target zone {z} is not served on this node"
+            ))),
+            other => other,
+        }
+    }
+
+    fn inode(&self, zone: &Zone, ino: Ino) -> Result<Inode> {
+        zone.state
+            .inode(ino)?
+            .ok_or_else(|| KernelError::NotFound(format!("inode {ino} (removed)")))
+    }
+
+    /// The parent directory handle and final name of `p`.
+    fn parent_of<'p>(&self, zone: &ZoneId, p: &'p str) -> Result<(Handle, &'p str)> {
+        let (parent, name) = path::split_parent(p)?;
+        let dir = self.resolve(zone, parent, true)?;
+        if dir.kind != FileKind::Dir {
+            return Err(KernelError::NotDirectory(parent.to_owned()));
+        }
+        Ok((dir, name))
+    }
+
+    pub fn stat(&self, zone: &ZoneId, p: &str) -> Result<Stat> {
+        let h = self.resolve(zone, p, true)?;
+        self.stat_handle(&h)
+    }
+
+    /// Stat without crossing a final DT_MOUNT (shows the mount entry itself).
+    pub fn lstat(&self, zone: &ZoneId, p: &str) -> Result<Stat> {
+        let h = self.resolve(zone, p, false)?;
+        self.stat_handle(&h)
+    }
+
+    pub fn stat_handle(&self, h: &Handle) -> Result<Stat> {
+        Ok(Stat::of(&h.zone.id, &self.inode(&h.zone, h.ino)?))
+    }
+
+    async fn create_in(&self, dir: &Handle, name: &str, new: NewInode) -> Result<Inode> {
+        path::check_new_name(name)?;
+        loop {
+            let cmd = ZoneCommand::Create {
+                parent: dir.ino,
+                name: name.to_owned(),
+                ino: fresh_ino(),
+                new: new.clone(),
+                now: now(),
+            };
+            match dir.zone.propose(cmd).await {
+                Ok(Applied::Inode(inode)) => return Ok(inode),
+                Ok(Applied::Done) => return Err(KernelError::Corrupt("create returned no inode".into())),
+                // The random inode number was taken: draw another.
+                Err(KernelError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub async fn mkdir(&self, zone: &ZoneId, p: &str) -> Result<Handle> {
+        let (dir, name) = self.parent_of(zone, p)?;
+        let inode = self.create_in(&dir, name, NewInode::Dir).await.map_err(|e| with_path(e, p))?;
+        Ok(self.handle(dir.zone, inode.ino, FileKind::Dir))
+    }
+
+    /// Creates each missing directory along `p`.
+    pub async fn mkdir_all(&self, zone: &ZoneId, p: &str) -> Result<Handle> {
+        let mut cur = String::new();
+        let mut last = self.root(zone)?;
+        for step in path::parse(p)? {
+            let Step::Name(name) = step else {
+                return Err(KernelError::Invalid(format!("{p}: `..` in a path to create")));
+            };
+            cur.push('/');
+            cur.push_str(name);
+            last = match self.resolve(zone, &cur, true) {
+                Ok(h) if h.kind == FileKind::Dir => h,
+                Ok(_) => return Err(KernelError::NotDirectory(cur)),
+                Err(KernelError::NotFound(_)) => match self.mkdir(zone, &cur).await {
+                    Err(KernelError::Exist(_)) => self.resolve(zone, &cur, true)?,
+                    other => other?,
+                },
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(last)
+    }
+
+    /// Creates a DT_PIPE inode (its ring-buffer behaviour comes with pipes).
+    pub async fn mkpipe(&self, zone: &ZoneId, p: &str, capacity: u64) -> Result<Handle> {
+        let (dir, name) = self.parent_of(zone, p)?;
+        let inode = self
+            .create_in(&dir, name, NewInode::Pipe { capacity })
+            .await
+            .map_err(|e| with_path(e, p))?;
+        Ok(self.handle(dir.zone, inode.ino, FileKind::Pipe))
+    }
+
+    /// Links zone `target` at `p`. Refused over an existing entry.
+    pub async fn mount(&self, zone: &ZoneId, p: &str, target: &ZoneId) -> Result<Stat> {
+        self.zone_record(target)?;
+        let (dir, name) = self.parent_of(zone, p)?;
+        let inode = self
+            .create_in(&dir, name, NewInode::Mount { target: target.clone() })
+            .await
+            .map_err(|e| with_path(e, p))?;
+        Ok(Stat::of(&dir.zone.id, &inode))
+    }
+
+    pub async fn open_path(&self, zone: &ZoneId, p: &str, opts: OpenOptions) -> Result<Handle> {
+        let h = match self.resolve(zone, p, true) {
+            Ok(_) if opts.create && opts.exclusive => return Err(KernelError::Exist(p.to_owned())),
+            Ok(h) => h,
+            Err(KernelError::NotFound(_)) if opts.create && !opts.directory => {
+                let (dir, name) = self.parent_of(zone, p)?;
+                match self.create_in(&dir, name, NewInode::Regular).await {
+                    Ok(inode) => self.handle(dir.zone, inode.ino, FileKind::Regular),
+                    // Lost a race with another creator: open theirs.
+                    Err(KernelError::Exist(_)) if !opts.exclusive => self.resolve(zone, p, true)?,
+                    Err(e) => return Err(with_path(e, p)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if opts.directory && h.kind != FileKind::Dir {
+            return Err(KernelError::NotDirectory(p.to_owned()));
+        }
+        if opts.truncate {
+            if h.kind == FileKind::Dir {
+                return Err(KernelError::IsDirectory(p.to_owned()));
+            }
+            self.truncate(&h, 0).await?;
+        }
+        Ok(h)
+    }
+
+    /// Reads up to `len` bytes at `offset` (at most [`MAX_READ`]); short at EOF.
+    pub async fn read(&self, h: &Handle, offset: u64, len: u64) -> Result<Bytes> {
+        let inode = self.regular(h)?;
+        if offset >= inode.size || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = inode.size.min(offset.saturating_add(len.min(MAX_READ)));
+        if let InodeBody::Regular { inline: Some(bytes) } = &inode.body {
+            let hi = (end as usize).min(bytes.len());
+            let mut out = bytes[(offset as usize).min(hi)..hi].to_vec();
+            out.resize((end - offset) as usize, 0);
+            return Ok(out.into());
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let chunks = h
+            .zone
+            .state
+            .chunks(h.ino, offset / CHUNK_SIZE, (end - 1) / CHUNK_SIZE + 1)?;
+        let _guard = self.content.write_guard().await;
+        let fetches = chunks.iter().map(|(idx, chunk)| {
+            let start = idx * CHUNK_SIZE;
+            let lo = offset.max(start) - start;
+            let hi = end.min(start + CHUNK_SIZE) - start;
+            async move { Ok::<_, KernelError>((start + lo, self.content.get_range(chunk, lo..hi).await?)) }
+        });
+        for (at, bytes) in futures::future::try_join_all(fetches).await? {
+            let pos = (at - offset) as usize;
+            out[pos..pos + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(out.into())
+    }
+
+    fn regular(&self, h: &Handle) -> Result<Inode> {
+        let inode = self.inode(&h.zone, h.ino)?;
+        match inode.body {
+            InodeBody::Regular { .. } => Ok(inode),
+            InodeBody::Dir { .. } => Err(KernelError::IsDirectory(format!("inode {}", h.ino))),
+            _ => Err(KernelError::Unsupported(format!(
+                "inode {} is a {}; byte I/O arrives with its issue",
+                h.ino,
+                inode.kind().as_str()
+            ))),
+        }
+    }
+
+    /// Writes `data` at `offset`; returns the bytes written (all of them).
+    pub async fn write(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<u64> {
+        self.change_content(h, At::Offset(offset), data)
+            .await
+            .map(|_| data.len() as u64)
+    }
+
+    /// Appends `data` atomically at the end; returns the offset it landed at.
+    pub async fn append(&self, h: &Handle, data: &[u8]) -> Result<u64> {
+        self.change_content(h, At::End, data).await
+    }
+
+    /// Plans and commits a write, re-planning if another writer got there first.
+    async fn change_content(&self, h: &Handle, at: At, data: &[u8]) -> Result<u64> {
+        let _writer = self.lock_inode(&h.zone.id, h.ino).await;
+        let _guard = self.content.write_guard().await;
+        let len = data.len() as u64;
+        for _ in 0..MAX_ATTEMPTS {
+            let inode = self.regular(h)?;
+            let offset = match at {
+                At::Offset(o) => o,
+                At::End => inode.size,
+            };
+            if offset.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE) {
+                return Err(KernelError::FileTooLarge(format!("write ending past {MAX_FILE_SIZE} bytes")));
+            }
+            if len == 0 {
+                return Ok(offset);
+            }
+            let cmd = self.plan_write(&h.zone, &inode, offset, data).await?;
+            match h.zone.propose(cmd).await {
+                Ok(_) => return Ok(offset),
+                Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(KernelError::Conflict(h.ino))
+    }
+
+    async fn plan_write(&self, zone: &Zone, inode: &Inode, offset: u64, data: &[u8]) -> Result<ZoneCommand> {
+        let end = offset + data.len() as u64;
+        let size = inode.size.max(end);
+        let inline = match &inode.body {
+            InodeBody::Regular { inline } => inline.clone(),
+            _ => None,
+        };
+        let base = ZoneCommand::SetContent {
+            ino: inode.ino,
+            expect_version: inode.version,
+            size,
+            inline: None,
+            chunks: Vec::new(),
+            drop_from: None,
+            now: now(),
+        };
+        if let (Some(mut buf), true) = (inline.clone(), size <= INLINE_MAX) {
+            buf.resize(size as usize, 0);
+            buf[offset as usize..end as usize].copy_from_slice(data);
+            return Ok(with_content(base, Some(buf), Vec::new(), None));
+        }
+        let mut indices: Vec<u64> = (offset / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE).collect();
+        if inline.as_ref().is_some_and(|b| !b.is_empty()) && indices[0] != 0 {
+            // Leaving inline storage: the old bytes become chunk 0.
+            indices.insert(0, 0);
+        }
+        let existing = zone.state.chunks(inode.ino, indices[0], indices[indices.len() - 1] + 1)?;
+        let mut chunks = Vec::with_capacity(indices.len());
+        for idx in indices {
+            let start = idx * CHUNK_SIZE;
+            let lo = offset.max(start).min(end) - start;
+            let hi = end.min(start + CHUNK_SIZE).max(offset) - start;
+            let covers_whole = lo == 0 && hi == CHUNK_SIZE;
+            let mut buf: Vec<u8> = match (&inline, existing.iter().find(|(i, _)| *i == idx)) {
+                _ if covers_whole => Vec::new(),
+                (Some(bytes), _) if idx == 0 => bytes.clone(),
+                (Some(_), _) => Vec::new(),
+                (None, Some((_, c))) => self.content.get(c).await?.to_vec(),
+                (None, None) => Vec::new(),
+            };
+            if start < end && start + CHUNK_SIZE > offset {
+                if buf.len() < hi as usize {
+                    buf.resize(hi as usize, 0);
+                }
+                let src = (start + lo - offset) as usize..(start + hi - offset) as usize;
+                buf[lo as usize..hi as usize].copy_from_slice(&data[src]);
+            }
+            chunks.push((idx, self.content.put(buf.into()).await?));
+        }
+        Ok(with_content(base, None, chunks, None))
+    }
+
+    /// Sets the file's size, dropping or zero-extending its tail.
+    pub async fn truncate(&self, h: &Handle, size: u64) -> Result<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(KernelError::FileTooLarge(format!("{size} bytes")));
+        }
+        let _writer = self.lock_inode(&h.zone.id, h.ino).await;
+        let _guard = self.content.write_guard().await;
+        for _ in 0..MAX_ATTEMPTS {
+            let inode = self.regular(h)?;
+            let base = ZoneCommand::SetContent {
+                ino: inode.ino,
+                expect_version: inode.version,
+                size,
+                inline: None,
+                chunks: Vec::new(),
+                drop_from: None,
+                now: now(),
+            };
+            let inline = match &inode.body {
+                InodeBody::Regular { inline } => inline.clone(),
+                _ => None,
+            };
+            let cmd = if size <= INLINE_MAX {
+                let mut buf = self.read_unguarded(h, &inode, size).await?;
+                buf.resize(size as usize, 0);
+                with_content(base, Some(buf), Vec::new(), None)
+            } else if let Some(bytes) = inline {
+                let chunks = if bytes.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(0, self.content.put(bytes.into()).await?)]
+                };
+                with_content(base, None, chunks, None)
+            } else {
+                let keep = size.div_ceil(CHUNK_SIZE);
+                let cut = size % CHUNK_SIZE;
+                let mut chunks = Vec::new();
+                if cut != 0 {
+                    let idx = size / CHUNK_SIZE;
+                    if let Some((_, c)) = h.zone.state.chunks(h.ino, idx, idx + 1)?.first() {
+                        if c.len as u64 > cut {
+                            let bytes = self.content.get_range(c, 0..cut).await?;
+                            chunks.push((idx, self.content.put(bytes).await?));
+                        }
+                    }
+                }
+                with_content(base, None, chunks, Some(keep))
+            };
+            match h.zone.propose(cmd).await {
+                Ok(_) => return Ok(()),
+                Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(KernelError::Conflict(h.ino))
+    }
+
+    /// The first `len` bytes of a small file, for truncation into inline form
+    /// (the caller already holds the content guard).
+    async fn read_unguarded(&self, h: &Handle, inode: &Inode, len: u64) -> Result<Vec<u8>> {
+        let end = len.min(inode.size);
+        if let InodeBody::Regular { inline: Some(b) } = &inode.body {
+            return Ok(b[..(end as usize).min(b.len())].to_vec());
+        }
+        let mut out = vec![0u8; end as usize];
+        if end > 0 {
+            if let Some((_, c)) = h.zone.state.chunks(h.ino, 0, 1)?.first() {
+                let bytes = self.content.get_range(c, 0..end).await?;
+                out[..bytes.len()].copy_from_slice(&bytes);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn set_times(&self, h: &Handle, atime: Option<i64>, mtime: Option<i64>) -> Result<Stat> {
+        let cmd = ZoneCommand::SetTimes {
+            ino: h.ino,
+            atime,
+            mtime,
+            now: now(),
+        };
+        match h.zone.propose(cmd).await? {
+            Applied::Inode(inode) => Ok(Stat::of(&h.zone.id, &inode)),
+            Applied::Done => Err(KernelError::Corrupt("set-times returned no inode".into())),
+        }
+    }
+
+    /// Renames atomically, replacing a compatible target. Both ends must be
+    /// in the same zone.
+    pub async fn rename(&self, zone: &ZoneId, from: &str, to: &str) -> Result<()> {
+        let (src, src_name) = self.parent_of(zone, from)?;
+        let (dst, dst_name) = self.parent_of(zone, to)?;
+        if src.zone.id != dst.zone.id {
+            return Err(KernelError::CrossZone(format!(
+                "{from} is in zone {}, {to} in zone {}",
+                src.zone.id, dst.zone.id
+            )));
+        }
+        let cmd = ZoneCommand::Rename {
+            src_parent: src.ino,
+            src_name: src_name.to_owned(),
+            dst_parent: dst.ino,
+            dst_name: dst_name.to_owned(),
+            now: now(),
+        };
+        src.zone.propose(cmd).await.map(|_| ()).map_err(|e| match e {
+            KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
+            KernelError::Invalid(m) => KernelError::Invalid(m),
+            other => with_path(other, to),
+        })
+    }
+
+    /// Removes a file, pipe or mount entry (never a directory).
+    pub async fn unlink(&self, zone: &ZoneId, p: &str) -> Result<()> {
+        self.remove(zone, p, false).await
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, zone: &ZoneId, p: &str) -> Result<()> {
+        self.remove(zone, p, true).await
+    }
+
+    async fn remove(&self, zone: &ZoneId, p: &str, dir: bool) -> Result<()> {
+        if path::parse(p)?.is_empty() {
+            return Err(KernelError::Busy(format!("{p} is the zone root")));
+        }
+        let (parent, name) = self.parent_of(zone, p)?;
+        let cmd = ZoneCommand::Remove {
+            parent: parent.ino,
+            name: name.to_owned(),
+            dir,
+            now: now(),
+        };
+        parent.zone.propose(cmd).await.map(|_| ()).map_err(|e| with_path(e, p))
+    }
+
+    /// One page of the directory at `p`, in name order, after `cursor`.
+    pub fn readdir(&self, zone: &ZoneId, p: &str, cursor: Option<&str>, limit: usize) -> Result<DirPage> {
+        let h = self.resolve(zone, p, true)?;
+        self.readdir_handle(&h, cursor, limit)
+    }
+
+    pub fn readdir_handle(&self, h: &Handle, cursor: Option<&str>, limit: usize) -> Result<DirPage> {
+        if h.kind != FileKind::Dir {
+            return Err(KernelError::NotDirectory(format!("inode {}", h.ino)));
+        }
+        let limit = limit.clamp(1, MAX_PAGE);
+        let entries = h.zone.state.list(h.ino, cursor, limit)?;
+        let next = (entries.len() == limit).then(|| entries[limit - 1].name.clone());
+        Ok(DirPage { entries, next })
+    }
+}
+
+fn with_content(
+    base: ZoneCommand,
+    inline: Option<Vec<u8>>,
+    chunks: Vec<(u64, crate::types::ChunkRef)>,
+    drop_from: Option<u64>,
+) -> ZoneCommand {
+    match base {
+        ZoneCommand::SetContent {
+            ino,
+            expect_version,
+            size,
+            now,
+            ..
+        } => ZoneCommand::SetContent {
+            ino,
+            expect_version,
+            size,
+            inline,
+            chunks,
+            drop_from,
+            now,
+        },
+        other => other,
+    }
+}
