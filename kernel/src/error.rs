@@ -85,9 +85,9 @@ pub enum KernelError {
     Quota(String),
     #[error("operation not supported: {0}")]
     Unsupported(String),
-    #[error("unknown zone {0:?} (see `nexus zone list`)")]
+    #[error("unknown zone {0} (see `nexus zone list`)")]
     ZoneNotFound(ZoneId),
-    #[error("zone {0:?} already exists")]
+    #[error("zone {0} already exists")]
     ZoneExists(ZoneId),
     /// A concurrent writer changed the inode between read and commit; the
     /// proposer retries. Never surfaces past the VFS unless retries run out.

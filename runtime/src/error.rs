@@ -1,0 +1,66 @@
+//! The CLI boundary: kernel errors become one message and one exit code.
+
+use nexus_kernel::{ErrorCode, KernelError};
+
+/// Exit codes of `nexus` (2 is clap's usage error).
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const NOT_FOUND: u8 = 3;
+    pub const DENIED: u8 = 4;
+    pub const CONFLICT: u8 = 5;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Kernel(#[from] KernelError),
+    #[error("{path}: {source}")]
+    Local {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    /// The command ran and its answer is "no" (e.g. an inconsistent zone).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn local(path: impl Into<String>, source: std::io::Error) -> Self {
+        CliError::Local {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Kernel(e) => match e.code() {
+                ErrorCode::NoEntry => exit::NOT_FOUND,
+                ErrorCode::Access | ErrorCode::NotPermitted => exit::DENIED,
+                ErrorCode::Exist | ErrorCode::NotEmpty | ErrorCode::Busy => exit::CONFLICT,
+                _ => exit::FAILURE,
+            },
+            CliError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+            CliError::Local { .. } => exit::FAILURE,
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => exit::FAILURE,
+        }
+    }
+
+    /// What to do about it, where there is something useful to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            CliError::Kernel(KernelError::ZoneNotFound(_)) => Some("create it with `nexus zone create NAME`"),
+            CliError::Kernel(KernelError::Busy(m)) if m.contains("in use by another") => {
+                Some("wait for the other nexus command to finish, or point NEXUS_HOME elsewhere")
+            }
+            CliError::Kernel(KernelError::NotEmpty(_)) => Some("use `nexus fs rm -r` to remove a directory and its contents"),
+            _ => None,
+        }
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;

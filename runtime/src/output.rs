@@ -1,0 +1,40 @@
+//! Printing: human tables by default, JSON with `--json`.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::error::{CliError, CliResult};
+
+pub fn json<T: Serialize>(value: &T) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| CliError::Usage(format!("json: {e}")))?;
+    writeln!(out).map_err(|e| CliError::local("stdout", e))
+}
+
+/// Nanoseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::time(0), "1970-01-01 00:00:00");
+        assert_eq!(super::time(1_700_000_000_000_000_000), "2023-11-14 22:13:20");
+    }
+}
