@@ -51,10 +51,12 @@ impl std::fmt::Display for ZoneId {
 
 /// The inode types (`d_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FileKind {
     /// DT_DIR
     Dir,
     /// DT_REG
+    #[serde(rename = "file")]
     Regular,
     /// DT_MOUNT: a link to another zone's root.
     Mount,
