@@ -475,10 +475,11 @@ impl Tx<'_> {
         self.put_inode(&moved);
         self.batch.remove(keys::dentry(src_parent, src_name));
         self.batch.insert(keys::dentry(dst_parent, dst_name), enc(&entry));
+        // The target gains a name unless it replaced one.
         let grew = if replaced.is_some() { 0 } else { 1 };
         if src_parent == dst_parent {
             let mut dir = src_dir;
-            Self::adjust_entries(&mut dir, 0, now);
+            Self::adjust_entries(&mut dir, grew - 1, now);
             self.put_inode(&dir);
         } else {
             let (mut s, mut d) = (src_dir, dst_dir);
@@ -557,6 +558,17 @@ mod tests {
         };
         assert_eq!(entries(ROOT_INO), 1);
         assert_eq!(entries(10), 1);
+    }
+
+    #[test]
+    fn rename_over_a_sibling_drops_one_entry() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "a", 10, NewInode::Regular).unwrap();
+        create(&s, 3, ROOT_INO, "b", 11, NewInode::Regular).unwrap();
+        s.apply(4, &ZoneCommand::Rename { src_parent: ROOT_INO, src_name: "a".into(), dst_parent: ROOT_INO, dst_name: "b".into(), now: 4 })
+            .unwrap()
+            .unwrap();
+        assert!(matches!(s.inode(ROOT_INO).unwrap().unwrap().body, InodeBody::Dir { entries: 1 }));
     }
 
     #[test]
