@@ -55,7 +55,10 @@ impl Kernel {
             *children.entry(dir).or_default() += 1;
             *linked.entry(entry.ino).or_default() += 1;
             match inodes.get(&entry.ino) {
-                None => r.problems.push(format!("entry {name:?} in dir {dir} names missing inode {}", entry.ino)),
+                None => r.problems.push(format!(
+                    "entry {name:?} in dir {dir} names missing inode {}",
+                    entry.ino
+                )),
                 Some(i) if i.kind() != entry.kind => r.problems.push(format!(
                     "entry {name:?} says {:?}, inode {} is {:?}",
                     entry.kind,
@@ -77,14 +80,17 @@ impl Kernel {
         for (ino, inode) in &inodes {
             let links = linked.get(ino).copied().unwrap_or(0);
             if *ino != ROOT_INO && links != 1 {
-                r.problems.push(format!("inode {ino} has {links} directory entries, expected 1"));
+                r.problems.push(format!(
+                    "inode {ino} has {links} directory entries, expected 1"
+                ));
             }
             match &inode.body {
                 InodeBody::Dir { entries } => {
                     r.directories += 1;
                     let actual = children.get(ino).copied().unwrap_or(0);
                     if *entries != actual {
-                        r.problems.push(format!("dir {ino} counts {entries} entries, has {actual}"));
+                        r.problems
+                            .push(format!("dir {ino} counts {entries} entries, has {actual}"));
                     }
                 }
                 InodeBody::Regular { inline } => {
@@ -92,43 +98,61 @@ impl Kernel {
                     r.bytes += inode.size;
                     let chunks = chunk_map.remove(ino).unwrap_or_default();
                     match inline {
-                        Some(b) if b.len() as u64 != inode.size => r
-                            .problems
-                            .push(format!("file {ino}: inline {} bytes, size {}", b.len(), inode.size)),
-                        Some(_) if !chunks.is_empty() => r.problems.push(format!("file {ino}: inline and chunked")),
+                        Some(b) if b.len() as u64 != inode.size => r.problems.push(format!(
+                            "file {ino}: inline {} bytes, size {}",
+                            b.len(),
+                            inode.size
+                        )),
+                        Some(_) if !chunks.is_empty() => {
+                            r.problems.push(format!("file {ino}: inline and chunked"))
+                        }
                         _ => {}
                     }
                     for (idx, chunk) in chunks {
                         r.chunks += 1;
                         if idx >= inode.size.div_ceil(CHUNK_SIZE) || chunk.len as u64 > CHUNK_SIZE {
-                            r.problems.push(format!("file {ino}: chunk {idx} lies beyond its size {}", inode.size));
+                            r.problems.push(format!(
+                                "file {ino}: chunk {idx} lies beyond its size {}",
+                                inode.size
+                            ));
                         }
                         let hex = hash_hex(&chunk.hash);
                         match self.content.stored_size(&chunk.hash).await? {
-                            None => r.problems.push(format!("file {ino}: chunk {idx} ({hex}) missing from the content store")),
-                            Some(n) if n != chunk.len as u64 => {
-                                r.problems.push(format!("file {ino}: chunk {idx} ({hex}) stored {n} bytes, expected {}", chunk.len))
-                            }
-                            Some(_) if deep && !self.content.verify(&chunk).await? => {
-                                r.problems.push(format!("file {ino}: chunk {idx} ({hex}) fails its hash"))
-                            }
+                            None => r.problems.push(format!(
+                                "file {ino}: chunk {idx} ({hex}) missing from the content store"
+                            )),
+                            Some(n) if n != chunk.len as u64 => r.problems.push(format!(
+                                "file {ino}: chunk {idx} ({hex}) stored {n} bytes, expected {}",
+                                chunk.len
+                            )),
+                            Some(_) if deep && !self.content.verify(&chunk).await? => r
+                                .problems
+                                .push(format!("file {ino}: chunk {idx} ({hex}) fails its hash")),
                             Some(_) => {}
                         }
                     }
                 }
                 InodeBody::Mount { target } => {
                     if self.zone_record(target).is_err() {
-                        r.problems.push(format!("mount {ino} names zone {target}, not served here"));
+                        r.problems
+                            .push(format!("mount {ino} names zone {target}, not served here"));
                     }
                 }
                 InodeBody::Pipe { .. } => {}
             }
-            if inode.kind() != FileKind::Dir && inode.kind() != FileKind::Regular && chunk_map.contains_key(ino) {
-                r.problems.push(format!("{} {ino} has content chunks", inode.kind().as_str()));
+            if inode.kind() != FileKind::Dir
+                && inode.kind() != FileKind::Regular
+                && chunk_map.contains_key(ino)
+            {
+                r.problems.push(format!(
+                    "{} {ino} has content chunks",
+                    inode.kind().as_str()
+                ));
             }
         }
         for ino in chunk_map.keys().filter(|i| !inodes.contains_key(i)) {
-            r.problems.push(format!("chunks recorded for missing inode {ino}"));
+            r.problems
+                .push(format!("chunks recorded for missing inode {ino}"));
         }
         Ok(r)
     }

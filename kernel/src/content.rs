@@ -74,19 +74,25 @@ impl ContentStore {
 
     /// Local disk under `dir` (created if missing).
     pub fn local(dir: &std::path::Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| KernelError::Content(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| KernelError::Content(format!("{}: {e}", dir.display())))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
         Ok(Self::new(Arc::new(fs), dir.display().to_string()))
     }
 
     /// In memory (tests).
     pub fn memory() -> Self {
-        Self::new(Arc::new(object_store::memory::InMemory::new()), "memory".into())
+        Self::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            "memory".into(),
+        )
     }
 
     /// `s3://bucket/prefix`, credentials and region from the usual AWS_* variables.
     pub fn s3(url: &str) -> Result<Self> {
-        let s3 = object_store::aws::AmazonS3Builder::from_env().with_url(url).build()?;
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(url)
+            .build()?;
         let prefixed = object_store::prefix::PrefixStore::new(s3, url_prefix(url));
         Ok(Self::new(Arc::new(prefixed), url.to_owned()))
     }
@@ -120,7 +126,10 @@ impl ContentStore {
         if range.start >= end {
             return Ok(Bytes::new());
         }
-        let bytes = self.store.get_range(&chunk_path(&chunk.hash), range.start..end).await?;
+        let bytes = self
+            .store
+            .get_range(&chunk_path(&chunk.hash), range.start..end)
+            .await?;
         if bytes.len() as u64 != end - range.start {
             return Err(KernelError::Content(format!(
                 "chunk {} is shorter than its reference",
@@ -145,7 +154,12 @@ impl ContentStore {
 
     /// Whether the stored bytes of `chunk` still hash to its name.
     pub async fn verify(&self, chunk: &ChunkRef) -> Result<bool> {
-        let bytes = self.store.get(&chunk_path(&chunk.hash)).await?.bytes().await?;
+        let bytes = self
+            .store
+            .get(&chunk_path(&chunk.hash))
+            .await?
+            .bytes()
+            .await?;
         Ok(bytes.len() == chunk.len as usize && *blake3::hash(&bytes).as_bytes() == chunk.hash)
     }
 
@@ -161,7 +175,11 @@ impl ContentStore {
             referenced: live.len() as u64,
             ..GcReport::default()
         };
-        let objects: Vec<_> = self.store.list(Some(&Path::from(PREFIX))).try_collect().await?;
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&Path::from(PREFIX)))
+            .try_collect()
+            .await?;
         for meta in objects {
             report.scanned += 1;
             match hash_from_path(&meta.location) {

@@ -55,7 +55,12 @@ pub struct ZoneDriver {
 }
 
 impl ZoneDriver {
-    pub fn spawn(zone: ZoneId, mut replica: Replica, transport: Arc<dyn Transport>, cfg: DriverConfig) -> Result<Self> {
+    pub fn spawn(
+        zone: ZoneId,
+        mut replica: Replica,
+        transport: Arc<dyn Transport>,
+        cfg: DriverConfig,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         if replica.is_sole_voter() && !replica.is_leader() {
             // Alone in the group: no need to wait out an election timeout.
@@ -107,9 +112,9 @@ impl ZoneDriver {
 
     /// Hands a message from a peer replica to this zone.
     pub fn step(&self, msg: Message) -> Result<()> {
-        self.sender()?
-            .try_send(Input::Step(msg))
-            .map_err(|_| KernelError::Unavailable(format!("zone {} is overloaded or stopped", self.zone)))
+        self.sender()?.try_send(Input::Step(msg)).map_err(|_| {
+            KernelError::Unavailable(format!("zone {} is overloaded or stopped", self.zone))
+        })
     }
 
     /// Stops the driver after it drains what is queued; joins its thread.
@@ -128,8 +133,17 @@ impl Drop for ZoneDriver {
     }
 }
 
-fn run(zone: ZoneId, mut replica: Replica, transport: Arc<dyn Transport>, mut rx: mpsc::Receiver<Input>, tick: Duration) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+fn run(
+    zone: ZoneId,
+    mut replica: Replica,
+    transport: Arc<dyn Transport>,
+    mut rx: mpsc::Receiver<Input>,
+    tick: Duration,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(%zone, "cannot start zone driver: {e}");

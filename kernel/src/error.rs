@@ -170,6 +170,9 @@ mod tests {
         ];
         let codes: std::collections::HashSet<_> = errs.iter().map(|e| e.code()).collect();
         assert_eq!(codes.len(), errs.len());
-        assert_eq!(KernelError::NotFound("x".into()).code().as_str(), "no-entry");
+        assert_eq!(
+            KernelError::NotFound("x".into()).code().as_str(),
+            "no-entry"
+        );
     }
 }

@@ -89,13 +89,16 @@ impl Zone {
     }
 }
 
+/// One async lock per inode being written on this node.
+type InodeLocks = HashMap<(ZoneId, Ino), Arc<tokio::sync::Mutex<()>>>;
+
 pub struct Kernel {
     pub(crate) cfg: KernelConfig,
     db: sled::Db,
     catalog: sled::Tree,
     pub(crate) content: ContentStore,
     zones: RwLock<HashMap<ZoneId, Arc<Zone>>>,
-    writers: Mutex<HashMap<(ZoneId, Ino), Arc<tokio::sync::Mutex<()>>>>,
+    writers: Mutex<InodeLocks>,
     transport: Arc<dyn Transport>,
 }
 
@@ -121,7 +124,10 @@ impl Kernel {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11) => {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.raw_os_error() == Some(11) =>
+                {
                     KernelError::Busy(format!(
                         "data directory {} is in use by another nexus process",
                         cfg.home.display()
@@ -175,15 +181,20 @@ impl Kernel {
             created: now(),
             replicas: vec![(self.cfg.replica_id, Role::Voter)],
         };
-        let inserted = self
-            .catalog
-            .compare_and_swap(id.as_str(), None as Option<&[u8]>, Some(postcard::to_allocvec(&record)?))?;
+        let inserted = self.catalog.compare_and_swap(
+            id.as_str(),
+            None as Option<&[u8]>,
+            Some(postcard::to_allocvec(&record)?),
+        )?;
         if inserted.is_err() {
             return Err(KernelError::ZoneExists(id.clone()));
         }
         self.db.flush_async().await?;
         let zone = self.zone(id)?;
-        zone.propose(ZoneCommand::Init { now: record.created }).await?;
+        zone.propose(ZoneCommand::Init {
+            now: record.created,
+        })
+        .await?;
         Ok(record)
     }
 
@@ -212,7 +223,12 @@ impl Kernel {
             ReplicaConfig::new(me, role),
             &ConfState::from((voters, vec![])),
         )?;
-        let driver = ZoneDriver::spawn(id.clone(), replica, self.transport.clone(), self.cfg.driver.clone())?;
+        let driver = ZoneDriver::spawn(
+            id.clone(),
+            replica,
+            self.transport.clone(),
+            self.cfg.driver.clone(),
+        )?;
         let zone = Arc::new(Zone {
             id: id.clone(),
             state: ZoneState::new(tree),
@@ -247,7 +263,11 @@ impl Kernel {
                 }
             }
         }
-        let running = self.zones.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let running = self
+            .zones
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         if let Some(zone) = running {
             // Open handles on the zone see it as stopped from here on.
             zone.driver.stop();
@@ -261,7 +281,11 @@ impl Kernel {
     /// Serializes this node's writers to one inode, so they queue instead of
     /// failing each other's version checks (which remain the guard against
     /// writers on other nodes).
-    pub(crate) async fn lock_inode(&self, zone: &ZoneId, ino: Ino) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock_inode(
+        &self,
+        zone: &ZoneId,
+        ino: Ino,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
             // Forget locks nobody holds or waits for, keeping the map small.
@@ -275,14 +299,18 @@ impl Kernel {
 
     /// Stops every zone driver and flushes; called on clean shutdown.
     pub fn shutdown(&self) -> Result<()> {
-        let zones: Vec<_> = self.zones.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let zones: Vec<_> = self
+            .zones
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
         for (_, zone) in zones {
             zone.driver.stop();
         }
         self.db.flush()?;
         Ok(())
     }
-
 }
 
 impl Drop for Kernel {

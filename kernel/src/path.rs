@@ -58,7 +58,9 @@ fn check_name_len(name: &str) -> Result<()> {
 /// Validates a name that is about to be created in a directory.
 pub fn check_new_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." {
-        return Err(KernelError::Invalid(format!("{name:?} is not a valid name")));
+        return Err(KernelError::Invalid(format!(
+            "{name:?} is not a valid name"
+        )));
     }
     if name.contains('/') || name.contains('\0') {
         return Err(KernelError::Invalid(format!(
@@ -89,7 +91,12 @@ mod tests {
     fn parse_drops_dots_and_empty_parts() {
         assert_eq!(
             parse("/a//./b/../c/").unwrap(),
-            vec![Step::Name("a"), Step::Name("b"), Step::Parent, Step::Name("c")]
+            vec![
+                Step::Name("a"),
+                Step::Name("b"),
+                Step::Parent,
+                Step::Name("c")
+            ]
         );
         assert_eq!(parse("/").unwrap(), vec![]);
     }

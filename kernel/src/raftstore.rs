@@ -42,7 +42,7 @@ fn to_raft(e: KernelError) -> raft::Error {
 /// A snapshot's payload: the state machine's key/value pairs.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: crate::state::StateDump,
 }
 
 pub struct SledRaftStorage {
@@ -128,7 +128,10 @@ impl SledRaftStorage {
             for e in entries {
                 batch.insert(&entry_key(e.index), e.write_to_bytes().map_err(pb_err)?);
             }
-            debug_assert!(first.index > self.trunc_index, "append below the compaction point");
+            debug_assert!(
+                first.index > self.trunc_index,
+                "append below the compaction point"
+            );
             self.last_index = new_last;
         }
         if let Some(hs) = hs {
@@ -174,7 +177,8 @@ impl SledRaftStorage {
     /// and it never exceeds the already flushed log.
     pub fn set_commit(&mut self, commit: u64) -> Result<()> {
         self.hs.commit = commit;
-        self.tree.insert(HS, self.hs.write_to_bytes().map_err(pb_err)?)?;
+        self.tree
+            .insert(HS, self.hs.write_to_bytes().map_err(pb_err)?)?;
         Ok(())
     }
 
@@ -186,7 +190,10 @@ impl SledRaftStorage {
         assert!(index <= self.last_index, "compact past the end of the log");
         let term = self.term_of(index)?;
         let mut batch = sled::Batch::default();
-        for kv in self.tree.range(entry_key(self.trunc_index + 1)..=entry_key(index)) {
+        for kv in self
+            .tree
+            .range(entry_key(self.trunc_index + 1)..=entry_key(index))
+        {
             batch.remove(kv?.0);
         }
         batch.insert(TRUNC, postcard::to_allocvec(&(index, term))?);
@@ -261,19 +268,22 @@ impl Storage for SledRaftStorage {
     /// Builds a snapshot of the state machine as applied now. Only replicas
     /// with a state machine lead, so a witness is never asked.
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let state = self
-            .state
-            .as_ref()
-            .ok_or(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))?;
+        let state = self.state.as_ref().ok_or(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))?;
         let applied = state.applied_index().map_err(to_raft)?;
         if applied < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
         let pairs = state.dump().map_err(to_raft)?;
-        let mut snap = Snapshot::default();
-        snap.data = postcard::to_allocvec(&SnapshotData { pairs })
-            .map_err(|e| to_raft(e.into()))?
-            .into();
+        let mut snap = Snapshot {
+            data: postcard::to_allocvec(&SnapshotData { pairs })
+                .map_err(|e| to_raft(e.into()))?
+                .into(),
+            ..Snapshot::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = applied;
         meta.term = self.term(applied)?;
@@ -287,11 +297,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8].into(),
+            ..Entry::default()
+        }
     }
 
     fn conf() -> ConfState {
@@ -305,18 +316,26 @@ mod tests {
             let db = sled::open(dir.path()).unwrap();
             let mut s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &conf()).unwrap();
             let mut b = sled::Batch::default();
-            let mut hs = HardState::default();
-            hs.term = 2;
-            hs.commit = 3;
-            hs.vote = 1;
-            s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)], Some(&hs))
-                .unwrap();
+            let hs = HardState {
+                term: 2,
+                commit: 3,
+                vote: 1,
+                ..HardState::default()
+            };
+            s.stage_ready(
+                &mut b,
+                None,
+                &[entry(1, 1), entry(2, 1), entry(3, 2), entry(4, 2)],
+                Some(&hs),
+            )
+            .unwrap();
             db.open_tree("z").unwrap().apply_batch(b).unwrap();
             s.compact(2).unwrap();
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
-        let s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &ConfState::default()).unwrap();
+        let s =
+            SledRaftStorage::open(db.open_tree("z").unwrap(), None, &ConfState::default()).unwrap();
         assert_eq!(s.hard_state().commit, 3);
         assert_eq!(s.hard_state().vote, 1);
         assert_eq!(s.conf_state(), &conf());
@@ -324,7 +343,9 @@ mod tests {
         assert_eq!(Storage::last_index(&s).unwrap(), 4);
         assert_eq!(s.term(2).unwrap(), 1);
         assert!(s.term(1).is_err());
-        let got = s.entries(3, 5, None, GetEntriesContext::empty(false)).unwrap();
+        let got = s
+            .entries(3, 5, None, GetEntriesContext::empty(false))
+            .unwrap();
         assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4]);
     }
 
@@ -334,14 +355,17 @@ mod tests {
         let tree = db.open_tree("z").unwrap();
         let mut s = SledRaftStorage::open(tree.clone(), None, &conf()).unwrap();
         let mut b = sled::Batch::default();
-        s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 1)], None).unwrap();
+        s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 1)], None)
+            .unwrap();
         tree.apply_batch(b).unwrap();
         let mut b = sled::Batch::default();
         s.stage_ready(&mut b, None, &[entry(2, 2)], None).unwrap();
         tree.apply_batch(b).unwrap();
         assert_eq!(Storage::last_index(&s).unwrap(), 2);
         assert_eq!(s.term(2).unwrap(), 2);
-        assert!(s.entries(3, 4, None, GetEntriesContext::empty(false)).is_err());
+        assert!(s
+            .entries(3, 4, None, GetEntriesContext::empty(false))
+            .is_err());
         let reopened = SledRaftStorage::open(tree, None, &conf()).unwrap();
         assert_eq!(Storage::last_index(&reopened).unwrap(), 2);
     }

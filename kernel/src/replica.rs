@@ -74,7 +74,12 @@ pub struct Replica {
 impl Replica {
     /// Opens (or creates) the replica stored in `tree`. A new group starts
     /// with `initial` as its configuration on every member.
-    pub fn open(db: sled::Db, tree: sled::Tree, cfg: ReplicaConfig, initial: &ConfState) -> Result<Self> {
+    pub fn open(
+        db: sled::Db,
+        tree: sled::Tree,
+        cfg: ReplicaConfig,
+        initial: &ConfState,
+    ) -> Result<Self> {
         let state = ZoneState::new(tree.clone());
         let sm = (cfg.role == Role::Voter).then(|| state.clone());
         let storage = SledRaftStorage::open(tree.clone(), sm, initial)?;
@@ -98,9 +103,11 @@ impl Replica {
             }
             (Role::Voter, None) => {}
         }
-        rc.validate().map_err(|e| KernelError::Invalid(format!("raft config: {e}")))?;
+        rc.validate()
+            .map_err(|e| KernelError::Invalid(format!("raft config: {e}")))?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let raw = RawNode::new(&rc, storage, &logger).map_err(|e| KernelError::Storage(e.to_string()))?;
+        let raw =
+            RawNode::new(&rc, storage, &logger).map_err(|e| KernelError::Storage(e.to_string()))?;
         Ok(Replica {
             raw,
             db,
@@ -256,7 +263,9 @@ impl Replica {
         let applied = self.raw.raft.raft_log.applied;
         let first = self.raw.store().first();
         if applied >= first + self.cfg.compact_after + self.cfg.keep_entries {
-            self.raw.mut_store().compact(applied - self.cfg.keep_entries)?;
+            self.raw
+                .mut_store()
+                .compact(applied - self.cfg.keep_entries)?;
         }
         Ok(())
     }

@@ -7,13 +7,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use raft::prelude::{ConfState, MessageType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft::prelude::{ConfState, MessageType};
 
 use crate::command::{NewInode, ZoneCommand};
 use crate::error::Result;
 use crate::replica::{Replica, ReplicaConfig, Role};
+use crate::state::StateDump;
 use crate::transport::{Faults, SimNetwork, Transport};
 use crate::types::{ReplicaId, ZoneId, ROOT_INO};
 
@@ -63,14 +64,23 @@ fn scratch_dir() -> tempfile::TempDir {
 }
 
 impl SimCluster {
-    pub fn new(seed: u64, voters: &[ReplicaId], witnesses: &[ReplicaId], faults: Faults) -> Result<Self> {
+    pub fn new(
+        seed: u64,
+        voters: &[ReplicaId],
+        witnesses: &[ReplicaId],
+        faults: Faults,
+    ) -> Result<Self> {
         let root = scratch_dir();
         let mut all: Vec<ReplicaId> = voters.iter().chain(witnesses).copied().collect();
         all.sort_unstable();
         let initial = ConfState::from((all, vec![]));
         let mut nodes = BTreeMap::new();
         for &id in voters.iter().chain(witnesses) {
-            let role = if witnesses.contains(&id) { Role::Witness } else { Role::Voter };
+            let role = if witnesses.contains(&id) {
+                Role::Witness
+            } else {
+                Role::Voter
+            };
             nodes.insert(
                 id,
                 SimNode {
@@ -224,7 +234,9 @@ impl SimCluster {
         let ids: Vec<_> = self.nodes.keys().copied().collect();
         for id in ids {
             let node = self.nodes.get_mut(&id).expect("known");
-            let Some(r) = node.replica.as_mut() else { continue };
+            let Some(r) = node.replica.as_mut() else {
+                continue;
+            };
             if tick {
                 r.tick();
             }
@@ -256,9 +268,21 @@ impl SimCluster {
                     "two leaders in term {term}: {prev:?} and {id} (seed {})",
                     self.seed
                 );
-                assert_eq!(node.role, Role::Voter, "a witness became leader (seed {})", self.seed);
+                assert_eq!(
+                    node.role,
+                    Role::Voter,
+                    "a witness became leader (seed {})",
+                    self.seed
+                );
             }
-            if self.trace.iter().rev().find(|t| t.1 == id).map(|t| (t.2, t.3)) != Some((term, commit)) {
+            if self
+                .trace
+                .iter()
+                .rev()
+                .find(|t| t.1 == id)
+                .map(|t| (t.2, t.3))
+                != Some((term, commit))
+            {
                 self.trace.push((self.now, id, term, commit));
             }
         }
@@ -274,7 +298,11 @@ impl SimCluster {
     }
 
     /// Steps until `pred` holds, at most `max` steps; returns the steps taken.
-    pub fn run_until(&mut self, max: u64, mut pred: impl FnMut(&SimCluster) -> bool) -> Result<Option<u64>> {
+    pub fn run_until(
+        &mut self,
+        max: u64,
+        mut pred: impl FnMut(&SimCluster) -> bool,
+    ) -> Result<Option<u64>> {
         for n in 0..max {
             if pred(self) {
                 return Ok(Some(n));
@@ -292,12 +320,16 @@ impl SimCluster {
     /// Checks the end state: every live voter holds the same state, and every
     /// acknowledged create is in it. Returns the number of files checked.
     pub fn check_converged(&self) -> std::result::Result<usize, String> {
-        let mut reference: Option<(ReplicaId, Vec<(Vec<u8>, Vec<u8>)>)> = None;
+        let mut reference: Option<(ReplicaId, StateDump)> = None;
         for id in self.voters() {
             let Some(r) = self.replica(id) else { continue };
             let dump = r.state().dump().map_err(|e| e.to_string())?;
             for name in &self.acked {
-                if r.state().dentry(ROOT_INO, name).map_err(|e| e.to_string())?.is_none() {
+                if r.state()
+                    .dentry(ROOT_INO, name)
+                    .map_err(|e| e.to_string())?
+                    .is_none()
+                {
                     return Err(format!("replica {id} lost acknowledged write {name}"));
                 }
             }

@@ -129,7 +129,10 @@ impl ZoneState {
     /// The chunks of `ino` with index in `[from, to)`.
     pub fn chunks(&self, ino: Ino, from: u64, to: u64) -> Result<Vec<(u64, ChunkRef)>> {
         let mut out = Vec::new();
-        for kv in self.tree.range(keys::chunk(ino, from)..keys::chunk(ino, to)) {
+        for kv in self
+            .tree
+            .range(keys::chunk(ino, from)..keys::chunk(ino, to))
+        {
             let (k, v) = kv?;
             let idx = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte suffix"));
             out.push((idx, dec(&v)?));
@@ -166,7 +169,7 @@ impl ZoneState {
     }
 
     /// The whole state as key/value pairs: a snapshot's payload.
-    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub fn dump(&self) -> Result<StateDump> {
         self.tree
             .scan_prefix(keys::STATE_PREFIX)
             .map(|kv| {
@@ -177,13 +180,19 @@ impl ZoneState {
     }
 
     /// Adds to `batch` the removal of the current state and the insertion of `pairs`.
-    pub(crate) fn restore_into(&self, batch: &mut sled::Batch, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<()> {
+    pub(crate) fn restore_into(
+        &self,
+        batch: &mut sled::Batch,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
         for kv in self.tree.scan_prefix(keys::STATE_PREFIX) {
             batch.remove(kv?.0);
         }
         for (k, v) in pairs {
             if !k.starts_with(keys::STATE_PREFIX) {
-                return Err(KernelError::Corrupt("snapshot key outside the state".into()));
+                return Err(KernelError::Corrupt(
+                    "snapshot key outside the state".into(),
+                ));
             }
             batch.insert(k, v);
         }
@@ -215,6 +224,24 @@ impl ZoneState {
         Ok(())
     }
 }
+
+/// Whether `target` may be removed (or replaced) by an operation that works
+/// on directories iff `dir`: rmdir and directory renames need an empty
+/// directory; unlink and file renames need a non-directory.
+fn check_replaceable(target: &Inode, dir: bool, name: &str) -> Result<()> {
+    match (&target.body, dir) {
+        (InodeBody::Dir { entries }, true) if *entries > 0 => {
+            Err(KernelError::NotEmpty(name.to_owned()))
+        }
+        (InodeBody::Dir { .. }, false) => Err(KernelError::IsDirectory(name.to_owned())),
+        (InodeBody::Dir { .. }, true) => Ok(()),
+        (_, true) => Err(KernelError::NotDirectory(name.to_owned())),
+        (_, false) => Ok(()),
+    }
+}
+
+/// A zone's state as key/value pairs: a snapshot's payload.
+pub type StateDump = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One command's mutation, staged in a batch. Reads go to the tree, which is
 /// safe because a command never reads a key after writing it.
@@ -303,8 +330,14 @@ impl Tx<'_> {
                 let mut inode = self.get_inode(*ino)?;
                 match inode.body {
                     InodeBody::Regular { .. } => {}
-                    InodeBody::Dir { .. } => return Err(KernelError::IsDirectory(format!("inode {ino}"))),
-                    _ => return Err(KernelError::Invalid(format!("inode {ino} is not a regular file"))),
+                    InodeBody::Dir { .. } => {
+                        return Err(KernelError::IsDirectory(format!("inode {ino}")))
+                    }
+                    _ => {
+                        return Err(KernelError::Invalid(format!(
+                            "inode {ino} is not a regular file"
+                        )))
+                    }
                 }
                 if inode.version != *expect_version {
                     return Err(KernelError::Conflict(*ino));
@@ -346,18 +379,7 @@ impl Tx<'_> {
                     .dentry(*parent, name)?
                     .ok_or_else(|| KernelError::NotFound(name.clone()))?;
                 let target = self.get_inode(entry.ino)?;
-                match (&target.body, dir) {
-                    (InodeBody::Dir { entries }, true) if *entries > 0 => {
-                        return Err(KernelError::NotEmpty(name.clone()))
-                    }
-                    (InodeBody::Dir { .. }, false) => {
-                        return Err(KernelError::IsDirectory(name.clone()))
-                    }
-                    (body, true) if !matches!(body, InodeBody::Dir { .. }) => {
-                        return Err(KernelError::NotDirectory(name.clone()))
-                    }
-                    _ => {}
-                }
+                check_replaceable(&target, *dir, name)?;
                 self.batch.remove(keys::dentry(*parent, name));
                 self.drop_inode(entry.ino)?;
                 Self::adjust_entries(&mut parent_inode, -1, *now);
@@ -384,7 +406,14 @@ impl Tx<'_> {
         }
     }
 
-    fn create(&mut self, parent: Ino, name: &str, ino: Ino, new: &NewInode, now: i64) -> Result<Applied> {
+    fn create(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        ino: Ino,
+        new: &NewInode,
+        now: i64,
+    ) -> Result<Applied> {
         crate::path::check_new_name(name)?;
         let mut parent_inode = self.get_dir(parent)?;
         if self.state.dentry(parent, name)?.is_some() {
@@ -396,9 +425,15 @@ impl Tx<'_> {
         }
         let body = match new {
             NewInode::Dir => InodeBody::Dir { entries: 0 },
-            NewInode::Regular => InodeBody::Regular { inline: Some(Vec::new()) },
-            NewInode::Mount { target } => InodeBody::Mount { target: target.clone() },
-            NewInode::Pipe { capacity } => InodeBody::Pipe { capacity: *capacity },
+            NewInode::Regular => InodeBody::Regular {
+                inline: Some(Vec::new()),
+            },
+            NewInode::Mount { target } => InodeBody::Mount {
+                target: target.clone(),
+            },
+            NewInode::Pipe { capacity } => InodeBody::Pipe {
+                capacity: *capacity,
+            },
         };
         let inode = Inode {
             ino,
@@ -423,7 +458,14 @@ impl Tx<'_> {
         Ok(Applied::Inode(inode))
     }
 
-    fn rename(&mut self, src_parent: Ino, src_name: &str, dst_parent: Ino, dst_name: &str, now: i64) -> Result<Applied> {
+    fn rename(
+        &mut self,
+        src_parent: Ino,
+        src_name: &str,
+        dst_parent: Ino,
+        dst_name: &str,
+        now: i64,
+    ) -> Result<Applied> {
         crate::path::check_new_name(dst_name)?;
         let src_dir = self.get_dir(src_parent)?;
         let dst_dir = self.get_dir(dst_parent)?;
@@ -455,18 +497,7 @@ impl Tx<'_> {
                 return Ok(Applied::Done);
             }
             let old_inode = self.get_inode(old.ino)?;
-            match (&old_inode.body, entry.kind == FileKind::Dir) {
-                (InodeBody::Dir { entries }, true) if *entries > 0 => {
-                    return Err(KernelError::NotEmpty(dst_name.to_owned()))
-                }
-                (InodeBody::Dir { .. }, false) => {
-                    return Err(KernelError::IsDirectory(dst_name.to_owned()))
-                }
-                (body, true) if !matches!(body, InodeBody::Dir { .. }) => {
-                    return Err(KernelError::NotDirectory(dst_name.to_owned()))
-                }
-                _ => {}
-            }
+            check_replaceable(&old_inode, entry.kind == FileKind::Dir, dst_name)?;
             self.drop_inode(old.ino)?;
         }
         let mut moved = self.get_inode(entry.ino)?;
@@ -474,7 +505,8 @@ impl Tx<'_> {
         moved.ctime = now;
         self.put_inode(&moved);
         self.batch.remove(keys::dentry(src_parent, src_name));
-        self.batch.insert(keys::dentry(dst_parent, dst_name), enc(&entry));
+        self.batch
+            .insert(keys::dentry(dst_parent, dst_name), enc(&entry));
         // The target gains a name unless it replaced one.
         let grew = if replaced.is_some() { 0 } else { 1 };
         if src_parent == dst_parent {
@@ -503,7 +535,14 @@ mod tests {
         s
     }
 
-    fn create(s: &ZoneState, idx: u64, parent: Ino, name: &str, ino: Ino, new: NewInode) -> Result<Applied> {
+    fn create(
+        s: &ZoneState,
+        idx: u64,
+        parent: Ino,
+        name: &str,
+        ino: Ino,
+        new: NewInode,
+    ) -> Result<Applied> {
         s.apply(
             idx,
             &ZoneCommand::Create {
@@ -526,7 +565,11 @@ mod tests {
         assert!(matches!(err, KernelError::Exist(_)));
         let after = s.dump().unwrap();
         assert_eq!(s.applied_index().unwrap(), 3);
-        let strip = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().filter(|(k, _)| k != keys::APPLIED).collect::<Vec<_>>();
+        let strip = |v: StateDump| {
+            v.into_iter()
+                .filter(|(k, _)| k != keys::APPLIED)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(strip(before), strip(after));
     }
 
@@ -536,7 +579,16 @@ mod tests {
         create(&s, 2, ROOT_INO, "a", 10, NewInode::Dir).unwrap();
         create(&s, 3, 10, "b", 11, NewInode::Dir).unwrap();
         let r = s
-            .apply(4, &ZoneCommand::Rename { src_parent: ROOT_INO, src_name: "a".into(), dst_parent: 11, dst_name: "x".into(), now: 4 })
+            .apply(
+                4,
+                &ZoneCommand::Rename {
+                    src_parent: ROOT_INO,
+                    src_name: "a".into(),
+                    dst_parent: 11,
+                    dst_name: "x".into(),
+                    now: 4,
+                },
+            )
             .unwrap();
         assert!(matches!(r, Err(KernelError::Invalid(_))));
     }
@@ -547,9 +599,18 @@ mod tests {
         create(&s, 2, ROOT_INO, "d", 10, NewInode::Dir).unwrap();
         create(&s, 3, ROOT_INO, "f", 11, NewInode::Regular).unwrap();
         create(&s, 4, 10, "g", 12, NewInode::Regular).unwrap();
-        s.apply(5, &ZoneCommand::Rename { src_parent: ROOT_INO, src_name: "f".into(), dst_parent: 10, dst_name: "g".into(), now: 5 })
-            .unwrap()
-            .unwrap();
+        s.apply(
+            5,
+            &ZoneCommand::Rename {
+                src_parent: ROOT_INO,
+                src_name: "f".into(),
+                dst_parent: 10,
+                dst_name: "g".into(),
+                now: 5,
+            },
+        )
+        .unwrap()
+        .unwrap();
         assert!(s.inode(12).unwrap().is_none(), "replaced inode is gone");
         assert_eq!(s.dentry(10, "g").unwrap().unwrap().ino, 11);
         let entries = |ino| match s.inode(ino).unwrap().unwrap().body {
@@ -565,18 +626,41 @@ mod tests {
         let s = state();
         create(&s, 2, ROOT_INO, "a", 10, NewInode::Regular).unwrap();
         create(&s, 3, ROOT_INO, "b", 11, NewInode::Regular).unwrap();
-        s.apply(4, &ZoneCommand::Rename { src_parent: ROOT_INO, src_name: "a".into(), dst_parent: ROOT_INO, dst_name: "b".into(), now: 4 })
-            .unwrap()
-            .unwrap();
-        assert!(matches!(s.inode(ROOT_INO).unwrap().unwrap().body, InodeBody::Dir { entries: 1 }));
+        s.apply(
+            4,
+            &ZoneCommand::Rename {
+                src_parent: ROOT_INO,
+                src_name: "a".into(),
+                dst_parent: ROOT_INO,
+                dst_name: "b".into(),
+                now: 4,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            s.inode(ROOT_INO).unwrap().unwrap().body,
+            InodeBody::Dir { entries: 1 }
+        ));
     }
 
     #[test]
     fn stale_version_is_a_conflict() {
         let s = state();
         create(&s, 2, ROOT_INO, "f", 11, NewInode::Regular).unwrap();
-        let set = |idx, v| ZoneCommand::SetContent { ino: 11, expect_version: v, size: 1, inline: Some(vec![1]), chunks: vec![], drop_from: None, now: idx };
+        let set = |idx, v| ZoneCommand::SetContent {
+            ino: 11,
+            expect_version: v,
+            size: 1,
+            inline: Some(vec![1]),
+            chunks: vec![],
+            drop_from: None,
+            now: idx,
+        };
         s.apply(3, &set(3, 0)).unwrap().unwrap();
-        assert_eq!(s.apply(4, &set(4, 0)).unwrap(), Err(KernelError::Conflict(11)));
+        assert_eq!(
+            s.apply(4, &set(4, 0)).unwrap(),
+            Err(KernelError::Conflict(11))
+        );
     }
 }

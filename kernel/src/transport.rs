@@ -7,9 +7,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::Mutex;
 
+use raft::prelude::Message;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use raft::prelude::Message;
 
 use crate::types::{ReplicaId, ZoneId};
 
@@ -178,7 +178,10 @@ impl Transport for SimNetwork {
                 n.dropped += 1;
                 continue;
             }
-            let (lo, hi) = (n.faults.min_delay, n.faults.max_delay.max(n.faults.min_delay));
+            let (lo, hi) = (
+                n.faults.min_delay,
+                n.faults.max_delay.max(n.faults.min_delay),
+            );
             let at = n.now + n.rng.gen_range(lo..=hi);
             n.seq += 1;
             let seq = n.seq;

@@ -85,11 +85,19 @@ pub struct ChunkRef {
 /// What an inode holds besides its attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InodeBody {
-    Dir { entries: u64 },
+    Dir {
+        entries: u64,
+    },
     /// `inline` holds a small file's bytes; `None` means the bytes live in chunks.
-    Regular { inline: Option<Vec<u8>> },
-    Mount { target: ZoneId },
-    Pipe { capacity: u64 },
+    Regular {
+        inline: Option<Vec<u8>>,
+    },
+    Mount {
+        target: ZoneId,
+    },
+    Pipe {
+        capacity: u64,
+    },
 }
 
 /// One inode. There are no hard links, so every inode but the root has

@@ -16,7 +16,7 @@ use crate::content::{CHUNK_SIZE, INLINE_MAX};
 use crate::error::{KernelError, Result};
 use crate::kernel::{now, Kernel, Zone};
 use crate::path::{self, Step};
-use crate::types::{DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
+use crate::types::{ChunkRef, DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
 
 /// Largest file size accepted (1 TiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 40;
@@ -99,7 +99,9 @@ impl Kernel {
     pub fn root(&self, zone: &ZoneId) -> Result<Handle> {
         let z = self.zone(zone)?;
         if z.state.inode(ROOT_INO)?.is_none() {
-            return Err(KernelError::Unavailable(format!("zone {zone} has no root yet")));
+            return Err(KernelError::Unavailable(format!(
+                "zone {zone} has no root yet"
+            )));
         }
         Ok(self.handle(z, ROOT_INO, FileKind::Dir))
     }
@@ -199,7 +201,9 @@ impl Kernel {
             };
             match dir.zone.propose(cmd).await {
                 Ok(Applied::Inode(inode)) => return Ok(inode),
-                Ok(Applied::Done) => return Err(KernelError::Corrupt("create returned no inode".into())),
+                Ok(Applied::Done) => {
+                    return Err(KernelError::Corrupt("create returned no inode".into()))
+                }
                 // The random inode number was taken: draw another.
                 Err(KernelError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -209,7 +213,10 @@ impl Kernel {
 
     pub async fn mkdir(&self, zone: &ZoneId, p: &str) -> Result<Handle> {
         let (dir, name) = self.parent_of(zone, p)?;
-        let inode = self.create_in(&dir, name, NewInode::Dir).await.map_err(|e| with_path(e, p))?;
+        let inode = self
+            .create_in(&dir, name, NewInode::Dir)
+            .await
+            .map_err(|e| with_path(e, p))?;
         Ok(self.handle(dir.zone, inode.ino, FileKind::Dir))
     }
 
@@ -219,7 +226,9 @@ impl Kernel {
         let mut last = self.root(zone)?;
         for step in path::parse(p)? {
             let Step::Name(name) = step else {
-                return Err(KernelError::Invalid(format!("{p}: `..` in a path to create")));
+                return Err(KernelError::Invalid(format!(
+                    "{p}: `..` in a path to create"
+                )));
             };
             cur.push('/');
             cur.push_str(name);
@@ -251,7 +260,13 @@ impl Kernel {
         self.zone_record(target)?;
         let (dir, name) = self.parent_of(zone, p)?;
         let inode = self
-            .create_in(&dir, name, NewInode::Mount { target: target.clone() })
+            .create_in(
+                &dir,
+                name,
+                NewInode::Mount {
+                    target: target.clone(),
+                },
+            )
             .await
             .map_err(|e| with_path(e, p))?;
         Ok(Stat::of(&dir.zone.id, &inode))
@@ -291,7 +306,10 @@ impl Kernel {
             return Ok(Bytes::new());
         }
         let end = inode.size.min(offset.saturating_add(len.min(MAX_READ)));
-        if let InodeBody::Regular { inline: Some(bytes) } = &inode.body {
+        if let InodeBody::Regular {
+            inline: Some(bytes),
+        } = &inode.body
+        {
             let hi = (end as usize).min(bytes.len());
             let mut out = bytes[(offset as usize).min(hi)..hi].to_vec();
             out.resize((end - offset) as usize, 0);
@@ -307,7 +325,9 @@ impl Kernel {
             let start = idx * CHUNK_SIZE;
             let lo = offset.max(start) - start;
             let hi = end.min(start + CHUNK_SIZE) - start;
-            async move { Ok::<_, KernelError>((start + lo, self.content.get_range(chunk, lo..hi).await?)) }
+            async move {
+                Ok::<_, KernelError>((start + lo, self.content.get_range(chunk, lo..hi).await?))
+            }
         });
         for (at, bytes) in futures::future::try_join_all(fetches).await? {
             let pos = (at - offset) as usize;
@@ -352,8 +372,13 @@ impl Kernel {
                 At::Offset(o) => o,
                 At::End => inode.size,
             };
-            if offset.checked_add(len).is_none_or(|end| end > MAX_FILE_SIZE) {
-                return Err(KernelError::FileTooLarge(format!("write ending past {MAX_FILE_SIZE} bytes")));
+            if offset
+                .checked_add(len)
+                .is_none_or(|end| end > MAX_FILE_SIZE)
+            {
+                return Err(KernelError::FileTooLarge(format!(
+                    "write ending past {MAX_FILE_SIZE} bytes"
+                )));
             }
             if len == 0 {
                 return Ok(offset);
@@ -368,33 +393,32 @@ impl Kernel {
         Err(KernelError::Conflict(h.ino))
     }
 
-    async fn plan_write(&self, zone: &Zone, inode: &Inode, offset: u64, data: &[u8]) -> Result<ZoneCommand> {
+    async fn plan_write(
+        &self,
+        zone: &Zone,
+        inode: &Inode,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<ZoneCommand> {
         let end = offset + data.len() as u64;
         let size = inode.size.max(end);
         let inline = match &inode.body {
             InodeBody::Regular { inline } => inline.clone(),
             _ => None,
         };
-        let base = ZoneCommand::SetContent {
-            ino: inode.ino,
-            expect_version: inode.version,
-            size,
-            inline: None,
-            chunks: Vec::new(),
-            drop_from: None,
-            now: now(),
-        };
         if let (Some(mut buf), true) = (inline.clone(), size <= INLINE_MAX) {
             buf.resize(size as usize, 0);
             buf[offset as usize..end as usize].copy_from_slice(data);
-            return Ok(with_content(base, Some(buf), Vec::new(), None));
+            return Ok(set_content(inode, size, Some(buf), Vec::new(), None));
         }
         let mut indices: Vec<u64> = (offset / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE).collect();
         if inline.as_ref().is_some_and(|b| !b.is_empty()) && indices[0] != 0 {
             // Leaving inline storage: the old bytes become chunk 0.
             indices.insert(0, 0);
         }
-        let existing = zone.state.chunks(inode.ino, indices[0], indices[indices.len() - 1] + 1)?;
+        let existing = zone
+            .state
+            .chunks(inode.ino, indices[0], indices[indices.len() - 1] + 1)?;
         let mut chunks = Vec::with_capacity(indices.len());
         for idx in indices {
             let start = idx * CHUNK_SIZE;
@@ -417,7 +441,7 @@ impl Kernel {
             }
             chunks.push((idx, self.content.put(buf.into()).await?));
         }
-        Ok(with_content(base, None, chunks, None))
+        Ok(set_content(inode, size, None, chunks, None))
     }
 
     /// Sets the file's size, dropping or zero-extending its tail.
@@ -429,15 +453,6 @@ impl Kernel {
         let _guard = self.content.write_guard().await;
         for _ in 0..MAX_ATTEMPTS {
             let inode = self.regular(h)?;
-            let base = ZoneCommand::SetContent {
-                ino: inode.ino,
-                expect_version: inode.version,
-                size,
-                inline: None,
-                chunks: Vec::new(),
-                drop_from: None,
-                now: now(),
-            };
             let inline = match &inode.body {
                 InodeBody::Regular { inline } => inline.clone(),
                 _ => None,
@@ -445,14 +460,14 @@ impl Kernel {
             let cmd = if size <= INLINE_MAX {
                 let mut buf = self.read_unguarded(h, &inode, size).await?;
                 buf.resize(size as usize, 0);
-                with_content(base, Some(buf), Vec::new(), None)
+                set_content(&inode, size, Some(buf), Vec::new(), None)
             } else if let Some(bytes) = inline {
                 let chunks = if bytes.is_empty() {
                     Vec::new()
                 } else {
                     vec![(0, self.content.put(bytes.into()).await?)]
                 };
-                with_content(base, None, chunks, None)
+                set_content(&inode, size, None, chunks, None)
             } else {
                 let keep = size.div_ceil(CHUNK_SIZE);
                 let cut = size % CHUNK_SIZE;
@@ -466,7 +481,7 @@ impl Kernel {
                         }
                     }
                 }
-                with_content(base, None, chunks, Some(keep))
+                set_content(&inode, size, None, chunks, Some(keep))
             };
             match h.zone.propose(cmd).await {
                 Ok(_) => return Ok(()),
@@ -494,7 +509,12 @@ impl Kernel {
         Ok(out)
     }
 
-    pub async fn set_times(&self, h: &Handle, atime: Option<i64>, mtime: Option<i64>) -> Result<Stat> {
+    pub async fn set_times(
+        &self,
+        h: &Handle,
+        atime: Option<i64>,
+        mtime: Option<i64>,
+    ) -> Result<Stat> {
         let cmd = ZoneCommand::SetTimes {
             ino: h.ino,
             atime,
@@ -525,11 +545,15 @@ impl Kernel {
             dst_name: dst_name.to_owned(),
             now: now(),
         };
-        src.zone.propose(cmd).await.map(|_| ()).map_err(|e| match e {
-            KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
-            KernelError::Invalid(m) => KernelError::Invalid(m),
-            other => with_path(other, to),
-        })
+        src.zone
+            .propose(cmd)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
+                KernelError::Invalid(m) => KernelError::Invalid(m),
+                other => with_path(other, to),
+            })
     }
 
     /// Removes a file, pipe or mount entry (never a directory).
@@ -553,16 +577,32 @@ impl Kernel {
             dir,
             now: now(),
         };
-        parent.zone.propose(cmd).await.map(|_| ()).map_err(|e| with_path(e, p))
+        parent
+            .zone
+            .propose(cmd)
+            .await
+            .map(|_| ())
+            .map_err(|e| with_path(e, p))
     }
 
     /// One page of the directory at `p`, in name order, after `cursor`.
-    pub fn readdir(&self, zone: &ZoneId, p: &str, cursor: Option<&str>, limit: usize) -> Result<DirPage> {
+    pub fn readdir(
+        &self,
+        zone: &ZoneId,
+        p: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<DirPage> {
         let h = self.resolve(zone, p, true)?;
         self.readdir_handle(&h, cursor, limit)
     }
 
-    pub fn readdir_handle(&self, h: &Handle, cursor: Option<&str>, limit: usize) -> Result<DirPage> {
+    pub fn readdir_handle(
+        &self,
+        h: &Handle,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<DirPage> {
         if h.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(format!("inode {}", h.ino)));
         }
@@ -573,28 +613,22 @@ impl Kernel {
     }
 }
 
-fn with_content(
-    base: ZoneCommand,
+/// A content change of `inode` to `size` bytes, valid only against the
+/// version it was planned from.
+fn set_content(
+    inode: &Inode,
+    size: u64,
     inline: Option<Vec<u8>>,
-    chunks: Vec<(u64, crate::types::ChunkRef)>,
+    chunks: Vec<(u64, ChunkRef)>,
     drop_from: Option<u64>,
 ) -> ZoneCommand {
-    match base {
-        ZoneCommand::SetContent {
-            ino,
-            expect_version,
-            size,
-            now,
-            ..
-        } => ZoneCommand::SetContent {
-            ino,
-            expect_version,
-            size,
-            inline,
-            chunks,
-            drop_from,
-            now,
-        },
-        other => other,
+    ZoneCommand::SetContent {
+        ino: inode.ino,
+        expect_version: inode.version,
+        size,
+        inline,
+        chunks,
+        drop_from,
+        now: now(),
     }
 }

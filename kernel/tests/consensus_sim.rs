@@ -36,7 +36,9 @@ fn elects_one_leader_and_never_the_witness() {
     for seed in 0..8 {
         with_seed(seed, |seed| {
             let mut c = cluster(seed, lossy());
-            let steps = c.run_until(ELECTION_BOUND * 3, |c| c.leader().is_some()).unwrap();
+            let steps = c
+                .run_until(ELECTION_BOUND * 3, |c| c.leader().is_some())
+                .unwrap();
             assert!(steps.is_some(), "no leader elected (seed {seed})");
             let leader = c.leader().unwrap();
             assert_ne!(leader, 4, "the witness must never lead");
@@ -48,7 +50,9 @@ fn elects_one_leader_and_never_the_witness() {
 fn failover_after_the_leader_is_cut_off_loses_no_committed_entry() {
     with_seed(7, |seed| {
         let mut c = cluster(seed, Faults::default());
-        c.run_until(ELECTION_BOUND, |c| c.leader().is_some()).unwrap().expect("leader");
+        c.run_until(ELECTION_BOUND, |c| c.leader().is_some())
+            .unwrap()
+            .expect("leader");
         let old = c.leader().unwrap();
         for _ in 0..30 {
             c.propose_create(old);
@@ -56,13 +60,19 @@ fn failover_after_the_leader_is_cut_off_loses_no_committed_entry() {
         }
         c.run_until(500, |c| c.quiescent()).unwrap();
         let acked_before = c.acked.len();
-        assert!(acked_before >= 25, "only {acked_before} of 30 acked on a clean network");
+        assert!(
+            acked_before >= 25,
+            "only {acked_before} of 30 acked on a clean network"
+        );
 
         c.network().isolate(old, c.ids());
         let new = c
             .run_until(ELECTION_BOUND * 2, |c| c.leader().is_some_and(|l| l != old))
             .unwrap();
-        assert!(new.is_some(), "no new leader after cutting off {old} (seed {seed})");
+        assert!(
+            new.is_some(),
+            "no new leader after cutting off {old} (seed {seed})"
+        );
         let new = c.leader().unwrap();
         assert_ne!(new, 4);
         // Writes to the cut-off leader cannot commit; writes to the new one do.
@@ -74,7 +84,10 @@ fn failover_after_the_leader_is_cut_off_loses_no_committed_entry() {
         settle(&mut c);
         assert!(c.acked.len() >= acked_before + 25);
         if let Some(name) = lost {
-            assert!(!c.acked.contains(&name), "a minority write was acknowledged");
+            assert!(
+                !c.acked.contains(&name),
+                "a minority write was acknowledged"
+            );
         }
         c.check_converged().unwrap();
     });
@@ -108,8 +121,13 @@ fn random_faults_crashes_and_partitions_lose_no_acknowledged_write() {
                 c.network().heal();
             }
             settle(&mut c);
-            let n = c.check_converged().unwrap_or_else(|e| panic!("{e} (seed {seed})"));
-            assert!(n > 20, "too few writes acknowledged to mean anything: {n} (seed {seed})");
+            let n = c
+                .check_converged()
+                .unwrap_or_else(|e| panic!("{e} (seed {seed})"));
+            assert!(
+                n > 20,
+                "too few writes acknowledged to mean anything: {n} (seed {seed})"
+            );
         });
     }
 }
@@ -117,8 +135,12 @@ fn random_faults_crashes_and_partitions_lose_no_acknowledged_write() {
 #[test]
 fn a_lagging_replica_catches_up_from_a_snapshot() {
     with_seed(42, |seed| {
-        let mut c = cluster(seed, Faults::default()).with_compaction(20, 5).unwrap();
-        c.run_until(ELECTION_BOUND, |c| c.leader().is_some()).unwrap().expect("leader");
+        let mut c = cluster(seed, Faults::default())
+            .with_compaction(20, 5)
+            .unwrap();
+        c.run_until(ELECTION_BOUND, |c| c.leader().is_some())
+            .unwrap()
+            .expect("leader");
         let leader = c.leader().unwrap();
         let lagger = *c.voters().iter().find(|&&id| id != leader).unwrap();
         c.crash(lagger);
@@ -130,10 +152,16 @@ fn a_lagging_replica_catches_up_from_a_snapshot() {
         }
         c.run_until(2_000, |c| c.pending_is_empty()).unwrap();
         let first = c.replica(leader).unwrap().first_log_index();
-        assert!(first > 50, "leader did not compact its log (first index {first})");
+        assert!(
+            first > 50,
+            "leader did not compact its log (first index {first})"
+        );
         c.restart(lagger).unwrap();
         settle(&mut c);
-        assert!(c.snapshots_installed(lagger) >= 1, "replica {lagger} caught up without a snapshot");
+        assert!(
+            c.snapshots_installed(lagger) >= 1,
+            "replica {lagger} caught up without a snapshot"
+        );
         let n = c.check_converged().unwrap();
         assert!(n >= 150, "{n}");
     });
@@ -156,5 +184,9 @@ fn a_seed_replays_the_same_run() {
     let (a, b) = (fingerprint(9), fingerprint(9));
     assert_eq!(a, b, "same seed, different runs");
     assert!(a.1.len() > 10);
-    assert_ne!(fingerprint(10).0, a.0, "different seeds gave identical traces");
+    assert_ne!(
+        fingerprint(10).0,
+        a.0,
+        "different seeds gave identical traces"
+    );
 }

@@ -48,20 +48,38 @@ async fn files_directories_and_their_errors() {
     // Bad input gets typed errors and changes nothing.
     assert_eq!(code(k.stat(&z1, "")), ErrorCode::Invalid);
     assert_eq!(code(k.stat(&z1, "/docs/a\0b")), ErrorCode::Invalid);
-    assert_eq!(code(k.mkdir(&z1, &format!("/{}", "x".repeat(256))).await), ErrorCode::NameTooLong);
-    assert_eq!(code(k.stat(&z1, &"/a".repeat(3000))), ErrorCode::NameTooLong);
-    assert_eq!(code(k.mkdir(&z1, "/docs/a.txt/sub").await), ErrorCode::NotDirectory);
-    assert_eq!(code(k.open_path(&z1, "/docs/a.txt/x", CREATE).await), ErrorCode::NotDirectory);
+    assert_eq!(
+        code(k.mkdir(&z1, &format!("/{}", "x".repeat(256))).await),
+        ErrorCode::NameTooLong
+    );
+    assert_eq!(
+        code(k.stat(&z1, &"/a".repeat(3000))),
+        ErrorCode::NameTooLong
+    );
+    assert_eq!(
+        code(k.mkdir(&z1, "/docs/a.txt/sub").await),
+        ErrorCode::NotDirectory
+    );
+    assert_eq!(
+        code(k.open_path(&z1, "/docs/a.txt/x", CREATE).await),
+        ErrorCode::NotDirectory
+    );
     assert_eq!(code(k.mkdir(&z1, "/docs").await), ErrorCode::Exist);
     assert_eq!(code(k.mkdir(&z1, "/nope/x").await), ErrorCode::NoEntry);
     assert_eq!(code(k.rmdir(&z1, "/docs").await), ErrorCode::NotEmpty);
     assert_eq!(code(k.unlink(&z1, "/docs").await), ErrorCode::IsDirectory);
-    assert_eq!(code(k.rmdir(&z1, "/docs/a.txt").await), ErrorCode::NotDirectory);
+    assert_eq!(
+        code(k.rmdir(&z1, "/docs/a.txt").await),
+        ErrorCode::NotDirectory
+    );
     assert_eq!(code(k.rmdir(&z1, "/").await), ErrorCode::Busy);
     assert_eq!(code(k.mkdir(&z1, "/docs/..").await), ErrorCode::Invalid);
     let d = k.resolve(&z1, "/docs", true).unwrap();
     assert_eq!(code(k.write(&d, 0, b"x").await), ErrorCode::IsDirectory);
-    assert_eq!(code(k.rename(&z1, "/docs", "/docs/inner").await), ErrorCode::Invalid);
+    assert_eq!(
+        code(k.rename(&z1, "/docs", "/docs/inner").await),
+        ErrorCode::Invalid
+    );
     assert_eq!(&k.read(&f, 0, 100).await.unwrap()[..], b"hello world!");
 
     // Rename replaces a file atomically; the replaced inode is gone.
@@ -91,11 +109,20 @@ async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
     let chunks_before = count_chunks(dir.path());
     assert_eq!(chunks_before, 8);
     let v = k.stat_handle(&f).unwrap().version;
-    k.write(&f, 3 * CHUNK_SIZE + 100, &[0xAA; 4096]).await.unwrap();
+    k.write(&f, 3 * CHUNK_SIZE + 100, &[0xAA; 4096])
+        .await
+        .unwrap();
     assert_eq!(k.stat_handle(&f).unwrap().version, v + 1);
-    assert_eq!(count_chunks(dir.path()), chunks_before + 1, "one new chunk, none rewritten");
+    assert_eq!(
+        count_chunks(dir.path()),
+        chunks_before + 1,
+        "one new chunk, none rewritten"
+    );
     let back = k.read(&f, 3 * CHUNK_SIZE, 8192).await.unwrap();
-    assert_eq!(&back[..100], &data[(3 * CHUNK_SIZE) as usize..(3 * CHUNK_SIZE + 100) as usize]);
+    assert_eq!(
+        &back[..100],
+        &data[(3 * CHUNK_SIZE) as usize..(3 * CHUNK_SIZE + 100) as usize]
+    );
     assert!(back[100..4196].iter().all(|&b| b == 0xAA));
     assert_eq!(back[4196], data[(3 * CHUNK_SIZE + 4196) as usize]);
 
@@ -107,7 +134,10 @@ async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
     k.truncate(&f, CHUNK_SIZE + 10).await.unwrap();
     k.truncate(&f, 2 * CHUNK_SIZE).await.unwrap();
     let tail = k.read(&f, CHUNK_SIZE, 20).await.unwrap();
-    assert_eq!(&tail[..10], &data[CHUNK_SIZE as usize..CHUNK_SIZE as usize + 10]);
+    assert_eq!(
+        &tail[..10],
+        &data[CHUNK_SIZE as usize..CHUNK_SIZE as usize + 10]
+    );
     assert!(tail[10..].iter().all(|&b| b == 0));
     // Small again: back to inline storage.
     k.truncate(&f, 5).await.unwrap();
@@ -123,7 +153,13 @@ fn walk(p: &std::path::Path) -> usize {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
-                .map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 })
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
                 .sum()
         })
         .unwrap_or(0)
@@ -142,7 +178,9 @@ async fn inline_files_move_to_chunks_and_back() {
     let all = k.read(&f, 0, 3 * CHUNK_SIZE).await.unwrap();
     assert_eq!(all.len() as u64, 2 * CHUNK_SIZE + 3);
     assert!(all[..INLINE_MAX as usize].iter().all(|&b| b == 1));
-    assert!(all[INLINE_MAX as usize..2 * CHUNK_SIZE as usize].iter().all(|&b| b == 0));
+    assert!(all[INLINE_MAX as usize..2 * CHUNK_SIZE as usize]
+        .iter()
+        .all(|&b| b == 0));
     assert_eq!(&all[2 * CHUNK_SIZE as usize..], b"far");
     assert!(k.check_zone(&z1, false).await.unwrap().consistent());
 }
@@ -169,8 +207,16 @@ async fn concurrent_appenders_lose_nothing() {
     let all = k.read(&f, 0, 1 << 20).await.unwrap();
     assert_eq!(all.len(), 8 * 40 * 3);
     for w in 0..8u8 {
-        let mine: Vec<u8> = all.chunks(3).filter(|r| r[0] == b'a' + w).map(|r| r[1]).collect();
-        assert_eq!(mine, (0..40).collect::<Vec<_>>(), "writer {w}: order or bytes lost");
+        let mine: Vec<u8> = all
+            .chunks(3)
+            .filter(|r| r[0] == b'a' + w)
+            .map(|r| r[1])
+            .collect();
+        assert_eq!(
+            mine,
+            (0..40).collect::<Vec<_>>(),
+            "writer {w}: order or bytes lost"
+        );
     }
 }
 
@@ -181,7 +227,9 @@ async fn readdir_pages_are_stable_under_concurrent_inserts() {
     let z1 = z("z1");
     k.create_zone(&z1).await.unwrap();
     for i in 0..50 {
-        k.open_path(&z1, &format!("/e{i:03}"), CREATE).await.unwrap();
+        k.open_path(&z1, &format!("/e{i:03}"), CREATE)
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -190,16 +238,27 @@ async fn readdir_pages_are_stable_under_concurrent_inserts() {
         let page = k.readdir(&z1, "/", cursor.as_deref(), 7).unwrap();
         seen.extend(page.entries.iter().map(|e| e.name.clone()));
         // Inserts before and after the cursor while listing.
-        k.open_path(&z1, &format!("/a-new{extra}"), CREATE).await.unwrap();
-        k.open_path(&z1, &format!("/z-new{extra}"), CREATE).await.unwrap();
+        k.open_path(&z1, &format!("/a-new{extra}"), CREATE)
+            .await
+            .unwrap();
+        k.open_path(&z1, &format!("/z-new{extra}"), CREATE)
+            .await
+            .unwrap();
         extra += 1;
         match page.next {
             Some(n) => cursor = Some(n),
             None => break,
         }
     }
-    let originals: Vec<_> = seen.iter().filter(|n| n.starts_with('e')).cloned().collect();
-    assert_eq!(originals, (0..50).map(|i| format!("e{i:03}")).collect::<Vec<_>>());
+    let originals: Vec<_> = seen
+        .iter()
+        .filter(|n| n.starts_with('e'))
+        .cloned()
+        .collect();
+    assert_eq!(
+        originals,
+        (0..50).map(|i| format!("e{i:03}")).collect::<Vec<_>>()
+    );
     let mut dedup = seen.clone();
     dedup.dedup();
     assert_eq!(dedup, seen, "an entry appeared twice");
@@ -214,7 +273,10 @@ async fn mounts_link_zones_and_are_crossed_by_resolution() {
     k.create_zone(&z2).await.unwrap();
     k.mkdir(&z1, "/shared").await.unwrap();
     assert_eq!(code(k.mount(&z1, "/shared", &z2).await), ErrorCode::Exist);
-    assert_eq!(code(k.mount(&z1, "/m", &z("nope")).await), ErrorCode::NoEntry);
+    assert_eq!(
+        code(k.mount(&z1, "/m", &z("nope")).await),
+        ErrorCode::NoEntry
+    );
     k.mount(&z1, "/m", &z2).await.unwrap();
     let f = k.open_path(&z1, "/m/x.txt", CREATE).await.unwrap();
     k.write(&f, 0, b"in z2").await.unwrap();
@@ -224,11 +286,21 @@ async fn mounts_link_zones_and_are_crossed_by_resolution() {
     assert_eq!(k.stat(&z1, "/m").unwrap().zone, z2);
     // `..` from the mounted root returns to z1, not above it.
     assert_eq!(k.stat(&z1, "/m/../shared").unwrap().zone, z1);
-    assert_eq!(code(k.rename(&z1, "/m/x.txt", "/shared/x.txt").await), ErrorCode::CrossDevice);
+    assert_eq!(
+        code(k.rename(&z1, "/m/x.txt", "/shared/x.txt").await),
+        ErrorCode::CrossDevice
+    );
     // A mounted zone cannot be destroyed; unlinking the mount allows it.
-    assert_eq!(k.destroy_zone(&z2).map_err(|e| e.code()), Err(ErrorCode::Busy));
+    assert_eq!(
+        k.destroy_zone(&z2).map_err(|e| e.code()),
+        Err(ErrorCode::Busy)
+    );
     k.unlink(&z1, "/m").await.unwrap();
-    assert_eq!(k.stat(&z2, "/x.txt").unwrap().size, 5, "unlinking a mount keeps the zone");
+    assert_eq!(
+        k.stat(&z2, "/x.txt").unwrap().size,
+        5,
+        "unlinking a mount keeps the zone"
+    );
     k.destroy_zone(&z2).unwrap();
     assert_eq!(code(k.stat(&z2, "/")), ErrorCode::NoEntry);
 }
@@ -242,7 +314,9 @@ async fn everything_survives_a_restart() {
         k.create_zone(&z1).await.unwrap();
         k.mkdir_all(&z1, "/a/b/c").await.unwrap();
         let f = k.open_path(&z1, "/a/b/c/data", CREATE).await.unwrap();
-        k.write(&f, 0, &vec![7u8; 3 * CHUNK_SIZE as usize + 5]).await.unwrap();
+        k.write(&f, 0, &vec![7u8; 3 * CHUNK_SIZE as usize + 5])
+            .await
+            .unwrap();
         let t = k.set_times(&f, Some(42), Some(43)).await.unwrap();
         assert_eq!((t.atime, t.mtime), (42, 43));
     }
@@ -264,8 +338,13 @@ async fn the_in_memory_object_store_serves_tests() {
     let z1 = z("z1");
     k.create_zone(&z1).await.unwrap();
     let f = k.open_path(&z1, "/f", CREATE).await.unwrap();
-    k.write(&f, 0, &vec![1u8; 2 * CHUNK_SIZE as usize]).await.unwrap();
+    k.write(&f, 0, &vec![1u8; 2 * CHUNK_SIZE as usize])
+        .await
+        .unwrap();
     assert_eq!(count_chunks(dir.path()), 0);
-    assert_eq!(k.read(&f, CHUNK_SIZE, 4).await.unwrap().as_ref(), &[1, 1, 1, 1]);
+    assert_eq!(
+        k.read(&f, CHUNK_SIZE, 4).await.unwrap().as_ref(),
+        &[1, 1, 1, 1]
+    );
     assert!(ObjectStoreConfig::parse("ftp://x").is_err());
 }

@@ -31,8 +31,18 @@ enum Op {
     Read(&'static str, u64, u64),
 }
 
-const PATHS: &[&str] = &["/a", "/b", "/a/c", "/f", "/a/g", "/b/h", "/a/c/i", "/a/f", "/f/x"];
-const OFFSETS: &[u64] = &[0, 10, 4090, 4100, CHUNK_SIZE - 5, CHUNK_SIZE + 3, 2 * CHUNK_SIZE + 1];
+const PATHS: &[&str] = &[
+    "/a", "/b", "/a/c", "/f", "/a/g", "/b/h", "/a/c/i", "/a/f", "/f/x",
+];
+const OFFSETS: &[u64] = &[
+    0,
+    10,
+    4090,
+    4100,
+    CHUNK_SIZE - 5,
+    CHUNK_SIZE + 3,
+    2 * CHUNK_SIZE + 1,
+];
 const LENS: &[usize] = &[1, 7, 100, 5000];
 const SIZES: &[u64] = &[0, 5, 4096, 4097, 3000, CHUNK_SIZE + 1];
 
@@ -41,14 +51,24 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         p().prop_map(Op::Mkdir),
         p().prop_map(Op::Create),
-        (p(), proptest::sample::select(OFFSETS), proptest::sample::select(LENS), any::<u8>())
+        (
+            p(),
+            proptest::sample::select(OFFSETS),
+            proptest::sample::select(LENS),
+            any::<u8>()
+        )
             .prop_map(|(p, o, l, b)| Op::Write(p, o, l, b)),
-        (p(), proptest::sample::select(LENS), any::<u8>()).prop_map(|(p, l, b)| Op::Append(p, l, b)),
+        (p(), proptest::sample::select(LENS), any::<u8>())
+            .prop_map(|(p, l, b)| Op::Append(p, l, b)),
         (p(), proptest::sample::select(SIZES)).prop_map(|(p, s)| Op::Truncate(p, s)),
         (p(), p()).prop_map(|(a, b)| Op::Rename(a, b)),
         p().prop_map(Op::Unlink),
         p().prop_map(Op::Rmdir),
-        (p(), proptest::sample::select(OFFSETS), proptest::sample::select(LENS))
+        (
+            p(),
+            proptest::sample::select(OFFSETS),
+            proptest::sample::select(LENS)
+        )
             .prop_map(|(p, o, l)| Op::Read(p, o, l as u64)),
     ]
 }
@@ -87,7 +107,10 @@ impl Model {
         Ok(cur)
     }
 
-    fn parent_mut(&mut self, p: &'static str) -> Result<(&mut BTreeMap<String, Node>, &'static str), ErrorCode> {
+    fn parent_mut(
+        &mut self,
+        p: &'static str,
+    ) -> Result<(&mut BTreeMap<String, Node>, &'static str), ErrorCode> {
         let parts = split(p);
         let (name, dir) = parts.split_last().expect("non-root");
         match self.walk_mut(dir)? {
@@ -205,7 +228,14 @@ async fn run_kernel(k: &Kernel, z: &ZoneId, op: &Op) -> Outcome {
     let r = match *op {
         Op::Mkdir(p) => k.mkdir(z, p).await.map(|_| None),
         Op::Create(p) => k
-            .open_path(z, p, OpenOptions { create: true, ..OpenOptions::default() })
+            .open_path(
+                z,
+                p,
+                OpenOptions {
+                    create: true,
+                    ..OpenOptions::default()
+                },
+            )
             .await
             .map(|_| None),
         Op::Write(p, off, len, b) => match file(p).await {

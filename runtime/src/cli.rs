@@ -6,13 +6,22 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "nexus", version, about = "Nexus: a sandboxed runtime for AI agents, on a replicated kernel")]
+#[command(
+    name = "nexus",
+    version,
+    about = "Nexus: a sandboxed runtime for AI agents, on a replicated kernel"
+)]
 pub struct Cli {
     /// Data directory (sled metadata, content, records).
     #[arg(long, env = "NEXUS_HOME", global = true)]
     pub home: Option<PathBuf>,
     /// Where file content lives: `local` (default), `memory`, or `s3://bucket/prefix`.
-    #[arg(long, env = "NEXUS_OBJECT_STORE", global = true, default_value = "local")]
+    #[arg(
+        long,
+        env = "NEXUS_OBJECT_STORE",
+        global = true,
+        default_value = "local"
+    )]
     pub object_store: String,
     #[command(subcommand)]
     pub command: Command,

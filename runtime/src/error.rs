@@ -43,7 +43,9 @@ impl CliError {
                 ErrorCode::Exist | ErrorCode::NotEmpty | ErrorCode::Busy => exit::CONFLICT,
                 _ => exit::FAILURE,
             },
-            CliError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => exit::NOT_FOUND,
+            CliError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                exit::NOT_FOUND
+            }
             CliError::Local { .. } => exit::FAILURE,
             CliError::Usage(_) => 2,
             CliError::Failed(_) => exit::FAILURE,
@@ -53,11 +55,15 @@ impl CliError {
     /// What to do about it, where there is something useful to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            CliError::Kernel(KernelError::ZoneNotFound(_)) => Some("create it with `nexus zone create NAME`"),
+            CliError::Kernel(KernelError::ZoneNotFound(_)) => {
+                Some("create it with `nexus zone create NAME`")
+            }
             CliError::Kernel(KernelError::Busy(m)) if m.contains("in use by another") => {
                 Some("wait for the other nexus command to finish, or point NEXUS_HOME elsewhere")
             }
-            CliError::Kernel(KernelError::NotEmpty(_)) => Some("use `nexus fs rm -r` to remove a directory and its contents"),
+            CliError::Kernel(KernelError::NotEmpty(_)) => {
+                Some("use `nexus fs rm -r` to remove a directory and its contents")
+            }
             _ => None,
         }
     }

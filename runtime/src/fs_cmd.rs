@@ -53,8 +53,16 @@ pub async fn run(k: &Kernel, cmd: FsCmd) -> CliResult {
         FsCmd::Put { zone: z, src, dest } => put(k, &zone(&z)?, &src, &dest).await,
         FsCmd::Get { zone: z, src, dest } => get(k, &zone(&z)?, &src, &dest).await,
         FsCmd::Cat { zone: z, path } => get(k, &zone(&z)?, &path, "-").await,
-        FsCmd::Ls { zone: z, path, json } => ls(k, &zone(&z)?, &path, json),
-        FsCmd::Stat { zone: z, path, json } => {
+        FsCmd::Ls {
+            zone: z,
+            path,
+            json,
+        } => ls(k, &zone(&z)?, &path, json),
+        FsCmd::Stat {
+            zone: z,
+            path,
+            json,
+        } => {
             let s = k.lstat(&zone(&z)?, &path)?;
             if json {
                 return output::json(&s);
@@ -76,7 +84,11 @@ pub async fn run(k: &Kernel, cmd: FsCmd) -> CliResult {
             }
             Ok(())
         }
-        FsCmd::Mkdir { zone: z, parents, path } => {
+        FsCmd::Mkdir {
+            zone: z,
+            parents,
+            path,
+        } => {
             let z = zone(&z)?;
             if parents {
                 k.mkdir_all(&z, &path).await?;
@@ -85,7 +97,11 @@ pub async fn run(k: &Kernel, cmd: FsCmd) -> CliResult {
             }
             Ok(())
         }
-        FsCmd::Rm { zone: z, recursive, path } => {
+        FsCmd::Rm {
+            zone: z,
+            recursive,
+            path,
+        } => {
             let z = zone(&z)?;
             match k.lstat(&z, &path)?.kind {
                 FileKind::Dir if recursive => remove_tree(k, &z, &path).await,
@@ -138,7 +154,13 @@ fn ls(k: &Kernel, z: &ZoneId, path: &str, json: bool) -> CliResult {
             None if r.kind == "dir" => format!("{}/", r.name),
             None => r.name,
         };
-        println!("{:<5} {:>12} {}  {}", r.kind, r.size, output::time(r.mtime), name);
+        println!(
+            "{:<5} {:>12} {}  {}",
+            r.kind,
+            r.size,
+            output::time(r.mtime),
+            name
+        );
     }
     Ok(())
 }
@@ -163,7 +185,15 @@ async fn put(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
         std::fs::metadata(src).ok().map(|m| m.len())
     };
     let h = k
-        .open_path(z, &tmp, OpenOptions { create: true, exclusive: true, ..OpenOptions::default() })
+        .open_path(
+            z,
+            &tmp,
+            OpenOptions {
+                create: true,
+                exclusive: true,
+                ..OpenOptions::default()
+            },
+        )
         .await?;
     let bar = progress(total, "put");
     let copied = copy_in(k, &h, &mut input, src, &bar).await;
@@ -179,7 +209,13 @@ async fn put(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
     Ok(())
 }
 
-async fn copy_in(k: &Kernel, h: &Handle, input: &mut dyn Read, src: &str, bar: &ProgressBar) -> CliResult {
+async fn copy_in(
+    k: &Kernel,
+    h: &Handle,
+    input: &mut dyn Read,
+    src: &str,
+    bar: &ProgressBar,
+) -> CliResult {
     let mut buf = vec![0u8; CHUNK_SIZE as usize];
     let mut offset = 0u64;
     loop {
@@ -217,7 +253,8 @@ async fn get(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
         if bytes.is_empty() {
             break;
         }
-        out.write_all(&bytes).map_err(|e| CliError::local(dest, e))?;
+        out.write_all(&bytes)
+            .map_err(|e| CliError::local(dest, e))?;
         offset += bytes.len() as u64;
         bar.set_position(offset);
     }

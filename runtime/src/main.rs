@@ -19,7 +19,8 @@ use error::{CliError, CliResult};
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -69,7 +70,9 @@ async fn run(cli: Cli) -> CliResult {
     let result = match cli.command {
         Command::Zone(cmd) => zone_cmd::run(&kernel, cmd).await,
         Command::Fs(cmd) => fs_cmd::run(&kernel, cmd).await,
-        Command::Mount { zone, path, target } => fs_cmd::mount(&kernel, &zone, &path, &target).await,
+        Command::Mount { zone, path, target } => {
+            fs_cmd::mount(&kernel, &zone, &path, &target).await
+        }
         Command::Gc { json } => zone_cmd::gc(&kernel, json).await,
         Command::Stress(args) => stress::run(&kernel, args).await,
     };

@@ -8,7 +8,8 @@ use crate::error::{CliError, CliResult};
 
 pub fn json<T: Serialize>(value: &T) -> CliResult {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(|e| CliError::Usage(format!("json: {e}")))?;
+    serde_json::to_writer_pretty(&mut out, value)
+        .map_err(|e| CliError::Usage(format!("json: {e}")))?;
     writeln!(out).map_err(|e| CliError::local("stdout", e))
 }
 
@@ -27,7 +28,12 @@ pub fn time(ns: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -35,6 +41,9 @@ mod tests {
     #[test]
     fn formats_utc_times() {
         assert_eq!(super::time(0), "1970-01-01 00:00:00");
-        assert_eq!(super::time(1_700_000_000_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(
+            super::time(1_700_000_000_000_000_000),
+            "2023-11-14 22:13:20"
+        );
     }
 }

@@ -15,7 +15,9 @@ use crate::error::{CliError, CliResult};
 /// The bytes of file `n`: distinct per file, so a mix-up is detected.
 pub fn content(n: u64, size: usize) -> Vec<u8> {
     let seed = n.to_le_bytes();
-    (0..size).map(|i| seed[i % 8] ^ (i as u8).wrapping_mul(31)).collect()
+    (0..size)
+        .map(|i| seed[i % 8] ^ (i as u8).wrapping_mul(31))
+        .collect()
 }
 
 pub async fn run(k: &Kernel, args: StressArgs) -> CliResult {
@@ -37,7 +39,14 @@ pub async fn run(k: &Kernel, args: StressArgs) -> CliResult {
                 let path = format!("{}/f{n:08}", dir.trim_end_matches('/'));
                 let data = content(n, args.size);
                 let h = k
-                    .open_path(&z, &path, OpenOptions { create: true, ..OpenOptions::default() })
+                    .open_path(
+                        &z,
+                        &path,
+                        OpenOptions {
+                            create: true,
+                            ..OpenOptions::default()
+                        },
+                    )
                     .await?;
                 k.write(&h, 0, &data).await?;
                 let line = format!("ack {path} {}\n", blake3::hash(&data).to_hex());

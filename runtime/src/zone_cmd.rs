@@ -38,7 +38,12 @@ pub async fn run(k: &Kernel, cmd: ZoneCmd) -> CliResult {
             }
             println!("{:<24} {:<20} {:>10}", "ZONE", "CREATED", "APPLIED");
             for r in rows {
-                println!("{:<24} {:<20} {:>10}", r.name, output::time(r.created), r.applied_index);
+                println!(
+                    "{:<24} {:<20} {:>10}",
+                    r.name,
+                    output::time(r.created),
+                    r.applied_index
+                );
             }
         }
         ZoneCmd::Check { name, deep, json } => {

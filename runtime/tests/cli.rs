@@ -13,7 +13,9 @@ impl Home {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nexus"));
-        c.args(args).env("NEXUS_HOME", self.0.path()).env_remove("NEXUS_ZONE");
+        c.args(args)
+            .env("NEXUS_HOME", self.0.path())
+            .env_remove("NEXUS_ZONE");
         c
     }
 
@@ -34,8 +36,14 @@ impl Home {
     /// Runs a command that must fail; returns (exit code, stderr).
     fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
-        assert!(!out.status.success(), "nexus {args:?} unexpectedly succeeded");
-        (out.status.code().unwrap(), String::from_utf8(out.stderr).unwrap())
+        assert!(
+            !out.status.success(),
+            "nexus {args:?} unexpectedly succeeded"
+        );
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
     }
 
     fn put_stdin(&self, zone: &str, dest: &str, data: &[u8]) {
@@ -59,7 +67,8 @@ fn zones_are_created_listed_checked_and_destroyed() {
     let (code, err) = h.fails(&["zone", "create", "bad/name"]);
     assert_eq!(code, 1);
     assert!(err.contains("zone name"), "{err}");
-    let zones: serde_json::Value = serde_json::from_str(&h.ok(&["zone", "list", "--json"])).unwrap();
+    let zones: serde_json::Value =
+        serde_json::from_str(&h.ok(&["zone", "list", "--json"])).unwrap();
     assert_eq!(zones[0]["name"], "z1");
     assert!(zones[0]["applied_index"].as_u64().unwrap() >= 1);
     assert!(h.ok(&["zone", "check", "z1"]).contains("consistent"));
@@ -68,7 +77,10 @@ fn zones_are_created_listed_checked_and_destroyed() {
     h.ok(&["zone", "destroy", "z1", "--yes"]);
     let (code, err) = h.fails(&["fs", "ls", "--zone", "z1", "/"]);
     assert_eq!(code, 3);
-    assert!(err.contains("unknown zone z1") && err.contains("nexus zone create"), "{err}");
+    assert!(
+        err.contains("unknown zone z1") && err.contains("nexus zone create"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -77,7 +89,10 @@ fn files_go_in_and_come_out_intact() {
     h.ok(&["zone", "create", "z1"]);
     h.ok(&["fs", "mkdir", "--zone", "z1", "-p", "/a/b"]);
     h.put_stdin("z1", "/a/b/hello.txt", b"hello, nexus\n");
-    assert_eq!(h.ok(&["fs", "cat", "--zone", "z1", "/a/b/hello.txt"]), "hello, nexus\n");
+    assert_eq!(
+        h.ok(&["fs", "cat", "--zone", "z1", "/a/b/hello.txt"]),
+        "hello, nexus\n"
+    );
 
     // A multi-chunk file from disk, back out to disk, byte for byte.
     let local = h.0.path().join("big.bin");
@@ -101,9 +116,19 @@ fn files_go_in_and_come_out_intact() {
         serde_json::from_str(&h.ok(&["fs", "stat", "-z", "z1", "/big.bin", "--json"])).unwrap();
     assert_eq!(stat["size"], 3_500_000);
     assert_eq!(stat["kind"], "file");
-    let ls: serde_json::Value = serde_json::from_str(&h.ok(&["fs", "ls", "-z", "z1", "/", "--json"])).unwrap();
-    let names: Vec<_> = ls.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["a", "big.bin"], "no temporary upload files are left behind");
+    let ls: serde_json::Value =
+        serde_json::from_str(&h.ok(&["fs", "ls", "-z", "z1", "/", "--json"])).unwrap();
+    let names: Vec<_> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a", "big.bin"],
+        "no temporary upload files are left behind"
+    );
 
     h.ok(&["fs", "mv", "-z", "z1", "/big.bin", "/a/moved.bin"]);
     assert_eq!(h.fails(&["fs", "cat", "-z", "z1", "/big.bin"]).0, 3);
@@ -111,8 +136,13 @@ fn files_go_in_and_come_out_intact() {
     h.ok(&["fs", "rm", "-r", "-z", "z1", "/a"]);
     assert_eq!(h.ok(&["fs", "ls", "-z", "z1", "/"]), "");
     let gc: serde_json::Value = serde_json::from_str(&h.ok(&["gc", "--json"])).unwrap();
-    assert_eq!(gc["deleted"], 4, "the four chunks of the removed file are collected");
-    assert!(h.ok(&["zone", "check", "z1", "--deep"]).contains("consistent"));
+    assert_eq!(
+        gc["deleted"], 4,
+        "the four chunks of the removed file are collected"
+    );
+    assert!(h
+        .ok(&["zone", "check", "z1", "--deep"])
+        .contains("consistent"));
 }
 
 #[test]
@@ -126,7 +156,11 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
         (&["fs", "mkdir", "-z", "z1", "/f/sub"], 1, "not a directory"),
         (&["fs", "cat", "-z", "z1", "/"], 1, "is a directory"),
         (&["fs", "mv", "-z", "z1", "/", "/x"], 1, "invalid"),
-        (&["fs", "put", "-z", "z1", "/no/such/local/file", "/g"], 3, "/no/such/local/file"),
+        (
+            &["fs", "put", "-z", "z1", "/no/such/local/file", "/g"],
+            3,
+            "/no/such/local/file",
+        ),
         (&["fs", "cat", "-z", "nozone", "/f"], 3, "unknown zone"),
     ];
     for (args, code, needle) in cases {
@@ -151,7 +185,9 @@ fn mounts_show_in_listings_and_lead_into_the_other_zone() {
     assert_eq!(h.fails(&["mount", "-z", "z1", "/shared", "z2"]).0, 5);
     h.put_stdin("z1", "/shared/note", b"via z1");
     assert_eq!(h.ok(&["fs", "cat", "-z", "z2", "/note"]), "via z1");
-    assert!(h.ok(&["fs", "ls", "-z", "z1"]).contains("shared -> zone z2"));
+    assert!(h
+        .ok(&["fs", "ls", "-z", "z1"])
+        .contains("shared -> zone z2"));
     let (code, err) = h.fails(&["zone", "destroy", "z2", "--yes"]);
     assert_eq!(code, 5);
     assert!(err.contains("mounted in zone z1"), "{err}");

@@ -15,12 +15,22 @@ use rand::{Rng, SeedableRng};
 const ROUNDS: usize = 10;
 
 /// Runs a storm, kills it after `after`, returns the acknowledged (path, hash).
-fn storm_and_kill(home: &std::path::Path, round: usize, size: usize, after: Duration) -> Vec<(String, String)> {
+fn storm_and_kill(
+    home: &std::path::Path,
+    round: usize,
+    size: usize,
+    after: Duration,
+) -> Vec<(String, String)> {
     let concurrency = if size > 100_000 { 4 } else { 32 };
     let mut child = nexus(home)
         .args(["stress", "--zone", "z1", "--count", "100000000"])
         .args(["--concurrency", &concurrency.to_string()])
-        .args(["--dir", &format!("/round{round}"), "--size", &size.to_string()])
+        .args([
+            "--dir",
+            &format!("/round{round}"),
+            "--size",
+            &size.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -47,27 +57,43 @@ fn storm_and_kill(home: &std::path::Path, round: usize, size: usize, after: Dura
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledged_writes_survive_sigkill() {
-    let seed: u64 = std::env::var("NEXUS_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let seed: u64 = std::env::var("NEXUS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    assert!(nexus(home).args(["zone", "create", "z1"]).status().unwrap().success());
+    assert!(nexus(home)
+        .args(["zone", "create", "z1"])
+        .status()
+        .unwrap()
+        .success());
     let z1 = ZoneId::new("z1").unwrap();
     let mut total = 0;
     for round in 0..ROUNDS {
         // Small inline files, and multi-chunk ones that go through the object store.
-        let size = if round % 3 == 2 { 1_500_000 } else { rng.gen_range(10..6000) };
-        let after = Duration::from_millis(rng.gen_range(300..1200) * if size > 100_000 { 3 } else { 1 });
+        let size = if round % 3 == 2 {
+            1_500_000
+        } else {
+            rng.gen_range(10..6000)
+        };
+        let after =
+            Duration::from_millis(rng.gen_range(300..1200) * if size > 100_000 { 3 } else { 1 });
         let started = Instant::now();
         let acked = storm_and_kill(home, round, size, after);
-        assert!(!acked.is_empty(), "round {round}: nothing acknowledged in {:?}", started.elapsed());
+        assert!(
+            !acked.is_empty(),
+            "round {round}: nothing acknowledged in {:?}",
+            started.elapsed()
+        );
         total += acked.len();
 
         let k = Kernel::open(KernelConfig::embedded(home)).expect("reopen after SIGKILL");
         for (path, hash) in &acked {
-            let h = k
-                .resolve(&z1, path, true)
-                .unwrap_or_else(|e| panic!("round {round} (seed {seed}): acknowledged {path} lost: {e}"));
+            let h = k.resolve(&z1, path, true).unwrap_or_else(|e| {
+                panic!("round {round} (seed {seed}): acknowledged {path} lost: {e}")
+            });
             let bytes = k.read(&h, 0, 1 << 24).await.unwrap();
             assert_eq!(
                 blake3::hash(&bytes).to_hex().as_str(),
@@ -76,7 +102,10 @@ async fn acknowledged_writes_survive_sigkill() {
             );
         }
         drop(k);
-        let check = nexus(home).args(["zone", "check", "z1", "--json"]).output().unwrap();
+        let check = nexus(home)
+            .args(["zone", "check", "z1", "--json"])
+            .output()
+            .unwrap();
         assert!(
             check.status.success(),
             "round {round} (seed {seed}): zone check failed: {}",
