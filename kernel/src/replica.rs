@@ -222,17 +222,23 @@ impl Replica {
         self.raw.report_snapshot(to, SnapshotStatus::Finish);
     }
 
+    /// Applies committed entries in one atomic batch (see [`Applier`]).
     fn apply(&mut self, entries: Vec<Entry>, out: &mut ReadyOutput) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let state = self.state.clone();
+        let mut applier = state.applier();
         for e in entries {
             match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() || self.cfg.role == Role::Witness => {
-                    self.state.mark_applied(e.index)?;
+                    applier.mark_applied(e.index);
                 }
                 EntryType::EntryNormal => {
                     let result = match ZoneCommand::decode(&e.data) {
-                        Ok(cmd) => self.state.apply(e.index, &cmd)?,
+                        Ok(cmd) => applier.apply(e.index, &cmd),
                         Err(err) => {
-                            self.state.mark_applied(e.index)?;
+                            applier.mark_applied(e.index);
                             Err(KernelError::Corrupt(format!("undecodable command: {err}")))
                         }
                     };
@@ -252,11 +258,11 @@ impl Replica {
                     }
                     .map_err(|err| KernelError::Invalid(format!("conf change: {err}")))?;
                     self.raw.mut_store().set_conf_state(cs)?;
-                    self.state.mark_applied(e.index)?;
+                    applier.mark_applied(e.index);
                 }
             }
         }
-        Ok(())
+        applier.commit()
     }
 
     fn maybe_compact(&mut self) -> Result<()> {

@@ -7,6 +7,7 @@
 //! error returned to the proposer, with no partial effect: the batch holding
 //! the mutation also holds the new applied index, and is applied whole.
 
+use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::command::{Applied, NewInode, ZoneCommand};
@@ -199,28 +200,73 @@ impl ZoneState {
         Ok(())
     }
 
-    /// Applies one committed entry. The mutation and the new applied index go
-    /// in one batch, so a crash leaves either both or neither.
-    pub fn apply(&self, index: u64, cmd: &ZoneCommand) -> Result<Result<Applied>> {
-        let mut tx = Tx {
+    /// Starts applying a run of committed entries; see [`Applier`].
+    pub fn applier(&self) -> Applier<'_> {
+        Applier {
             state: self,
-            batch: sled::Batch::default(),
+            staged: Staged::new(),
+            applied: None,
+        }
+    }
+
+    /// Applies one committed entry on its own (tests and tools).
+    pub fn apply(&self, index: u64, cmd: &ZoneCommand) -> Result<Result<Applied>> {
+        let mut applier = self.applier();
+        let outcome = applier.apply(index, cmd);
+        applier.commit()?;
+        Ok(outcome)
+    }
+}
+
+/// Staged writes: `None` is a removal.
+type Staged = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Applies the committed entries of one Ready and writes them, with the new
+/// applied index, in ONE sled batch: a crash keeps all of them or none, and
+/// the per-entry cost is reads and encoding, not a batch each. Later entries
+/// read what earlier ones staged. A refused command's writes are discarded.
+pub struct Applier<'a> {
+    state: &'a ZoneState,
+    staged: Staged,
+    applied: Option<u64>,
+}
+
+impl Applier<'_> {
+    pub fn apply(&mut self, index: u64, cmd: &ZoneCommand) -> Result<Applied> {
+        let mut tx = Tx {
+            tree: &self.state.tree,
+            staged: &self.staged,
+            writes: Staged::new(),
         };
         let outcome = tx.run(cmd);
-        let mut batch = match outcome {
-            Ok(_) => tx.batch,
-            // A refused command changes nothing but the applied index.
-            Err(_) => sled::Batch::default(),
-        };
-        batch.insert(keys::APPLIED, &index.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        Ok(outcome)
+        let writes = tx.writes;
+        if outcome.is_ok() {
+            self.staged.extend(writes);
+        }
+        self.applied = Some(index);
+        outcome
     }
 
     /// Advances the applied index without touching state (witness replicas,
     /// empty entries and conf changes).
-    pub fn mark_applied(&self, index: u64) -> Result<()> {
-        self.tree.insert(keys::APPLIED, &index.to_be_bytes())?;
+    pub fn mark_applied(&mut self, index: u64) {
+        self.applied = Some(index);
+    }
+
+    /// Writes everything staged, and the applied index, atomically.
+    pub fn commit(self) -> Result<()> {
+        let Some(index) = self.applied else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.staged {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(keys::APPLIED, &index.to_be_bytes());
+        self.state.tree.apply_batch(batch)?;
         Ok(())
     }
 }
@@ -243,17 +289,59 @@ fn check_replaceable(target: &Inode, dir: bool, name: &str) -> Result<()> {
 /// A zone's state as key/value pairs: a snapshot's payload.
 pub type StateDump = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// One command's mutation, staged in a batch. Reads go to the tree, which is
-/// safe because a command never reads a key after writing it.
+/// One command's mutation. Reads see this command's own writes, then what
+/// earlier entries of the same Ready staged, then the tree.
 struct Tx<'a> {
-    state: &'a ZoneState,
-    batch: sled::Batch,
+    tree: &'a sled::Tree,
+    staged: &'a Staged,
+    writes: Staged,
 }
 
 impl Tx<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.writes.get(key).or_else(|| self.staged.get(key)) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
+        self.get(&keys::inode(ino))?.map(|v| dec(&v)).transpose()
+    }
+
+    fn dentry(&self, dir: Ino, name: &str) -> Result<Option<Dentry>> {
+        self.get(&keys::dentry(dir, name))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Live keys in `[lo, hi)` as this command sees them.
+    fn keys_in(&self, lo: Vec<u8>, hi: Vec<u8>) -> Result<Vec<Vec<u8>>> {
+        let mut live = std::collections::BTreeSet::new();
+        for kv in self.tree.range(lo.clone()..hi.clone()) {
+            live.insert(kv?.0.to_vec());
+        }
+        for layer in [self.staged, &self.writes] {
+            for (k, v) in layer.range(lo.clone()..hi.clone()) {
+                match v {
+                    Some(_) => live.insert(k.clone()),
+                    None => live.remove(k),
+                };
+            }
+        }
+        Ok(live.into_iter().collect())
+    }
+
     fn get_inode(&self, ino: Ino) -> Result<Inode> {
-        self.state
-            .inode(ino)?
+        self.inode(ino)?
             .ok_or_else(|| KernelError::NotFound(format!("inode {ino}")))
     }
 
@@ -266,21 +354,17 @@ impl Tx<'_> {
     }
 
     fn put_inode(&mut self, inode: &Inode) {
-        self.batch.insert(keys::inode(inode.ino), enc(inode));
+        self.insert(keys::inode(inode.ino), enc(inode));
     }
 
     fn drop_inode(&mut self, ino: Ino) -> Result<()> {
-        self.batch.remove(keys::inode(ino));
+        self.remove(keys::inode(ino));
         self.drop_chunks_from(ino, 0)
     }
 
     fn drop_chunks_from(&mut self, ino: Ino, from: u64) -> Result<()> {
-        for kv in self
-            .state
-            .tree
-            .range(keys::chunk(ino, from)..keys::chunk_prefix(ino + 1))
-        {
-            self.batch.remove(kv?.0);
+        for key in self.keys_in(keys::chunk(ino, from), keys::chunk_prefix(ino + 1))? {
+            self.remove(key);
         }
         Ok(())
     }
@@ -297,7 +381,7 @@ impl Tx<'_> {
     fn run(&mut self, cmd: &ZoneCommand) -> Result<Applied> {
         match cmd {
             ZoneCommand::Init { now } => {
-                if self.state.inode(ROOT_INO)?.is_none() {
+                if self.inode(ROOT_INO)?.is_none() {
                     self.put_inode(&Inode {
                         ino: ROOT_INO,
                         parent: ROOT_INO,
@@ -348,7 +432,7 @@ impl Tx<'_> {
                     self.drop_chunks_from(*ino, *from)?;
                 }
                 for (idx, chunk) in chunks {
-                    self.batch.insert(keys::chunk(*ino, *idx), enc(chunk));
+                    self.insert(keys::chunk(*ino, *idx), enc(chunk));
                 }
                 inode.body = InodeBody::Regular {
                     inline: inline.clone(),
@@ -375,12 +459,11 @@ impl Tx<'_> {
             } => {
                 let mut parent_inode = self.get_dir(*parent)?;
                 let entry = self
-                    .state
                     .dentry(*parent, name)?
                     .ok_or_else(|| KernelError::NotFound(name.clone()))?;
                 let target = self.get_inode(entry.ino)?;
                 check_replaceable(&target, *dir, name)?;
-                self.batch.remove(keys::dentry(*parent, name));
+                self.remove(keys::dentry(*parent, name));
                 self.drop_inode(entry.ino)?;
                 Self::adjust_entries(&mut parent_inode, -1, *now);
                 self.put_inode(&parent_inode);
@@ -416,10 +499,10 @@ impl Tx<'_> {
     ) -> Result<Applied> {
         crate::path::check_new_name(name)?;
         let mut parent_inode = self.get_dir(parent)?;
-        if self.state.dentry(parent, name)?.is_some() {
+        if self.dentry(parent, name)?.is_some() {
             return Err(KernelError::Exist(name.to_owned()));
         }
-        if ino == 0 || self.state.inode(ino)?.is_some() {
+        if ino == 0 || self.inode(ino)?.is_some() {
             // The proposer picked a taken number; it retries with another.
             return Err(KernelError::Conflict(ino));
         }
@@ -446,7 +529,7 @@ impl Tx<'_> {
             body,
         };
         self.put_inode(&inode);
-        self.batch.insert(
+        self.insert(
             keys::dentry(parent, name),
             enc(&Dentry {
                 ino,
@@ -470,7 +553,6 @@ impl Tx<'_> {
         let src_dir = self.get_dir(src_parent)?;
         let dst_dir = self.get_dir(dst_parent)?;
         let entry = self
-            .state
             .dentry(src_parent, src_name)?
             .ok_or_else(|| KernelError::NotFound(src_name.to_owned()))?;
         if src_parent == dst_parent && src_name == dst_name {
@@ -491,7 +573,7 @@ impl Tx<'_> {
                 cur = self.get_inode(cur)?.parent;
             }
         }
-        let replaced = self.state.dentry(dst_parent, dst_name)?;
+        let replaced = self.dentry(dst_parent, dst_name)?;
         if let Some(old) = replaced {
             if old.ino == entry.ino {
                 return Ok(Applied::Done);
@@ -504,9 +586,8 @@ impl Tx<'_> {
         moved.parent = dst_parent;
         moved.ctime = now;
         self.put_inode(&moved);
-        self.batch.remove(keys::dentry(src_parent, src_name));
-        self.batch
-            .insert(keys::dentry(dst_parent, dst_name), enc(&entry));
+        self.remove(keys::dentry(src_parent, src_name));
+        self.insert(keys::dentry(dst_parent, dst_name), enc(&entry));
         // The target gains a name unless it replaced one.
         let grew = if replaced.is_some() { 0 } else { 1 };
         if src_parent == dst_parent {
@@ -640,6 +721,39 @@ mod tests {
         .unwrap();
         assert!(matches!(
             s.inode(ROOT_INO).unwrap().unwrap().body,
+            InodeBody::Dir { entries: 1 }
+        ));
+    }
+
+    #[test]
+    fn one_batch_applies_dependent_entries_and_drops_refused_ones() {
+        let s = state();
+        let mut a = s.applier();
+        let mk = |parent, name: &str, ino, new| ZoneCommand::Create {
+            parent,
+            name: name.into(),
+            ino,
+            new,
+            now: 2,
+        };
+        a.apply(2, &mk(ROOT_INO, "d", 10, NewInode::Dir)).unwrap();
+        // Sees the directory staged by the previous entry.
+        a.apply(3, &mk(10, "f", 11, NewInode::Regular)).unwrap();
+        // Refused (name taken): its writes, including inode 12, are dropped.
+        assert!(matches!(
+            a.apply(4, &mk(10, "f", 12, NewInode::Regular)),
+            Err(KernelError::Exist(_))
+        ));
+        assert!(
+            s.inode(10).unwrap().is_none(),
+            "nothing is visible before commit"
+        );
+        a.commit().unwrap();
+        assert_eq!(s.applied_index().unwrap(), 4);
+        assert_eq!(s.dentry(10, "f").unwrap().unwrap().ino, 11);
+        assert!(s.inode(12).unwrap().is_none());
+        assert!(matches!(
+            s.inode(10).unwrap().unwrap().body,
             InodeBody::Dir { entries: 1 }
         ));
     }

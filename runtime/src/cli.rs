@@ -52,6 +52,20 @@ pub enum Command {
     /// Write many files concurrently, printing `ack PATH HASH` as each one
     /// is durably committed (a load generator; crash tests use it).
     Stress(StressArgs),
+    /// Measure the kernel against raw sled and plain files (docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Directory for scratch data (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// A tenth of the work, for a quick look.
+    #[arg(long)]
+    pub quick: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Clone)]

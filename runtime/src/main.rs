@@ -1,5 +1,6 @@
 //! `nexus`: the command line of the Nexus runtime.
 
+mod bench;
 mod cli;
 mod error;
 mod fs_cmd;
@@ -66,6 +67,10 @@ fn open_kernel(cli: &Cli) -> CliResult<Kernel> {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    if let Command::Bench(args) = cli.command {
+        // Benchmarks run on their own scratch data directory.
+        return bench::run(args).await;
+    }
     let kernel = open_kernel(&cli)?;
     let result = match cli.command {
         Command::Zone(cmd) => zone_cmd::run(&kernel, cmd).await,
@@ -75,6 +80,7 @@ async fn run(cli: Cli) -> CliResult {
         }
         Command::Gc { json } => zone_cmd::gc(&kernel, json).await,
         Command::Stress(args) => stress::run(&kernel, args).await,
+        Command::Bench(_) => unreachable!("handled above"),
     };
     // Stop drivers and flush before exit, whatever happened.
     kernel.shutdown()?;
