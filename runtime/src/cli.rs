@@ -29,6 +29,15 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    #[command(flatten)]
+    Kernel(KernelCommand),
+    /// Measure the kernel against raw sled and plain files (docs/benchmarks.md).
+    Bench(BenchArgs),
+}
+
+/// Commands that work on the data directory's kernel.
+#[derive(Subcommand)]
+pub enum KernelCommand {
     /// Create, list, check and destroy zones.
     #[command(subcommand)]
     Zone(ZoneCmd),
@@ -52,8 +61,6 @@ pub enum Command {
     /// Write many files concurrently, printing `ack PATH HASH` as each one
     /// is durably committed (a load generator; crash tests use it).
     Stress(StressArgs),
-    /// Measure the kernel against raw sled and plain files (docs/benchmarks.md).
-    Bench(BenchArgs),
 }
 
 #[derive(Args)]

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, KernelCommand};
 use error::{CliError, CliResult};
 
 fn main() -> ExitCode {
@@ -56,31 +56,31 @@ fn default_home() -> CliResult<PathBuf> {
         .ok_or_else(|| CliError::Usage("no data directory: set NEXUS_HOME".into()))
 }
 
-fn open_kernel(cli: &Cli) -> CliResult<Kernel> {
-    let home = match &cli.home {
+fn open_kernel(home: &Option<PathBuf>, object_store: &str) -> CliResult<Kernel> {
+    let home = match home {
         Some(h) => h.clone(),
         None => default_home()?,
     };
     let mut cfg = KernelConfig::embedded(home);
-    cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
+    cfg.object_store = ObjectStoreConfig::parse(object_store)?;
     Ok(Kernel::open(cfg)?)
 }
 
 async fn run(cli: Cli) -> CliResult {
-    if let Command::Bench(args) = cli.command {
+    let cmd = match cli.command {
         // Benchmarks run on their own scratch data directory.
-        return bench::run(args).await;
-    }
-    let kernel = open_kernel(&cli)?;
-    let result = match cli.command {
-        Command::Zone(cmd) => zone_cmd::run(&kernel, cmd).await,
-        Command::Fs(cmd) => fs_cmd::run(&kernel, cmd).await,
-        Command::Mount { zone, path, target } => {
+        Command::Bench(args) => return bench::run(args).await,
+        Command::Kernel(cmd) => cmd,
+    };
+    let kernel = open_kernel(&cli.home, &cli.object_store)?;
+    let result = match cmd {
+        KernelCommand::Zone(cmd) => zone_cmd::run(&kernel, cmd).await,
+        KernelCommand::Fs(cmd) => fs_cmd::run(&kernel, cmd).await,
+        KernelCommand::Mount { zone, path, target } => {
             fs_cmd::mount(&kernel, &zone, &path, &target).await
         }
-        Command::Gc { json } => zone_cmd::gc(&kernel, json).await,
-        Command::Stress(args) => stress::run(&kernel, args).await,
-        Command::Bench(_) => unreachable!("handled above"),
+        KernelCommand::Gc { json } => zone_cmd::gc(&kernel, json).await,
+        KernelCommand::Stress(args) => stress::run(&kernel, args).await,
     };
     // Stop drivers and flush before exit, whatever happened.
     kernel.shutdown()?;
