@@ -359,10 +359,16 @@ async fn pipe_inodes_are_reserved_with_their_capacity() {
     let p = k.mkpipe(&z1, "/pipes/jobs", 65536).await.unwrap();
     let s = k.stat(&z1, "/pipes/jobs").unwrap();
     assert_eq!((s.kind, s.pipe_capacity), (FileKind::Pipe, Some(65536)));
-    assert_eq!(k.readdir(&z1, "/pipes", None, 10).unwrap().entries[0].kind, FileKind::Pipe);
+    assert_eq!(
+        k.readdir(&z1, "/pipes", None, 10).unwrap().entries[0].kind,
+        FileKind::Pipe
+    );
     // Byte I/O on pipes arrives with the pipes issue; until then it is refused, typed.
     assert_eq!(code(k.read(&p, 0, 1).await), ErrorCode::Unsupported);
-    assert_eq!(code(k.mkpipe(&z1, "/pipes/jobs", 1).await), ErrorCode::Exist);
+    assert_eq!(
+        code(k.mkpipe(&z1, "/pipes/jobs", 1).await),
+        ErrorCode::Exist
+    );
     k.unlink(&z1, "/pipes/jobs").await.unwrap();
     assert!(k.check_zone(&z1, false).await.unwrap().consistent());
 }
