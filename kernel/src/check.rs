@@ -6,9 +6,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::content::{hash_hex, GcReport, CHUNK_SIZE};
-use crate::error::Result;
+use crate::error::{KernelError, Result};
+use crate::identity::{Permission, Task};
 use crate::kernel::Kernel;
-use crate::types::{FileKind, Ino, InodeBody, ZoneId, ROOT_INO};
+use crate::rebac::ObjectRef;
+use crate::types::{FileKind, Ino, InodeBody, ROOT_INO};
 
 /// What `check_zone` found. The zone is consistent iff `problems` is empty.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -32,7 +34,17 @@ impl CheckReport {
 impl Kernel {
     /// Checks every invariant of a zone's metadata, and that every chunk it
     /// references is stored with the right size (and, if `deep`, the right hash).
-    pub async fn check_zone(&self, id: &ZoneId, deep: bool) -> Result<CheckReport> {
+    /// Needs `admin` on the task's zone, which it checks.
+    pub async fn check_zone(&self, task: &Task, deep: bool) -> Result<CheckReport> {
+        let id = task.zone();
+        self.require(
+            task,
+            id,
+            &ObjectRef::zone(id),
+            Permission::Admin,
+            "check",
+            "/",
+        )?;
         let state = self.zone_state(id)?;
         let mut r = CheckReport {
             zone: id.to_string(),
@@ -157,8 +169,26 @@ impl Kernel {
         Ok(r)
     }
 
-    /// Deletes every content chunk no zone on this node references.
-    pub async fn gc(&self) -> Result<GcReport> {
+    /// Deletes every content chunk no zone on this node references. It
+    /// touches every zone, so it needs `admin` on each: `tasks` holds one
+    /// task per zone of the node.
+    pub async fn gc(&self, tasks: &[Task]) -> Result<GcReport> {
+        for z in self.zone_records()? {
+            let task = tasks.iter().find(|t| t.zone() == &z.id).ok_or_else(|| {
+                KernelError::Access(format!(
+                    "garbage collection needs admin on every zone; none given for {}",
+                    z.id
+                ))
+            })?;
+            self.require(
+                task,
+                &z.id,
+                &ObjectRef::zone(&z.id),
+                Permission::Admin,
+                "collect garbage from",
+                "/",
+            )?;
+        }
         self.content
             .gc(|| {
                 // Read under GC's exclusive lock: a zone created meanwhile counts too.

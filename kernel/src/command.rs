@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::rebac::Tuple;
 use crate::types::{ChunkRef, Ino, Inode, Timestamp, ZoneId};
 
 /// What kind of inode `Create` makes.
@@ -17,8 +18,14 @@ pub enum NewInode {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ZoneCommand {
-    /// Creates the root directory; a no-op once it exists.
-    Init { now: Timestamp },
+    /// Creates the root directory and records the zone's owners; a no-op
+    /// once the root exists.
+    Init { now: Timestamp, owners: Vec<Tuple> },
+    /// Adds and removes relation tuples (ReBAC), atomically.
+    WriteTuples {
+        insert: Vec<Tuple>,
+        delete: Vec<Tuple>,
+    },
     Create {
         parent: Ino,
         name: String,

@@ -49,6 +49,7 @@ impl Default for DriverConfig {
 /// A cheap handle to a running zone driver.
 pub struct ZoneDriver {
     zone: ZoneId,
+    applied: tokio::sync::watch::Receiver<u64>,
     tx: Mutex<Option<mpsc::Sender<Input>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     propose_timeout: Duration,
@@ -62,6 +63,7 @@ impl ZoneDriver {
         cfg: DriverConfig,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (applied_tx, applied) = tokio::sync::watch::channel(replica.applied_index());
         if replica.is_sole_voter() && !replica.is_leader() {
             // Alone in the group: no need to wait out an election timeout.
             replica.campaign()?;
@@ -71,10 +73,11 @@ impl ZoneDriver {
         let tick = cfg.tick;
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(z, replica, transport, rx, tick))
+            .spawn(move || run(z, replica, transport, rx, applied_tx, tick))
             .map_err(|e| KernelError::Storage(format!("spawn zone driver: {e}")))?;
         Ok(ZoneDriver {
             zone,
+            applied,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             propose_timeout: cfg.propose_timeout,
@@ -110,6 +113,23 @@ impl ZoneDriver {
         }
     }
 
+    /// Waits until this replica has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<()> {
+        let mut rx = self.applied.clone();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|&a| a >= index)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(KernelError::Unavailable(format!(
+                "zone {} stopped",
+                self.zone
+            ))),
+            Err(_) => Err(KernelError::Unavailable(format!(
+                "zone {} has not reached revision {index} within {timeout:?}",
+                self.zone
+            ))),
+        }
+    }
+
     /// Hands a message from a peer replica to this zone.
     pub fn step(&self, msg: Message) -> Result<()> {
         self.sender()?.try_send(Input::Step(msg)).map_err(|_| {
@@ -138,6 +158,7 @@ fn run(
     mut replica: Replica,
     transport: Arc<dyn Transport>,
     mut rx: mpsc::Receiver<Input>,
+    applied: tokio::sync::watch::Sender<u64>,
     tick: Duration,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -210,6 +231,10 @@ fn run(
                     }
                 }
             }
+            applied.send_if_modified(|a| {
+                let now = replica.applied_index();
+                std::mem::replace(a, now) != now
+            });
             waiters.retain(|_, w| !w.is_closed());
         }
     });

@@ -6,20 +6,28 @@
 //!   holds one zone's Raft log and state (its own keyspace, shared with no
 //!   other zone).
 //! - `content/`: chunks, when the object store is the local disk.
+//! - `node.key`: the node's token signing key (mode 0600).
+//! - `records.db`: the audit log (SQLite), unless a PostgreSQL URL is set.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use raft::prelude::ConfState;
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditSink;
 use crate::command::ZoneCommand;
 use crate::content::ContentStore;
 use crate::driver::{DriverConfig, ZoneDriver};
 use crate::error::{KernelError, Result};
+use crate::gate::PermCache;
+use crate::identity::{Permission, Principal, Task};
+use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::replica::{Replica, ReplicaConfig, Role};
 use crate::state::ZoneState;
+use crate::token::TokenAuthority;
 use crate::transport::{LocalOnly, Transport};
 use crate::types::{Ino, ReplicaId, Timestamp, ZoneId};
 
@@ -100,6 +108,10 @@ pub struct Kernel {
     zones: RwLock<HashMap<ZoneId, Arc<Zone>>>,
     writers: Mutex<InodeLocks>,
     transport: Arc<dyn Transport>,
+    pub(crate) next_pid: AtomicU64,
+    pub(crate) perm_cache: Mutex<PermCache>,
+    pub(crate) audit: OnceLock<AuditSink>,
+    tokens: TokenAuthority,
 }
 
 fn tree_name(zone: &ZoneId) -> String {
@@ -141,8 +153,13 @@ impl Kernel {
             ObjectStoreConfig::Memory => ContentStore::memory(),
             ObjectStoreConfig::S3(url) => ContentStore::s3(url)?,
         };
+        let tokens = TokenAuthority::open(&cfg.home.join("node.key"), db.open_tree("revoked")?)?;
         Ok(Kernel {
             cfg,
+            tokens,
+            next_pid: AtomicU64::new(1),
+            perm_cache: Mutex::new(PermCache::new()),
+            audit: OnceLock::new(),
             db,
             catalog,
             content,
@@ -160,6 +177,17 @@ impl Kernel {
         &self.content
     }
 
+    pub fn tokens(&self) -> &TokenAuthority {
+        &self.tokens
+    }
+
+    /// Starts recording denials and mutations in `sink` (once).
+    pub fn attach_audit(&self, sink: AuditSink) -> Result<()> {
+        self.audit
+            .set(sink)
+            .map_err(|_| KernelError::Invalid("an audit log is already attached".into()))
+    }
+
     pub fn zone_records(&self) -> Result<Vec<ZoneRecord>> {
         self.catalog
             .iter()
@@ -174,8 +202,9 @@ impl Kernel {
         }
     }
 
-    /// Creates a zone whose group is this node alone, with an empty root.
-    pub async fn create_zone(&self, id: &ZoneId) -> Result<ZoneRecord> {
+    /// Creates a zone whose group is this node alone, with an empty root,
+    /// owned by `owner` (recorded with the root, in one command).
+    pub async fn create_zone(&self, owner: &Principal, id: &ZoneId) -> Result<ZoneRecord> {
         let record = ZoneRecord {
             id: id.clone(),
             created: now(),
@@ -191,8 +220,14 @@ impl Kernel {
         }
         self.db.flush_async().await?;
         let zone = self.zone(id)?;
+        let owners = vec![Tuple {
+            object: ObjectRef::zone(id),
+            relation: Relation::Owner,
+            subject: Subject::Principal(owner.clone()),
+        }];
         zone.propose(ZoneCommand::Init {
             now: record.created,
+            owners,
         })
         .await?;
         Ok(record)
@@ -244,17 +279,25 @@ impl Kernel {
         Ok(ZoneState::new(self.db.open_tree(tree_name(id))?))
     }
 
-    /// Destroys a zone and all its metadata. Refused while another zone
-    /// mounts it. Its content chunks go at the next `gc`.
-    pub fn destroy_zone(&self, id: &ZoneId) -> Result<()> {
-        self.zone_record(id)?;
+    /// Destroys the task's zone and all its metadata; needs `admin` on it.
+    /// Refused while another zone mounts it. Its content goes at the next `gc`.
+    pub fn destroy_zone(&self, task: &Task) -> Result<()> {
+        let id = task.zone();
+        self.require(
+            task,
+            id,
+            &ObjectRef::zone(id),
+            Permission::Admin,
+            "destroy",
+            "/",
+        )?;
         for other in self.zone_records()? {
             if &other.id == id {
                 continue;
             }
             for inode in self.zone_state(&other.id)?.all_inodes() {
                 if let crate::types::InodeBody::Mount { target } = inode?.body {
-                    if &target == id {
+                    if target == *id {
                         return Err(KernelError::Busy(format!(
                             "zone {id} is mounted in zone {}; remove that mount first",
                             other.id
@@ -275,6 +318,9 @@ impl Kernel {
         self.catalog.remove(id.as_str())?;
         self.db.drop_tree(tree_name(id))?;
         self.db.flush()?;
+        // A zone created later under this name starts its revisions afresh.
+        self.forget_zone_decisions(id);
+        self.audit(task, id, "destroy-zone", "/", "ok");
         Ok(())
     }
 
@@ -297,8 +343,17 @@ impl Kernel {
         lock.lock_owned().await
     }
 
-    /// Stops every zone driver and flushes; called on clean shutdown.
-    pub fn shutdown(&self) -> Result<()> {
+    /// Clean shutdown: writes out the audit log, stops every zone driver,
+    /// flushes.
+    pub async fn shutdown(&self) -> Result<()> {
+        if let Some(sink) = self.audit.get() {
+            sink.close().await?;
+        }
+        self.stop_zones()
+    }
+
+    /// Stops every zone driver and flushes the metadata.
+    fn stop_zones(&self) -> Result<()> {
         let zones: Vec<_> = self
             .zones
             .write()
@@ -315,6 +370,6 @@ impl Kernel {
 
 impl Drop for Kernel {
     fn drop(&mut self) {
-        let _ = self.shutdown();
+        let _ = self.stop_zones();
     }
 }

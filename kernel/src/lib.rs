@@ -1,10 +1,12 @@
 //! The Nexus kernel. See ARCHITECTURE.md at the repository root.
 
+pub mod audit;
 pub mod check;
 pub mod command;
 pub mod content;
 pub mod driver;
 pub mod error;
+pub mod gate;
 pub mod identity;
 pub mod kernel;
 pub mod path;
@@ -13,6 +15,7 @@ pub mod rebac;
 pub mod replica;
 pub mod sim;
 pub mod state;
+pub mod token;
 pub mod transport;
 pub mod types;
 pub mod vfs;

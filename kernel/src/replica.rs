@@ -141,6 +141,10 @@ impl Replica {
         self.raw.raft.raft_log.committed
     }
 
+    pub fn applied_index(&self) -> u64 {
+        self.raw.raft.raft_log.applied
+    }
+
     pub fn first_log_index(&self) -> u64 {
         self.raw.store().first()
     }

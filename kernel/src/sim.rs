@@ -215,7 +215,13 @@ impl SimCluster {
             let r = self.nodes.get_mut(&l).and_then(|n| n.replica.as_mut());
             if let Some(r) = r {
                 if r.state().inode(ROOT_INO).ok().flatten().is_none() {
-                    let _ = r.propose(0, &ZoneCommand::Init { now: 0 });
+                    let _ = r.propose(
+                        0,
+                        &ZoneCommand::Init {
+                            now: 0,
+                            owners: vec![],
+                        },
+                    );
                 }
             }
         }

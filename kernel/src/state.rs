@@ -12,10 +12,12 @@ use std::ops::Bound;
 
 use crate::command::{Applied, NewInode, ZoneCommand};
 use crate::error::{KernelError, Result};
+use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::types::{ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ROOT_INO};
 
 /// Key layout of the state half of a zone tree.
 pub(crate) mod keys {
+    use crate::rebac::{ObjectRef, Tuple};
     use crate::types::Ino;
 
     pub const STATE_PREFIX: &[u8] = b"s";
@@ -23,6 +25,9 @@ pub(crate) mod keys {
     pub const ALL_INODES: &[u8] = b"s\x01";
     pub const ALL_DENTRIES: &[u8] = b"s\x02";
     pub const ALL_CHUNKS: &[u8] = b"s\x03";
+    pub const ALL_TUPLES: &[u8] = b"s\x04";
+    /// Applied index of the last command that could change a permission.
+    pub const AUTH_REVISION: &[u8] = b"s\x00authrev";
 
     fn tagged(tag: &[u8], ino: Ino, extra: usize) -> Vec<u8> {
         let mut k = Vec::with_capacity(tag.len() + 8 + extra);
@@ -52,6 +57,23 @@ pub(crate) mod keys {
     pub fn chunk(ino: Ino, index: u64) -> Vec<u8> {
         let mut k = chunk_prefix(ino);
         k.extend_from_slice(&index.to_be_bytes());
+        k
+    }
+
+    /// `s\x04` + object + NUL: every tuple of one object.
+    pub fn tuple_prefix(object: &ObjectRef) -> Vec<u8> {
+        let mut k = ALL_TUPLES.to_vec();
+        k.extend_from_slice(object.to_string().as_bytes());
+        k.push(0);
+        k
+    }
+
+    /// `s\x04` + object + NUL + relation + NUL + subject.
+    pub fn tuple(t: &Tuple) -> Vec<u8> {
+        let mut k = tuple_prefix(&t.object);
+        k.extend_from_slice(t.relation.as_str().as_bytes());
+        k.push(0);
+        k.extend_from_slice(t.subject.to_string().as_bytes());
         k
     }
 }
@@ -139,6 +161,38 @@ impl ZoneState {
             out.push((idx, dec(&v)?));
         }
         Ok(out)
+    }
+
+    /// Every (relation, subject) stored for `object`.
+    pub fn tuples_of(&self, object: &ObjectRef) -> Result<Vec<(Relation, Subject)>> {
+        self.tree
+            .scan_prefix(keys::tuple_prefix(object))
+            .map(|kv| {
+                let t: Tuple = dec(&kv?.1)?;
+                Ok((t.relation, t.subject))
+            })
+            .collect()
+    }
+
+    /// Every tuple in the zone, in key order.
+    pub fn all_tuples(&self) -> impl Iterator<Item = Result<Tuple>> + '_ {
+        self.tree
+            .scan_prefix(keys::ALL_TUPLES)
+            .map(|kv| dec(&kv?.1))
+    }
+
+    /// The applied index of the last command that could change a
+    /// permission: tuple writes, renames and removals. Cached decisions are
+    /// valid exactly while it stays the same.
+    pub fn auth_revision(&self) -> Result<u64> {
+        Ok(match self.tree.get(keys::AUTH_REVISION)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| KernelError::Corrupt("auth revision".into()))?,
+            ),
+            None => 0,
+        })
     }
 
     /// Every inode in the zone (for fsck).
@@ -237,6 +291,7 @@ impl Applier<'_> {
             tree: &self.state.tree,
             staged: &self.staged,
             writes: Staged::new(),
+            index,
         };
         let outcome = tx.run(cmd);
         let writes = tx.writes;
@@ -295,6 +350,8 @@ struct Tx<'a> {
     tree: &'a sled::Tree,
     staged: &'a Staged,
     writes: Staged,
+    /// The entry being applied.
+    index: u64,
 }
 
 impl Tx<'_> {
@@ -357,9 +414,51 @@ impl Tx<'_> {
         self.insert(keys::inode(inode.ino), enc(inode));
     }
 
-    fn drop_inode(&mut self, ino: Ino) -> Result<()> {
-        self.remove(keys::inode(ino));
-        self.drop_chunks_from(ino, 0)
+    /// Removes an inode with its chunks and every tuple about it.
+    fn drop_inode(&mut self, inode: &Inode) -> Result<()> {
+        self.remove(keys::inode(inode.ino));
+        self.drop_chunks_from(inode.ino, 0)?;
+        let prefix = keys::tuple_prefix(&ObjectRef::inode(inode.kind(), inode.ino));
+        let mut end = prefix.clone();
+        *end.last_mut().expect("non-empty") = 1;
+        for key in self.keys_in(prefix, end)? {
+            self.remove(key);
+        }
+        self.touch_auth();
+        Ok(())
+    }
+
+    /// Marks this entry as one that may change permissions.
+    fn touch_auth(&mut self) {
+        self.insert(
+            keys::AUTH_REVISION.to_vec(),
+            self.index.to_be_bytes().to_vec(),
+        );
+    }
+
+    fn write_tuples(&mut self, insert: &[Tuple], delete: &[Tuple]) -> Result<()> {
+        for t in insert.iter().chain(delete) {
+            t.validate()?;
+        }
+        for t in insert {
+            if let Some(ino) = t.object.ino() {
+                let inode = self.get_inode(ino)?;
+                if crate::rebac::Namespace::of_kind(inode.kind()) != t.object.ns {
+                    return Err(KernelError::Invalid(format!(
+                        "{} is a {}, not a {}",
+                        t.object,
+                        inode.kind().as_str(),
+                        t.object.ns.as_str()
+                    )));
+                }
+            }
+            self.insert(keys::tuple(t), enc(t));
+        }
+        for t in delete {
+            self.remove(keys::tuple(t));
+        }
+        self.touch_auth();
+        Ok(())
     }
 
     fn drop_chunks_from(&mut self, ino: Ino, from: u64) -> Result<()> {
@@ -380,8 +479,9 @@ impl Tx<'_> {
 
     fn run(&mut self, cmd: &ZoneCommand) -> Result<Applied> {
         match cmd {
-            ZoneCommand::Init { now } => {
+            ZoneCommand::Init { now, owners } => {
                 if self.inode(ROOT_INO)?.is_none() {
+                    self.write_tuples(owners, &[])?;
                     self.put_inode(&Inode {
                         ino: ROOT_INO,
                         parent: ROOT_INO,
@@ -393,6 +493,10 @@ impl Tx<'_> {
                         body: InodeBody::Dir { entries: 0 },
                     });
                 }
+                Ok(Applied::Done)
+            }
+            ZoneCommand::WriteTuples { insert, delete } => {
+                self.write_tuples(insert, delete)?;
                 Ok(Applied::Done)
             }
             ZoneCommand::Create {
@@ -464,7 +568,7 @@ impl Tx<'_> {
                 let target = self.get_inode(entry.ino)?;
                 check_replaceable(&target, *dir, name)?;
                 self.remove(keys::dentry(*parent, name));
-                self.drop_inode(entry.ino)?;
+                self.drop_inode(&target)?;
                 Self::adjust_entries(&mut parent_inode, -1, *now);
                 self.put_inode(&parent_inode);
                 Ok(Applied::Done)
@@ -580,8 +684,10 @@ impl Tx<'_> {
             }
             let old_inode = self.get_inode(old.ino)?;
             check_replaceable(&old_inode, entry.kind == FileKind::Dir, dst_name)?;
-            self.drop_inode(old.ino)?;
+            self.drop_inode(&old_inode)?;
         }
+        // Moving changes what the inode inherits from.
+        self.touch_auth();
         let mut moved = self.get_inode(entry.ino)?;
         moved.parent = dst_parent;
         moved.ctime = now;
@@ -612,7 +718,15 @@ mod tests {
     fn state() -> ZoneState {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let s = ZoneState::new(db.open_tree("z").unwrap());
-        s.apply(1, &ZoneCommand::Init { now: 1 }).unwrap().unwrap();
+        s.apply(
+            1,
+            &ZoneCommand::Init {
+                now: 1,
+                owners: vec![],
+            },
+        )
+        .unwrap()
+        .unwrap();
         s
     }
 

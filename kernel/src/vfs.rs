@@ -14,8 +14,10 @@ use bytes::Bytes;
 use crate::command::{Applied, NewInode, ZoneCommand};
 use crate::content::{CHUNK_SIZE, INLINE_MAX};
 use crate::error::{KernelError, Result};
+use crate::identity::{Permission, Task};
 use crate::kernel::{now, Kernel, Zone};
 use crate::path::{self, Step};
+use crate::rebac::ObjectRef;
 use crate::types::{ChunkRef, DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
 
 /// Largest file size accepted (1 TiB).
@@ -33,11 +35,22 @@ pub struct Handle {
     zone: Arc<Zone>,
     pub ino: Ino,
     pub kind: FileKind,
+    /// The path it was opened by, for messages and the audit log.
+    path: Arc<str>,
 }
 
 impl Handle {
     pub fn zone_id(&self) -> &ZoneId {
         &self.zone.id
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The ReBAC object this handle names.
+    pub fn object(&self) -> ObjectRef {
+        ObjectRef::inode(self.kind, self.ino)
     }
 }
 
@@ -50,6 +63,10 @@ impl std::fmt::Debug for Handle {
 /// How `open` treats a missing or existing file.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenOptions {
+    /// Intends to read (the default when neither read nor write is set).
+    pub read: bool,
+    /// Intends to write.
+    pub write: bool,
     pub create: bool,
     pub exclusive: bool,
     pub truncate: bool,
@@ -91,27 +108,44 @@ fn fresh_ino() -> Ino {
 }
 
 impl Kernel {
-    fn handle(&self, zone: Arc<Zone>, ino: Ino, kind: FileKind) -> Handle {
-        Handle { zone, ino, kind }
+    fn handle(&self, zone: Arc<Zone>, ino: Ino, kind: FileKind, path: &str) -> Handle {
+        Handle {
+            zone,
+            ino,
+            kind,
+            path: path.into(),
+        }
+    }
+
+    /// Asks the gate whether `task` may `perm` the inode behind `h`.
+    /// A handle whose inode is gone gets `no-entry`, as it would without a gate.
+    fn gate(&self, task: &Task, h: &Handle, perm: Permission, op: &str) -> Result<()> {
+        match self.require(task, &h.zone.id, &h.object(), perm, op, &h.path) {
+            Err(KernelError::Access(_)) if h.zone.state.inode(h.ino)?.is_none() => {
+                Err(KernelError::NotFound(h.path.to_string()))
+            }
+            r => r,
+        }
     }
 
     /// The root directory of `zone`.
-    pub fn root(&self, zone: &ZoneId) -> Result<Handle> {
+    fn root(&self, zone: &ZoneId) -> Result<Handle> {
         let z = self.zone(zone)?;
         if z.state.inode(ROOT_INO)?.is_none() {
             return Err(KernelError::Unavailable(format!(
                 "zone {zone} has no root yet"
             )));
         }
-        Ok(self.handle(z, ROOT_INO, FileKind::Dir))
+        Ok(self.handle(z, ROOT_INO, FileKind::Dir, "/"))
     }
 
-    /// Resolves `p` from the root of `zone`. `..` steps back lexically and
-    /// stays at the root of `zone` (invariant 4). A DT_MOUNT in the middle of
-    /// a path is always crossed; a final one only if `follow_mount`.
-    pub fn resolve(&self, zone: &ZoneId, p: &str, follow_mount: bool) -> Result<Handle> {
+    /// Resolves `p` from the root of the task's zone. `..` steps back
+    /// lexically and stays at that root (invariant 4). A DT_MOUNT in the
+    /// middle of a path is always crossed, a final one only if
+    /// `follow_mount`; crossing needs `enter` on the target zone.
+    pub fn resolve(&self, task: &Task, p: &str, follow_mount: bool) -> Result<Handle> {
         let steps = path::parse(p)?;
-        let mut stack = vec![self.root(zone)?];
+        let mut stack = vec![self.root(task.zone())?];
         let last = steps.len().saturating_sub(1);
         for (i, step) in steps.iter().enumerate() {
             let top = stack.last().expect("never empty").clone();
@@ -134,22 +168,34 @@ impl Kernel {
                         .dentry(top.ino, name)?
                         .ok_or_else(|| KernelError::NotFound(p.to_owned()))?;
                     let next = if d.kind == FileKind::Mount && (i < last || follow_mount) {
-                        self.cross_mount(&top.zone, d.ino)?
+                        self.cross_mount(task, &top.zone, d.ino, p)?
                     } else {
-                        self.handle(top.zone.clone(), d.ino, d.kind)
+                        self.handle(top.zone.clone(), d.ino, d.kind, p)
                     };
                     stack.push(next);
                 }
             }
         }
-        Ok(stack.pop().expect("never empty"))
+        let mut found = stack.pop().expect("never empty");
+        found.path = p.into();
+        Ok(found)
     }
 
-    fn cross_mount(&self, zone: &Arc<Zone>, ino: Ino) -> Result<Handle> {
+    fn cross_mount(&self, task: &Task, zone: &Arc<Zone>, ino: Ino, p: &str) -> Result<Handle> {
         let inode = self.inode(zone, ino)?;
         let InodeBody::Mount { target } = inode.body else {
             return Err(KernelError::Corrupt(format!("inode {ino} is not a mount")));
         };
+        if self.zone_record(&target).is_ok() {
+            self.require(
+                task,
+                &target,
+                &ObjectRef::zone(&target),
+                Permission::Enter,
+                "enter",
+                p,
+            )?;
+        }
         match self.root(&target) {
             Err(KernelError::ZoneNotFound(z)) => Err(KernelError::NotFound(format!(
                 "mount target zone {z} is not served on this node"
@@ -165,32 +211,40 @@ impl Kernel {
     }
 
     /// The parent directory handle and final name of `p`.
-    fn parent_of<'p>(&self, zone: &ZoneId, p: &'p str) -> Result<(Handle, &'p str)> {
+    fn parent_of<'p>(&self, task: &Task, p: &'p str) -> Result<(Handle, &'p str)> {
         let (parent, name) = path::split_parent(p)?;
-        let dir = self.resolve(zone, parent, true)?;
+        let dir = self.resolve(task, parent, true)?;
         if dir.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(parent.to_owned()));
         }
         Ok((dir, name))
     }
 
-    pub fn stat(&self, zone: &ZoneId, p: &str) -> Result<Stat> {
-        let h = self.resolve(zone, p, true)?;
-        self.stat_handle(&h)
+    pub fn stat(&self, task: &Task, p: &str) -> Result<Stat> {
+        let h = self.resolve(task, p, true)?;
+        self.stat_handle(task, &h)
     }
 
     /// Stat without crossing a final DT_MOUNT (shows the mount entry itself).
-    pub fn lstat(&self, zone: &ZoneId, p: &str) -> Result<Stat> {
-        let h = self.resolve(zone, p, false)?;
-        self.stat_handle(&h)
+    pub fn lstat(&self, task: &Task, p: &str) -> Result<Stat> {
+        let h = self.resolve(task, p, false)?;
+        self.stat_handle(task, &h)
     }
 
-    pub fn stat_handle(&self, h: &Handle) -> Result<Stat> {
+    pub fn stat_handle(&self, task: &Task, h: &Handle) -> Result<Stat> {
+        self.gate(task, h, Permission::Read, "stat")?;
         Ok(Stat::of(&h.zone.id, &self.inode(&h.zone, h.ino)?))
     }
 
-    async fn create_in(&self, dir: &Handle, name: &str, new: NewInode) -> Result<Inode> {
+    async fn create_in(
+        &self,
+        task: &Task,
+        dir: &Handle,
+        name: &str,
+        new: NewInode,
+    ) -> Result<Inode> {
         path::check_new_name(name)?;
+        self.gate(task, dir, Permission::Write, "create in")?;
         loop {
             let cmd = ZoneCommand::Create {
                 parent: dir.ino,
@@ -211,19 +265,25 @@ impl Kernel {
         }
     }
 
-    pub async fn mkdir(&self, zone: &ZoneId, p: &str) -> Result<Handle> {
-        let (dir, name) = self.parent_of(zone, p)?;
+    pub async fn mkdir(&self, task: &Task, p: &str) -> Result<Handle> {
+        let r = self.make(task, p, NewInode::Dir).await;
+        self.audited(task, task.zone(), "mkdir", p, r)
+    }
+
+    /// Creates an inode at `p` in its parent directory.
+    async fn make(&self, task: &Task, p: &str, new: NewInode) -> Result<Handle> {
+        let (dir, name) = self.parent_of(task, p)?;
         let inode = self
-            .create_in(&dir, name, NewInode::Dir)
+            .create_in(task, &dir, name, new)
             .await
             .map_err(|e| with_path(e, p))?;
-        Ok(self.handle(dir.zone, inode.ino, FileKind::Dir))
+        Ok(self.handle(dir.zone, inode.ino, inode.kind(), p))
     }
 
     /// Creates each missing directory along `p`.
-    pub async fn mkdir_all(&self, zone: &ZoneId, p: &str) -> Result<Handle> {
+    pub async fn mkdir_all(&self, task: &Task, p: &str) -> Result<Handle> {
         let mut cur = String::new();
-        let mut last = self.root(zone)?;
+        let mut last = self.root(task.zone())?;
         for step in path::parse(p)? {
             let Step::Name(name) = step else {
                 return Err(KernelError::Invalid(format!(
@@ -232,11 +292,11 @@ impl Kernel {
             };
             cur.push('/');
             cur.push_str(name);
-            last = match self.resolve(zone, &cur, true) {
+            last = match self.resolve(task, &cur, true) {
                 Ok(h) if h.kind == FileKind::Dir => h,
                 Ok(_) => return Err(KernelError::NotDirectory(cur)),
-                Err(KernelError::NotFound(_)) => match self.mkdir(zone, &cur).await {
-                    Err(KernelError::Exist(_)) => self.resolve(zone, &cur, true)?,
+                Err(KernelError::NotFound(_)) => match self.mkdir(task, &cur).await {
+                    Err(KernelError::Exist(_)) => self.resolve(task, &cur, true)?,
                     other => other?,
                 },
                 Err(e) => return Err(e),
@@ -246,46 +306,59 @@ impl Kernel {
     }
 
     /// Creates a DT_PIPE inode (its ring-buffer behaviour comes with pipes).
-    pub async fn mkpipe(&self, zone: &ZoneId, p: &str, capacity: u64) -> Result<Handle> {
-        let (dir, name) = self.parent_of(zone, p)?;
-        let inode = self
-            .create_in(&dir, name, NewInode::Pipe { capacity })
-            .await
-            .map_err(|e| with_path(e, p))?;
-        Ok(self.handle(dir.zone, inode.ino, FileKind::Pipe))
+    pub async fn mkpipe(&self, task: &Task, p: &str, capacity: u64) -> Result<Handle> {
+        let r = self.make(task, p, NewInode::Pipe { capacity }).await;
+        self.audited(task, task.zone(), "mkpipe", p, r)
     }
 
-    /// Links zone `target` at `p`. Refused over an existing entry.
-    pub async fn mount(&self, zone: &ZoneId, p: &str, target: &ZoneId) -> Result<Stat> {
+    /// Links zone `target` at `p`. Refused over an existing entry; needs
+    /// `enter` on the target zone as well as `write` on the directory.
+    pub async fn mount(&self, task: &Task, p: &str, target: &ZoneId) -> Result<Handle> {
         self.zone_record(target)?;
-        let (dir, name) = self.parent_of(zone, p)?;
-        let inode = self
-            .create_in(
-                &dir,
-                name,
-                NewInode::Mount {
-                    target: target.clone(),
-                },
-            )
-            .await
-            .map_err(|e| with_path(e, p))?;
-        Ok(Stat::of(&dir.zone.id, &inode))
+        self.require(
+            task,
+            target,
+            &ObjectRef::zone(target),
+            Permission::Enter,
+            "mount",
+            p,
+        )?;
+        let new = NewInode::Mount {
+            target: target.clone(),
+        };
+        let r = self.make(task, p, new).await;
+        self.audited(task, task.zone(), "mount", p, r)
     }
 
-    pub async fn open_path(&self, zone: &ZoneId, p: &str, opts: OpenOptions) -> Result<Handle> {
-        let h = match self.resolve(zone, p, true) {
+    /// Opens `p`, creating a regular file if asked. Opening an existing
+    /// entry needs `read` and/or `write` on it, as `opts` intends; creating
+    /// needs `write` on the directory.
+    pub async fn open_path(&self, task: &Task, p: &str, opts: OpenOptions) -> Result<Handle> {
+        let existing = match self.resolve(task, p, true) {
             Ok(_) if opts.create && opts.exclusive => return Err(KernelError::Exist(p.to_owned())),
-            Ok(h) => h,
-            Err(KernelError::NotFound(_)) if opts.create && !opts.directory => {
-                let (dir, name) = self.parent_of(zone, p)?;
-                match self.create_in(&dir, name, NewInode::Regular).await {
-                    Ok(inode) => self.handle(dir.zone, inode.ino, FileKind::Regular),
-                    // Lost a race with another creator: open theirs.
-                    Err(KernelError::Exist(_)) if !opts.exclusive => self.resolve(zone, p, true)?,
-                    Err(e) => return Err(with_path(e, p)),
-                }
-            }
+            Ok(h) => Some(h),
+            Err(KernelError::NotFound(_)) if opts.create && !opts.directory => None,
             Err(e) => return Err(e),
+        };
+        let h = match existing {
+            Some(h) => {
+                if opts.read || !opts.write {
+                    self.gate(task, &h, Permission::Read, "open")?;
+                }
+                if opts.write || opts.truncate {
+                    self.gate(task, &h, Permission::Write, "open for writing")?;
+                }
+                h
+            }
+            None => match self.make(task, p, NewInode::Regular).await {
+                Ok(h) => {
+                    self.audit(task, task.zone(), "create", p, "ok");
+                    h
+                }
+                // Lost a race with another creator: open theirs.
+                Err(KernelError::Exist(_)) if !opts.exclusive => self.resolve(task, p, true)?,
+                Err(e) => return self.audited(task, task.zone(), "create", p, Err(e)),
+            },
         };
         if opts.directory && h.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(p.to_owned()));
@@ -294,13 +367,14 @@ impl Kernel {
             if h.kind == FileKind::Dir {
                 return Err(KernelError::IsDirectory(p.to_owned()));
             }
-            self.truncate(&h, 0).await?;
+            self.truncate(task, &h, 0).await?;
         }
         Ok(h)
     }
 
     /// Reads up to `len` bytes at `offset` (at most [`MAX_READ`]); short at EOF.
-    pub async fn read(&self, h: &Handle, offset: u64, len: u64) -> Result<Bytes> {
+    pub async fn read(&self, task: &Task, h: &Handle, offset: u64, len: u64) -> Result<Bytes> {
+        self.gate(task, h, Permission::Read, "read")?;
         let inode = self.regular(h)?;
         if offset >= inode.size || len == 0 {
             return Ok(Bytes::new());
@@ -350,15 +424,23 @@ impl Kernel {
     }
 
     /// Writes `data` at `offset`; returns the bytes written (all of them).
-    pub async fn write(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<u64> {
-        self.change_content(h, At::Offset(offset), data)
-            .await
-            .map(|_| data.len() as u64)
+    pub async fn write(&self, task: &Task, h: &Handle, offset: u64, data: &[u8]) -> Result<u64> {
+        self.gate(task, h, Permission::Write, "write")?;
+        let r = self.change_content(h, At::Offset(offset), data).await;
+        self.audited(
+            task,
+            task.zone(),
+            "write",
+            &h.path,
+            r.map(|_| data.len() as u64),
+        )
     }
 
     /// Appends `data` atomically at the end; returns the offset it landed at.
-    pub async fn append(&self, h: &Handle, data: &[u8]) -> Result<u64> {
-        self.change_content(h, At::End, data).await
+    pub async fn append(&self, task: &Task, h: &Handle, data: &[u8]) -> Result<u64> {
+        self.gate(task, h, Permission::Write, "append to")?;
+        let r = self.change_content(h, At::End, data).await;
+        self.audited(task, task.zone(), "append", &h.path, r)
     }
 
     /// Plans and commits a write, re-planning if another writer got there first.
@@ -445,7 +527,13 @@ impl Kernel {
     }
 
     /// Sets the file's size, dropping or zero-extending its tail.
-    pub async fn truncate(&self, h: &Handle, size: u64) -> Result<()> {
+    pub async fn truncate(&self, task: &Task, h: &Handle, size: u64) -> Result<()> {
+        self.gate(task, h, Permission::Write, "truncate")?;
+        let r = self.set_size(h, size).await;
+        self.audited(task, task.zone(), "truncate", &h.path, r)
+    }
+
+    async fn set_size(&self, h: &Handle, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
             return Err(KernelError::FileTooLarge(format!("{size} bytes")));
         }
@@ -511,32 +599,59 @@ impl Kernel {
 
     pub async fn set_times(
         &self,
+        task: &Task,
         h: &Handle,
         atime: Option<i64>,
         mtime: Option<i64>,
     ) -> Result<Stat> {
+        self.gate(task, h, Permission::Write, "set times of")?;
         let cmd = ZoneCommand::SetTimes {
             ino: h.ino,
             atime,
             mtime,
             now: now(),
         };
-        match h.zone.propose(cmd).await? {
-            Applied::Inode(inode) => Ok(Stat::of(&h.zone.id, &inode)),
-            Applied::Done => Err(KernelError::Corrupt("set-times returned no inode".into())),
-        }
+        let r = match h.zone.propose(cmd).await {
+            Ok(Applied::Inode(inode)) => Ok(Stat::of(&h.zone.id, &inode)),
+            Ok(Applied::Done) => Err(KernelError::Corrupt("set-times returned no inode".into())),
+            Err(e) => Err(e),
+        };
+        self.audited(task, task.zone(), "set-times", &h.path, r)
+    }
+
+    /// The entry `name` in `dir`, without following a mount, if it exists.
+    fn child(&self, dir: &Handle, name: &str, p: &str) -> Result<Option<Handle>> {
+        Ok(dir
+            .zone
+            .state
+            .dentry(dir.ino, name)?
+            .map(|d| self.handle(dir.zone.clone(), d.ino, d.kind, p)))
     }
 
     /// Renames atomically, replacing a compatible target. Both ends must be
-    /// in the same zone.
-    pub async fn rename(&self, zone: &ZoneId, from: &str, to: &str) -> Result<()> {
-        let (src, src_name) = self.parent_of(zone, from)?;
-        let (dst, dst_name) = self.parent_of(zone, to)?;
+    /// in the same zone. Needs `write` on both directories, on the entry
+    /// moved and on the entry replaced.
+    pub async fn rename(&self, task: &Task, from: &str, to: &str) -> Result<()> {
+        let r = self.rename_gated(task, from, to).await;
+        self.audited(task, task.zone(), "rename", &format!("{from} -> {to}"), r)
+    }
+
+    async fn rename_gated(&self, task: &Task, from: &str, to: &str) -> Result<()> {
+        let (src, src_name) = self.parent_of(task, from)?;
+        let (dst, dst_name) = self.parent_of(task, to)?;
         if src.zone.id != dst.zone.id {
             return Err(KernelError::CrossZone(format!(
                 "{from} is in zone {}, {to} in zone {}",
                 src.zone.id, dst.zone.id
             )));
+        }
+        self.gate(task, &src, Permission::Write, "rename from")?;
+        self.gate(task, &dst, Permission::Write, "rename into")?;
+        if let Some(moved) = self.child(&src, src_name, from)? {
+            self.gate(task, &moved, Permission::Write, "rename")?;
+        }
+        if let Some(replaced) = self.child(&dst, dst_name, to)? {
+            self.gate(task, &replaced, Permission::Write, "replace")?;
         }
         let cmd = ZoneCommand::Rename {
             src_parent: src.ino,
@@ -557,20 +672,27 @@ impl Kernel {
     }
 
     /// Removes a file, pipe or mount entry (never a directory).
-    pub async fn unlink(&self, zone: &ZoneId, p: &str) -> Result<()> {
-        self.remove(zone, p, false).await
+    pub async fn unlink(&self, task: &Task, p: &str) -> Result<()> {
+        let r = self.remove(task, p, false).await;
+        self.audited(task, task.zone(), "unlink", p, r)
     }
 
     /// Removes an empty directory.
-    pub async fn rmdir(&self, zone: &ZoneId, p: &str) -> Result<()> {
-        self.remove(zone, p, true).await
+    pub async fn rmdir(&self, task: &Task, p: &str) -> Result<()> {
+        let r = self.remove(task, p, true).await;
+        self.audited(task, task.zone(), "rmdir", p, r)
     }
 
-    async fn remove(&self, zone: &ZoneId, p: &str, dir: bool) -> Result<()> {
+    /// Needs `write` on the directory and on the entry removed.
+    async fn remove(&self, task: &Task, p: &str, dir: bool) -> Result<()> {
         if path::parse(p)?.is_empty() {
             return Err(KernelError::Busy(format!("{p} is the zone root")));
         }
-        let (parent, name) = self.parent_of(zone, p)?;
+        let (parent, name) = self.parent_of(task, p)?;
+        self.gate(task, &parent, Permission::Write, "remove from")?;
+        if let Some(target) = self.child(&parent, name, p)? {
+            self.gate(task, &target, Permission::Write, "remove")?;
+        }
         let cmd = ZoneCommand::Remove {
             parent: parent.ino,
             name: name.to_owned(),
@@ -588,24 +710,26 @@ impl Kernel {
     /// One page of the directory at `p`, in name order, after `cursor`.
     pub fn readdir(
         &self,
-        zone: &ZoneId,
+        task: &Task,
         p: &str,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<DirPage> {
-        let h = self.resolve(zone, p, true)?;
-        self.readdir_handle(&h, cursor, limit)
+        let h = self.resolve(task, p, true)?;
+        self.readdir_handle(task, &h, cursor, limit)
     }
 
     pub fn readdir_handle(
         &self,
+        task: &Task,
         h: &Handle,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<DirPage> {
         if h.kind != FileKind::Dir {
-            return Err(KernelError::NotDirectory(format!("inode {}", h.ino)));
+            return Err(KernelError::NotDirectory(h.path.to_string()));
         }
+        self.gate(task, h, Permission::Read, "list")?;
         let limit = limit.clamp(1, MAX_PAGE);
         let entries = h.zone.state.list(h.ino, cursor, limit)?;
         let next = (entries.len() == limit).then(|| entries[limit - 1].name.clone());

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use nexus_kernel::content::CHUNK_SIZE;
+use nexus_kernel::identity::{Capabilities, Principal, Task};
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 use nexus_kernel::types::{FileKind, ZoneId};
 use nexus_kernel::vfs::OpenOptions;
@@ -223,8 +224,19 @@ impl Model {
     }
 }
 
-async fn run_kernel(k: &Kernel, z: &ZoneId, op: &Op) -> Outcome {
-    let file = |p: &'static str| async move { k.open_path(z, p, OpenOptions::default()).await };
+async fn run_kernel(k: &Kernel, z: &Task, op: &Op) -> Outcome {
+    let file = |p: &'static str| async move {
+        k.open_path(
+            z,
+            p,
+            OpenOptions {
+                read: true,
+                write: true,
+                ..OpenOptions::default()
+            },
+        )
+        .await
+    };
     let r = match *op {
         Op::Mkdir(p) => k.mkdir(z, p).await.map(|_| None),
         Op::Create(p) => k
@@ -239,19 +251,19 @@ async fn run_kernel(k: &Kernel, z: &ZoneId, op: &Op) -> Outcome {
             .await
             .map(|_| None),
         Op::Write(p, off, len, b) => match file(p).await {
-            Ok(h) => k.write(&h, off, &vec![b; len]).await.map(|_| None),
+            Ok(h) => k.write(z, &h, off, &vec![b; len]).await.map(|_| None),
             Err(e) => Err(e),
         },
         Op::Append(p, len, b) => match file(p).await {
-            Ok(h) => k.append(&h, &vec![b; len]).await.map(|_| None),
+            Ok(h) => k.append(z, &h, &vec![b; len]).await.map(|_| None),
             Err(e) => Err(e),
         },
         Op::Truncate(p, s) => match file(p).await {
-            Ok(h) => k.truncate(&h, s).await.map(|_| None),
+            Ok(h) => k.truncate(z, &h, s).await.map(|_| None),
             Err(e) => Err(e),
         },
         Op::Read(p, off, len) => match file(p).await {
-            Ok(h) => k.read(&h, off, len).await.map(|b| Some(b.to_vec())),
+            Ok(h) => k.read(z, &h, off, len).await.map(|b| Some(b.to_vec())),
             Err(e) => Err(e),
         },
         Op::Rename(a, b) => k.rename(z, a, b).await.map(|_| None),
@@ -262,7 +274,7 @@ async fn run_kernel(k: &Kernel, z: &ZoneId, op: &Op) -> Outcome {
 }
 
 /// Reads the kernel's whole tree into the model's shape.
-async fn snapshot(k: &Kernel, z: &ZoneId, path: String) -> Node {
+async fn snapshot(k: &Kernel, z: &Task, path: String) -> Node {
     let mut out = BTreeMap::new();
     for e in k.readdir(z, &path, None, 4096).unwrap().entries {
         let child = format!("{}/{}", path.trim_end_matches('/'), e.name);
@@ -270,7 +282,7 @@ async fn snapshot(k: &Kernel, z: &ZoneId, path: String) -> Node {
             FileKind::Dir => Box::pin(snapshot(k, z, child)).await,
             _ => {
                 let h = k.resolve(z, &child, true).unwrap();
-                Node::File(k.read(&h, 0, 1 << 30).await.unwrap().to_vec())
+                Node::File(k.read(z, &h, 0, 1 << 30).await.unwrap().to_vec())
             }
         };
         out.insert(e.name, node);
@@ -288,10 +300,12 @@ proptest! {
         let mut cfg = KernelConfig::embedded(dir.path());
         cfg.object_store = ObjectStoreConfig::Memory;
         let k = Kernel::open(cfg).unwrap();
-        let z = ZoneId::new("z").unwrap();
+        let zone = ZoneId::new("z").unwrap();
+        let me = Principal::parse("user:tester").unwrap();
         let mut model = Model { root: Node::Dir(BTreeMap::new()) };
         rt.block_on(async {
-            k.create_zone(&z).await.unwrap();
+            k.create_zone(&me, &zone).await.unwrap();
+            let z = k.spawn_task(me.clone(), &zone, Capabilities::ALL).unwrap();
             for (i, op) in ops.iter().enumerate() {
                 let want = model.apply(op);
                 let got = run_kernel(&k, &z, op).await;

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nexus_kernel::identity::{Capabilities, Task};
 use nexus_kernel::kernel::{Kernel, KernelConfig};
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
@@ -60,15 +61,17 @@ pub async fn run(args: BenchArgs) -> CliResult {
     ))?);
     let raw =
         sled::open(scratch.path().join("raw-sled")).map_err(|e| CliError::Failed(e.to_string()))?;
-    let z = ZoneId::new("bench")?;
-    kernel.create_zone(&z).await?;
+    let zone = ZoneId::new("bench")?;
+    let me = crate::session::operator();
+    kernel.create_zone(&me, &zone).await?;
+    let z = kernel.spawn_task(me, &zone, Capabilities::ALL)?;
 
     let mut rows = vec![stat(&kernel, &z, &raw, 2_000_000 / scale).await?];
     rows.extend(creates(&kernel, &z, &raw, 20_000 / scale as u64).await?);
     for (size, count) in [(4096usize, 4000 / scale), (1 << 20, 200 / scale)] {
         rows.extend(file_io(&kernel, &z, scratch.path(), size, count).await?);
     }
-    kernel.shutdown()?;
+    kernel.shutdown().await?;
     if args.json {
         return output::json(&rows);
     }
@@ -93,12 +96,13 @@ pub async fn run(args: BenchArgs) -> CliResult {
 }
 
 /// Hot-file stat from every core vs raw sled gets of one key.
-async fn stat(k: &Arc<Kernel>, z: &ZoneId, raw: &sled::Db, n: usize) -> CliResult<Row> {
+async fn stat(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: usize) -> CliResult<Row> {
     k.mkdir_all(z, "/bench/hot").await?;
     k.open_path(
         z,
         "/bench/hot/file.txt",
         OpenOptions {
+            write: true,
             create: true,
             ..OpenOptions::default()
         },
@@ -142,7 +146,7 @@ async fn stat(k: &Arc<Kernel>, z: &ZoneId, raw: &sled::Db, n: usize) -> CliResul
 }
 
 /// Durable creates through Raft vs sled insert + flush, with 1 and 64 callers.
-async fn creates(k: &Arc<Kernel>, z: &ZoneId, raw: &sled::Db, n: u64) -> CliResult<Vec<Row>> {
+async fn creates(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: u64) -> CliResult<Vec<Row>> {
     let mut rows = Vec::new();
     for callers in [1u64, 64] {
         let dir = format!("/creates{callers}");
@@ -160,6 +164,7 @@ async fn creates(k: &Arc<Kernel>, z: &ZoneId, raw: &sled::Db, n: u64) -> CliResu
                             &z,
                             &format!("{dir}/c{c}-{i}"),
                             OpenOptions {
+                                write: true,
                                 create: true,
                                 exclusive: true,
                                 ..OpenOptions::default()
@@ -222,7 +227,7 @@ async fn creates(k: &Arc<Kernel>, z: &ZoneId, raw: &sled::Db, n: u64) -> CliResu
 /// Whole-file writes and reads of `size` bytes vs plain files on the same disk.
 async fn file_io(
     k: &Arc<Kernel>,
-    z: &ZoneId,
+    z: &Task,
     scratch: &std::path::Path,
     size: usize,
     count: usize,
@@ -251,12 +256,13 @@ async fn file_io(
                 z,
                 &format!("{dir}/f{i}"),
                 OpenOptions {
+                    write: true,
                     create: true,
                     ..OpenOptions::default()
                 },
             )
             .await?;
-        k.write(&h, 0, &d).await?;
+        k.write(z, &h, 0, &d).await?;
         handles.push(h);
     }
     let nexus_w = mb(count, started.elapsed());
@@ -275,7 +281,7 @@ async fn file_io(
 
     let started = Instant::now();
     for h in &handles {
-        std::hint::black_box(k.read(h, 0, size as u64).await?);
+        std::hint::black_box(k.read(z, h, 0, size as u64).await?);
     }
     let nexus_r = mb(count, started.elapsed());
     let started = Instant::now();

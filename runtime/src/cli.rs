@@ -23,6 +23,16 @@ pub struct Cli {
         default_value = "local"
     )]
     pub object_store: String,
+    /// Audit record store: `postgres://…` or `sqlite://PATH` (default: SQLite in the data directory).
+    #[arg(long, env = "NEXUS_RECORD_STORE", global = true)]
+    pub record_store: Option<String>,
+    /// Act as this principal (like `sudo -u`), e.g. `agent:bot`. For
+    /// `token issue`, the principal the token is for.
+    #[arg(long = "as", env = "NEXUS_AS", global = true, value_name = "PRINCIPAL")]
+    pub as_principal: Option<String>,
+    /// Act with the identity of a signed token (`nexus token issue`).
+    #[arg(long, env = "NEXUS_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,6 +43,26 @@ pub enum Command {
     Kernel(KernelCommand),
     /// Measure the kernel against raw sled and plain files (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Show the newest records, optionally following new ones.
+    Tail {
+        #[arg(long, short = 'z')]
+        zone: Option<String>,
+        /// Keep printing records as they arrive.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// How many of the newest records to show first.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        lines: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Commands that work on the data directory's kernel.
@@ -58,6 +88,36 @@ pub enum KernelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Grant SUBJECT a RELATION on OBJECT: a path, `zone`, or `group:NAME`.
+    Grant(TupleArgs),
+    /// Remove a grant made with `nexus grant`.
+    Revoke(TupleArgs),
+    /// Does SUBJECT have PERMISSION on OBJECT? Prints the proof.
+    Check {
+        #[command(flatten)]
+        zone: ZoneArg,
+        /// A principal, e.g. `agent:bot`.
+        subject: String,
+        /// read, write, enter or admin.
+        permission: String,
+        /// A path, `zone`, or `group:NAME`.
+        object: String,
+        /// Answer as of at least this zone revision (from `grant`).
+        #[arg(long)]
+        at: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a zone's relation tuples.
+    Tuples {
+        #[command(flatten)]
+        zone: ZoneArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue, inspect and revoke signed tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Write many files concurrently, printing `ack PATH HASH` as each one
     /// is durably committed (a load generator; crash tests use it).
     Stress(StressArgs),
@@ -73,6 +133,43 @@ pub struct BenchArgs {
     pub quick: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TupleArgs {
+    #[command(flatten)]
+    pub zone: ZoneArg,
+    /// `user:NAME`, `agent:NAME`, `node:ID`, or a userset like `group:eng#member`.
+    pub subject: String,
+    /// owner, editor, viewer (or member, for groups).
+    pub relation: String,
+    /// A path in the zone, `zone` for the zone itself, or `group:NAME`.
+    pub object: String,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Sign a token for the principal given with `--as` (default: you).
+    Issue {
+        #[command(flatten)]
+        zone: ZoneArg,
+        /// Lifetime: e.g. 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Capabilities the token carries: read,write,enter,admin or all.
+        #[arg(long, default_value = "all")]
+        caps: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a token and print what it grants, or why it is refused.
+    Verify {
+        token: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id; it is refused from the next use on.
+    Revoke { id: String },
 }
 
 #[derive(Args, Clone)]

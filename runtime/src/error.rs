@@ -25,6 +25,9 @@ pub enum CliError {
     /// The command ran and its answer is "no" (e.g. an inconsistent zone).
     #[error("{0}")]
     Failed(String),
+    /// `nexus check` answered "denied" (already printed).
+    #[error("access denied")]
+    Denied,
 }
 
 impl CliError {
@@ -49,6 +52,7 @@ impl CliError {
             CliError::Local { .. } => exit::FAILURE,
             CliError::Usage(_) => 2,
             CliError::Failed(_) => exit::FAILURE,
+            CliError::Denied => exit::DENIED,
         }
     }
 
@@ -63,6 +67,9 @@ impl CliError {
             }
             CliError::Kernel(KernelError::NotEmpty(_)) => {
                 Some("use `nexus fs rm -r` to remove a directory and its contents")
+            }
+            CliError::Kernel(KernelError::Access(_)) => {
+                Some("`nexus tuples` lists grants, `nexus grant` adds one, `nexus check` explains a decision")
             }
             _ => None,
         }

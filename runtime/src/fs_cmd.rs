@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use nexus_kernel::content::CHUNK_SIZE;
+use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::types::{FileKind, ZoneId};
 use nexus_kernel::vfs::{Handle, OpenOptions};
@@ -13,13 +14,10 @@ use serde::Serialize;
 use crate::cli::{FsCmd, ZoneArg};
 use crate::error::{CliError, CliResult};
 use crate::output;
+use crate::session::Acting;
 
 /// Transfers at least this large get a progress bar (on a terminal).
 const PROGRESS_FROM: u64 = 8 << 20;
-
-fn zone(arg: &ZoneArg) -> CliResult<ZoneId> {
-    Ok(ZoneId::new(&arg.zone)?)
-}
 
 fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     match total {
@@ -48,7 +46,8 @@ struct LsRow {
     mount_target: Option<String>,
 }
 
-pub async fn run(k: &Kernel, cmd: FsCmd) -> CliResult {
+pub async fn run(k: &Kernel, acting: &Acting, cmd: FsCmd) -> CliResult {
+    let zone = |z: &ZoneArg| acting.task(k, &z.zone);
     match cmd {
         FsCmd::Put { zone: z, src, dest } => put(k, &zone(&z)?, &src, &dest).await,
         FsCmd::Get { zone: z, src, dest } => get(k, &zone(&z)?, &src, &dest).await,
@@ -113,13 +112,21 @@ pub async fn run(k: &Kernel, cmd: FsCmd) -> CliResult {
     }
 }
 
-pub async fn mount(k: &Kernel, z: &ZoneArg, path: &str, target: &str) -> CliResult {
-    let s = k.mount(&zone(z)?, path, &ZoneId::new(target)?).await?;
-    println!("mounted zone {target} at {path} (inode {})", s.ino);
+pub async fn mount(
+    k: &Kernel,
+    acting: &Acting,
+    z: &ZoneArg,
+    path: &str,
+    target: &str,
+) -> CliResult {
+    let h = k
+        .mount(&acting.task(k, &z.zone)?, path, &ZoneId::new(target)?)
+        .await?;
+    println!("mounted zone {target} at {path} (inode {})", h.ino);
     Ok(())
 }
 
-fn ls(k: &Kernel, z: &ZoneId, path: &str, json: bool) -> CliResult {
+fn ls(k: &Kernel, z: &Task, path: &str, json: bool) -> CliResult {
     let dir = k.resolve(z, path, true)?;
     if dir.kind != FileKind::Dir {
         return Err(KernelError::NotDirectory(path.to_owned()).into());
@@ -127,7 +134,7 @@ fn ls(k: &Kernel, z: &ZoneId, path: &str, json: bool) -> CliResult {
     let mut rows = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = k.readdir_handle(&dir, cursor.as_deref(), 1024)?;
+        let page = k.readdir_handle(z, &dir, cursor.as_deref(), 1024)?;
         for e in page.entries {
             let child = format!("{}/{}", path.trim_end_matches('/'), e.name);
             let s = k.lstat(z, &child)?;
@@ -167,7 +174,7 @@ fn ls(k: &Kernel, z: &ZoneId, path: &str, json: bool) -> CliResult {
 
 /// Writes to a temporary sibling, then renames over `dest`: readers see the
 /// old file or the whole new one, never a partial upload.
-async fn put(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
+async fn put(k: &Kernel, z: &Task, src: &str, dest: &str) -> CliResult {
     let (parent, name) = nexus_kernel::path::split_parent(dest)?;
     let tmp = format!(
         "{}/.{name}.nexus-put-{:016x}",
@@ -189,6 +196,7 @@ async fn put(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
             z,
             &tmp,
             OpenOptions {
+                write: true,
                 create: true,
                 exclusive: true,
                 ..OpenOptions::default()
@@ -196,7 +204,7 @@ async fn put(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
         )
         .await?;
     let bar = progress(total, "put");
-    let copied = copy_in(k, &h, &mut input, src, &bar).await;
+    let copied = copy_in(k, z, &h, &mut input, src, &bar).await;
     bar.finish_and_clear();
     if let Err(e) = copied {
         let _ = k.unlink(z, &tmp).await;
@@ -211,6 +219,7 @@ async fn put(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
 
 async fn copy_in(
     k: &Kernel,
+    z: &Task,
     h: &Handle,
     input: &mut dyn Read,
     src: &str,
@@ -232,15 +241,15 @@ async fn copy_in(
         if filled == 0 {
             return Ok(());
         }
-        k.write(h, offset, &buf[..filled]).await?;
+        k.write(z, h, offset, &buf[..filled]).await?;
         offset += filled as u64;
         bar.set_position(offset);
     }
 }
 
-async fn get(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
+async fn get(k: &Kernel, z: &Task, src: &str, dest: &str) -> CliResult {
     let h = k.resolve(z, src, true)?;
-    let size = k.stat_handle(&h)?.size;
+    let size = k.stat_handle(z, &h)?.size;
     let mut out: Box<dyn Write> = if dest == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -249,7 +258,7 @@ async fn get(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
     let bar = progress(Some(size), "get");
     let mut offset = 0;
     loop {
-        let bytes = k.read(&h, offset, CHUNK_SIZE).await?;
+        let bytes = k.read(z, &h, offset, CHUNK_SIZE).await?;
         if bytes.is_empty() {
             break;
         }
@@ -263,7 +272,7 @@ async fn get(k: &Kernel, z: &ZoneId, src: &str, dest: &str) -> CliResult {
 }
 
 /// Removes a directory tree, deepest entries first.
-async fn remove_tree(k: &Kernel, z: &ZoneId, path: &str) -> CliResult {
+async fn remove_tree(k: &Kernel, z: &Task, path: &str) -> CliResult {
     let mut stack = vec![(path.to_owned(), false)];
     while let Some((dir, expanded)) = stack.pop() {
         if expanded {

@@ -1,10 +1,13 @@
 //! `nexus`: the command line of the Nexus runtime.
 
+mod access_cmd;
+mod audit_cmd;
 mod bench;
 mod cli;
 mod error;
 mod fs_cmd;
 mod output;
+mod session;
 mod stress;
 mod zone_cmd;
 
@@ -12,10 +15,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use nexus_kernel::audit::{AuditSink, RecordStore};
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 
 use cli::{Cli, Command, KernelCommand};
 use error::{CliError, CliResult};
+use session::Acting;
+
+/// The audit log's SQLite file in the data directory.
+const RECORDS: &str = "records.db";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -46,7 +54,10 @@ fn main() -> ExitCode {
 }
 
 /// `NEXUS_HOME`, else `$XDG_DATA_HOME/nexus`, else `~/.local/share/nexus`.
-fn default_home() -> CliResult<PathBuf> {
+fn home(given: &Option<PathBuf>) -> CliResult<PathBuf> {
+    if let Some(h) = given {
+        return Ok(h.clone());
+    }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(x).join("nexus"));
     }
@@ -56,33 +67,69 @@ fn default_home() -> CliResult<PathBuf> {
         .ok_or_else(|| CliError::Usage("no data directory: set NEXUS_HOME".into()))
 }
 
-fn open_kernel(home: &Option<PathBuf>, object_store: &str) -> CliResult<Kernel> {
-    let home = match home {
-        Some(h) => h.clone(),
-        None => default_home()?,
-    };
-    let mut cfg = KernelConfig::embedded(home);
-    cfg.object_store = ObjectStoreConfig::parse(object_store)?;
-    Ok(Kernel::open(cfg)?)
-}
-
 async fn run(cli: Cli) -> CliResult {
+    let home = home(&cli.home)?;
     let cmd = match cli.command {
         // Benchmarks run on their own scratch data directory.
         Command::Bench(args) => return bench::run(args).await,
+        // The audit log is read without opening (and locking) the kernel.
+        Command::Audit(cmd) => {
+            let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
+            return audit_cmd::run(&store, cmd).await;
+        }
         Command::Kernel(cmd) => cmd,
     };
-    let kernel = open_kernel(&cli.home, &cli.object_store)?;
-    let result = match cmd {
-        KernelCommand::Zone(cmd) => zone_cmd::run(&kernel, cmd).await,
-        KernelCommand::Fs(cmd) => fs_cmd::run(&kernel, cmd).await,
-        KernelCommand::Mount { zone, path, target } => {
-            fs_cmd::mount(&kernel, &zone, &path, &target).await
-        }
-        KernelCommand::Gc { json } => zone_cmd::gc(&kernel, json).await,
-        KernelCommand::Stress(args) => stress::run(&kernel, args).await,
-    };
-    // Stop drivers and flush before exit, whatever happened.
-    kernel.shutdown()?;
+    let mut cfg = KernelConfig::embedded(&home);
+    cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
+    let kernel = Kernel::open(cfg)?;
+    let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
+    kernel.attach_audit(AuditSink::spawn(store))?;
+    let result = dispatch(&kernel, &cli.as_principal, &cli.token, cmd).await;
+    // Write out the audit log, stop drivers and flush, whatever happened.
+    kernel.shutdown().await?;
     result
+}
+
+async fn dispatch(
+    kernel: &Kernel,
+    as_principal: &Option<String>,
+    token: &Option<String>,
+    cmd: KernelCommand,
+) -> CliResult {
+    let k = kernel;
+    let acting = || Acting::resolve(k, as_principal.as_deref(), token.as_deref());
+    match cmd {
+        KernelCommand::Token(cmd) => {
+            // For `token issue`, `--as` names the token's principal; the
+            // issuer is the operator, or the holder of `--token`.
+            let issuer = Acting::resolve(k, None, token.as_deref())?;
+            access_cmd::token(k, &issuer, as_principal.as_deref(), cmd).await
+        }
+        KernelCommand::Zone(cmd) => zone_cmd::run(k, &acting()?, cmd).await,
+        KernelCommand::Fs(cmd) => fs_cmd::run(k, &acting()?, cmd).await,
+        KernelCommand::Mount { zone, path, target } => {
+            fs_cmd::mount(k, &acting()?, &zone, &path, &target).await
+        }
+        KernelCommand::Gc { json } => zone_cmd::gc(k, &acting()?, json).await,
+        KernelCommand::Stress(args) => stress::run(k, &acting()?, args).await,
+        KernelCommand::Grant(args) => access_cmd::grant(k, &acting()?, args, true).await,
+        KernelCommand::Revoke(args) => access_cmd::grant(k, &acting()?, args, false).await,
+        KernelCommand::Check {
+            zone,
+            subject,
+            permission,
+            object,
+            at,
+            json,
+        } => {
+            let query = access_cmd::CheckQuery {
+                subject: &subject,
+                permission: &permission,
+                object: &object,
+                at,
+            };
+            access_cmd::check(k, &acting()?, &zone, query, json).await
+        }
+        KernelCommand::Tuples { zone, json } => access_cmd::tuples(k, &acting()?, &zone, json),
+    }
 }

@@ -6,11 +6,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use nexus_kernel::kernel::Kernel;
-use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 
 use crate::cli::StressArgs;
 use crate::error::{CliError, CliResult};
+use crate::session::Acting;
 
 /// The bytes of file `n`: distinct per file, so a mix-up is detected.
 pub fn content(n: u64, size: usize) -> Vec<u8> {
@@ -20,11 +20,11 @@ pub fn content(n: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
-pub async fn run(k: &Kernel, args: StressArgs) -> CliResult {
+pub async fn run(k: &Kernel, acting: &Acting, args: StressArgs) -> CliResult {
     if args.concurrency == 0 {
         return Err(CliError::Usage("--concurrency must be at least 1".into()));
     }
-    let z = ZoneId::new(&args.zone.zone)?;
+    let z = acting.task(k, &args.zone.zone)?;
     k.mkdir_all(&z, &args.dir).await?;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -43,12 +43,13 @@ pub async fn run(k: &Kernel, args: StressArgs) -> CliResult {
                         &z,
                         &path,
                         OpenOptions {
+                            write: true,
                             create: true,
                             ..OpenOptions::default()
                         },
                     )
                     .await?;
-                k.write(&h, 0, &data).await?;
+                k.write(&z, &h, 0, &data).await?;
                 let line = format!("ack {path} {}\n", blake3::hash(&data).to_hex());
                 let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                 o.write_all(line.as_bytes())

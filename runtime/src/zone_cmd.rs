@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::cli::ZoneCmd;
 use crate::error::{CliError, CliResult};
 use crate::output;
+use crate::session::Acting;
 
 #[derive(Serialize)]
 struct ZoneRow {
@@ -16,11 +17,11 @@ struct ZoneRow {
     replicas: Vec<u64>,
 }
 
-pub async fn run(k: &Kernel, cmd: ZoneCmd) -> CliResult {
+pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
     match cmd {
         ZoneCmd::Create { name } => {
             let id = ZoneId::new(&name)?;
-            k.create_zone(&id).await?;
+            k.create_zone(&acting.principal, &id).await?;
             println!("created zone {id}");
         }
         ZoneCmd::List { json } => {
@@ -47,8 +48,7 @@ pub async fn run(k: &Kernel, cmd: ZoneCmd) -> CliResult {
             }
         }
         ZoneCmd::Check { name, deep, json } => {
-            let id = ZoneId::new(&name)?;
-            let report = k.check_zone(&id, deep).await?;
+            let report = k.check_zone(&acting.task(k, &name)?, deep).await?;
             if json {
                 output::json(&report)?;
             } else {
@@ -71,21 +71,29 @@ pub async fn run(k: &Kernel, cmd: ZoneCmd) -> CliResult {
             }
         }
         ZoneCmd::Destroy { name, yes } => {
-            let id = ZoneId::new(&name)?;
+            let task = acting.task(k, &name)?;
+            let id = task.zone().clone();
             if !yes {
                 return Err(CliError::Usage(format!(
                     "destroying zone {id} deletes all its files; repeat with --yes to confirm"
                 )));
             }
-            k.destroy_zone(&id)?;
+            k.destroy_zone(&task)?;
             println!("destroyed zone {id}");
         }
     }
     Ok(())
 }
 
-pub async fn gc(k: &Kernel, json: bool) -> CliResult {
-    let r = k.gc().await?;
+/// GC spans every zone on the node, so it runs as a task in each zone in
+/// turn to prove `admin` on all of them.
+pub async fn gc(k: &Kernel, acting: &Acting, json: bool) -> CliResult {
+    let tasks = k
+        .zone_records()?
+        .iter()
+        .map(|z| acting.task(k, z.id.as_str()))
+        .collect::<CliResult<Vec<_>>>()?;
+    let r = k.gc(&tasks).await?;
     if json {
         return output::json(&r);
     }

@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use nexus_kernel::identity::Capabilities;
 use nexus_kernel::kernel::{Kernel, KernelConfig};
+use nexus_kernel::rebac::Subject;
 use nexus_kernel::types::ZoneId;
 use nexus_tests::nexus;
 use rand::{Rng, SeedableRng};
@@ -90,11 +92,24 @@ async fn acknowledged_writes_survive_sigkill() {
         total += acked.len();
 
         let k = Kernel::open(KernelConfig::embedded(home)).expect("reopen after SIGKILL");
+        // The zone's owner is the OS user who ran `nexus zone create`.
+        let owner = k
+            .zone_state(&z1)
+            .unwrap()
+            .all_tuples()
+            .next()
+            .unwrap()
+            .unwrap()
+            .subject;
+        let Subject::Principal(owner) = owner else {
+            panic!("owner is a principal")
+        };
+        let t = k.spawn_task(owner, &z1, Capabilities::ALL).unwrap();
         for (path, hash) in &acked {
-            let h = k.resolve(&z1, path, true).unwrap_or_else(|e| {
+            let h = k.resolve(&t, path, true).unwrap_or_else(|e| {
                 panic!("round {round} (seed {seed}): acknowledged {path} lost: {e}")
             });
-            let bytes = k.read(&h, 0, 1 << 24).await.unwrap();
+            let bytes = k.read(&t, &h, 0, 1 << 24).await.unwrap();
             assert_eq!(
                 blake3::hash(&bytes).to_hex().as_str(),
                 hash,

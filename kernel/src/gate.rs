@@ -1,0 +1,370 @@
+//! The gate: every kernel entry point asks it before acting (invariant 3).
+//!
+//! Deny by default. A task may exercise a permission only if its capability
+//! set includes it AND the zone's ReBAC tuples grant it to the task's
+//! principal. Decisions are cached per (zone, principal, object,
+//! permission) together with the zone's auth revision; a cached decision is
+//! used only while that revision is unchanged, so it is never older than
+//! the state the caller sees, and a revocation takes effect for the next
+//! operation.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::audit::AuditRecord;
+use crate::command::ZoneCommand;
+use crate::error::{KernelError, Result};
+use crate::identity::{Capabilities, Permission, Principal, Task};
+use crate::kernel::{now, Kernel};
+use crate::rebac::{
+    parent_object, Decision, Evaluator, Name, Namespace, ObjectRef, Relation, Subject, Tuple,
+    TupleSource,
+};
+use crate::state::ZoneState;
+use crate::types::ZoneId;
+
+/// Cached decisions at most, per node.
+const CACHE_MAX: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey {
+    zone: ZoneId,
+    principal: Principal,
+    object: ObjectRef,
+    perm: Permission,
+}
+
+pub(crate) type PermCache = HashMap<CacheKey, (Decision, u64)>;
+
+/// The current path of inode `ino`, found by walking up its parents (for
+/// display; `None` if it is gone).
+fn path_of(state: &ZoneState, ino: crate::types::Ino) -> Result<Option<String>> {
+    let mut names = Vec::new();
+    let mut cur = ino;
+    while cur != crate::types::ROOT_INO {
+        let Some(inode) = state.inode(cur)? else {
+            return Ok(None);
+        };
+        let mut cursor: Option<String> = None;
+        let name = loop {
+            let page = state.list(inode.parent, cursor.as_deref(), 1024)?;
+            if let Some(e) = page.iter().find(|e| e.ino == cur) {
+                break Some(e.name.clone());
+            }
+            match page.last() {
+                Some(last) if page.len() == 1024 => cursor = Some(last.name.clone()),
+                _ => break None,
+            }
+        };
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        names.push(name);
+        cur = inode.parent;
+    }
+    names.reverse();
+    Ok(Some(format!("/{}", names.join("/"))))
+}
+
+/// A zone's tuples and tree, as the evaluator reads them.
+struct ZoneTuples<'a> {
+    zone: &'a ZoneId,
+    state: &'a ZoneState,
+}
+
+impl TupleSource for ZoneTuples<'_> {
+    fn tuples_of(&self, object: &ObjectRef) -> Result<Vec<(Relation, Subject)>> {
+        self.state.tuples_of(object)
+    }
+
+    fn parent_of(&self, object: &ObjectRef) -> Result<Option<ObjectRef>> {
+        let Some(ino) = object.ino() else {
+            return Ok(None);
+        };
+        Ok(self
+            .state
+            .inode(ino)?
+            .map(|inode| parent_object(self.zone, ino, inode.parent)))
+    }
+}
+
+impl Kernel {
+    /// Binds an identity to a new task in `zone`. The zone must exist.
+    pub fn spawn_task(
+        &self,
+        principal: Principal,
+        zone: &ZoneId,
+        caps: Capabilities,
+    ) -> Result<Task> {
+        self.zone_record(zone)?;
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        Ok(Task::new(pid, principal, zone.clone(), caps, None))
+    }
+
+    /// A child of `parent`: same principal and zone, at most its capabilities.
+    pub fn spawn_child(&self, parent: &Task, caps: Capabilities) -> Result<Task> {
+        if !parent.caps().contains(caps) {
+            return Err(KernelError::Access(format!(
+                "a child task cannot widen its parent's capabilities ({} does not include {caps})",
+                parent.caps()
+            )));
+        }
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        Ok(Task::new(
+            pid,
+            parent.principal().clone(),
+            parent.zone().clone(),
+            caps,
+            Some(parent.pid()),
+        ))
+    }
+
+    pub(crate) fn forget_zone_decisions(&self, zone: &ZoneId) {
+        self.perm_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| &k.zone != zone);
+    }
+
+    /// Decides `perm` for `who` on `object` in `zone`, bypassing the cache.
+    pub fn evaluate(
+        &self,
+        zone: &ZoneId,
+        who: &Principal,
+        object: &ObjectRef,
+        perm: Permission,
+    ) -> Result<Decision> {
+        let state = self.zone_state(zone)?;
+        Evaluator::new(&ZoneTuples {
+            zone,
+            state: &state,
+        })
+        .check(object, Name::Perm(perm), who)
+    }
+
+    /// Decides `perm` for `task` on `object` in `zone` (cached).
+    pub fn check(
+        &self,
+        task: &Task,
+        zone: &ZoneId,
+        object: &ObjectRef,
+        perm: Permission,
+    ) -> Result<Decision> {
+        if !task.caps().allows(perm) {
+            return Ok(Decision {
+                allowed: false,
+                proof: vec![format!(
+                    "task {} lacks the {} capability",
+                    task.pid(),
+                    perm.as_str()
+                )],
+            });
+        }
+        let zone_state = self.zone(zone)?.state.clone();
+        let revision = zone_state.auth_revision()?;
+        let key = CacheKey {
+            zone: zone.clone(),
+            principal: task.principal().clone(),
+            object: object.clone(),
+            perm,
+        };
+        if let Some((d, rev)) = self
+            .perm_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if *rev == revision {
+                return Ok(d.clone());
+            }
+        }
+        let decision = Evaluator::new(&ZoneTuples {
+            zone,
+            state: &zone_state,
+        })
+        .check(object, Name::Perm(perm), task.principal())?;
+        let mut cache = self.perm_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (decision.clone(), revision));
+        Ok(decision)
+    }
+
+    /// Like [`Kernel::check`], but first waits until the zone has applied at
+    /// least `revision` (a consistency token from an earlier write).
+    pub async fn check_at(
+        &self,
+        task: &Task,
+        zone: &ZoneId,
+        object: &ObjectRef,
+        perm: Permission,
+        revision: u64,
+    ) -> Result<Decision> {
+        self.zone(zone)?
+            .driver
+            .wait_applied(revision, Duration::from_secs(10))
+            .await?;
+        self.check(task, zone, object, perm)
+    }
+
+    /// Refuses with `access` (and an audit record) unless `task` may `perm`.
+    pub(crate) fn require(
+        &self,
+        task: &Task,
+        zone: &ZoneId,
+        object: &ObjectRef,
+        perm: Permission,
+        op: &str,
+        path: &str,
+    ) -> Result<()> {
+        if self.check(task, zone, object, perm)?.allowed {
+            return Ok(());
+        }
+        self.audit(task, zone, op, path, "denied");
+        Err(KernelError::Access(format!(
+            "{} may not {} {path} in zone {zone} (needs {} on {object})",
+            task.principal(),
+            op,
+            perm.as_str()
+        )))
+    }
+
+    /// Records an event if an audit log is attached.
+    pub(crate) fn audit(&self, task: &Task, zone: &ZoneId, op: &str, path: &str, result: &str) {
+        if let Some(sink) = self.audit.get() {
+            sink.record(AuditRecord {
+                time: now(),
+                zone: zone.to_string(),
+                pid: task.pid(),
+                principal: task.principal().to_string(),
+                op: op.to_owned(),
+                path: path.to_owned(),
+                result: result.to_owned(),
+            });
+        }
+    }
+
+    /// Records a mutation's outcome and passes it through.
+    pub(crate) fn audited<T>(
+        &self,
+        task: &Task,
+        zone: &ZoneId,
+        op: &str,
+        path: &str,
+        r: Result<T>,
+    ) -> Result<T> {
+        let result = match &r {
+            Ok(_) => "ok",
+            // Denials were recorded where they were decided.
+            Err(KernelError::Access(_)) => return r,
+            Err(e) => e.code().as_str(),
+        };
+        self.audit(task, zone, op, path, result);
+        r
+    }
+
+    /// Adds and removes tuples in the task's zone, atomically through its
+    /// Raft log. Needs `admin` on each object (on the zone, for groups).
+    /// Returns the zone revision that includes the change.
+    pub async fn write_tuples(
+        &self,
+        task: &Task,
+        insert: Vec<Tuple>,
+        delete: Vec<Tuple>,
+    ) -> Result<u64> {
+        let zone = task.zone().clone();
+        let mut described = Vec::new();
+        for t in insert.iter().chain(&delete) {
+            t.validate()?;
+            let guarded = match t.object.ns {
+                Namespace::Group => ObjectRef::zone(&zone),
+                Namespace::Zone if t.object != ObjectRef::zone(&zone) => {
+                    return Err(KernelError::Invalid(format!(
+                        "{} is not this task's zone {zone}",
+                        t.object
+                    )));
+                }
+                _ => t.object.clone(),
+            };
+            self.require(
+                task,
+                &zone,
+                &guarded,
+                Permission::Admin,
+                "change tuples of",
+                &t.object.to_string(),
+            )?;
+            described.push(t.to_string());
+        }
+        let z = self.zone(&zone)?;
+        let r = z.propose(ZoneCommand::WriteTuples { insert, delete }).await;
+        let r = self.audited(task, &zone, "write-tuples", &described.join(" "), r);
+        r?;
+        z.state.applied_index()
+    }
+
+    /// Every tuple of the task's zone, with the current path of each inode
+    /// object. Needs `read` on the zone.
+    pub fn tuples(&self, task: &Task) -> Result<Vec<(Tuple, Option<String>)>> {
+        let zone = task.zone();
+        self.require(
+            task,
+            zone,
+            &ObjectRef::zone(zone),
+            Permission::Read,
+            "list tuples of",
+            "/",
+        )?;
+        let state = self.zone_state(zone)?;
+        state
+            .all_tuples()
+            .map(|t| {
+                let t = t?;
+                let path = match t.object.ino() {
+                    Some(ino) => path_of(&state, ino)?,
+                    None => None,
+                };
+                Ok((t, path))
+            })
+            .collect()
+    }
+
+    /// Whether `who` has `perm` on `object` in the asker's zone, and why,
+    /// evaluated afresh once the zone has applied `at_least` (if given).
+    /// Asking about anyone but yourself needs `admin` on the zone.
+    pub async fn explain(
+        &self,
+        asker: &Task,
+        who: &Principal,
+        object: &ObjectRef,
+        perm: Permission,
+        at_least: Option<u64>,
+    ) -> Result<Decision> {
+        let zone = asker.zone();
+        if who != asker.principal() {
+            self.require(
+                asker,
+                zone,
+                &ObjectRef::zone(zone),
+                Permission::Admin,
+                "inspect access in",
+                "/",
+            )?;
+        }
+        if let Some(rev) = at_least {
+            self.zone(zone)?
+                .driver
+                .wait_applied(rev, Duration::from_secs(10))
+                .await?;
+        }
+        self.evaluate(zone, who, object, perm)
+    }
+
+    /// The object a path names, for grants: resolved as `task`.
+    pub fn object_at(&self, task: &Task, path: &str) -> Result<(ZoneId, ObjectRef)> {
+        let h = self.resolve(task, path, false)?;
+        Ok((h.zone_id().clone(), ObjectRef::inode(h.kind, h.ino)))
+    }
+}

@@ -1,0 +1,264 @@
+//! `nexus grant|revoke|check|tuples|token …`: the gate from the command line.
+
+use nexus_kernel::identity::{Capabilities, Permission, Principal, Task};
+use nexus_kernel::kernel::Kernel;
+use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
+use nexus_kernel::types::ZoneId;
+use nexus_kernel::KernelError;
+use serde::Serialize;
+
+use crate::cli::{TokenCmd, TupleArgs, ZoneArg};
+use crate::error::{CliError, CliResult};
+use crate::output;
+use crate::session::{operator, Acting};
+
+/// OBJECT on the command line: a path, `zone`, or `NAMESPACE:ID`.
+fn object(k: &Kernel, task: &Task, spec: &str) -> CliResult<ObjectRef> {
+    if spec == "zone" {
+        return Ok(ObjectRef::zone(task.zone()));
+    }
+    if spec.starts_with('/') {
+        let (zone, obj) = k.object_at(task, spec)?;
+        if &zone != task.zone() {
+            return Err(CliError::Usage(format!(
+                "{spec} lies in zone {zone} (through a mount): grant there with --zone {zone}"
+            )));
+        }
+        return Ok(obj);
+    }
+    Ok(ObjectRef::parse(spec)?)
+}
+
+pub async fn grant(k: &Kernel, acting: &Acting, args: TupleArgs, insert: bool) -> CliResult {
+    let task = acting.task(k, &args.zone.zone)?;
+    let tuple = Tuple {
+        object: object(k, &task, &args.object)?,
+        relation: Relation::parse(&args.relation)?,
+        subject: Subject::parse(&args.subject)?,
+    };
+    let shown = tuple.to_string();
+    let revision = if insert {
+        k.write_tuples(&task, vec![tuple], vec![]).await?
+    } else {
+        k.write_tuples(&task, vec![], vec![tuple]).await?
+    };
+    let verb = if insert { "granted" } else { "revoked" };
+    println!("{verb} {shown} (zone revision {revision})");
+    Ok(())
+}
+
+/// The arguments of `nexus check`.
+pub struct CheckQuery<'a> {
+    pub subject: &'a str,
+    pub permission: &'a str,
+    pub object: &'a str,
+    pub at: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct CheckOutput<'a> {
+    subject: String,
+    permission: &'a str,
+    object: String,
+    allowed: bool,
+    proof: Vec<String>,
+}
+
+pub async fn check(
+    k: &Kernel,
+    acting: &Acting,
+    zone: &ZoneArg,
+    q: CheckQuery<'_>,
+    json: bool,
+) -> CliResult {
+    let task = acting.task(k, &zone.zone)?;
+    let who = Principal::parse(q.subject)?;
+    let perm = Permission::parse(q.permission)?;
+    let obj = object(k, &task, q.object)?;
+    let d = k.explain(&task, &who, &obj, perm, q.at).await?;
+    if json {
+        output::json(&CheckOutput {
+            subject: who.to_string(),
+            permission: perm.as_str(),
+            object: obj.to_string(),
+            allowed: d.allowed,
+            proof: d.proof,
+        })?;
+    } else if d.allowed {
+        println!("allowed: {who} may {} {} ({obj})", perm.as_str(), q.object);
+        for step in d.proof {
+            println!("  because {step}");
+        }
+    } else {
+        println!(
+            "denied: {who} may not {} {} ({obj}): no tuple grants it",
+            perm.as_str(),
+            q.object
+        );
+    }
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(CliError::Denied)
+    }
+}
+
+#[derive(Serialize)]
+struct TupleRow {
+    tuple: String,
+    object: String,
+    relation: &'static str,
+    subject: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+}
+
+pub fn tuples(k: &Kernel, acting: &Acting, zone: &ZoneArg, json: bool) -> CliResult {
+    let task = acting.task(k, &zone.zone)?;
+    let rows: Vec<TupleRow> = k
+        .tuples(&task)?
+        .into_iter()
+        .map(|(t, path)| TupleRow {
+            tuple: t.to_string(),
+            object: t.object.to_string(),
+            relation: t.relation.as_str(),
+            subject: t.subject.to_string(),
+            path,
+        })
+        .collect();
+    if json {
+        return output::json(&rows);
+    }
+    for r in rows {
+        match r.path {
+            Some(p) => println!("{}  ({p})", r.tuple),
+            None => println!("{}", r.tuple),
+        }
+    }
+    Ok(())
+}
+
+/// `90s`, `30m`, `1h`, `7d` (or plain seconds) as seconds.
+fn parse_ttl(s: &str) -> CliResult<i64> {
+    let bad = || CliError::Usage(format!("lifetime {s:?}: use e.g. 90s, 30m, 1h or 7d"));
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).filter(|v| *v > 0).ok_or_else(bad)
+}
+
+#[derive(Serialize)]
+struct TokenOutput {
+    token: String,
+    #[serde(flatten)]
+    claims: nexus_kernel::token::Claims,
+}
+
+pub async fn token(
+    k: &Kernel,
+    issuer: &Acting,
+    for_principal: Option<&str>,
+    cmd: TokenCmd,
+) -> CliResult {
+    match cmd {
+        TokenCmd::Issue {
+            zone,
+            ttl,
+            caps,
+            json,
+        } => {
+            let task = issuer.task(k, &zone.zone)?;
+            let subject = match for_principal {
+                Some(p) => Principal::parse(p)?,
+                None => issuer.principal.clone(),
+            };
+            let caps = Capabilities::parse(&caps)?;
+            // Only a zone admin hands out identities in it, and never more
+            // capabilities than the issuer's own task holds.
+            if !k
+                .check(
+                    &task,
+                    task.zone(),
+                    &ObjectRef::zone(task.zone()),
+                    Permission::Admin,
+                )?
+                .allowed
+            {
+                return Err(KernelError::Access(format!(
+                    "{} may not issue tokens for zone {} (needs admin on it)",
+                    task.principal(),
+                    task.zone()
+                ))
+                .into());
+            }
+            if !task.caps().contains(caps) {
+                return Err(KernelError::Access(format!(
+                    "cannot grant capabilities {caps} beyond your own"
+                ))
+                .into());
+            }
+            let zone_id: ZoneId = task.zone().clone();
+            let (token, claims) = k.tokens().issue(subject, zone_id, caps, parse_ttl(&ttl)?)?;
+            if json {
+                output::json(&TokenOutput { token, claims })?;
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "token {} for {} in zone {} ({}), expires in {ttl}",
+                    claims.id, claims.principal, claims.zone, claims.caps
+                );
+            }
+            Ok(())
+        }
+        TokenCmd::Verify { token, json } => {
+            let claims = k.tokens().verify(&token).map_err(KernelError::from)?;
+            if json {
+                return output::json(&claims);
+            }
+            println!(
+                "valid: {} in zone {} ({})",
+                claims.principal, claims.zone, claims.caps
+            );
+            println!(
+                "id {}, expires at {}",
+                claims.id,
+                output::time(claims.expires * 1_000_000_000)
+            );
+            Ok(())
+        }
+        TokenCmd::Revoke { id } => {
+            // Revocation is node administration: the operator only.
+            if issuer.principal != operator() || issuer.zone.is_some() {
+                return Err(
+                    KernelError::Access("only the node's operator revokes tokens".into()).into(),
+                );
+            }
+            k.tokens().revoke(&id)?;
+            println!("revoked token {id}");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn lifetimes_parse() {
+        assert_eq!(parse_ttl("90s").unwrap(), 90);
+        assert_eq!(parse_ttl("30m").unwrap(), 1800);
+        assert_eq!(parse_ttl("1h").unwrap(), 3600);
+        assert_eq!(parse_ttl("7d").unwrap(), 604_800);
+        assert_eq!(parse_ttl("45").unwrap(), 45);
+        for bad in ["", "1y", "h", "0s", "-5m"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Who the command line acts as, and the tasks it spawns for that identity.
+//!
+//! In the embedded default the OS user who runs `nexus` is `user:<login>`
+//! and owns the zones it creates. `--as PRINCIPAL` acts as someone else
+//! (the data directory's owner can read its files anyway, so this is a way
+//! to try permissions, like `sudo -u`). `--token` acts with a signed
+//! token's identity, limited to its zone and capabilities.
+
+use nexus_kernel::identity::{Capabilities, Principal, Task};
+use nexus_kernel::kernel::Kernel;
+use nexus_kernel::types::ZoneId;
+use nexus_kernel::KernelError;
+
+use crate::error::CliResult;
+
+/// `user:<login>`, from USER or LOGNAME; `user:uid-N` if neither is usable.
+pub fn operator() -> Principal {
+    let login = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find_map(|name| Principal::parse(&format!("user:{name}")).ok());
+    login.unwrap_or_else(|| {
+        // /proc/self belongs to this process's user.
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX);
+        Principal::User(format!("uid-{uid}"))
+    })
+}
+
+/// The identity a command acts with.
+pub struct Acting {
+    pub principal: Principal,
+    pub caps: Capabilities,
+    /// A token binds its holder to one zone.
+    pub zone: Option<ZoneId>,
+}
+
+impl Acting {
+    /// From `--token`, else `--as`, else the operator.
+    pub fn resolve(
+        kernel: &Kernel,
+        as_principal: Option<&str>,
+        token: Option<&str>,
+    ) -> CliResult<Self> {
+        if let Some(t) = token {
+            let claims = kernel.tokens().verify(t).map_err(KernelError::from)?;
+            return Ok(Acting {
+                principal: claims.principal,
+                caps: claims.caps,
+                zone: Some(claims.zone),
+            });
+        }
+        let principal = match as_principal {
+            Some(p) => Principal::parse(p)?,
+            None => operator(),
+        };
+        Ok(Acting {
+            principal,
+            caps: Capabilities::ALL,
+            zone: None,
+        })
+    }
+
+    /// A task in `zone` for this identity.
+    pub fn task(&self, kernel: &Kernel, zone: &str) -> CliResult<Task> {
+        let zone = ZoneId::new(zone)?;
+        if let Some(bound) = &self.zone {
+            if *bound != zone {
+                return Err(KernelError::Access(format!(
+                    "the token is for zone {bound}, not {zone}"
+                ))
+                .into());
+            }
+        }
+        Ok(kernel.spawn_task(self.principal.clone(), &zone, self.caps)?)
+    }
+}
