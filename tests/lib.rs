@@ -30,3 +30,121 @@ pub fn nexus(home: &std::path::Path) -> Command {
     c.env("NEXUS_HOME", home).env_remove("NEXUS_ZONE");
     c
 }
+
+/// A real PostgreSQL server for one test: a fresh cluster in a temporary
+/// directory, listening on a free loopback port, stopped on drop. Runs the
+/// server as the `postgres` user when the tests run as root (PostgreSQL
+/// refuses to run as root).
+pub struct PgServer {
+    pub url: String,
+    bin: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_bindir() -> PathBuf {
+    if let Some(p) = std::env::var_os("NEXUS_PG_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("initdb").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .pop()
+        .expect("PostgreSQL server binaries (initdb, pg_ctl) not found; set NEXUS_PG_BIN")
+}
+
+impl PgServer {
+    fn command(&self, tool: &str) -> Command {
+        pg_command(&self.bin, tool, self.as_postgres)
+    }
+
+    pub fn start() -> PgServer {
+        use std::os::unix::fs::MetadataExt;
+        let bin = pg_bindir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let as_postgres = std::fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        if as_postgres {
+            let ok = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(
+                ok.success(),
+                "cannot give the cluster directory to the postgres user"
+            );
+        }
+        let data = dir.path().join("data");
+        let init = pg_command(&bin, "initdb", as_postgres)
+            .args(["-A", "trust", "-U", "nexus", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .expect("run initdb");
+        assert!(
+            init.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let server = PgServer {
+            url: format!("postgres://nexus@127.0.0.1:{port}/postgres"),
+            bin,
+            data: data.clone(),
+            as_postgres,
+            _dir: dir,
+        };
+        let opts = format!(
+            "-p {port} -h 127.0.0.1 -k {} -F",
+            server._dir.path().display()
+        );
+        let start = server
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-o", &opts, "-l"])
+            .arg(server._dir.path().join("log"))
+            .arg("-D")
+            .arg(&data)
+            .arg("start")
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            start.status.success(),
+            "pg_ctl start failed: {}",
+            String::from_utf8_lossy(&start.stderr)
+        );
+        server
+    }
+}
+
+fn pg_command(bin: &std::path::Path, tool: &str, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output();
+    }
+}

@@ -118,11 +118,13 @@ impl Kernel {
     }
 
     /// Asks the gate whether `task` may `perm` the inode behind `h`.
-    /// A handle whose inode is gone gets `no-entry`, as it would without a gate.
-    fn gate(&self, task: &Task, h: &Handle, perm: Permission, op: &str) -> Result<()> {
-        match self.require(task, &h.zone.id, &h.object(), perm, op, &h.path) {
+    /// Asks the gate whether `task` may `perm` the inode behind `h`, for an
+    /// operation on `path` (what the audit log records). A handle whose
+    /// inode is gone gets `no-entry`, as it would without a gate.
+    fn gate(&self, task: &Task, h: &Handle, perm: Permission, op: &str, path: &str) -> Result<()> {
+        match self.require(task, &h.zone.id, &h.object(), perm, op, path) {
             Err(KernelError::Access(_)) if h.zone.state.inode(h.ino)?.is_none() => {
-                Err(KernelError::NotFound(h.path.to_string()))
+                Err(KernelError::NotFound(path.to_owned()))
             }
             r => r,
         }
@@ -232,7 +234,7 @@ impl Kernel {
     }
 
     pub fn stat_handle(&self, task: &Task, h: &Handle) -> Result<Stat> {
-        self.gate(task, h, Permission::Read, "stat")?;
+        self.gate(task, h, Permission::Read, "stat", &h.path)?;
         Ok(Stat::of(&h.zone.id, &self.inode(&h.zone, h.ino)?))
     }
 
@@ -242,9 +244,10 @@ impl Kernel {
         dir: &Handle,
         name: &str,
         new: NewInode,
+        p: &str,
     ) -> Result<Inode> {
         path::check_new_name(name)?;
-        self.gate(task, dir, Permission::Write, "create in")?;
+        self.gate(task, dir, Permission::Write, "create", p)?;
         loop {
             let cmd = ZoneCommand::Create {
                 parent: dir.ino,
@@ -274,7 +277,7 @@ impl Kernel {
     async fn make(&self, task: &Task, p: &str, new: NewInode) -> Result<Handle> {
         let (dir, name) = self.parent_of(task, p)?;
         let inode = self
-            .create_in(task, &dir, name, new)
+            .create_in(task, &dir, name, new, p)
             .await
             .map_err(|e| with_path(e, p))?;
         Ok(self.handle(dir.zone, inode.ino, inode.kind(), p))
@@ -343,10 +346,10 @@ impl Kernel {
         let h = match existing {
             Some(h) => {
                 if opts.read || !opts.write {
-                    self.gate(task, &h, Permission::Read, "open")?;
+                    self.gate(task, &h, Permission::Read, "open", p)?;
                 }
                 if opts.write || opts.truncate {
-                    self.gate(task, &h, Permission::Write, "open for writing")?;
+                    self.gate(task, &h, Permission::Write, "open for writing", p)?;
                 }
                 h
             }
@@ -374,7 +377,7 @@ impl Kernel {
 
     /// Reads up to `len` bytes at `offset` (at most [`MAX_READ`]); short at EOF.
     pub async fn read(&self, task: &Task, h: &Handle, offset: u64, len: u64) -> Result<Bytes> {
-        self.gate(task, h, Permission::Read, "read")?;
+        self.gate(task, h, Permission::Read, "read", &h.path)?;
         let inode = self.regular(h)?;
         if offset >= inode.size || len == 0 {
             return Ok(Bytes::new());
@@ -425,7 +428,7 @@ impl Kernel {
 
     /// Writes `data` at `offset`; returns the bytes written (all of them).
     pub async fn write(&self, task: &Task, h: &Handle, offset: u64, data: &[u8]) -> Result<u64> {
-        self.gate(task, h, Permission::Write, "write")?;
+        self.gate(task, h, Permission::Write, "write", &h.path)?;
         let r = self.change_content(h, At::Offset(offset), data).await;
         self.audited(
             task,
@@ -438,7 +441,7 @@ impl Kernel {
 
     /// Appends `data` atomically at the end; returns the offset it landed at.
     pub async fn append(&self, task: &Task, h: &Handle, data: &[u8]) -> Result<u64> {
-        self.gate(task, h, Permission::Write, "append to")?;
+        self.gate(task, h, Permission::Write, "append", &h.path)?;
         let r = self.change_content(h, At::End, data).await;
         self.audited(task, task.zone(), "append", &h.path, r)
     }
@@ -528,7 +531,7 @@ impl Kernel {
 
     /// Sets the file's size, dropping or zero-extending its tail.
     pub async fn truncate(&self, task: &Task, h: &Handle, size: u64) -> Result<()> {
-        self.gate(task, h, Permission::Write, "truncate")?;
+        self.gate(task, h, Permission::Write, "truncate", &h.path)?;
         let r = self.set_size(h, size).await;
         self.audited(task, task.zone(), "truncate", &h.path, r)
     }
@@ -604,7 +607,7 @@ impl Kernel {
         atime: Option<i64>,
         mtime: Option<i64>,
     ) -> Result<Stat> {
-        self.gate(task, h, Permission::Write, "set times of")?;
+        self.gate(task, h, Permission::Write, "set-times", &h.path)?;
         let cmd = ZoneCommand::SetTimes {
             ino: h.ino,
             atime,
@@ -645,13 +648,13 @@ impl Kernel {
                 src.zone.id, dst.zone.id
             )));
         }
-        self.gate(task, &src, Permission::Write, "rename from")?;
-        self.gate(task, &dst, Permission::Write, "rename into")?;
+        self.gate(task, &src, Permission::Write, "rename", from)?;
+        self.gate(task, &dst, Permission::Write, "rename", to)?;
         if let Some(moved) = self.child(&src, src_name, from)? {
-            self.gate(task, &moved, Permission::Write, "rename")?;
+            self.gate(task, &moved, Permission::Write, "rename", from)?;
         }
         if let Some(replaced) = self.child(&dst, dst_name, to)? {
-            self.gate(task, &replaced, Permission::Write, "replace")?;
+            self.gate(task, &replaced, Permission::Write, "rename", to)?;
         }
         let cmd = ZoneCommand::Rename {
             src_parent: src.ino,
@@ -685,13 +688,14 @@ impl Kernel {
 
     /// Needs `write` on the directory and on the entry removed.
     async fn remove(&self, task: &Task, p: &str, dir: bool) -> Result<()> {
+        let op = if dir { "rmdir" } else { "unlink" };
         if path::parse(p)?.is_empty() {
             return Err(KernelError::Busy(format!("{p} is the zone root")));
         }
         let (parent, name) = self.parent_of(task, p)?;
-        self.gate(task, &parent, Permission::Write, "remove from")?;
+        self.gate(task, &parent, Permission::Write, op, p)?;
         if let Some(target) = self.child(&parent, name, p)? {
-            self.gate(task, &target, Permission::Write, "remove")?;
+            self.gate(task, &target, Permission::Write, op, p)?;
         }
         let cmd = ZoneCommand::Remove {
             parent: parent.ino,
@@ -729,7 +733,7 @@ impl Kernel {
         if h.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(h.path.to_string()));
         }
-        self.gate(task, h, Permission::Read, "list")?;
+        self.gate(task, h, Permission::Read, "readdir", &h.path)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let entries = h.zone.state.list(h.ino, cursor, limit)?;
         let next = (entries.len() == limit).then(|| entries[limit - 1].name.clone());

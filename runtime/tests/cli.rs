@@ -47,11 +47,18 @@ impl Home {
     }
 
     fn put_stdin(&self, zone: &str, dest: &str, data: &[u8]) {
-        let mut child = self
-            .cmd(&["fs", "put", "--zone", zone, "-", dest])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
+        self.put_with(&["fs", "put", "--zone", zone, "-", dest], data)
+    }
+
+    fn put_stdin_as(&self, zone: &str, principal: &str, dest: &str, data: &[u8]) {
+        self.put_with(
+            &["fs", "put", "--zone", zone, "--as", principal, "-", dest],
+            data,
+        )
+    }
+
+    fn put_with(&self, args: &[&str], data: &[u8]) {
+        let mut child = self.cmd(args).stdin(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(data).unwrap();
         assert!(child.wait().unwrap().success());
     }
@@ -191,4 +198,191 @@ fn mounts_show_in_listings_and_lead_into_the_other_zone() {
     let (code, err) = h.fails(&["zone", "destroy", "z2", "--yes"]);
     assert_eq!(code, 5);
     assert!(err.contains("mounted in zone z1"), "{err}");
+}
+
+#[test]
+fn grants_decide_what_another_principal_may_do() {
+    let h = Home::new();
+    h.ok(&["zone", "create", "z1"]);
+    h.ok(&["fs", "mkdir", "-z", "z1", "/secret"]);
+    h.ok(&["fs", "mkdir", "-z", "z1", "/work"]);
+    h.put_stdin("z1", "/secret/x", b"classified");
+    let (code, err) = h.fails(&["fs", "cat", "-z", "z1", "--as", "agent:bot", "/secret/x"]);
+    assert_eq!(code, 4);
+    assert!(
+        err.contains("permission denied") && err.contains("agent:bot"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+
+    let out = h.ok(&["grant", "-z", "z1", "agent:bot", "editor", "/work"]);
+    assert!(
+        out.starts_with("granted dir:") && out.contains("zone revision"),
+        "{out}"
+    );
+    let check = h.ok(&["check", "-z", "z1", "agent:bot", "write", "/work"]);
+    assert!(check.starts_with("allowed"), "{check}");
+    assert!(
+        check.contains("#editor@agent:bot"),
+        "the proof names the grant: {check}"
+    );
+    let (code, out) = {
+        let o = h.run(&["check", "-z", "z1", "agent:bot", "write", "/secret/x"]);
+        (
+            o.status.code().unwrap(),
+            String::from_utf8(o.stdout).unwrap(),
+        )
+    };
+    assert_eq!(code, 4);
+    assert!(out.starts_with("denied"), "{out}");
+
+    h.put_stdin_as("z1", "agent:bot", "/work/a.txt", b"from bot");
+    assert_eq!(h.ok(&["fs", "cat", "-z", "z1", "/work/a.txt"]), "from bot");
+    let tuples: serde_json::Value =
+        serde_json::from_str(&h.ok(&["tuples", "-z", "z1", "--json"])).unwrap();
+    let rows: Vec<(String, Option<String>)> = tuples
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tuple"].as_str().unwrap().to_owned(),
+                t["path"].as_str().map(String::from),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows
+        .iter()
+        .any(|(t, _)| t.starts_with("zone:z1#owner@user:")));
+    assert!(rows
+        .iter()
+        .any(|(t, p)| t.ends_with("#editor@agent:bot") && p.as_deref() == Some("/work")));
+
+    h.ok(&["revoke", "-z", "z1", "agent:bot", "editor", "/work"]);
+    assert_eq!(
+        h.fails(&["fs", "cat", "-z", "z1", "--as", "agent:bot", "/work/a.txt"])
+            .0,
+        4
+    );
+    // An agent cannot grant itself anything.
+    assert_eq!(
+        h.fails(&[
+            "grant",
+            "-z",
+            "z1",
+            "--as",
+            "agent:bot",
+            "agent:bot",
+            "owner",
+            "zone"
+        ])
+        .0,
+        4
+    );
+    assert_eq!(
+        h.fails(&["grant", "-z", "z1", "agent:bot", "member", "/work"])
+            .0,
+        1
+    );
+}
+
+#[test]
+fn tokens_carry_an_identity_and_are_refused_with_a_reason() {
+    let h = Home::new();
+    h.ok(&["zone", "create", "z1"]);
+    h.ok(&["zone", "create", "z2"]);
+    h.put_stdin("z1", "/doc", b"text");
+    h.ok(&["grant", "-z", "z1", "agent:bot", "editor", "zone"]);
+    let issued: serde_json::Value = serde_json::from_str(&h.ok(&[
+        "token",
+        "issue",
+        "-z",
+        "z1",
+        "--as",
+        "agent:bot",
+        "--ttl",
+        "1h",
+        "--caps",
+        "read",
+        "--json",
+    ]))
+    .unwrap();
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+    assert_eq!(issued["principal"], serde_json::json!({"Agent": "bot"}));
+    let with = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        h.run(&all)
+    };
+    // The token acts as agent:bot, limited to reading, in zone z1 only.
+    assert_eq!(
+        String::from_utf8(with(&["fs", "cat", "-z", "z1", "/doc"]).stdout).unwrap(),
+        "text"
+    );
+    assert_eq!(
+        with(&["fs", "mkdir", "-z", "z1", "/new"]).status.code(),
+        Some(4)
+    );
+    let other = with(&["fs", "ls", "-z", "z2"]);
+    assert_eq!(other.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("token is for zone z1"));
+    // A token holder without admin cannot mint more tokens.
+    assert_eq!(with(&["token", "issue", "-z", "z1"]).status.code(), Some(4));
+    assert!(h
+        .ok(&["token", "verify", &token])
+        .starts_with("valid: agent:bot in zone z1 (read)"));
+
+    let mut tampered = token.clone();
+    // Alter the claims (near the payload's end), not the key id at its start.
+    let at = tampered.rfind('.').unwrap() - 5;
+    let flipped = if &tampered[at..at + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
+    tampered.replace_range(at..at + 1, flipped);
+    let (code, err) = h.fails(&["token", "verify", &tampered]);
+    assert_eq!(code, 4);
+    assert!(err.contains("tampered"), "{err}");
+
+    // Another node's token: a different data directory has a different key.
+    let elsewhere = Home::new();
+    elsewhere.ok(&["zone", "create", "z1"]);
+    let foreign = elsewhere.ok(&["token", "issue", "-z", "z1"]);
+    let (_, err) = h.fails(&["token", "verify", foreign.trim()]);
+    assert!(err.contains("another node's key"), "{err}");
+
+    h.ok(&["token", "revoke", &id]);
+    let (code, err) = h.fails(&["--token", &token, "fs", "cat", "-z", "z1", "/doc"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("revoked"), "{err}");
+    assert_eq!(
+        h.fails(&["token", "issue", "-z", "z1", "--ttl", "soon"]).0,
+        2
+    );
+
+    let key = std::fs::metadata(h.0.path().join("node.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn the_audit_log_shows_denials_and_mutations() {
+    let h = Home::new();
+    h.ok(&["zone", "create", "z1"]);
+    h.ok(&["fs", "mkdir", "-z", "z1", "/d"]);
+    h.fails(&["fs", "mkdir", "-z", "z1", "--as", "agent:eve", "/d/e"]);
+    let tail = h.ok(&["audit", "tail", "-z", "z1", "-n", "2"]);
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 2, "{tail}");
+    assert!(
+        lines[0].contains("mkdir") && lines[0].contains(" ok ") && lines[0].ends_with("/d"),
+        "{tail}"
+    );
+    assert!(
+        lines[1].contains("agent:eve") && lines[1].contains("denied"),
+        "{tail}"
+    );
 }
