@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::audit::AuditRecord;
@@ -35,7 +36,7 @@ pub(crate) struct CacheKey {
     perm: Permission,
 }
 
-pub(crate) type PermCache = HashMap<CacheKey, (Decision, u64)>;
+pub(crate) type PermCache = HashMap<CacheKey, (Arc<Decision>, u64)>;
 
 /// The current path of inode `ino`, found by walking up its parents (for
 /// display; `None` if it is gone).
@@ -67,15 +68,61 @@ fn path_of(state: &ZoneState, ino: crate::types::Ino) -> Result<Option<String>> 
     Ok(Some(format!("/{}", names.join("/"))))
 }
 
-/// A zone's tuples and tree, as the evaluator reads them.
+/// A zone's tuples and tree, as the evaluator reads them, and (for cached
+/// checks) the permission cache at the current auth revision.
 struct ZoneTuples<'a> {
     zone: &'a ZoneId,
     state: &'a ZoneState,
+    cache: Option<CacheView<'a>>,
+}
+
+struct CacheView<'a> {
+    cache: &'a Mutex<PermCache>,
+    principal: &'a Principal,
+    revision: u64,
+}
+
+impl CacheView<'_> {
+    fn key(&self, zone: &ZoneId, object: &ObjectRef, perm: Permission) -> CacheKey {
+        CacheKey {
+            zone: zone.clone(),
+            principal: self.principal.clone(),
+            object: object.clone(),
+            perm,
+        }
+    }
 }
 
 impl TupleSource for ZoneTuples<'_> {
-    fn tuples_of(&self, object: &ObjectRef) -> Result<Vec<(Relation, Subject)>> {
-        self.state.tuples_of(object)
+    fn has(&self, object: &ObjectRef, relation: Relation, who: &Principal) -> Result<bool> {
+        self.state.has_tuple(object, relation, who)
+    }
+
+    fn usersets(&self, object: &ObjectRef, relation: Relation) -> Result<Vec<Subject>> {
+        self.state.usersets(object, relation)
+    }
+
+    fn known(&self, object: &ObjectRef, perm: Permission) -> Option<Arc<Decision>> {
+        let view = self.cache.as_ref()?;
+        let cache = view.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(&view.key(self.zone, object, perm)) {
+            Some((d, rev)) if *rev == view.revision => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    fn learned(&self, object: &ObjectRef, perm: Permission, proof: &[String]) {
+        if let Some(view) = &self.cache {
+            let d = Arc::new(Decision {
+                allowed: true,
+                proof: proof.to_vec(),
+            });
+            let key = view.key(self.zone, object, perm);
+            view.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, (d, view.revision));
+        }
     }
 
     fn parent_of(&self, object: &ObjectRef) -> Result<Option<ObjectRef>> {
@@ -136,11 +183,12 @@ impl Kernel {
         perm: Permission,
     ) -> Result<Decision> {
         let state = self.zone_state(zone)?;
-        Evaluator::new(&ZoneTuples {
+        let src = ZoneTuples {
             zone,
             state: &state,
-        })
-        .check(object, Name::Perm(perm), who)
+            cache: None,
+        };
+        Evaluator::new(&src).check(object, Name::Perm(perm), who)
     }
 
     /// Decides `perm` for `task` on `object` in `zone` (cached).
@@ -151,15 +199,26 @@ impl Kernel {
         object: &ObjectRef,
         perm: Permission,
     ) -> Result<Decision> {
+        Ok(self.decide(task, zone, object, perm)?.as_ref().clone())
+    }
+
+    /// The cached decision, shared: a cache hit copies no proof.
+    fn decide(
+        &self,
+        task: &Task,
+        zone: &ZoneId,
+        object: &ObjectRef,
+        perm: Permission,
+    ) -> Result<Arc<Decision>> {
         if !task.caps().allows(perm) {
-            return Ok(Decision {
+            return Ok(Arc::new(Decision {
                 allowed: false,
                 proof: vec![format!(
                     "task {} lacks the {} capability",
                     task.pid(),
                     perm.as_str()
                 )],
-            });
+            }));
         }
         let zone_state = self.zone(zone)?.state.clone();
         let revision = zone_state.auth_revision()?;
@@ -179,11 +238,17 @@ impl Kernel {
                 return Ok(d.clone());
             }
         }
-        let decision = Evaluator::new(&ZoneTuples {
+        let src = ZoneTuples {
             zone,
             state: &zone_state,
-        })
-        .check(object, Name::Perm(perm), task.principal())?;
+            cache: Some(CacheView {
+                cache: &self.perm_cache,
+                principal: task.principal(),
+                revision,
+            }),
+        };
+        let decision =
+            Arc::new(Evaluator::new(&src).check(object, Name::Perm(perm), task.principal())?);
         let mut cache = self.perm_cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();
@@ -219,7 +284,7 @@ impl Kernel {
         op: &str,
         path: &str,
     ) -> Result<()> {
-        if self.check(task, zone, object, perm)?.allowed {
+        if self.decide(task, zone, object, perm)?.allowed {
             return Ok(());
         }
         self.audit(task, zone, op, path, "denied");

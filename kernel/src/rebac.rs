@@ -11,7 +11,7 @@
 //! bounded by [`MAX_USERSET_DEPTH`]. Both are safe for a union-only schema:
 //! any grant has a derivation that repeats no pair.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -288,10 +288,22 @@ pub fn rules(ns: Namespace, name: Name) -> &'static [Term] {
 
 /// Where the evaluator reads tuples and the object tree.
 pub trait TupleSource {
-    /// Every (relation, subject) stored for `object`.
-    fn tuples_of(&self, object: &ObjectRef) -> Result<Vec<(Relation, Subject)>>;
+    /// Whether the tuple `object#relation@who` exists.
+    fn has(&self, object: &ObjectRef, relation: Relation, who: &Principal) -> Result<bool>;
+    /// The userset subjects of `object#relation`.
+    fn usersets(&self, object: &ObjectRef, relation: Relation) -> Result<Vec<Subject>>;
     /// The object `object` inherits from, if any.
     fn parent_of(&self, object: &ObjectRef) -> Result<Option<ObjectRef>>;
+
+    /// A complete decision already known for `perm` on `object` (a cache).
+    fn known(&self, _object: &ObjectRef, _perm: Permission) -> Option<std::sync::Arc<Decision>> {
+        None
+    }
+
+    /// Told of each inherited permission the evaluator proves on the way.
+    /// Only grants are reported: a denial inside a walk may be partial
+    /// (a cycle cut it short), a grant never is.
+    fn learned(&self, _object: &ObjectRef, _perm: Permission, _proof: &[String]) {}
 }
 
 /// The answer to a check, with the chain of facts that granted it.
@@ -302,10 +314,9 @@ pub struct Decision {
     pub proof: Vec<String>,
 }
 
-/// One check's evaluation state: tuples read once per object.
+/// One check's evaluation state.
 pub struct Evaluator<'a, S: TupleSource> {
     src: &'a S,
-    tuples: HashMap<ObjectRef, std::rc::Rc<Vec<(Relation, Subject)>>>,
     stack: HashSet<(ObjectRef, Name)>,
 }
 
@@ -313,7 +324,6 @@ impl<'a, S: TupleSource> Evaluator<'a, S> {
     pub fn new(src: &'a S) -> Self {
         Evaluator {
             src,
-            tuples: HashMap::new(),
             stack: HashSet::new(),
         }
     }
@@ -325,15 +335,6 @@ impl<'a, S: TupleSource> Evaluator<'a, S> {
             allowed: proof.is_some(),
             proof: proof.unwrap_or_default(),
         })
-    }
-
-    fn tuples(&mut self, object: &ObjectRef) -> Result<std::rc::Rc<Vec<(Relation, Subject)>>> {
-        if let Some(t) = self.tuples.get(object) {
-            return Ok(t.clone());
-        }
-        let t = std::rc::Rc::new(self.src.tuples_of(object)?);
-        self.tuples.insert(object.clone(), t.clone());
-        Ok(t)
     }
 
     fn eval(
@@ -371,10 +372,7 @@ impl<'a, S: TupleSource> Evaluator<'a, S> {
                     p
                 }),
                 Parent(other) => match self.src.parent_of(object)? {
-                    Some(parent) => self.eval(&parent, other, who, depth)?.map(|mut p| {
-                        p.push(format!("{object} inherits {} from {parent}", show(other)));
-                        p
-                    }),
+                    Some(parent) => self.inherit(object, &parent, other, who, depth)?,
                     None => None,
                 },
             };
@@ -385,6 +383,33 @@ impl<'a, S: TupleSource> Evaluator<'a, S> {
         Ok(None)
     }
 
+    fn inherit(
+        &mut self,
+        object: &ObjectRef,
+        parent: &ObjectRef,
+        name: Name,
+        who: &Principal,
+        depth: usize,
+    ) -> Result<Option<Vec<String>>> {
+        let proof = match (
+            name,
+            name_perm(name).and_then(|p| self.src.known(parent, p)),
+        ) {
+            (_, Some(d)) => d.allowed.then(|| d.proof.clone()),
+            _ => {
+                let found = self.eval(parent, name, who, depth)?;
+                if let (Some(p), Some(perm)) = (&found, name_perm(name)) {
+                    self.src.learned(parent, perm, p);
+                }
+                found
+            }
+        };
+        Ok(proof.map(|mut p| {
+            p.push(format!("{object} inherits {} from {parent}", show(name)));
+            p
+        }))
+    }
+
     fn direct(
         &mut self,
         object: &ObjectRef,
@@ -392,26 +417,32 @@ impl<'a, S: TupleSource> Evaluator<'a, S> {
         who: &Principal,
         depth: usize,
     ) -> Result<Option<Vec<String>>> {
-        let tuples = self.tuples(object)?;
-        for (r, subject) in tuples.iter().filter(|(r, _)| *r == rel) {
-            match subject {
-                Subject::Principal(p) if p == who => {
-                    return Ok(Some(vec![format!("{object}#{}@{p}", r.as_str())]));
+        if self.src.has(object, rel, who)? {
+            return Ok(Some(vec![format!("{object}#{}@{who}", rel.as_str())]));
+        }
+        if depth >= MAX_USERSET_DEPTH {
+            return Ok(None);
+        }
+        for subject in self.src.usersets(object, rel)? {
+            if let Subject::Userset {
+                object: set,
+                relation,
+            } = &subject
+            {
+                if let Some(mut p) = self.eval(set, Rel(*relation), who, depth + 1)? {
+                    p.push(format!("{object}#{}@{subject}", rel.as_str()));
+                    return Ok(Some(p));
                 }
-                Subject::Principal(_) => {}
-                Subject::Userset {
-                    object: set,
-                    relation,
-                } if depth < MAX_USERSET_DEPTH => {
-                    if let Some(mut p) = self.eval(set, Rel(*relation), who, depth + 1)? {
-                        p.push(format!("{object}#{}@{subject}", r.as_str()));
-                        return Ok(Some(p));
-                    }
-                }
-                Subject::Userset { .. } => {}
             }
         }
         Ok(None)
+    }
+}
+
+fn name_perm(name: Name) -> Option<Permission> {
+    match name {
+        Perm(p) => Some(p),
+        Rel(_) => None,
     }
 }
 
@@ -433,6 +464,8 @@ pub fn parent_object(zone: &ZoneId, ino: Ino, parent_ino: Ino) -> ObjectRef {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     struct Mem {
@@ -441,12 +474,21 @@ mod tests {
     }
 
     impl TupleSource for Mem {
-        fn tuples_of(&self, o: &ObjectRef) -> Result<Vec<(Relation, Subject)>> {
+        fn has(&self, o: &ObjectRef, r: Relation, who: &Principal) -> Result<bool> {
+            Ok(self.tuples.iter().any(|t| {
+                &t.object == o && t.relation == r && t.subject == Subject::Principal(who.clone())
+            }))
+        }
+        fn usersets(&self, o: &ObjectRef, r: Relation) -> Result<Vec<Subject>> {
             Ok(self
                 .tuples
                 .iter()
-                .filter(|t| &t.object == o)
-                .map(|t| (t.relation, t.subject.clone()))
+                .filter(|t| {
+                    &t.object == o
+                        && t.relation == r
+                        && matches!(t.subject, Subject::Userset { .. })
+                })
+                .map(|t| t.subject.clone())
                 .collect())
         }
         fn parent_of(&self, o: &ObjectRef) -> Result<Option<ObjectRef>> {

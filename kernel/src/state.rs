@@ -12,12 +12,14 @@ use std::ops::Bound;
 
 use crate::command::{Applied, NewInode, ZoneCommand};
 use crate::error::{KernelError, Result};
+use crate::identity::Principal;
 use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::types::{ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ROOT_INO};
 
 /// Key layout of the state half of a zone tree.
 pub(crate) mod keys {
-    use crate::rebac::{ObjectRef, Tuple};
+    use crate::identity::Principal;
+    use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
     use crate::types::Ino;
 
     pub const STATE_PREFIX: &[u8] = b"s";
@@ -68,13 +70,38 @@ pub(crate) mod keys {
         k
     }
 
-    /// `s\x04` + object + NUL + relation + NUL + subject.
-    pub fn tuple(t: &Tuple) -> Vec<u8> {
-        let mut k = tuple_prefix(&t.object);
-        k.extend_from_slice(t.relation.as_str().as_bytes());
+    /// `s\x04` + object + NUL + relation + NUL: then `p` + principal, or
+    /// `u` + userset, so a principal's grant is one point lookup and the
+    /// usersets of a relation are one short scan.
+    pub fn relation_prefix(object: &ObjectRef, relation: Relation) -> Vec<u8> {
+        let mut k = tuple_prefix(object);
+        k.extend_from_slice(relation.as_str().as_bytes());
         k.push(0);
-        k.extend_from_slice(t.subject.to_string().as_bytes());
         k
+    }
+
+    pub fn principal_tuple(object: &ObjectRef, relation: Relation, who: &Principal) -> Vec<u8> {
+        let mut k = relation_prefix(object, relation);
+        k.push(b'p');
+        k.extend_from_slice(who.to_string().as_bytes());
+        k
+    }
+
+    pub fn usersets(object: &ObjectRef, relation: Relation) -> Vec<u8> {
+        let mut k = relation_prefix(object, relation);
+        k.push(b'u');
+        k
+    }
+
+    pub fn tuple(t: &Tuple) -> Vec<u8> {
+        match &t.subject {
+            Subject::Principal(p) => principal_tuple(&t.object, t.relation, p),
+            Subject::Userset { .. } => {
+                let mut k = usersets(&t.object, t.relation);
+                k.extend_from_slice(t.subject.to_string().as_bytes());
+                k
+            }
+        }
     }
 }
 
@@ -163,14 +190,23 @@ impl ZoneState {
         Ok(out)
     }
 
-    /// Every (relation, subject) stored for `object`.
-    pub fn tuples_of(&self, object: &ObjectRef) -> Result<Vec<(Relation, Subject)>> {
+    /// Whether `object#relation@who` is stored.
+    pub fn has_tuple(
+        &self,
+        object: &ObjectRef,
+        relation: Relation,
+        who: &Principal,
+    ) -> Result<bool> {
+        Ok(self
+            .tree
+            .contains_key(keys::principal_tuple(object, relation, who))?)
+    }
+
+    /// The usersets stored as subjects of `object#relation`.
+    pub fn usersets(&self, object: &ObjectRef, relation: Relation) -> Result<Vec<Subject>> {
         self.tree
-            .scan_prefix(keys::tuple_prefix(object))
-            .map(|kv| {
-                let t: Tuple = dec(&kv?.1)?;
-                Ok((t.relation, t.subject))
-            })
+            .scan_prefix(keys::usersets(object, relation))
+            .map(|kv| Ok(dec::<Tuple>(&kv?.1)?.subject))
             .collect()
     }
 

@@ -227,6 +227,14 @@ impl Kernel {
         self.stat_handle(task, &h)
     }
 
+    /// `stat` with the gate skipped: the baseline that measures what the
+    /// gate costs. Compiled only with the `gate-off-baseline` feature.
+    #[cfg(feature = "gate-off-baseline")]
+    pub fn stat_without_gate(&self, task: &Task, p: &str) -> Result<Stat> {
+        let h = self.resolve(task, p, true)?;
+        Ok(Stat::of(&h.zone.id, &self.inode(&h.zone, h.ino)?))
+    }
+
     /// Stat without crossing a final DT_MOUNT (shows the mount entry itself).
     pub fn lstat(&self, task: &Task, p: &str) -> Result<Stat> {
         let h = self.resolve(task, p, false)?;

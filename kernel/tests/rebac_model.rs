@@ -3,11 +3,13 @@
 //! random tuples, nested and cyclic groups; every (object, name, principal)
 //! must get the same answer.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use nexus_kernel::identity::{Permission, Principal};
 use nexus_kernel::rebac::{
-    rules, Evaluator, Name, ObjectRef, Relation, Subject, Term, Tuple, TupleSource,
+    rules, Decision, Evaluator, Name, ObjectRef, Relation, Subject, Term, Tuple, TupleSource,
 };
 use nexus_kernel::Result;
 use proptest::prelude::*;
@@ -20,12 +22,19 @@ struct World {
 }
 
 impl TupleSource for World {
-    fn tuples_of(&self, o: &ObjectRef) -> Result<Vec<(Relation, Subject)>> {
+    fn has(&self, o: &ObjectRef, r: Relation, who: &Principal) -> Result<bool> {
+        Ok(self.tuples.iter().any(|t| {
+            &t.object == o && t.relation == r && t.subject == Subject::Principal(who.clone())
+        }))
+    }
+    fn usersets(&self, o: &ObjectRef, r: Relation) -> Result<Vec<Subject>> {
         Ok(self
             .tuples
             .iter()
-            .filter(|t| &t.object == o)
-            .map(|t| (t.relation, t.subject.clone()))
+            .filter(|t| {
+                &t.object == o && t.relation == r && matches!(t.subject, Subject::Userset { .. })
+            })
+            .map(|t| t.subject.clone())
             .collect())
     }
     fn parent_of(&self, o: &ObjectRef) -> Result<Option<ObjectRef>> {
@@ -171,6 +180,35 @@ fn world() -> impl Strategy<Value = World> {
     })
 }
 
+/// The world seen through a cache of decisions, kept across checks the way
+/// the kernel's permission cache keeps them.
+struct Memo<'a> {
+    world: &'a World,
+    seen: RefCell<HashMap<(ObjectRef, Permission), Arc<Decision>>>,
+}
+
+impl TupleSource for Memo<'_> {
+    fn has(&self, o: &ObjectRef, r: Relation, who: &Principal) -> Result<bool> {
+        self.world.has(o, r, who)
+    }
+    fn usersets(&self, o: &ObjectRef, r: Relation) -> Result<Vec<Subject>> {
+        self.world.usersets(o, r)
+    }
+    fn parent_of(&self, o: &ObjectRef) -> Result<Option<ObjectRef>> {
+        self.world.parent_of(o)
+    }
+    fn known(&self, o: &ObjectRef, p: Permission) -> Option<Arc<Decision>> {
+        self.seen.borrow().get(&(o.clone(), p)).cloned()
+    }
+    fn learned(&self, o: &ObjectRef, p: Permission, proof: &[String]) {
+        let d = Decision {
+            allowed: true,
+            proof: proof.to_vec(),
+        };
+        self.seen.borrow_mut().insert((o.clone(), p), Arc::new(d));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, .. ProptestConfig::default() })]
 
@@ -186,6 +224,25 @@ proptest! {
                     prop_assert_eq!(got.allowed, want, "{} {:?} {} with tuples {:?}", o, name, who,
                         w.tuples.iter().map(|t| t.to_string()).collect::<Vec<_>>());
                     prop_assert_eq!(got.proof.is_empty(), !want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cached_evaluation_agrees_with_the_fixpoint(w in world(), order in any::<prop::sample::Index>()) {
+        let facts = reference(&w);
+        // One principal's cache, filled check by check, in a rotated order.
+        for u in 0..4 {
+            let who = principal(u);
+            let memo = Memo { world: &w, seen: RefCell::new(HashMap::new()) };
+            let start = order.index(w.objects.len());
+            for o in w.objects.iter().cycle().skip(start).take(w.objects.len()) {
+                for perm in [Permission::Read, Permission::Write, Permission::Enter, Permission::Admin] {
+                    let got = Evaluator::new(&memo).check(o, Name::Perm(perm), &who).unwrap();
+                    let want = facts.contains(&(o.clone(), Name::Perm(perm), who.clone()));
+                    prop_assert_eq!(got.allowed, want, "{} {:?} {}", o, perm, who);
+                    memo.seen.borrow_mut().insert((o.clone(), perm), Arc::new(got));
                 }
             }
         }

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::{Capabilities, Task};
+use nexus_kernel::identity::{Capabilities, Permission, Principal, Task};
 use nexus_kernel::kernel::{Kernel, KernelConfig};
+use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 use serde::Serialize;
@@ -71,22 +72,35 @@ pub async fn run(args: BenchArgs) -> CliResult {
     for (size, count) in [(4096usize, 4000 / scale), (1 << 20, 200 / scale)] {
         rows.extend(file_io(&kernel, &z, scratch.path(), size, count).await?);
     }
+    rows.extend(gate(&kernel, scale).await?);
     kernel.shutdown().await?;
     if args.json {
         return output::json(&rows);
     }
     println!(
-        "{:<44} {:>14} {:>14} {:>8} {:>9} {:>9}",
+        "{:<52} {:>12} {:>12} {:>8} {:>9} {:>9}",
         "benchmark", "nexus", "baseline", "ratio", "p50 µs", "p99 µs"
     );
     for r in rows {
         let opt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_default();
+        let num = |v: f64| {
+            if v.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{v:.0}")
+            }
+        };
+        let ratio = if r.ratio.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", r.ratio)
+        };
         println!(
-            "{:<44} {:>14.0} {:>14.0} {:>8.2} {:>9} {:>9}   ({})",
+            "{:<52} {:>12} {:>12} {:>8} {:>9} {:>9}   ({})",
             r.name,
-            r.nexus,
-            r.baseline,
-            r.ratio,
+            num(r.nexus),
+            num(r.baseline),
+            ratio,
             opt(r.p50_us),
             opt(r.p99_us),
             r.unit
@@ -303,4 +317,179 @@ async fn file_io(
             "MB/s",
         ),
     ])
+}
+
+/// Per-call latencies of `f`, sorted.
+fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        f();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    lat
+}
+
+fn latency_row(name: String, lat: &[Duration]) -> Row {
+    let mean = lat.iter().sum::<Duration>().as_secs_f64() / lat.len() as f64;
+    Row {
+        name,
+        nexus: 1.0 / mean,
+        baseline: f64::NAN,
+        unit: "checks/s",
+        ratio: f64::NAN,
+        p50_us: Some(percentile(lat, 0.50)),
+        p99_us: Some(percentile(lat, 0.99)),
+    }
+}
+
+fn rate(n: usize, f: impl FnMut()) -> f64 {
+    let lat = timed(n, f);
+    n as f64 / lat.iter().sum::<Duration>().as_secs_f64()
+}
+
+/// The gate: check latency over 100,000 tuples at inheritance depths 1, 3
+/// and 5 (cached and uncached), token verification, and what the gate adds
+/// to a stat.
+async fn gate(k: &Arc<Kernel>, scale: usize) -> CliResult<Vec<Row>> {
+    let zone = ZoneId::new("gate")?;
+    let me = crate::session::operator();
+    k.create_zone(&me, &zone).await?;
+    let owner = k.spawn_task(me.clone(), &zone, Capabilities::ALL)?;
+    let file = "/g1/g2/g3/g4/g5/file";
+    k.mkdir_all(&owner, "/g1/g2/g3/g4/g5").await?;
+    let create = OpenOptions {
+        write: true,
+        create: true,
+        ..OpenOptions::default()
+    };
+    k.open_path(&owner, file, create).await?;
+
+    // 100,000 tuples: group memberships, plus grants to others on the chain.
+    let subject = |s: &str| Subject::parse(s);
+    let mut filler = Vec::new();
+    for g in 0..999 {
+        for u in 0..100 {
+            filler.push(Tuple {
+                object: ObjectRef::group(&format!("g{g}"))?,
+                relation: Relation::Member,
+                subject: subject(&format!("user:u{u}"))?,
+            });
+        }
+    }
+    let chain = [
+        "/g1",
+        "/g1/g2",
+        "/g1/g2/g3",
+        "/g1/g2/g3/g4",
+        "/g1/g2/g3/g4/g5",
+    ];
+    for dir in chain {
+        let (_, obj) = k.object_at(&owner, dir)?;
+        for u in 0..20 {
+            filler.push(Tuple {
+                object: obj.clone(),
+                relation: Relation::Viewer,
+                subject: subject(&format!("user:other{u}"))?,
+            });
+        }
+    }
+    // The grants under test: depth d = d levels above the file.
+    for (depth, dir) in [(1, chain[4]), (3, chain[2]), (5, chain[0])] {
+        let (_, obj) = k.object_at(&owner, dir)?;
+        filler.push(Tuple {
+            object: obj,
+            relation: Relation::Viewer,
+            subject: subject(&format!("user:depth{depth}"))?,
+        });
+    }
+    let total = filler.len();
+    for batch in filler.chunks(2000) {
+        k.write_tuples(&owner, batch.to_vec(), vec![]).await?;
+    }
+    let (_, target) = k.object_at(&owner, file)?;
+    let mut rows = Vec::new();
+    let n = 200_000 / scale;
+    for depth in [1, 3, 5] {
+        let who = Principal::parse(&format!("user:depth{depth}"))?;
+        let task = k.spawn_task(who.clone(), &zone, Capabilities::ALL)?;
+        if !k.check(&task, &zone, &target, Permission::Read)?.allowed {
+            return Err(CliError::Failed(format!(
+                "benchmark set-up: the depth-{depth} grant does not apply"
+            )));
+        }
+        let uncached = timed(n / 4, || {
+            std::hint::black_box(
+                k.evaluate(&zone, &who, &target, Permission::Read)
+                    .expect("check"),
+            );
+        });
+        rows.push(latency_row(
+            format!("check, depth {depth}, {total} tuples, uncached"),
+            &uncached,
+        ));
+        let cached = timed(n, || {
+            std::hint::black_box(
+                k.check(&task, &zone, &target, Permission::Read)
+                    .expect("check"),
+            );
+        });
+        rows.push(latency_row(
+            format!("check, depth {depth}, {total} tuples, cached"),
+            &cached,
+        ));
+    }
+
+    let (token, _) = k.tokens().issue(
+        Principal::parse("agent:bench")?,
+        zone.clone(),
+        Capabilities::ALL,
+        3600,
+    )?;
+    let uncached = rate(n / 10, || {
+        std::hint::black_box(k.tokens().verify_signature(&token).expect("verify"));
+    });
+    let cached = rate(n, || {
+        std::hint::black_box(k.tokens().verify(&token).expect("verify"));
+    });
+    rows.push(row(
+        "token verify, cached (vs uncached)",
+        cached,
+        uncached,
+        "verifies/s",
+    ));
+    rows.push(stat_gate_cost(k, &owner, file, n)?);
+    Ok(rows)
+}
+
+#[cfg(feature = "gate-off-baseline")]
+fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> CliResult<Row> {
+    let gated = rate(n, || {
+        std::hint::black_box(k.stat(owner, file).expect("stat"));
+    });
+    let ungated = rate(n, || {
+        std::hint::black_box(k.stat_without_gate(owner, file).expect("stat"));
+    });
+    Ok(row(
+        "stat with the gate (vs gate off), 1 thread",
+        gated,
+        ungated,
+        "ops/s",
+    ))
+}
+
+#[cfg(not(feature = "gate-off-baseline"))]
+fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> CliResult<Row> {
+    let gated = rate(n, || {
+        std::hint::black_box(k.stat(owner, file).expect("stat"));
+    });
+    let mut r = row(
+        "stat with the gate, 1 thread (gate-off baseline: build with --features gate-off-baseline)",
+        gated,
+        f64::NAN,
+        "ops/s",
+    );
+    r.ratio = f64::NAN;
+    Ok(r)
 }
