@@ -9,7 +9,6 @@ use crate::content::{hash_hex, GcReport, CHUNK_SIZE};
 use crate::error::{KernelError, Result};
 use crate::identity::{Permission, Task};
 use crate::kernel::Kernel;
-use crate::rebac::ObjectRef;
 use crate::types::{FileKind, Ino, InodeBody, ROOT_INO};
 
 /// What `check_zone` found. The zone is consistent iff `problems` is empty.
@@ -37,14 +36,7 @@ impl Kernel {
     /// Needs `admin` on the task's zone, which it checks.
     pub async fn check_zone(&self, task: &Task, deep: bool) -> Result<CheckReport> {
         let id = task.zone();
-        self.require(
-            task,
-            id,
-            &ObjectRef::zone(id),
-            Permission::Admin,
-            "check",
-            "/",
-        )?;
+        self.require_on_zone(task, Permission::Admin, "check")?;
         let state = self.zone_state(id)?;
         let mut r = CheckReport {
             zone: id.to_string(),
@@ -180,14 +172,7 @@ impl Kernel {
                     z.id
                 ))
             })?;
-            self.require(
-                task,
-                &z.id,
-                &ObjectRef::zone(&z.id),
-                Permission::Admin,
-                "collect garbage from",
-                "/",
-            )?;
+            self.require_on_zone(task, Permission::Admin, "collect garbage from")?;
         }
         self.content
             .gc(|| {

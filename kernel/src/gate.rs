@@ -296,6 +296,12 @@ impl Kernel {
         )))
     }
 
+    /// Refuses unless `task` may `perm` its own zone as a whole.
+    pub(crate) fn require_on_zone(&self, task: &Task, perm: Permission, op: &str) -> Result<()> {
+        let zone = task.zone();
+        self.require(task, zone, &ObjectRef::zone(zone), perm, op, "/")
+    }
+
     /// Records an event if an audit log is attached.
     pub(crate) fn audit(&self, task: &Task, zone: &ZoneId, op: &str, path: &str, result: &str) {
         if let Some(sink) = self.audit.get() {
@@ -374,14 +380,7 @@ impl Kernel {
     /// object. Needs `read` on the zone.
     pub fn tuples(&self, task: &Task) -> Result<Vec<(Tuple, Option<String>)>> {
         let zone = task.zone();
-        self.require(
-            task,
-            zone,
-            &ObjectRef::zone(zone),
-            Permission::Read,
-            "list tuples of",
-            "/",
-        )?;
+        self.require_on_zone(task, Permission::Read, "list tuples of")?;
         let state = self.zone_state(zone)?;
         state
             .all_tuples()
@@ -409,14 +408,7 @@ impl Kernel {
     ) -> Result<Decision> {
         let zone = asker.zone();
         if who != asker.principal() {
-            self.require(
-                asker,
-                zone,
-                &ObjectRef::zone(zone),
-                Permission::Admin,
-                "inspect access in",
-                "/",
-            )?;
+            self.require_on_zone(asker, Permission::Admin, "inspect access in")?;
         }
         if let Some(rev) = at_least {
             self.zone(zone)?

@@ -283,14 +283,7 @@ impl Kernel {
     /// Refused while another zone mounts it. Its content goes at the next `gc`.
     pub fn destroy_zone(&self, task: &Task) -> Result<()> {
         let id = task.zone();
-        self.require(
-            task,
-            id,
-            &ObjectRef::zone(id),
-            Permission::Admin,
-            "destroy",
-            "/",
-        )?;
+        self.require_on_zone(task, Permission::Admin, "destroy")?;
         for other in self.zone_records()? {
             if &other.id == id {
                 continue;

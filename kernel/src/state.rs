@@ -124,15 +124,19 @@ impl ZoneState {
         ZoneState { tree }
     }
 
-    pub fn applied_index(&self) -> Result<u64> {
-        Ok(match self.tree.get(keys::APPLIED)? {
-            Some(v) => u64::from_be_bytes(
+    fn read_u64(&self, key: &[u8], what: &str) -> Result<u64> {
+        match self.tree.get(key)? {
+            Some(v) => Ok(u64::from_be_bytes(
                 v.as_ref()
                     .try_into()
-                    .map_err(|_| KernelError::Corrupt("applied index".into()))?,
-            ),
-            None => 0,
-        })
+                    .map_err(|_| KernelError::Corrupt(what.to_owned()))?,
+            )),
+            None => Ok(0),
+        }
+    }
+
+    pub fn applied_index(&self) -> Result<u64> {
+        self.read_u64(keys::APPLIED, "applied index")
     }
 
     pub fn inode(&self, ino: Ino) -> Result<Option<Inode>> {
@@ -221,14 +225,7 @@ impl ZoneState {
     /// permission: tuple writes, renames and removals. Cached decisions are
     /// valid exactly while it stays the same.
     pub fn auth_revision(&self) -> Result<u64> {
-        Ok(match self.tree.get(keys::AUTH_REVISION)? {
-            Some(v) => u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| KernelError::Corrupt("auth revision".into()))?,
-            ),
-            None => 0,
-        })
+        self.read_u64(keys::AUTH_REVISION, "auth revision")
     }
 
     /// Every inode in the zone (for fsck).
