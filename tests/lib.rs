@@ -148,3 +148,39 @@ impl Drop for PgServer {
             .output();
     }
 }
+
+/// Builds the example agent `examples/NAME` for wasm32-wasip2 and returns
+/// its `.wasm`. Uses its own target directory, so it never waits on the
+/// build lock of the `cargo test` that runs it.
+pub fn guest(name: &str) -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let target = nexus_bin()
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("guests");
+    let manifest = root.join("examples").join(name).join("Cargo.toml");
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("run cargo for the guest");
+    assert!(
+        status.success(),
+        "building {} failed (is the wasm32-wasip2 target installed? scripts/setup adds it)",
+        manifest.display()
+    );
+    target
+        .join("wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
+}

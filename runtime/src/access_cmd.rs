@@ -138,21 +138,6 @@ pub fn tuples(k: &Kernel, acting: &Acting, zone: &ZoneArg, json: bool) -> CliRes
     Ok(())
 }
 
-/// `90s`, `30m`, `1h`, `7d` (or plain seconds) as seconds.
-fn parse_ttl(s: &str) -> CliResult<i64> {
-    let bad = || CliError::Usage(format!("lifetime {s:?}: use e.g. 90s, 30m, 1h or 7d"));
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).filter(|v| *v > 0).ok_or_else(bad)
-}
-
 #[derive(Serialize)]
 struct TokenOutput {
     token: String,
@@ -204,7 +189,12 @@ pub async fn token(
                 .into());
             }
             let zone_id: ZoneId = task.zone().clone();
-            let (token, claims) = k.tokens().issue(subject, zone_id, caps, parse_ttl(&ttl)?)?;
+            let (token, claims) = k.tokens().issue(
+                subject,
+                zone_id,
+                caps,
+                crate::units::duration(&ttl)?.as_secs() as i64,
+            )?;
             if json {
                 output::json(&TokenOutput { token, claims })?;
             } else {
@@ -242,23 +232,6 @@ pub async fn token(
             k.tokens().revoke(&id)?;
             println!("revoked token {id}");
             Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_ttl;
-
-    #[test]
-    fn lifetimes_parse() {
-        assert_eq!(parse_ttl("90s").unwrap(), 90);
-        assert_eq!(parse_ttl("30m").unwrap(), 1800);
-        assert_eq!(parse_ttl("1h").unwrap(), 3600);
-        assert_eq!(parse_ttl("7d").unwrap(), 604_800);
-        assert_eq!(parse_ttl("45").unwrap(), 45);
-        for bad in ["", "1y", "h", "0s", "-5m"] {
-            assert!(parse_ttl(bad).is_err(), "{bad}");
         }
     }
 }

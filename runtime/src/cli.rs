@@ -88,6 +88,10 @@ pub enum KernelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run an agent (a wasm32-wasip2 component) as a task of a zone, with
+    /// the kernel as its only I/O. Its identity is `agent:<file stem>`
+    /// unless `--as` or `--token` says otherwise; it needs `enter` on the zone.
+    Run(RunArgs),
     /// Grant SUBJECT a RELATION on OBJECT: a path, `zone`, or `group:NAME`.
     Grant(TupleArgs),
     /// Remove a grant made with `nexus grant`.
@@ -133,6 +137,29 @@ pub struct BenchArgs {
     pub quick: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The agent: a WebAssembly component.
+    pub agent: PathBuf,
+    #[command(flatten)]
+    pub zone: ZoneArg,
+    /// Environment variables for the agent (it sees no others).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Kill the agent after this long, e.g. 30s or 500ms.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Most linear memory the agent may use, e.g. 256MiB.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Deterministic instruction budget (fuel); the agent stops when it runs out.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Arguments for the agent, after `--`.
+    #[arg(last = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Args)]

@@ -8,6 +8,10 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 3;
     pub const DENIED: u8 = 4;
     pub const CONFLICT: u8 = 5;
+    /// An agent ran past `--timeout` (as with timeout(1)).
+    pub const TIMEOUT: u8 = 124;
+    /// An agent trapped or ran out of fuel.
+    pub const KILLED: u8 = 125;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,8 @@ pub enum CliError {
     /// The command ran and its answer is "no" (e.g. an inconsistent zone).
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    Run(#[from] crate::agent::host::RunError),
     /// `nexus check` answered "denied" (already printed).
     #[error("access denied")]
     Denied,
@@ -53,6 +59,18 @@ impl CliError {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => exit::FAILURE,
             CliError::Denied => exit::DENIED,
+            CliError::Run(e) => match e {
+                crate::agent::host::RunError::Read { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    exit::NOT_FOUND
+                }
+                crate::agent::host::RunError::Timeout(_) => exit::TIMEOUT,
+                crate::agent::host::RunError::OutOfFuel | crate::agent::host::RunError::Trap(_) => {
+                    exit::KILLED
+                }
+                _ => exit::FAILURE,
+            },
         }
     }
 

@@ -1,18 +1,22 @@
 //! `nexus`: the command line of the Nexus runtime.
 
 mod access_cmd;
+mod agent;
 mod audit_cmd;
 mod bench;
 mod cli;
 mod error;
 mod fs_cmd;
 mod output;
+mod run_cmd;
 mod session;
 mod stress;
+mod units;
 mod zone_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use nexus_kernel::audit::{AuditSink, RecordStore};
@@ -42,7 +46,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        // The agent's (or the command's) exit status; out-of-range codes fail.
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(error::exit::FAILURE)),
         Err(e) => {
             eprintln!("error: {e}");
             if let Some(hint) = e.hint() {
@@ -67,21 +72,22 @@ fn home(given: &Option<PathBuf>) -> CliResult<PathBuf> {
         .ok_or_else(|| CliError::Usage("no data directory: set NEXUS_HOME".into()))
 }
 
-async fn run(cli: Cli) -> CliResult {
+/// Runs the command; returns the process's exit code.
+async fn run(cli: Cli) -> CliResult<i32> {
     let home = home(&cli.home)?;
     let cmd = match cli.command {
         // Benchmarks run on their own scratch data directory.
-        Command::Bench(args) => return bench::run(args).await,
+        Command::Bench(args) => return bench::run(args).await.map(|()| 0),
         // The audit log is read without opening (and locking) the kernel.
         Command::Audit(cmd) => {
             let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
-            return audit_cmd::run(&store, cmd).await;
+            return audit_cmd::run(&store, cmd).await.map(|()| 0);
         }
         Command::Kernel(cmd) => cmd,
     };
     let mut cfg = KernelConfig::embedded(&home);
     cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
-    let kernel = Kernel::open(cfg)?;
+    let kernel = Arc::new(Kernel::open(cfg)?);
     let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
     kernel.attach_audit(AuditSink::spawn(store))?;
     let result = dispatch(&kernel, &cli.as_principal, &cli.token, cmd).await;
@@ -91,14 +97,26 @@ async fn run(cli: Cli) -> CliResult {
 }
 
 async fn dispatch(
-    kernel: &Kernel,
+    kernel: &Arc<Kernel>,
     as_principal: &Option<String>,
     token: &Option<String>,
     cmd: KernelCommand,
-) -> CliResult {
+) -> CliResult<i32> {
     let k = kernel;
     let acting = || Acting::resolve(k, as_principal.as_deref(), token.as_deref());
-    match cmd {
+    let done = match cmd {
+        KernelCommand::Run(args) => {
+            // An agent is `agent:<file stem>` unless told otherwise.
+            let acting = match (as_principal, token) {
+                (None, None) => Acting {
+                    principal: run_cmd::default_principal(&args.agent),
+                    caps: nexus_kernel::identity::Capabilities::ALL,
+                    zone: None,
+                },
+                _ => acting()?,
+            };
+            return run_cmd::run(k, &acting, args).await;
+        }
         KernelCommand::Token(cmd) => {
             // For `token issue`, `--as` names the token's principal; the
             // issuer is the operator, or the holder of `--token`.
@@ -131,5 +149,6 @@ async fn dispatch(
             access_cmd::check(k, &acting()?, &zone, query, json).await
         }
         KernelCommand::Tuples { zone, json } => access_cmd::tuples(k, &acting()?, &zone, json),
-    }
+    };
+    done.map(|()| 0)
 }

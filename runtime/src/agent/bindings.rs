@@ -1,0 +1,32 @@
+//! Host bindings generated from `wit/` for what Nexus implements itself:
+//! `wasi:filesystem` on the kernel VFS and `nexus:kernel/identity`. The
+//! `wasi:io` and `wasi:clocks` types are wasmtime-wasi's own, so streams and
+//! pollables interoperate with the rest of its implementation.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "nexus:kernel/filesystem-host",
+    imports: {
+        "wasi:filesystem/types.[method]descriptor.read-via-stream": trappable,
+        "wasi:filesystem/types.[method]descriptor.write-via-stream": trappable,
+        "wasi:filesystem/types.[method]descriptor.append-via-stream": trappable,
+        "wasi:filesystem/types.[drop]descriptor": trappable,
+        "wasi:filesystem/types.[drop]directory-entry-stream": trappable,
+        "wasi:filesystem/types.filesystem-error-code": trappable,
+        "wasi:filesystem/preopens.get-directories": trappable,
+        "nexus:kernel/identity.whoami": trappable,
+        default: async | trappable,
+    },
+    trappable_error_type: {
+        "wasi:io/streams.stream-error" => wasmtime_wasi_io::streams::StreamError,
+        "wasi:filesystem/types.error-code" => crate::agent::fs::FsError,
+    },
+    with: {
+        "wasi:io/poll": wasmtime_wasi_io::bindings::wasi::io::poll,
+        "wasi:io/streams": wasmtime_wasi_io::bindings::wasi::io::streams,
+        "wasi:io/error": wasmtime_wasi_io::bindings::wasi::io::error,
+        "wasi:clocks/wall-clock": wasmtime_wasi::p2::bindings::clocks::wall_clock,
+        "wasi:filesystem/types.descriptor": crate::agent::fs::Descriptor,
+        "wasi:filesystem/types.directory-entry-stream": crate::agent::fs::DirStream,
+    },
+});

@@ -1,0 +1,578 @@
+//! `wasi:filesystem` served by the kernel VFS (invariant 5: no guest I/O
+//! touches a host path). A descriptor is a kernel handle; the single
+//! preopen `/` is the task's zone root; every call runs as the task, so the
+//! gate decides. Kernel errors map once, here, onto WASI error codes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use nexus_kernel::identity::Task;
+use nexus_kernel::kernel::Kernel;
+use nexus_kernel::types::{DirListing, FileKind, Stat};
+use nexus_kernel::vfs::{Handle, OpenOptions};
+use nexus_kernel::{ErrorCode as K, KernelError};
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
+use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
+
+use super::bindings::wasi::filesystem::types::{
+    DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode, HostDescriptor,
+    HostDirectoryEntryStream, NewTimestamp, OpenFlags, PathFlags,
+};
+use super::bindings::wasi::filesystem::{preopens, types};
+use super::state::AgentState;
+use super::streams::{KernelInputStream, KernelOutputStream};
+
+pub type FsError = wasmtime_wasi::TrappableError<ErrorCode>;
+type FsResult<T> = Result<T, FsError>;
+
+/// Directory entries fetched per kernel call while listing.
+const DIR_PAGE: usize = 256;
+
+/// The one mapping from kernel errors to guest-visible codes.
+pub fn code(e: &KernelError) -> ErrorCode {
+    match e.code() {
+        K::Access => ErrorCode::Access,
+        K::Busy => ErrorCode::Busy,
+        K::CrossDevice => ErrorCode::CrossDevice,
+        K::Exist => ErrorCode::Exist,
+        K::FileTooLarge => ErrorCode::FileTooLarge,
+        K::Invalid => ErrorCode::Invalid,
+        K::Io => ErrorCode::Io,
+        K::IsDirectory => ErrorCode::IsDirectory,
+        K::Loop => ErrorCode::Loop,
+        K::NameTooLong => ErrorCode::NameTooLong,
+        K::NoEntry => ErrorCode::NoEntry,
+        K::InsufficientSpace => ErrorCode::InsufficientSpace,
+        K::NotDirectory => ErrorCode::NotDirectory,
+        K::NotEmpty => ErrorCode::NotEmpty,
+        K::NotPermitted => ErrorCode::NotPermitted,
+        K::Quota => ErrorCode::Quota,
+        K::Unsupported => ErrorCode::Unsupported,
+        K::WouldBlock => ErrorCode::WouldBlock,
+    }
+}
+
+fn fs_err(e: KernelError) -> FsError {
+    code(&e).into()
+}
+
+/// An open file or directory of the agent's zone.
+pub struct Descriptor {
+    pub(super) handle: Handle,
+    /// The path it was opened by, from the zone root: `*_at` paths join it.
+    path: String,
+    read: bool,
+    write: bool,
+}
+
+impl Descriptor {
+    /// The zone root, the agent's single preopen.
+    pub fn root(kernel: &Kernel, task: &Task) -> Result<Self, KernelError> {
+        Ok(Descriptor {
+            handle: kernel.resolve(task, "/", true)?,
+            path: "/".into(),
+            read: true,
+            write: true,
+        })
+    }
+
+    /// `rel` relative to this directory. Absolute paths are refused, as
+    /// WASI requires; `..` is resolved by the kernel and never leaves the
+    /// zone root (invariant 4).
+    fn join(&self, rel: &str) -> FsResult<String> {
+        if self.handle.kind != FileKind::Dir {
+            return Err(ErrorCode::NotDirectory.into());
+        }
+        if rel.starts_with('/') {
+            return Err(ErrorCode::NotPermitted.into());
+        }
+        Ok(format!("{}/{}", self.path.trim_end_matches('/'), rel))
+    }
+}
+
+/// A directory listing, fetched page by page.
+pub struct DirStream {
+    handle: Handle,
+    cursor: Option<String>,
+    buf: VecDeque<DirListing>,
+    done: bool,
+}
+
+fn kind_type(kind: FileKind) -> DescriptorType {
+    match kind {
+        // Opening a mount entry crosses into the zone it links.
+        FileKind::Dir | FileKind::Mount => DescriptorType::Directory,
+        FileKind::Regular => DescriptorType::RegularFile,
+        FileKind::Pipe => DescriptorType::Fifo,
+    }
+}
+
+fn datetime(ns: i64) -> Datetime {
+    Datetime {
+        seconds: ns.div_euclid(1_000_000_000).max(0) as u64,
+        nanoseconds: ns.rem_euclid(1_000_000_000) as u32,
+    }
+}
+
+fn to_stat(s: &Stat) -> DescriptorStat {
+    DescriptorStat {
+        type_: kind_type(s.kind),
+        link_count: 1,
+        size: s.size,
+        data_access_timestamp: Some(datetime(s.atime)),
+        data_modification_timestamp: Some(datetime(s.mtime)),
+        status_change_timestamp: Some(datetime(s.ctime)),
+    }
+}
+
+fn timestamp(t: NewTimestamp) -> FsResult<Option<i64>> {
+    Ok(match t {
+        NewTimestamp::NoChange => None,
+        NewTimestamp::Now => Some(nexus_kernel::kernel::now()),
+        NewTimestamp::Timestamp(d) => {
+            let ns = i64::try_from(d.seconds)
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000_000))
+                .and_then(|s| s.checked_add(i64::from(d.nanoseconds)))
+                .ok_or(ErrorCode::Overflow)?;
+            Some(ns)
+        }
+    })
+}
+
+async fn set_times_of(
+    kernel: &Kernel,
+    task: &Task,
+    h: &Handle,
+    atime: NewTimestamp,
+    mtime: NewTimestamp,
+) -> FsResult<()> {
+    let (a, m) = (timestamp(atime)?, timestamp(mtime)?);
+    kernel
+        .set_times(task, h, a, m)
+        .await
+        .map(|_| ())
+        .map_err(fs_err)
+}
+
+fn hash_of(s: &Stat) -> types::MetadataHashValue {
+    let h = blake3::hash(format!("{}:{}:{}:{}", s.zone, s.ino, s.version, s.mtime).as_bytes());
+    let b = h.as_bytes();
+    types::MetadataHashValue {
+        lower: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        upper: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+    }
+}
+
+impl AgentState {
+    fn desc(&self, fd: &Resource<Descriptor>) -> FsResult<&Descriptor> {
+        self.table.get(fd).map_err(FsError::trap)
+    }
+
+    fn file(&self, fd: &Resource<Descriptor>) -> FsResult<&Descriptor> {
+        let d = self.desc(fd)?;
+        match d.handle.kind {
+            FileKind::Dir | FileKind::Mount => Err(ErrorCode::IsDirectory.into()),
+            _ => Ok(d),
+        }
+    }
+}
+
+impl preopens::Host for AgentState {
+    fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
+        let root = Descriptor::root(&self.kernel, &self.task)
+            .map_err(|e| wasmtime::format_err!("zone root of {}: {e}", self.task.zone()))?;
+        let fd = self
+            .push_descriptor(root)
+            .map_err(|e| wasmtime::format_err!("{e:?}"))?;
+        Ok(vec![(fd, "/".into())])
+    }
+}
+
+impl types::Host for AgentState {
+    fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
+        err.downcast()
+    }
+
+    fn filesystem_error_code(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        let err = self.table.get(&err)?;
+        Ok(err.downcast_ref::<KernelError>().map(code))
+    }
+}
+
+impl HostDescriptor for AgentState {
+    async fn advise(
+        &mut self,
+        fd: Resource<Descriptor>,
+        _: u64,
+        _: u64,
+        _: types::Advice,
+    ) -> FsResult<()> {
+        self.file(&fd)?;
+        Ok(())
+    }
+
+    /// Kernel writes are durable when they return; there is nothing to sync.
+    async fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        self.desc(&fd)?;
+        Ok(())
+    }
+
+    async fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
+        self.desc(&fd)?;
+        Ok(())
+    }
+
+    async fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorFlags> {
+        let d = self.desc(&fd)?;
+        let mut f = DescriptorFlags::empty();
+        if d.read {
+            f |= DescriptorFlags::READ;
+        }
+        if d.write {
+            f |= DescriptorFlags::WRITE;
+            if d.handle.kind == FileKind::Dir {
+                f |= DescriptorFlags::MUTATE_DIRECTORY;
+            }
+        }
+        Ok(f)
+    }
+
+    async fn get_type(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorType> {
+        Ok(kind_type(self.desc(&fd)?.handle.kind))
+    }
+
+    async fn set_size(&mut self, fd: Resource<Descriptor>, size: u64) -> FsResult<()> {
+        let h = self.file(&fd)?.handle.clone();
+        self.kernel
+            .truncate(&self.task, &h, size)
+            .await
+            .map_err(fs_err)
+    }
+
+    async fn set_times(
+        &mut self,
+        fd: Resource<Descriptor>,
+        atime: NewTimestamp,
+        mtime: NewTimestamp,
+    ) -> FsResult<()> {
+        let h = self.desc(&fd)?.handle.clone();
+        set_times_of(&self.kernel, &self.task, &h, atime, mtime).await
+    }
+
+    async fn read(
+        &mut self,
+        fd: Resource<Descriptor>,
+        len: u64,
+        offset: u64,
+    ) -> FsResult<(Vec<u8>, bool)> {
+        let h = self.file(&fd)?.handle.clone();
+        let bytes = self
+            .kernel
+            .read(&self.task, &h, offset, len)
+            .await
+            .map_err(fs_err)?;
+        let eof = bytes.is_empty() && len > 0;
+        Ok((bytes.to_vec(), eof))
+    }
+
+    async fn write(
+        &mut self,
+        fd: Resource<Descriptor>,
+        buf: Vec<u8>,
+        offset: u64,
+    ) -> FsResult<u64> {
+        let d = self.file(&fd)?;
+        if !d.write {
+            return Err(ErrorCode::BadDescriptor.into());
+        }
+        let h = d.handle.clone();
+        self.kernel
+            .write(&self.task, &h, offset, &buf)
+            .await
+            .map_err(fs_err)
+    }
+
+    async fn read_directory(&mut self, fd: Resource<Descriptor>) -> FsResult<Resource<DirStream>> {
+        let d = self.desc(&fd)?;
+        if d.handle.kind != FileKind::Dir {
+            return Err(ErrorCode::NotDirectory.into());
+        }
+        // Listing needs `read`; checking now reports a denial at the call.
+        self.kernel
+            .readdir_handle(&self.task, &d.handle, None, 1)
+            .map_err(fs_err)?;
+        let stream = DirStream {
+            handle: d.handle.clone(),
+            cursor: None,
+            buf: VecDeque::new(),
+            done: false,
+        };
+        self.table.push(stream).map_err(FsError::trap)
+    }
+
+    async fn create_directory_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        let p = self.desc(&fd)?.join(&path)?;
+        self.kernel
+            .mkdir(&self.task, &p)
+            .await
+            .map(|_| ())
+            .map_err(fs_err)
+    }
+
+    async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
+        let h = self.desc(&fd)?.handle.clone();
+        let s = self.kernel.stat_handle(&self.task, &h).map_err(fs_err)?;
+        Ok(to_stat(&s))
+    }
+
+    async fn stat_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        _: PathFlags,
+        path: String,
+    ) -> FsResult<DescriptorStat> {
+        let p = self.desc(&fd)?.join(&path)?;
+        let s = self.kernel.stat(&self.task, &p).map_err(fs_err)?;
+        Ok(to_stat(&s))
+    }
+
+    async fn set_times_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        _: PathFlags,
+        path: String,
+        atime: NewTimestamp,
+        mtime: NewTimestamp,
+    ) -> FsResult<()> {
+        let p = self.desc(&fd)?.join(&path)?;
+        let h = self.kernel.resolve(&self.task, &p, true).map_err(fs_err)?;
+        set_times_of(&self.kernel, &self.task, &h, atime, mtime).await
+    }
+
+    /// Nexus has no hard links.
+    async fn link_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        _: PathFlags,
+        _: String,
+        _: Resource<Descriptor>,
+        _: String,
+    ) -> FsResult<()> {
+        self.desc(&fd)?;
+        Err(ErrorCode::Unsupported.into())
+    }
+
+    async fn open_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        _: PathFlags,
+        path: String,
+        oflags: OpenFlags,
+        flags: DescriptorFlags,
+    ) -> FsResult<Resource<Descriptor>> {
+        let p = self.desc(&fd)?.join(&path)?;
+        let write = flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY);
+        let opts = OpenOptions {
+            read: flags.contains(DescriptorFlags::READ),
+            write,
+            create: oflags.contains(OpenFlags::CREATE),
+            exclusive: oflags.contains(OpenFlags::EXCLUSIVE),
+            truncate: oflags.contains(OpenFlags::TRUNCATE),
+            directory: oflags.contains(OpenFlags::DIRECTORY),
+        };
+        let handle = self
+            .kernel
+            .open_path(&self.task, &p, opts)
+            .await
+            .map_err(fs_err)?;
+        if handle.kind == FileKind::Dir && flags.contains(DescriptorFlags::WRITE) {
+            return Err(ErrorCode::IsDirectory.into());
+        }
+        let d = Descriptor {
+            handle,
+            path: p,
+            read: opts.read,
+            write,
+        };
+        self.push_descriptor(d)
+    }
+
+    fn drop(&mut self, fd: Resource<Descriptor>) -> wasmtime::Result<()> {
+        self.table.delete(fd)?;
+        self.open_descriptors = self.open_descriptors.saturating_sub(1);
+        Ok(())
+    }
+
+    /// Nexus has no symbolic links: nothing is one.
+    async fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
+        let p = self.desc(&fd)?.join(&path)?;
+        self.kernel.stat(&self.task, &p).map_err(fs_err)?;
+        Err(ErrorCode::Invalid.into())
+    }
+
+    async fn remove_directory_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        let p = self.desc(&fd)?.join(&path)?;
+        self.kernel.rmdir(&self.task, &p).await.map_err(fs_err)
+    }
+
+    async fn rename_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        old: String,
+        new_fd: Resource<Descriptor>,
+        new: String,
+    ) -> FsResult<()> {
+        let from = self.desc(&fd)?.join(&old)?;
+        let to = self.desc(&new_fd)?.join(&new)?;
+        self.kernel
+            .rename(&self.task, &from, &to)
+            .await
+            .map_err(fs_err)
+    }
+
+    /// Nexus has no symbolic links.
+    async fn symlink_at(&mut self, fd: Resource<Descriptor>, _: String, _: String) -> FsResult<()> {
+        self.desc(&fd)?;
+        Err(ErrorCode::Unsupported.into())
+    }
+
+    async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
+        let p = self.desc(&fd)?.join(&path)?;
+        self.kernel.unlink(&self.task, &p).await.map_err(fs_err)
+    }
+
+    fn read_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: u64,
+    ) -> FsResult<Resource<DynInputStream>> {
+        let h = self.file(&fd)?.handle.clone();
+        let s: DynInputStream = Box::new(KernelInputStream::new(
+            self.kernel.clone(),
+            self.task.clone(),
+            h,
+            offset,
+        ));
+        self.table.push(s).map_err(FsError::trap)
+    }
+
+    fn write_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        offset: u64,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        self.output_stream(fd, |k, t, h| KernelOutputStream::at(k, t, h, offset))
+    }
+
+    fn append_via_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        self.output_stream(fd, KernelOutputStream::append)
+    }
+
+    async fn is_same_object(
+        &mut self,
+        a: Resource<Descriptor>,
+        b: Resource<Descriptor>,
+    ) -> wasmtime::Result<bool> {
+        let (a, b) = (&self.table.get(&a)?.handle, &self.table.get(&b)?.handle);
+        Ok(a.zone_id() == b.zone_id() && a.ino == b.ino)
+    }
+
+    async fn metadata_hash(
+        &mut self,
+        fd: Resource<Descriptor>,
+    ) -> FsResult<types::MetadataHashValue> {
+        let h = self.desc(&fd)?.handle.clone();
+        let s = self.kernel.stat_handle(&self.task, &h).map_err(fs_err)?;
+        Ok(hash_of(&s))
+    }
+
+    async fn metadata_hash_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        _: PathFlags,
+        path: String,
+    ) -> FsResult<types::MetadataHashValue> {
+        let p = self.desc(&fd)?.join(&path)?;
+        let s = self.kernel.stat(&self.task, &p).map_err(fs_err)?;
+        Ok(hash_of(&s))
+    }
+}
+
+impl HostDirectoryEntryStream for AgentState {
+    async fn read_directory_entry(
+        &mut self,
+        stream: Resource<DirStream>,
+    ) -> FsResult<Option<DirectoryEntry>> {
+        let (kernel, task) = (self.kernel.clone(), self.task.clone());
+        let s = self.table.get_mut(&stream).map_err(FsError::trap)?;
+        if s.buf.is_empty() && !s.done {
+            let page = kernel
+                .readdir_handle(&task, &s.handle, s.cursor.as_deref(), DIR_PAGE)
+                .map_err(fs_err)?;
+            s.done = page.next.is_none();
+            s.cursor = page.next;
+            s.buf.extend(page.entries);
+        }
+        Ok(s.buf.pop_front().map(|e| DirectoryEntry {
+            type_: kind_type(e.kind),
+            name: e.name,
+        }))
+    }
+
+    fn drop(&mut self, stream: Resource<DirStream>) -> wasmtime::Result<()> {
+        self.table.delete(stream)?;
+        Ok(())
+    }
+}
+
+impl AgentState {
+    /// A stream writing to the file behind `fd`, which must be writable.
+    fn output_stream(
+        &mut self,
+        fd: Resource<Descriptor>,
+        make: impl FnOnce(Arc<Kernel>, Task, Handle) -> KernelOutputStream,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        let d = self.file(&fd)?;
+        if !d.write {
+            return Err(ErrorCode::BadDescriptor.into());
+        }
+        let s: DynOutputStream = Box::new(make(
+            self.kernel.clone(),
+            self.task.clone(),
+            d.handle.clone(),
+        ));
+        self.table.push(s).map_err(FsError::trap)
+    }
+
+    /// Adds a descriptor, within the task's descriptor limit (invariant 7).
+    fn push_descriptor(&mut self, d: Descriptor) -> FsResult<Resource<Descriptor>> {
+        if self.open_descriptors >= self.limits.max_descriptors {
+            return Err(ErrorCode::InsufficientMemory.into());
+        }
+        let fd = self.table.push(d).map_err(FsError::trap)?;
+        self.open_descriptors += 1;
+        Ok(fd)
+    }
+}
+
+/// Shared by the streams: a kernel call's failure as a stream error the
+/// guest can inspect with `filesystem-error-code`.
+pub fn stream_failure(e: KernelError) -> wasmtime_wasi_io::streams::StreamError {
+    wasmtime_wasi_io::streams::StreamError::LastOperationFailed(wasmtime::Error::new(e))
+}

@@ -1,0 +1,275 @@
+//! The wasmtime host: one shared `Engine` (pooling allocator, copy-on-write
+//! memory images, epoch interruption), compiled components cached on disk
+//! by content hash, a linker holding only what Nexus serves, and `run`.
+//!
+//! The linker never contains wasmtime-wasi's filesystem, sockets or http
+//! (invariant 5): `wasi:filesystem` is `agent::fs` on the kernel; `wasi:cli`,
+//! `wasi:clocks`, `wasi:random` and `wasi:io` are wasmtime-wasi's.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_kernel::identity::Task;
+use nexus_kernel::kernel::Kernel;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+use wasmtime_wasi::p2::bindings::{cli, clocks, random, CommandPre};
+use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+use super::bindings;
+use super::state::{AgentState, TaskLimits};
+
+/// How often the epoch advances: the granularity of `--timeout`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Errors at the runtime boundary, mapped once to CLI messages.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}: not a WebAssembly file (no \\0asm header)")]
+    NotWasm(String),
+    #[error("{0}: a core wasm module; build the agent for wasm32-wasip2 (components) — wasip1 modules are not supported yet")]
+    CoreModule(String),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot load the component: {0}")]
+    Compile(String),
+    #[error("the agent imports something Nexus does not provide: {0}")]
+    MissingImport(String),
+    #[error("agent killed: ran past its {0:?} timeout")]
+    Timeout(Duration),
+    #[error("agent killed: out of fuel")]
+    OutOfFuel,
+    #[error("agent trapped: {0}")]
+    Trap(String),
+    #[error("runtime: {0}")]
+    Host(String),
+}
+
+/// What one run may use.
+#[derive(Debug, Clone)]
+pub struct RunLimits {
+    pub timeout: Option<Duration>,
+    pub memory: usize,
+    pub fuel: Option<u64>,
+    pub max_descriptors: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        RunLimits {
+            timeout: None,
+            memory: 256 << 20,
+            fuel: None,
+            max_descriptors: 1024,
+        }
+    }
+}
+
+/// The shared engine and linker of a node.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<AgentState>,
+    cache_dir: PathBuf,
+    _ticker: std::thread::JoinHandle<()>,
+}
+
+fn host_err(e: impl std::fmt::Display) -> RunError {
+    RunError::Host(e.to_string())
+}
+
+impl Host {
+    /// `fuel` turns on deterministic fuel metering for every store of this
+    /// engine (it costs some speed, so it is off unless asked for).
+    pub fn new(cache_dir: &Path, fuel: bool, memory: usize) -> Result<Self, RunError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(64)
+            .total_core_instances(256)
+            .total_memories(64)
+            .total_tables(256)
+            .max_memory_size(memory);
+        let mut cfg = Config::new();
+        cfg.epoch_interruption(true)
+            .consume_fuel(fuel)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(host_err)?;
+        let ticker = {
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("nexus-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                })
+                .map_err(host_err)?
+        };
+        let linker = Self::linker(&engine).map_err(host_err)?;
+        std::fs::create_dir_all(cache_dir).map_err(host_err)?;
+        Ok(Host {
+            engine,
+            linker,
+            cache_dir: cache_dir.to_owned(),
+            _ticker: ticker,
+        })
+    }
+
+    fn linker(engine: &Engine) -> wasmtime::Result<Linker<AgentState>> {
+        let mut l = Linker::new(engine);
+        wasmtime_wasi_io::add_to_linker_async(&mut l)?;
+        clocks::wall_clock::add_to_linker::<AgentState, WasiClocks>(&mut l, AgentState::clocks)?;
+        clocks::monotonic_clock::add_to_linker::<AgentState, WasiClocks>(
+            &mut l,
+            AgentState::clocks,
+        )?;
+        random::random::add_to_linker::<AgentState, WasiRandom>(&mut l, AgentState::random)?;
+        random::insecure::add_to_linker::<AgentState, WasiRandom>(&mut l, AgentState::random)?;
+        random::insecure_seed::add_to_linker::<AgentState, WasiRandom>(&mut l, AgentState::random)?;
+        cli::exit::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::environment::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::stdin::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::stdout::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::stderr::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::terminal_input::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::terminal_output::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::terminal_stdin::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::terminal_stdout::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        cli::terminal_stderr::add_to_linker::<AgentState, WasiCli>(&mut l, AgentState::cli)?;
+        bindings::wasi::filesystem::types::add_to_linker::<AgentState, HasSelf<AgentState>>(
+            &mut l,
+            |s| s,
+        )?;
+        bindings::wasi::filesystem::preopens::add_to_linker::<AgentState, HasSelf<AgentState>>(
+            &mut l,
+            |s| s,
+        )?;
+        bindings::nexus::kernel::identity::add_to_linker::<AgentState, HasSelf<AgentState>>(
+            &mut l,
+            |s| s,
+        )?;
+        Ok(l)
+    }
+
+    /// Loads a component, compiling it only if this engine has not compiled
+    /// these exact bytes before (cache keyed by content hash and engine).
+    pub fn load(&self, path: &Path) -> Result<Component, RunError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| RunError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(RunError::CoreModule(shown)),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(RunError::NotWasm(shown)),
+        }
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            blake3::hash(&bytes).to_hex(),
+            engine_hash.finish()
+        );
+        let cached = self.cache_dir.join(key);
+        if cached.exists() {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // same engine configuration (the hash is in its name), in the
+            // node's private data directory.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                return Ok(c);
+            }
+        }
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| RunError::Compile(format!("{e:#}")))?;
+        if let Ok(artifact) = component.serialize() {
+            let tmp = cached.with_extension("tmp");
+            if std::fs::write(&tmp, artifact).is_ok() {
+                let _ = std::fs::rename(&tmp, &cached);
+            }
+        }
+        Ok(component)
+    }
+
+    /// Runs `component` as `task` to completion; returns its exit code.
+    pub async fn run(
+        &self,
+        kernel: Arc<Kernel>,
+        task: Task,
+        component: &Component,
+        args: &[String],
+        env: &[(String, String)],
+        limits: &RunLimits,
+    ) -> Result<i32, RunError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| RunError::MissingImport(format!("{e:#}")))?;
+        let pre = CommandPre::new(pre)
+            .map_err(|e| RunError::Compile(format!("not a command component: {e:#}")))?;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(args)
+            .envs(env)
+            .inherit_stdin()
+            .inherit_stdout()
+            .inherit_stderr();
+        let state = AgentState {
+            wasi: wasi.build(),
+            table: Default::default(),
+            kernel,
+            task,
+            limits: TaskLimits {
+                max_descriptors: limits.max_descriptors,
+            },
+            open_descriptors: 0,
+            store_limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory)
+                .instances(64)
+                .tables(256)
+                .table_elements(1 << 20)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(AgentState::limiter);
+        store.epoch_deadline_trap();
+        let ticks = limits
+            .timeout
+            .map(|t| (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64)
+            .unwrap_or(u64::MAX / 2);
+        store.set_epoch_deadline(ticks);
+        if let Some(fuel) = limits.fuel {
+            store.set_fuel(fuel).map_err(host_err)?;
+        }
+        let outcome = async {
+            let cmd = pre.instantiate_async(&mut store).await?;
+            cmd.wasi_cli_run().call_run(&mut store).await
+        }
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(0),
+            Ok(Err(())) => Ok(1),
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<I32Exit>() {
+                    return Ok(exit.0);
+                }
+                match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => {
+                        Err(RunError::Timeout(limits.timeout.unwrap_or_default()))
+                    }
+                    Some(wasmtime::Trap::OutOfFuel) => Err(RunError::OutOfFuel),
+                    _ => Err(RunError::Trap(format!("{e:#}"))),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Agents as WebAssembly components, with the kernel as their only I/O.
+
+mod bindings;
+pub mod fs;
+pub mod host;
+pub mod state;
+mod streams;

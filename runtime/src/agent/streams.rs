@@ -1,0 +1,239 @@
+//! `wasi:io` streams over kernel file handles. A read or write is a kernel
+//! call running as its own tokio task; the stream's pollable waits on it,
+//! so a guest blocked on a stream never spins (no busy waiting), and at most
+//! one call is in flight per stream with a bounded buffer (invariant 7).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use nexus_kernel::identity::Task;
+use nexus_kernel::kernel::Kernel;
+use nexus_kernel::vfs::Handle;
+use nexus_kernel::KernelError;
+use tokio::task::JoinHandle;
+use wasmtime_wasi_io::poll::Pollable;
+use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
+
+use super::fs::stream_failure;
+
+/// Bytes fetched or accepted per kernel call at most.
+pub const STREAM_CHUNK: usize = 1 << 20;
+
+enum ReadState {
+    Idle,
+    Pending(JoinHandle<Result<Bytes, KernelError>>),
+    Ready(Bytes),
+    Failed(KernelError),
+    Closed,
+}
+
+/// Reads a file sequentially from an offset.
+pub struct KernelInputStream {
+    kernel: Arc<Kernel>,
+    task: Task,
+    handle: Handle,
+    offset: u64,
+    state: ReadState,
+}
+
+impl KernelInputStream {
+    pub fn new(kernel: Arc<Kernel>, task: Task, handle: Handle, offset: u64) -> Self {
+        KernelInputStream {
+            kernel,
+            task,
+            handle,
+            offset,
+            state: ReadState::Idle,
+        }
+    }
+
+    fn start(&mut self) {
+        let (k, t, h, off) = (
+            self.kernel.clone(),
+            self.task.clone(),
+            self.handle.clone(),
+            self.offset,
+        );
+        self.state = ReadState::Pending(tokio::spawn(async move {
+            k.read(&t, &h, off, STREAM_CHUNK as u64).await
+        }));
+    }
+
+    fn settle(&mut self, r: Result<Result<Bytes, KernelError>, tokio::task::JoinError>) {
+        self.state = match r {
+            Ok(Ok(b)) if b.is_empty() => ReadState::Closed,
+            Ok(Ok(b)) => ReadState::Ready(b),
+            Ok(Err(e)) => ReadState::Failed(e),
+            Err(e) => ReadState::Failed(KernelError::Storage(format!("read task: {e}"))),
+        };
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for KernelInputStream {
+    async fn ready(&mut self) {
+        if let ReadState::Idle = self.state {
+            self.start();
+        }
+        if let ReadState::Pending(h) = &mut self.state {
+            let r = h.await;
+            self.settle(r);
+        }
+    }
+}
+
+impl InputStream for KernelInputStream {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        if let ReadState::Pending(h) = &mut self.state {
+            match h.now_or_never() {
+                Some(r) => self.settle(r),
+                None => return Ok(Bytes::new()),
+            }
+        }
+        match std::mem::replace(&mut self.state, ReadState::Idle) {
+            ReadState::Idle => {
+                self.start();
+                Ok(Bytes::new())
+            }
+            ReadState::Ready(mut b) => {
+                let out = b.split_to(size.min(b.len()));
+                self.offset += out.len() as u64;
+                if !b.is_empty() {
+                    self.state = ReadState::Ready(b);
+                }
+                Ok(out)
+            }
+            ReadState::Failed(e) => {
+                self.state = ReadState::Closed;
+                Err(stream_failure(e))
+            }
+            ReadState::Closed => {
+                self.state = ReadState::Closed;
+                Err(StreamError::Closed)
+            }
+            ReadState::Pending(_) => unreachable!("settled above"),
+        }
+    }
+}
+
+/// Where an output stream's bytes land.
+#[derive(Clone, Copy)]
+enum Place {
+    At(u64),
+    Append,
+}
+
+/// Writes to a file at an offset (advancing) or at its end.
+pub struct KernelOutputStream {
+    kernel: Arc<Kernel>,
+    task: Task,
+    handle: Handle,
+    place: Place,
+    pending: Option<JoinHandle<Result<u64, KernelError>>>,
+    failed: Option<KernelError>,
+}
+
+impl KernelOutputStream {
+    fn new(kernel: Arc<Kernel>, task: Task, handle: Handle, place: Place) -> Self {
+        KernelOutputStream {
+            kernel,
+            task,
+            handle,
+            place,
+            pending: None,
+            failed: None,
+        }
+    }
+
+    pub fn at(kernel: Arc<Kernel>, task: Task, handle: Handle, offset: u64) -> Self {
+        Self::new(kernel, task, handle, Place::At(offset))
+    }
+
+    pub fn append(kernel: Arc<Kernel>, task: Task, handle: Handle) -> Self {
+        Self::new(kernel, task, handle, Place::Append)
+    }
+
+    fn settle(&mut self, r: Result<Result<u64, KernelError>, tokio::task::JoinError>) {
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.failed = Some(e),
+            Err(e) => self.failed = Some(KernelError::Storage(format!("write task: {e}"))),
+        }
+    }
+
+    /// Whether the write in flight (if any) has finished; records its error.
+    fn poll_done(&mut self) -> bool {
+        match &mut self.pending {
+            None => true,
+            Some(h) => match h.now_or_never() {
+                Some(r) => {
+                    self.pending = None;
+                    self.settle(r);
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+
+    fn check_failed(&mut self) -> StreamResult<()> {
+        match self.failed.take() {
+            Some(e) => Err(stream_failure(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for KernelOutputStream {
+    async fn ready(&mut self) {
+        if let Some(h) = self.pending.take() {
+            let r = h.await;
+            self.settle(r);
+        }
+    }
+}
+
+impl OutputStream for KernelOutputStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if !self.poll_done() {
+            return Err(StreamError::trap(
+                "write without permission from check-write",
+            ));
+        }
+        self.check_failed()?;
+        if bytes.len() > STREAM_CHUNK {
+            return Err(StreamError::trap("write larger than check-write permitted"));
+        }
+        let (k, t, h, place) = (
+            self.kernel.clone(),
+            self.task.clone(),
+            self.handle.clone(),
+            self.place,
+        );
+        if let Place::At(off) = &mut self.place {
+            *off += bytes.len() as u64;
+        }
+        self.pending = Some(tokio::spawn(async move {
+            match place {
+                Place::At(off) => k.write(&t, &h, off, &bytes).await,
+                Place::Append => k.append(&t, &h, &bytes).await,
+            }
+        }));
+        Ok(())
+    }
+
+    /// Each write is durable once it completes; flushing waits for that.
+    fn flush(&mut self) -> StreamResult<()> {
+        self.check_failed()
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        if !self.poll_done() {
+            return Ok(0);
+        }
+        self.check_failed()?;
+        Ok(STREAM_CHUNK)
+    }
+}
