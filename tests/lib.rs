@@ -149,10 +149,11 @@ impl Drop for PgServer {
     }
 }
 
-/// Builds the example agent `examples/NAME` for wasm32-wasip2 and returns
-/// its `.wasm`. Uses its own target directory, so it never waits on the
-/// build lock of the `cargo test` that runs it.
-pub fn guest(name: &str) -> PathBuf {
+/// Builds the guest at `dir` (relative to the repository, e.g.
+/// `examples/hello`) for wasm32-wasip2 and returns its `.wasm`. Uses its own
+/// target directory, so it never waits on the build lock of the `cargo
+/// test` that runs it.
+pub fn guest(dir: &str) -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
@@ -161,7 +162,11 @@ pub fn guest(name: &str) -> PathBuf {
         .and_then(|d| d.parent())
         .expect("target dir")
         .join("guests");
-    let manifest = root.join("examples").join(name).join("Cargo.toml");
+    let manifest = root.join(dir).join("Cargo.toml");
+    let name = std::path::Path::new(dir)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a guest name");
     let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
         .args([
             "build",

@@ -15,7 +15,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn hello_runs_as_its_own_identity_on_its_zone() {
-    let hello = guest("hello");
+    let hello = guest("examples/hello");
     let hello = hello.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
@@ -117,7 +117,7 @@ fn files_that_are_not_components_get_clear_errors() {
     );
     let r = run(home, &["run", "/no/such/agent.wasm", "--zone", "z1"]);
     assert_eq!(r.status.code(), Some(3));
-    let hello = guest("hello");
+    let hello = guest("examples/hello");
     let r = run(home, &["run", hello.to_str().unwrap(), "--zone", "nozone"]);
     assert_eq!(r.status.code(), Some(3));
     assert!(

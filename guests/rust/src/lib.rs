@@ -41,3 +41,10 @@ pub fn exit(code: u8) -> ! {
     bindings::wasi::cli::exit::exit_with_code(code);
     unreachable!("exit-with-code returned")
 }
+
+/// The raw generated bindings (all of `wasi:*` and `nexus:kernel`), for
+/// calls `std` does not make.
+pub mod raw {
+    pub use crate::bindings::nexus;
+    pub use crate::bindings::wasi;
+}

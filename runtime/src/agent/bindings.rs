@@ -1,5 +1,6 @@
 //! Host bindings generated from `wit/` for what Nexus implements itself:
-//! `wasi:filesystem` on the kernel VFS and `nexus:kernel/identity`. The
+//! `wasi:filesystem` on the kernel VFS, `wasi:sockets` denying every call,
+//! and `nexus:kernel/identity`. The
 //! `wasi:io` and `wasi:clocks` types are wasmtime-wasi's own, so streams and
 //! pollables interoperate with the rest of its implementation.
 
@@ -20,6 +21,7 @@ wasmtime::component::bindgen!({
     trappable_error_type: {
         "wasi:io/streams.stream-error" => wasmtime_wasi_io::streams::StreamError,
         "wasi:filesystem/types.error-code" => crate::agent::fs::FsError,
+        "wasi:sockets/network.error-code" => crate::agent::sockets::SocketError,
     },
     with: {
         "wasi:io/poll": wasmtime_wasi_io::bindings::wasi::io::poll,
@@ -28,5 +30,11 @@ wasmtime::component::bindgen!({
         "wasi:clocks/wall-clock": wasmtime_wasi::p2::bindings::clocks::wall_clock,
         "wasi:filesystem/types.descriptor": crate::agent::fs::Descriptor,
         "wasi:filesystem/types.directory-entry-stream": crate::agent::fs::DirStream,
+        "wasi:sockets/network.network": crate::agent::sockets::Network,
+        "wasi:sockets/tcp.tcp-socket": crate::agent::sockets::NoSocket,
+        "wasi:sockets/udp.udp-socket": crate::agent::sockets::NoSocket,
+        "wasi:sockets/udp.incoming-datagram-stream": crate::agent::sockets::NoSocket,
+        "wasi:sockets/udp.outgoing-datagram-stream": crate::agent::sockets::NoSocket,
+        "wasi:sockets/ip-name-lookup.resolve-address-stream": crate::agent::sockets::NoSocket,
     },
 });

@@ -156,6 +156,16 @@ impl Host {
             &mut l,
             |s| s,
         )?;
+        // Present, and denying every call (see `agent::sockets`).
+        use bindings::wasi::sockets as net;
+        type Me = HasSelf<AgentState>;
+        net::network::add_to_linker::<AgentState, Me>(&mut l, &Default::default(), |s| s)?;
+        net::instance_network::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
+        net::tcp::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
+        net::tcp_create_socket::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
+        net::udp::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
+        net::udp_create_socket::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
+        net::ip_name_lookup::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
         Ok(l)
     }
 

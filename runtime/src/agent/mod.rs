@@ -3,5 +3,6 @@
 mod bindings;
 pub mod fs;
 pub mod host;
+pub mod sockets;
 pub mod state;
 mod streams;

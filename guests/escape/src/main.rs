@@ -1,0 +1,137 @@
+//! Tries to escape its sandbox in the way its first argument names, and
+//! prints one line per attempt: `ATTEMPT: OUTCOME`. The end-to-end escape
+//! suite runs it under `nexus run` and checks every outcome.
+
+use std::fs;
+use std::io::Read;
+
+fn outcome<T>(r: std::io::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("{:?}", e.kind()),
+    }
+}
+
+fn main() {
+    let case = std::env::args().nth(1).unwrap_or_default();
+    match case.as_str() {
+        "paths" => {
+            for p in [
+                "../../../../etc/passwd",
+                "/etc/passwd",
+                "/proc/self/environ",
+                "/../../root",
+                "../..",
+            ] {
+                println!("read {p}: {}", outcome(fs::read(p)));
+            }
+            // `..` at the root stays at the root: this lists the zone root.
+            let names: Vec<String> = fs::read_dir("/../../..")
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!("list /../../..: {}", names.join(","));
+            let long = format!("/{}", "a/".repeat(3000));
+            println!("read long path: {}", outcome(fs::read(&long)));
+            let long_name = format!("/{}", "n".repeat(300));
+            println!("create long name: {}", outcome(fs::write(&long_name, b"x")));
+            use nexus_guest::raw::wasi::filesystem::preopens;
+            let (root, _) = preopens::get_directories()
+                .into_iter()
+                .next()
+                .expect("a preopen");
+            match root.symlink_at("/etc/passwd", "link") {
+                Ok(()) => println!("symlink: ok"),
+                Err(e) => println!("symlink: {e:?}"),
+            }
+            println!(
+                "hard link: {}",
+                outcome(fs::hard_link("/secret.txt", "/hard"))
+            );
+        }
+        "net" => {
+            println!(
+                "tcp connect: {}",
+                outcome(std::net::TcpStream::connect("127.0.0.1:22"))
+            );
+            println!(
+                "tcp bind: {}",
+                outcome(std::net::TcpListener::bind("0.0.0.0:8080"))
+            );
+            println!(
+                "udp bind: {}",
+                outcome(std::net::UdpSocket::bind("0.0.0.0:5353"))
+            );
+            use std::net::ToSocketAddrs;
+            println!("resolve: {}", outcome("localhost:80".to_socket_addrs()));
+        }
+        "env" => {
+            let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("env: {}", vars.join(","));
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            println!("args: {}", args.join(","));
+        }
+        "fds" => {
+            fs::write("/fd.txt", b"x").expect("a writable zone");
+            let mut open = Vec::new();
+            let err = loop {
+                match fs::File::open("/fd.txt") {
+                    Ok(f) => open.push(f),
+                    Err(e) => break e,
+                }
+                if open.len() > 100_000 {
+                    break std::io::Error::other("no limit");
+                }
+            };
+            println!("fds: {} then {:?}", open.len(), err.kind());
+            drop(open);
+            println!("after closing: {}", outcome(fs::File::open("/fd.txt")));
+        }
+        "bigread" => {
+            fs::write("/big.bin", vec![7u8; 20 << 20]).expect("a writable zone");
+            let mut f = fs::File::open("/big.bin").expect("open");
+            let mut small = [0u8; 16];
+            println!("std read: {}", outcome(f.read(&mut small)));
+            // One descriptor.read asking for 1 GiB: the kernel returns at most
+            // its per-call bound, and the host allocates no more.
+            use nexus_guest::raw::wasi::filesystem::{preopens, types};
+            let (root, _) = preopens::get_directories()
+                .into_iter()
+                .next()
+                .expect("a preopen");
+            let d = root
+                .open_at(
+                    types::PathFlags::empty(),
+                    "big.bin",
+                    types::OpenFlags::empty(),
+                    types::DescriptorFlags::READ,
+                )
+                .expect("open big.bin");
+            match d.read(1 << 30, 0) {
+                Ok((bytes, eof)) => println!("read 1 GiB: got {} bytes, eof {eof}", bytes.len()),
+                Err(e) => println!("read 1 GiB: {e:?}"),
+            }
+        }
+        "loop" => {
+            println!("spinning");
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "membomb" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 16 << 20]);
+                println!("holding {} MiB", hoard.len() * 16);
+            }
+        }
+        other => {
+            eprintln!("unknown case {other:?}");
+            nexus_guest::exit(64);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The escape suite: `guests/escape` tries, one way per run, to get out of
+//! its sandbox under the real `nexus run`. Every attempt must fail the right
+//! way, and the host, the zone and other zones must be untouched.
+
+use std::time::{Duration, Instant};
+
+use nexus_tests::{guest, nexus};
+
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    home: std::path::PathBuf,
+    wasm: String,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let wasm = guest("guests/escape").to_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_owned();
+        let s = Sandbox {
+            _dir: dir,
+            home,
+            wasm,
+        };
+        assert!(s.nexus(&["zone", "create", "z1"]).status.success());
+        assert!(s.nexus(&["zone", "create", "other"]).status.success());
+        assert!(s
+            .nexus(&["grant", "--zone", "z1", "agent:escape", "editor", "zone"])
+            .status
+            .success());
+        let mut put = nexus(&s.home)
+            .args(["fs", "put", "--zone", "z1", "-", "/secret.txt"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        put.stdin.take().unwrap().write_all(b"zone data").unwrap();
+        assert!(put.wait().unwrap().success());
+        s
+    }
+
+    fn nexus(&self, args: &[&str]) -> std::process::Output {
+        nexus(&self.home).args(args).output().unwrap()
+    }
+
+    /// Runs the escape guest; returns (exit code, stdout, stderr).
+    fn attempt(&self, flags: &[&str], case: &str) -> (i32, String, String) {
+        let mut args = vec!["run", self.wasm.as_str(), "--zone", "z1"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", case]);
+        let out = self.nexus(&args);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// The zone is as it was: consistent, and holding what it held.
+    fn intact(&self) {
+        let check = self.nexus(&["zone", "check", "z1"]);
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        assert_eq!(
+            self.nexus(&["fs", "cat", "--zone", "z1", "/secret.txt"])
+                .stdout,
+            b"zone data"
+        );
+        let other = self.nexus(&["fs", "ls", "--zone", "other", "/"]);
+        assert!(
+            other.status.success() && other.stdout.is_empty(),
+            "another zone changed"
+        );
+    }
+}
+
+fn line<'a>(out: &'a str, attempt: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{attempt}: ")))
+        .unwrap_or_else(|| panic!("no {attempt:?} line in:\n{out}"))
+}
+
+#[test]
+fn paths_never_leave_the_zone() {
+    let s = Sandbox::new();
+    let (code, out, err) = s.attempt(&[], "paths");
+    assert_eq!(code, 0, "{err}");
+    for p in [
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "/proc/self/environ",
+        "/../../root",
+    ] {
+        assert_eq!(line(&out, &format!("read {p}")), "NotFound", "{out}");
+    }
+    // `..` at the root stays at the root: the zone's own files.
+    assert_eq!(line(&out, "list /../../.."), "secret.txt");
+    assert_eq!(line(&out, "read long path"), "InvalidFilename");
+    assert_eq!(line(&out, "create long name"), "InvalidFilename");
+    assert!(line(&out, "symlink").contains("unsupported"), "{out}");
+    assert_eq!(line(&out, "hard link"), "Unsupported");
+    s.intact();
+}
+
+#[test]
+fn the_network_is_denied() {
+    let s = Sandbox::new();
+    let (code, out, err) = s.attempt(&[], "net");
+    assert_eq!(code, 0, "{err}");
+    for attempt in ["tcp connect", "tcp bind", "udp bind", "resolve"] {
+        assert_eq!(line(&out, attempt), "PermissionDenied", "{out}");
+    }
+}
+
+#[test]
+fn the_host_environment_does_not_leak() {
+    let s = Sandbox::new();
+    // Set in nexus's own environment: the agent must not see it.
+    let out = nexus(&s.home)
+        .env("HOST_SECRET", "leaked")
+        .args([
+            "run",
+            &s.wasm,
+            "--zone",
+            "z1",
+            "--env",
+            "ONLY=this",
+            "--",
+            "env",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(line(&out, "env"), "ONLY=this");
+    assert_eq!(line(&out, "args"), "env,x");
+}
+
+#[test]
+fn descriptors_and_reads_are_bounded() {
+    let s = Sandbox::new();
+    let (code, out, err) = s.attempt(&[], "fds");
+    assert_eq!(code, 0, "{err}");
+    // 1,024 descriptors, one of them the preopen; then an error, not a trap.
+    assert_eq!(line(&out, "fds"), "1023 then OutOfMemory");
+    assert_eq!(line(&out, "after closing"), "ok");
+    let (code, out, err) = s.attempt(&[], "bigread");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(line(&out, "read 1 GiB"), "got 16777216 bytes, eof false");
+    s.intact();
+}
+
+#[test]
+fn a_tight_loop_is_killed_within_twice_its_timeout() {
+    let s = Sandbox::new();
+    // Compile once first, so the timing below is the guest's, not cranelift's.
+    assert_eq!(s.attempt(&[], "env").0, 0);
+    let started = Instant::now();
+    let (code, _, err) = s.attempt(&["--timeout", "1s"], "loop");
+    let took = started.elapsed();
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("ran past its 1s timeout"), "{err}");
+    // Process start and compilation included; the guest itself is stopped
+    // by the epoch deadline.
+    assert!(
+        took < Duration::from_secs(2) + Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    let (code, _, err) = s.attempt(&["--fuel", "100000"], "loop");
+    assert_eq!(code, 125);
+    assert!(err.contains("out of fuel"), "{err}");
+    s.intact();
+}
+
+#[test]
+fn a_memory_bomb_hits_its_limit() {
+    let s = Sandbox::new();
+    let (code, out, err) = s.attempt(&["--memory", "64MiB"], "membomb");
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("agent trapped"), "{err}");
+    let held = out.lines().filter(|l| l.starts_with("holding")).count();
+    assert!(held <= 4, "held {held} × 16 MiB under a 64 MiB limit");
+    s.intact();
+}
