@@ -150,10 +150,14 @@ impl Drop for PgServer {
 }
 
 /// Builds the guest at `dir` (relative to the repository, e.g.
-/// `examples/hello`) for wasm32-wasip2 and returns its `.wasm`. Uses its own
-/// target directory, so it never waits on the build lock of the `cargo
-/// test` that runs it.
+/// `examples/hello`) for wasm32-wasip2 and returns its `.wasm`.
 pub fn guest(dir: &str) -> PathBuf {
+    guest_for(dir, "wasm32-wasip2")
+}
+
+/// Builds the guest at `dir` for `target`. Uses its own target directory,
+/// so it never waits on the build lock of the `cargo test` that runs it.
+pub fn guest_for(dir: &str, target_triple: &str) -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root");
@@ -173,7 +177,7 @@ pub fn guest(dir: &str) -> PathBuf {
             "--quiet",
             "--release",
             "--target",
-            "wasm32-wasip2",
+            target_triple,
             "--manifest-path",
         ])
         .arg(&manifest)
@@ -182,10 +186,11 @@ pub fn guest(dir: &str) -> PathBuf {
         .expect("run cargo for the guest");
     assert!(
         status.success(),
-        "building {} failed (is the wasm32-wasip2 target installed? scripts/setup adds it)",
+        "building {} failed (is the wasm target installed? scripts/setup adds it)",
         manifest.display()
     );
     target
-        .join("wasm32-wasip2/release")
+        .join(target_triple)
+        .join("release")
         .join(format!("{name}.wasm"))
 }

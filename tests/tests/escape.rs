@@ -185,3 +185,34 @@ fn a_memory_bomb_hits_its_limit() {
     assert!(held <= 4, "held {held} × 16 MiB under a 64 MiB limit");
     s.intact();
 }
+
+#[test]
+fn a_wasip1_module_runs_on_the_same_kernel_filesystem() {
+    let s = Sandbox::new();
+    let p1 = nexus_tests::guest_for("guests/escape", "wasm32-wasip1");
+    let mut bytes = [0u8; 8];
+    use std::io::Read;
+    std::fs::File::open(&p1)
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    assert_eq!(bytes, *b"\0asm\x01\0\0\0", "a core module, not a component");
+    let p1 = p1.to_str().unwrap();
+    let out = s.nexus(&["run", p1, "--zone", "z1", "--", "paths"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(line(&text, "read /etc/passwd"), "NotFound");
+    assert_eq!(line(&text, "list /../../.."), "secret.txt");
+    let out = s.nexus(&["run", p1, "--zone", "z1", "--", "net"]);
+    // wasip1 has no sockets at all; the calls fail inside the guest.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.intact();
+}

@@ -126,3 +126,47 @@ fn files_that_are_not_components_get_clear_errors() {
         text(&r.stderr)
     );
 }
+
+#[test]
+fn wordcount_counts_the_zone_input_into_its_output() {
+    let wc = guest("examples/wordcount");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    assert!(run(home, &["zone", "create", "z1"]).status.success());
+    assert!(run(home, &["fs", "mkdir", "--zone", "z1", "/input"])
+        .status
+        .success());
+    for (name, body) in [
+        ("a.txt", "the cat saw the dog\n"),
+        ("b.txt", "The end"),
+        ("skip.md", "not counted"),
+    ] {
+        let local = home.join(name);
+        std::fs::write(&local, body).unwrap();
+        let dest = format!("/input/{name}");
+        assert!(run(
+            home,
+            &["fs", "put", "--zone", "z1", local.to_str().unwrap(), &dest]
+        )
+        .status
+        .success());
+    }
+    // Reading /input needs read; writing /output needs write on the root.
+    assert!(run(
+        home,
+        &["grant", "--zone", "z1", "agent:wordcount", "editor", "zone"]
+    )
+    .status
+    .success());
+    let out = run(home, &["run", wc.to_str().unwrap(), "--zone", "z1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "counted 7 words in 2 files\n");
+    let json = text(&run(home, &["fs", "cat", "--zone", "z1", "/output/counts.json"]).stdout);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["files"], 2);
+    assert_eq!(v["words"], 7);
+    assert_eq!(v["counts"]["the"], 3);
+    assert_eq!(v["counts"]["cat"], 1);
+    assert_eq!(v["counts"]["end"], 1);
+    assert!(v["counts"].get("not").is_none());
+}

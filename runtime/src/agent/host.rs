@@ -34,8 +34,8 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub enum RunError {
     #[error("{0}: not a WebAssembly file (no \\0asm header)")]
     NotWasm(String),
-    #[error("{0}: a core wasm module; build the agent for wasm32-wasip2 (components) — wasip1 modules are not supported yet")]
-    CoreModule(String),
+    #[error("{0}: a core wasm module that is not a WASI preview 1 command: {1}")]
+    CoreModule(String, String),
     #[error("{path}: {source}")]
     Read {
         path: String,
@@ -177,11 +177,11 @@ impl Host {
             path: shown.clone(),
             source,
         })?;
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(RunError::CoreModule(shown)),
-            Some([0, b'a', b's', b'm', ..]) => {}
+        let core_module = match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => true,
+            Some([0, b'a', b's', b'm', ..]) => false,
             _ => return Err(RunError::NotWasm(shown)),
-        }
+        };
         let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
         self.engine
             .precompile_compatibility_hash()
@@ -200,7 +200,25 @@ impl Host {
                 return Ok(c);
             }
         }
-        let component = Component::new(&self.engine, &bytes)
+        let component_bytes = if core_module {
+            // A wasm32-wasip1 module: wrap it with the preview1 command
+            // adapter, so it runs on the same WASI 0.2 imports (and the
+            // same kernel filesystem) as any component.
+            wit_component::ComponentEncoder::default()
+                .validate(true)
+                .module(&bytes)
+                .and_then(|e| {
+                    e.adapter(
+                        "wasi_snapshot_preview1",
+                        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+                    )
+                })
+                .and_then(|mut e| e.encode())
+                .map_err(|e| RunError::CoreModule(shown.clone(), format!("{e:#}")))?
+        } else {
+            bytes
+        };
+        let component = Component::new(&self.engine, &component_bytes)
             .map_err(|e| RunError::Compile(format!("{e:#}")))?;
         if let Ok(artifact) = component.serialize() {
             let tmp = cached.with_extension("tmp");
