@@ -19,20 +19,20 @@ use crate::error::{CliError, CliResult};
 use crate::output;
 
 #[derive(Serialize)]
-struct Row {
+pub(crate) struct Row {
     name: String,
     nexus: f64,
     baseline: f64,
     unit: &'static str,
     /// nexus / baseline (higher is better for rates).
-    ratio: f64,
+    pub(crate) ratio: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    p50_us: Option<f64>,
+    pub(crate) p50_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    p99_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
 }
 
-fn row(name: &str, nexus: f64, baseline: f64, unit: &'static str) -> Row {
+pub(crate) fn row(name: &str, nexus: f64, baseline: f64, unit: &'static str) -> Row {
     Row {
         name: name.into(),
         nexus,
@@ -44,7 +44,7 @@ fn row(name: &str, nexus: f64, baseline: f64, unit: &'static str) -> Row {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e6
 }
@@ -73,6 +73,9 @@ pub async fn run(args: BenchArgs) -> CliResult {
         rows.extend(file_io(&kernel, &z, scratch.path(), size, count).await?);
     }
     rows.extend(gate(&kernel, scale).await?);
+    if let Some(guest) = &args.guest {
+        rows.extend(crate::bench_agents::agents(&kernel, guest, scratch.path(), scale).await?);
+    }
     kernel.shutdown().await?;
     if args.json {
         return output::json(&rows);
@@ -320,7 +323,7 @@ async fn file_io(
 }
 
 /// Per-call latencies of `f`, sorted.
-fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
+pub(crate) fn timed(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();

@@ -135,6 +135,10 @@ pub struct BenchArgs {
     /// A tenth of the work, for a quick look.
     #[arg(long)]
     pub quick: bool,
+    /// The `guests/bench` component: adds the agent benchmarks (spawn, cold
+    /// run, guest file I/O).
+    #[arg(long)]
+    pub guest: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }

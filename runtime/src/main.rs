@@ -4,6 +4,7 @@ mod access_cmd;
 mod agent;
 mod audit_cmd;
 mod bench;
+mod bench_agents;
 mod cli;
 mod error;
 mod fs_cmd;

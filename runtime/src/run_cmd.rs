@@ -70,7 +70,7 @@ pub async fn run(kernel: &Arc<Kernel>, acting: &Acting, args: RunArgs) -> CliRes
         limits.memory,
     )?;
     // Problems with the file come first, then identity.
-    let component = host.load(&args.agent)?;
+    let pre = host.prepare(&host.load(&args.agent)?)?;
     let task = acting.task(kernel, &args.zone.zone)?;
     // Running in a zone needs `enter` on it.
     let zone = task.zone().clone();
@@ -88,6 +88,6 @@ pub async fn run(kernel: &Arc<Kernel>, acting: &Acting, args: RunArgs) -> CliRes
     let mut argv = vec![args.agent.display().to_string()];
     argv.extend(args.args);
     Ok(host
-        .run(kernel.clone(), task, &component, &argv, &env, &limits)
+        .run(&pre, kernel.clone(), task, &argv, &env, &limits)
         .await?)
 }

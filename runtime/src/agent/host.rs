@@ -229,22 +229,26 @@ impl Host {
         Ok(component)
     }
 
-    /// Runs `component` as `task` to completion; returns its exit code.
-    pub async fn run(
-        &self,
-        kernel: Arc<Kernel>,
-        task: Task,
-        component: &Component,
-        args: &[String],
-        env: &[(String, String)],
-        limits: &RunLimits,
-    ) -> Result<i32, RunError> {
+    /// Links `component` once; every run then only instantiates it.
+    pub fn prepare(&self, component: &Component) -> Result<CommandPre<AgentState>, RunError> {
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(|e| RunError::MissingImport(format!("{e:#}")))?;
-        let pre = CommandPre::new(pre)
-            .map_err(|e| RunError::Compile(format!("not a command component: {e:#}")))?;
+        CommandPre::new(pre)
+            .map_err(|e| RunError::Compile(format!("not a command component: {e:#}")))
+    }
+
+    /// Runs a prepared component as `task` to completion; returns its exit code.
+    pub async fn run(
+        &self,
+        pre: &CommandPre<AgentState>,
+        kernel: Arc<Kernel>,
+        task: Task,
+        args: &[String],
+        env: &[(String, String)],
+        limits: &RunLimits,
+    ) -> Result<i32, RunError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(args)
             .envs(env)
