@@ -552,6 +552,11 @@ impl Kernel {
         let _guard = self.content.write_guard().await;
         for _ in 0..MAX_ATTEMPTS {
             let inode = self.regular(h)?;
+            if inode.size == size {
+                // As POSIX truncate: an unchanged size changes nothing, not
+                // even the times (so O_TRUNC on a new file costs no commit).
+                return Ok(());
+            }
             let inline = match &inode.body {
                 InodeBody::Regular { inline } => inline.clone(),
                 _ => None,

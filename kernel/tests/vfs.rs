@@ -399,3 +399,19 @@ async fn pipe_inodes_are_reserved_with_their_capacity() {
     k.unlink(&t1, "/pipes/jobs").await.unwrap();
     assert!(k.check_zone(&t1, false).await.unwrap().consistent());
 }
+
+#[tokio::test]
+async fn truncating_to_the_same_size_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(dir.path());
+    let z1 = z("z1");
+    k.create_zone(&me(), &z1).await.unwrap();
+    let t1 = task(&k, &z1);
+    let f = k.open_path(&t1, "/f", CREATE).await.unwrap();
+    k.write(&t1, &f, 0, b"abc").await.unwrap();
+    let before = k.stat_handle(&t1, &f).unwrap();
+    k.truncate(&t1, &f, 3).await.unwrap();
+    assert_eq!(k.stat_handle(&t1, &f).unwrap(), before);
+    k.truncate(&t1, &f, 1).await.unwrap();
+    assert_eq!(k.stat_handle(&t1, &f).unwrap().version, before.version + 1);
+}

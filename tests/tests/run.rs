@@ -170,3 +170,27 @@ fn wordcount_counts_the_zone_input_into_its_output() {
     assert_eq!(v["counts"]["end"], 1);
     assert!(v["counts"].get("not").is_none());
 }
+
+#[test]
+fn a_component_importing_what_nexus_lacks_is_refused_by_name() {
+    // The smallest component that imports wasi:http, which Nexus does not serve.
+    let wasm = wat::parse_str(
+        r#"(component
+             (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+           )"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let agent = home.join("needs-http.wasm");
+    std::fs::write(&agent, wasm).unwrap();
+    assert!(run(home, &["zone", "create", "z1"]).status.success());
+    let out = run(home, &["run", agent.to_str().unwrap(), "--zone", "z1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("imports something Nexus does not provide"),
+        "{err}"
+    );
+    assert!(err.contains("wasi:http/outgoing-handler@0.2.0"), "{err}");
+}
