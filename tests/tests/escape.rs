@@ -113,6 +113,7 @@ fn the_network_is_denied() {
     for attempt in ["tcp connect", "tcp bind", "udp bind", "resolve"] {
         assert_eq!(line(&out, attempt), "PermissionDenied", "{out}");
     }
+    assert_eq!(line(&out, "http"), "ErrorCode::HttpRequestDenied", "{out}");
 }
 
 #[test]

@@ -173,16 +173,16 @@ fn wordcount_counts_the_zone_input_into_its_output() {
 
 #[test]
 fn a_component_importing_what_nexus_lacks_is_refused_by_name() {
-    // The smallest component that imports wasi:http, which Nexus does not serve.
+    // The smallest component that imports wasi:keyvalue, which Nexus does not serve.
     let wasm = wat::parse_str(
         r#"(component
-             (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+             (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "open" (func))))
            )"#,
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let agent = home.join("needs-http.wasm");
+    let agent = home.join("needs-keyvalue.wasm");
     std::fs::write(&agent, wasm).unwrap();
     assert!(run(home, &["zone", "create", "z1"]).status.success());
     let out = run(home, &["run", agent.to_str().unwrap(), "--zone", "z1"]);
@@ -192,5 +192,5 @@ fn a_component_importing_what_nexus_lacks_is_refused_by_name() {
         err.contains("imports something Nexus does not provide"),
         "{err}"
     );
-    assert!(err.contains("wasi:http/outgoing-handler@0.2.0"), "{err}");
+    assert!(err.contains("wasi:keyvalue/store@0.2.0-draft"), "{err}");
 }

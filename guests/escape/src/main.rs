@@ -67,6 +67,13 @@ fn main() {
             );
             use std::net::ToSocketAddrs;
             println!("resolve: {}", outcome("localhost:80".to_socket_addrs()));
+            use nexus_guest::raw::wasi::http::{outgoing_handler, types};
+            let req = types::OutgoingRequest::new(types::Fields::new());
+            req.set_authority(Some("example.com")).expect("authority");
+            match outgoing_handler::handle(req, None) {
+                Ok(_) => println!("http: ok"),
+                Err(e) => println!("http: {e:?}"),
+            }
         }
         "env" => {
             let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();

@@ -166,6 +166,13 @@ impl Host {
         net::udp::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
         net::udp_create_socket::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
         net::ip_name_lookup::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
+        // Present for agents that import it, refusing every request (`agent::http`).
+        bindings::wasi::http::types::add_to_linker::<AgentState, Me>(
+            &mut l,
+            &Default::default(),
+            |s| s,
+        )?;
+        bindings::wasi::http::outgoing_handler::add_to_linker::<AgentState, Me>(&mut l, |s| s)?;
         Ok(l)
     }
 

@@ -3,6 +3,7 @@
 mod bindings;
 pub mod fs;
 pub mod host;
+pub mod http;
 pub mod sockets;
 pub mod state;
 mod streams;
