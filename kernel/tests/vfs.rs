@@ -19,6 +19,16 @@ fn task(k: &Kernel, zone: &ZoneId) -> Task {
     k.spawn_task(me(), zone, Capabilities::ALL).unwrap()
 }
 
+/// A fresh data directory with zone z1 and a task of its owner.
+async fn zone_z1() -> (tempfile::TempDir, Kernel, ZoneId, Task) {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(dir.path());
+    let z1 = z("z1");
+    k.create_zone(&me(), &z1).await.unwrap();
+    let t1 = task(&k, &z1);
+    (dir, k, z1, t1)
+}
+
 fn z(name: &str) -> ZoneId {
     ZoneId::new(name).unwrap()
 }
@@ -38,11 +48,7 @@ fn code<T: std::fmt::Debug>(r: Result<T, KernelError>) -> ErrorCode {
 
 #[tokio::test]
 async fn files_directories_and_their_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(dir.path());
-    let z1 = z("z1");
-    k.create_zone(&me(), &z1).await.unwrap();
-    let t1 = task(&k, &z1);
+    let (_dir, k, z1, t1) = zone_z1().await;
     assert_eq!(code(k.create_zone(&me(), &z1).await), ErrorCode::Exist);
 
     k.mkdir(&t1, "/docs").await.unwrap();
@@ -113,11 +119,7 @@ async fn files_directories_and_their_errors() {
 
 #[tokio::test]
 async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(dir.path());
-    let z1 = z("z1");
-    k.create_zone(&me(), &z1).await.unwrap();
-    let t1 = task(&k, &z1);
+    let (dir, k, _z1, t1) = zone_z1().await;
     let f = k.open_path(&t1, "/big", CREATE).await.unwrap();
     let size = 8 * CHUNK_SIZE;
     let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -183,11 +185,7 @@ fn walk(p: &std::path::Path) -> usize {
 
 #[tokio::test]
 async fn inline_files_move_to_chunks_and_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(dir.path());
-    let z1 = z("z1");
-    k.create_zone(&me(), &z1).await.unwrap();
-    let t1 = task(&k, &z1);
+    let (dir, k, _z1, t1) = zone_z1().await;
     let f = k.open_path(&t1, "/f", CREATE).await.unwrap();
     k.write(&t1, &f, 0, &[1; INLINE_MAX as usize])
         .await
@@ -242,11 +240,7 @@ async fn concurrent_appenders_lose_nothing() {
 
 #[tokio::test]
 async fn readdir_pages_are_stable_under_concurrent_inserts() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(dir.path());
-    let z1 = z("z1");
-    k.create_zone(&me(), &z1).await.unwrap();
-    let t1 = task(&k, &z1);
+    let (_dir, k, _z1, t1) = zone_z1().await;
     for i in 0..50 {
         k.open_path(&t1, &format!("/e{i:03}"), CREATE)
             .await
@@ -377,11 +371,7 @@ async fn the_in_memory_object_store_serves_tests() {
 
 #[tokio::test]
 async fn pipe_inodes_are_reserved_with_their_capacity() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(dir.path());
-    let z1 = z("z1");
-    k.create_zone(&me(), &z1).await.unwrap();
-    let t1 = task(&k, &z1);
+    let (_dir, k, _z1, t1) = zone_z1().await;
     k.mkdir(&t1, "/pipes").await.unwrap();
     let p = k.mkpipe(&t1, "/pipes/jobs", 65536).await.unwrap();
     let s = k.stat(&t1, "/pipes/jobs").unwrap();
@@ -402,11 +392,7 @@ async fn pipe_inodes_are_reserved_with_their_capacity() {
 
 #[tokio::test]
 async fn truncating_to_the_same_size_commits_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel(dir.path());
-    let z1 = z("z1");
-    k.create_zone(&me(), &z1).await.unwrap();
-    let t1 = task(&k, &z1);
+    let (_dir, k, _z1, t1) = zone_z1().await;
     let f = k.open_path(&t1, "/f", CREATE).await.unwrap();
     k.write(&t1, &f, 0, b"abc").await.unwrap();
     let before = k.stat_handle(&t1, &f).unwrap();
