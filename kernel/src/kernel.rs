@@ -118,6 +118,16 @@ fn tree_name(zone: &ZoneId) -> String {
     format!("zone:{zone}")
 }
 
+/// Whether opening sled failed because another process holds its lock
+/// (sled wraps the `EWOULDBLOCK` of the file lock in an error of its own).
+fn held_by_another_process(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(held_by_another_process)
+        || e.to_string().contains("could not acquire lock")
+}
+
 pub fn now() -> Timestamp {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -136,15 +146,10 @@ impl Kernel {
             .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.raw_os_error() == Some(11) =>
-                {
-                    KernelError::Busy(format!(
-                        "data directory {} is in use by another nexus process",
-                        cfg.home.display()
-                    ))
-                }
+                sled::Error::Io(io) if held_by_another_process(&io) => KernelError::Busy(format!(
+                    "data directory {} is in use by another nexus process",
+                    cfg.home.display()
+                )),
                 other => KernelError::Storage(format!("{}: {other}", cfg.home.display())),
             })?;
         let catalog = db.open_tree("catalog")?;

@@ -386,3 +386,29 @@ fn the_audit_log_shows_denials_and_mutations() {
         "{tail}"
     );
 }
+
+#[test]
+fn a_second_process_on_a_busy_data_directory_is_told_so() {
+    use std::io::BufRead;
+    let h = Home::new();
+    h.ok(&["zone", "create", "z1"]);
+    let mut storm = h
+        .cmd(&["stress", "--zone", "z1", "--count", "100000000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it holds the directory and is writing.
+    let mut first = String::new();
+    std::io::BufReader::new(storm.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("ack "), "{first}");
+    let (code, err) = h.fails(&["zone", "list"]);
+    storm.kill().unwrap();
+    storm.wait().unwrap();
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("in use by another nexus process"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    // Once it is gone, the directory opens again.
+    assert!(h.ok(&["zone", "list"]).contains("z1"));
+}
