@@ -131,14 +131,11 @@ impl Kernel {
     }
 
     /// The root directory of `zone`.
+    /// Not checked for existence: every zone gets its root in the same
+    /// command that records its owner, and a lookup in a missing root
+    /// reports `no-entry` anyway. (Checking cost a read on every path.)
     fn root(&self, zone: &ZoneId) -> Result<Handle> {
-        let z = self.zone(zone)?;
-        if z.state.inode(ROOT_INO)?.is_none() {
-            return Err(KernelError::Unavailable(format!(
-                "zone {zone} has no root yet"
-            )));
-        }
-        Ok(self.handle(z, ROOT_INO, FileKind::Dir, "/"))
+        Ok(self.handle(self.zone(zone)?, ROOT_INO, FileKind::Dir, "/"))
     }
 
     /// Resolves `p` from the root of the task's zone. `..` steps back
