@@ -73,6 +73,23 @@ pub struct OpenOptions {
     pub directory: bool,
 }
 
+impl OpenOptions {
+    /// Open for writing, creating the file if it is missing.
+    pub const CREATE: OpenOptions = OpenOptions {
+        read: false,
+        write: true,
+        create: true,
+        exclusive: false,
+        truncate: false,
+        directory: false,
+    };
+    /// Open for writing a file that must not exist yet.
+    pub const CREATE_NEW: OpenOptions = OpenOptions {
+        exclusive: true,
+        ..OpenOptions::CREATE
+    };
+}
+
 /// Where a write lands.
 #[derive(Clone, Copy)]
 enum At {

@@ -115,16 +115,8 @@ pub async fn run(args: BenchArgs) -> CliResult {
 /// Hot-file stat from every core vs raw sled gets of one key.
 async fn stat(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: usize) -> CliResult<Row> {
     k.mkdir_all(z, "/bench/hot").await?;
-    k.open_path(
-        z,
-        "/bench/hot/file.txt",
-        OpenOptions {
-            write: true,
-            create: true,
-            ..OpenOptions::default()
-        },
-    )
-    .await?;
+    k.open_path(z, "/bench/hot/file.txt", OpenOptions::CREATE)
+        .await?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per = n / threads;
     let started = Instant::now();
@@ -177,17 +169,8 @@ async fn creates(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: u64) -> CliResult
                     let mut lat = Vec::with_capacity(per as usize);
                     for i in 0..per {
                         let t = Instant::now();
-                        k.open_path(
-                            &z,
-                            &format!("{dir}/c{c}-{i}"),
-                            OpenOptions {
-                                write: true,
-                                create: true,
-                                exclusive: true,
-                                ..OpenOptions::default()
-                            },
-                        )
-                        .await?;
+                        k.open_path(&z, &format!("{dir}/c{c}-{i}"), OpenOptions::CREATE_NEW)
+                            .await?;
                         lat.push(t.elapsed());
                     }
                     Ok::<_, CliError>(lat)
@@ -269,15 +252,7 @@ async fn file_io(
         let mut d = data.clone();
         d[..8].copy_from_slice(&(i as u64).to_le_bytes());
         let h = k
-            .open_path(
-                z,
-                &format!("{dir}/f{i}"),
-                OpenOptions {
-                    write: true,
-                    create: true,
-                    ..OpenOptions::default()
-                },
-            )
+            .open_path(z, &format!("{dir}/f{i}"), OpenOptions::CREATE)
             .await?;
         k.write(z, &h, 0, &d).await?;
         handles.push(h);
@@ -362,11 +337,7 @@ async fn gate(k: &Arc<Kernel>, scale: usize) -> CliResult<Vec<Row>> {
     let owner = k.spawn_task(me.clone(), &zone, Capabilities::ALL)?;
     let file = "/g1/g2/g3/g4/g5/file";
     k.mkdir_all(&owner, "/g1/g2/g3/g4/g5").await?;
-    let create = OpenOptions {
-        write: true,
-        create: true,
-        ..OpenOptions::default()
-    };
+    let create = OpenOptions::CREATE;
     k.open_path(&owner, file, create).await?;
 
     // 100,000 tuples: group memberships, plus grants to others on the chain.

@@ -126,11 +126,7 @@ pub async fn agents(
     let files = 2000 / scale;
     let block = vec![7u8; 4096];
     k.mkdir(&owner, "/io").await?;
-    let create = OpenOptions {
-        write: true,
-        create: true,
-        ..OpenOptions::default()
-    };
+    let create = OpenOptions::CREATE;
     for i in 0..files {
         let h = k.open_path(&owner, &format!("/io/f{i}"), create).await?;
         k.write(&owner, &h, 0, &block).await?;

@@ -191,18 +191,7 @@ async fn put(k: &Kernel, z: &Task, src: &str, dest: &str) -> CliResult {
     } else {
         std::fs::metadata(src).ok().map(|m| m.len())
     };
-    let h = k
-        .open_path(
-            z,
-            &tmp,
-            OpenOptions {
-                write: true,
-                create: true,
-                exclusive: true,
-                ..OpenOptions::default()
-            },
-        )
-        .await?;
+    let h = k.open_path(z, &tmp, OpenOptions::CREATE_NEW).await?;
     let bar = progress(total, "put");
     let copied = copy_in(k, z, &h, &mut input, src, &bar).await;
     bar.finish_and_clear();

@@ -38,17 +38,7 @@ pub async fn run(k: &Kernel, acting: &Acting, args: StressArgs) -> CliResult {
                 }
                 let path = format!("{}/f{n:08}", dir.trim_end_matches('/'));
                 let data = content(n, args.size);
-                let h = k
-                    .open_path(
-                        &z,
-                        &path,
-                        OpenOptions {
-                            write: true,
-                            create: true,
-                            ..OpenOptions::default()
-                        },
-                    )
-                    .await?;
+                let h = k.open_path(&z, &path, OpenOptions::CREATE).await?;
                 k.write(&z, &h, 0, &data).await?;
                 let line = format!("ack {path} {}\n", blake3::hash(&data).to_hex());
                 let mut o = out.lock().unwrap_or_else(|p| p.into_inner());

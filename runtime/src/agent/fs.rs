@@ -170,6 +170,18 @@ impl AgentState {
         self.table.get(fd).map_err(FsError::trap)
     }
 
+    /// The kernel's stat of the descriptor itself.
+    fn stat_fd(&self, fd: &Resource<Descriptor>) -> FsResult<Stat> {
+        let h = &self.desc(fd)?.handle;
+        self.kernel.stat_handle(&self.task, h).map_err(fs_err)
+    }
+
+    /// The kernel's stat of `path` relative to the descriptor.
+    fn stat_under(&self, fd: &Resource<Descriptor>, path: &str) -> FsResult<Stat> {
+        let p = self.desc(fd)?.join(path)?;
+        self.kernel.stat(&self.task, &p).map_err(fs_err)
+    }
+
     fn file(&self, fd: &Resource<Descriptor>) -> FsResult<&Descriptor> {
         let d = self.desc(fd)?;
         match d.handle.kind {
@@ -329,9 +341,7 @@ impl HostDescriptor for AgentState {
     }
 
     async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
-        let h = self.desc(&fd)?.handle.clone();
-        let s = self.kernel.stat_handle(&self.task, &h).map_err(fs_err)?;
-        Ok(to_stat(&s))
+        Ok(to_stat(&self.stat_fd(&fd)?))
     }
 
     async fn stat_at(
@@ -340,9 +350,7 @@ impl HostDescriptor for AgentState {
         _: PathFlags,
         path: String,
     ) -> FsResult<DescriptorStat> {
-        let p = self.desc(&fd)?.join(&path)?;
-        let s = self.kernel.stat(&self.task, &p).map_err(fs_err)?;
-        Ok(to_stat(&s))
+        Ok(to_stat(&self.stat_under(&fd, &path)?))
     }
 
     async fn set_times_at(
@@ -497,9 +505,7 @@ impl HostDescriptor for AgentState {
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<types::MetadataHashValue> {
-        let h = self.desc(&fd)?.handle.clone();
-        let s = self.kernel.stat_handle(&self.task, &h).map_err(fs_err)?;
-        Ok(hash_of(&s))
+        Ok(hash_of(&self.stat_fd(&fd)?))
     }
 
     async fn metadata_hash_at(
@@ -508,9 +514,7 @@ impl HostDescriptor for AgentState {
         _: PathFlags,
         path: String,
     ) -> FsResult<types::MetadataHashValue> {
-        let p = self.desc(&fd)?.join(&path)?;
-        let s = self.kernel.stat(&self.task, &p).map_err(fs_err)?;
-        Ok(hash_of(&s))
+        Ok(hash_of(&self.stat_under(&fd, &path)?))
     }
 }
 
