@@ -142,7 +142,21 @@ impl Kernel {
                             .push(format!("mount {ino} names zone {target}, not served here"));
                     }
                 }
-                InodeBody::Pipe { .. } => {}
+                InodeBody::Pipe { capacity } => {
+                    if let Some(rec) = state.pipe_record(*ino)? {
+                        let unread = rec.write_pos.checked_sub(rec.read_pos);
+                        if unread != Some(rec.data.len() as u64)
+                            || rec.data.len() as u64 > *capacity
+                        {
+                            r.problems.push(format!(
+                                "pipe {ino}: {} bytes held for positions {}..{} (capacity {capacity})",
+                                rec.data.len(),
+                                rec.read_pos,
+                                rec.write_pos
+                            ));
+                        }
+                    }
+                }
             }
             if inode.kind() != FileKind::Dir
                 && inode.kind() != FileKind::Regular

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pipe::Checkpoint;
 use crate::rebac::Tuple;
 use crate::types::{ChunkRef, Ino, Inode, Timestamp, ZoneId};
 
@@ -61,6 +62,8 @@ pub enum ZoneCommand {
         dir: bool,
         now: Timestamp,
     },
+    /// Records a pipe's change since its previous checkpoint.
+    PipeCheckpoint { ino: Ino, checkpoint: Checkpoint },
     SetTimes {
         ino: Ino,
         atime: Option<Timestamp>,

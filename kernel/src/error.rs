@@ -28,6 +28,7 @@ pub enum ErrorCode {
     Quota,
     Unsupported,
     WouldBlock,
+    Pipe,
 }
 
 impl ErrorCode {
@@ -52,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Quota => "quota",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::WouldBlock => "would-block",
+            ErrorCode::Pipe => "pipe",
         }
     }
 }
@@ -85,6 +87,10 @@ pub enum KernelError {
     Quota(String),
     #[error("operation not supported: {0}")]
     Unsupported(String),
+    #[error("broken pipe: {0}")]
+    BrokenPipe(String),
+    #[error("would block: {0}")]
+    WouldBlock(String),
     #[error("unknown zone {0} (see `nexus zone list`)")]
     ZoneNotFound(ZoneId),
     #[error("zone {0} already exists")]
@@ -121,6 +127,8 @@ impl KernelError {
             KernelError::CrossZone(_) => ErrorCode::CrossDevice,
             KernelError::Quota(_) => ErrorCode::Quota,
             KernelError::Unsupported(_) => ErrorCode::Unsupported,
+            KernelError::BrokenPipe(_) => ErrorCode::Pipe,
+            KernelError::WouldBlock(_) => ErrorCode::WouldBlock,
             KernelError::Unavailable(_)
             | KernelError::Storage(_)
             | KernelError::Content(_)
@@ -167,6 +175,8 @@ mod tests {
             KernelError::FileTooLarge("a".into()),
             KernelError::CrossZone("a".into()),
             KernelError::Quota("a".into()),
+            KernelError::BrokenPipe("a".into()),
+            KernelError::WouldBlock("a".into()),
         ];
         let codes: std::collections::HashSet<_> = errs.iter().map(|e| e.code()).collect();
         assert_eq!(codes.len(), errs.len());

@@ -24,9 +24,11 @@ use crate::driver::{DriverConfig, ZoneDriver};
 use crate::error::{KernelError, Result};
 use crate::gate::PermCache;
 use crate::identity::{Permission, Principal, Task};
+use crate::pipe::PipeTable;
 use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::replica::{Replica, ReplicaConfig, Role};
 use crate::state::ZoneState;
+use crate::timer::TimerDriver;
 use crate::token::TokenAuthority;
 use crate::transport::{LocalOnly, Transport};
 use crate::types::{Ino, ReplicaId, Timestamp, ZoneId};
@@ -62,6 +64,8 @@ pub struct KernelConfig {
     pub driver: DriverConfig,
     /// This node's replica id in the zones it creates.
     pub replica_id: ReplicaId,
+    /// Run the timer driver on a virtual clock (deterministic tests).
+    pub virtual_clock: bool,
 }
 
 impl KernelConfig {
@@ -71,6 +75,7 @@ impl KernelConfig {
             object_store: ObjectStoreConfig::Local,
             driver: DriverConfig::default(),
             replica_id: 1,
+            virtual_clock: false,
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct Kernel {
     pub(crate) perm_cache: Mutex<PermCache>,
     pub(crate) audit: OnceLock<AuditSink>,
     tokens: TokenAuthority,
+    pub(crate) pipes: Arc<PipeTable>,
+    timers: TimerDriver,
 }
 
 fn tree_name(zone: &ZoneId) -> String {
@@ -158,6 +165,11 @@ impl Kernel {
             ObjectStoreConfig::Memory => ContentStore::memory(),
             ObjectStoreConfig::S3(url) => ContentStore::s3(url)?,
         };
+        let timers = if cfg.virtual_clock {
+            TimerDriver::virtual_clock()
+        } else {
+            TimerDriver::real().map_err(|e| KernelError::Storage(format!("timer thread: {e}")))?
+        };
         let tokens = TokenAuthority::open(&cfg.home.join("node.key"), db.open_tree("revoked")?)?;
         Ok(Kernel {
             cfg,
@@ -171,6 +183,8 @@ impl Kernel {
             zones: RwLock::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             transport: Arc::new(LocalOnly),
+            pipes: Arc::default(),
+            timers,
         })
     }
 
@@ -184,6 +198,11 @@ impl Kernel {
 
     pub fn tokens(&self) -> &TokenAuthority {
         &self.tokens
+    }
+
+    /// The node's timer driver, which owns every task's timers.
+    pub fn timers(&self) -> &TimerDriver {
+        &self.timers
     }
 
     /// Starts recording denials and mutations in `sink` (once).
@@ -313,6 +332,7 @@ impl Kernel {
             // Open handles on the zone see it as stopped from here on.
             zone.driver.stop();
         }
+        self.pipes.forget_zone(id);
         self.catalog.remove(id.as_str())?;
         self.db.drop_tree(tree_name(id))?;
         self.db.flush()?;
@@ -341,13 +361,15 @@ impl Kernel {
         lock.lock_owned().await
     }
 
-    /// Clean shutdown: writes out the audit log, stops every zone driver,
-    /// flushes.
+    /// Clean shutdown: checkpoints every open pipe, writes out the audit
+    /// log, stops every zone driver, flushes.
     pub async fn shutdown(&self) -> Result<()> {
+        let pipes = self.pipes.close().await;
         if let Some(sink) = self.audit.get() {
             sink.close().await?;
         }
-        self.stop_zones()
+        self.stop_zones()?;
+        pipes
     }
 
     /// Stops every zone driver and flushes the metadata.

@@ -13,6 +13,7 @@ use std::ops::Bound;
 use crate::command::{Applied, NewInode, ZoneCommand};
 use crate::error::{KernelError, Result};
 use crate::identity::Principal;
+use crate::pipe::PipeRecord;
 use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::types::{ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ROOT_INO};
 
@@ -28,6 +29,7 @@ pub(crate) mod keys {
     pub const ALL_DENTRIES: &[u8] = b"s\x02";
     pub const ALL_CHUNKS: &[u8] = b"s\x03";
     pub const ALL_TUPLES: &[u8] = b"s\x04";
+    pub const ALL_PIPES: &[u8] = b"s\x05";
     /// Applied index of the last command that could change a permission.
     pub const AUTH_REVISION: &[u8] = b"s\x00authrev";
 
@@ -40,6 +42,10 @@ pub(crate) mod keys {
 
     pub fn inode(ino: Ino) -> Vec<u8> {
         tagged(ALL_INODES, ino, 0)
+    }
+
+    pub fn pipe(ino: Ino) -> Vec<u8> {
+        tagged(ALL_PIPES, ino, 0)
     }
 
     pub fn dir_prefix(dir: Ino) -> Vec<u8> {
@@ -144,6 +150,11 @@ impl ZoneState {
             .get(keys::inode(ino))?
             .map(|v| dec(&v))
             .transpose()
+    }
+
+    /// A pipe's last checkpoint, if it has one.
+    pub fn pipe_record(&self, ino: Ino) -> Result<Option<PipeRecord>> {
+        self.tree.get(keys::pipe(ino))?.map(|v| dec(&v)).transpose()
     }
 
     pub fn dentry(&self, dir: Ino, name: &str) -> Result<Option<Dentry>> {
@@ -450,6 +461,7 @@ impl Tx<'_> {
     /// Removes an inode with its chunks and every tuple about it.
     fn drop_inode(&mut self, inode: &Inode) -> Result<()> {
         self.remove(keys::inode(inode.ino));
+        self.remove(keys::pipe(inode.ino));
         self.drop_chunks_from(inode.ino, 0)?;
         let prefix = keys::tuple_prefix(&ObjectRef::inode(inode.kind(), inode.ino));
         let mut end = prefix.clone();
@@ -580,6 +592,18 @@ impl Tx<'_> {
                 inode.ctime = *now;
                 self.put_inode(&inode);
                 Ok(Applied::Inode(inode))
+            }
+            ZoneCommand::PipeCheckpoint { ino, checkpoint } => {
+                let InodeBody::Pipe { capacity } = self.get_inode(*ino)?.body else {
+                    return Err(KernelError::Invalid(format!("inode {ino} is not a pipe")));
+                };
+                let mut record: PipeRecord = match self.get(&keys::pipe(*ino))? {
+                    Some(v) => dec(&v)?,
+                    None => PipeRecord::default(),
+                };
+                record.apply(checkpoint, capacity)?;
+                self.insert(keys::pipe(*ino), enc(&record));
+                Ok(Applied::Done)
             }
             ZoneCommand::Rename {
                 src_parent,

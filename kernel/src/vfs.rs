@@ -48,6 +48,10 @@ impl Handle {
         &self.path
     }
 
+    pub(crate) fn zone(&self) -> &Arc<Zone> {
+        &self.zone
+    }
+
     /// The ReBAC object this handle names.
     pub fn object(&self) -> ObjectRef {
         ObjectRef::inode(self.kind, self.ino)
@@ -138,7 +142,14 @@ impl Kernel {
     /// Asks the gate whether `task` may `perm` the inode behind `h`, for an
     /// operation on `path` (what the audit log records). A handle whose
     /// inode is gone gets `no-entry`, as it would without a gate.
-    fn gate(&self, task: &Task, h: &Handle, perm: Permission, op: &str, path: &str) -> Result<()> {
+    pub(crate) fn gate(
+        &self,
+        task: &Task,
+        h: &Handle,
+        perm: Permission,
+        op: &str,
+        path: &str,
+    ) -> Result<()> {
         match self.require(task, &h.zone.id, &h.object(), perm, op, path) {
             Err(KernelError::Access(_)) if h.zone.state.inode(h.ino)?.is_none() => {
                 Err(KernelError::NotFound(path.to_owned()))
@@ -330,10 +341,9 @@ impl Kernel {
         Ok(last)
     }
 
-    /// Creates a DT_PIPE inode (its ring-buffer behaviour comes with pipes).
-    pub async fn mkpipe(&self, task: &Task, p: &str, capacity: u64) -> Result<Handle> {
-        let r = self.make(task, p, NewInode::Pipe { capacity }).await;
-        self.audited(task, task.zone(), "mkpipe", p, r)
+    /// Creates a DT_PIPE inode (capacity already validated by `mkpipe`).
+    pub(crate) async fn make_pipe(&self, task: &Task, p: &str, capacity: u64) -> Result<Handle> {
+        self.make(task, p, NewInode::Pipe { capacity }).await
     }
 
     /// Links zone `target` at `p`. Refused over an existing entry; needs
@@ -680,8 +690,9 @@ impl Kernel {
         if let Some(moved) = self.child(&src, src_name, from)? {
             self.gate(task, &moved, Permission::Write, "rename", from)?;
         }
-        if let Some(replaced) = self.child(&dst, dst_name, to)? {
-            self.gate(task, &replaced, Permission::Write, "rename", to)?;
+        let replaced = self.child(&dst, dst_name, to)?;
+        if let Some(replaced) = &replaced {
+            self.gate(task, replaced, Permission::Write, "rename", to)?;
         }
         let cmd = ZoneCommand::Rename {
             src_parent: src.ino,
@@ -690,15 +701,15 @@ impl Kernel {
             dst_name: dst_name.to_owned(),
             now: now(),
         };
-        src.zone
-            .propose(cmd)
-            .await
-            .map(|_| ())
-            .map_err(|e| match e {
-                KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
-                KernelError::Invalid(m) => KernelError::Invalid(m),
-                other => with_path(other, to),
-            })
+        src.zone.propose(cmd).await.map_err(|e| match e {
+            KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
+            KernelError::Invalid(m) => KernelError::Invalid(m),
+            other => with_path(other, to),
+        })?;
+        if let Some(gone) = replaced {
+            self.pipes.removed(&gone);
+        }
+        Ok(())
     }
 
     /// Removes a file, pipe or mount entry (never a directory).
@@ -721,8 +732,9 @@ impl Kernel {
         }
         let (parent, name) = self.parent_of(task, p)?;
         self.gate(task, &parent, Permission::Write, op, p)?;
-        if let Some(target) = self.child(&parent, name, p)? {
-            self.gate(task, &target, Permission::Write, op, p)?;
+        let target = self.child(&parent, name, p)?;
+        if let Some(target) = &target {
+            self.gate(task, target, Permission::Write, op, p)?;
         }
         let cmd = ZoneCommand::Remove {
             parent: parent.ino,
@@ -734,8 +746,11 @@ impl Kernel {
             .zone
             .propose(cmd)
             .await
-            .map(|_| ())
-            .map_err(|e| with_path(e, p))
+            .map_err(|e| with_path(e, p))?;
+        if let Some(gone) = target {
+            self.pipes.removed(&gone);
+        }
+        Ok(())
     }
 
     /// One page of the directory at `p`, in name order, after `cursor`.
