@@ -63,11 +63,18 @@ impl ZoneDriver {
         cfg: DriverConfig,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let (applied_tx, applied) = tokio::sync::watch::channel(replica.applied_index());
         if replica.is_sole_voter() && !replica.is_leader() {
             // Alone in the group: no need to wait out an election timeout.
             replica.campaign()?;
+            // Commit and apply everything the log holds before the zone
+            // serves a read: after a crash the applied state may trail the
+            // flushed log, and a read must never see less than was
+            // acknowledged.
+            while replica.has_ready() {
+                replica.on_ready()?;
+            }
         }
+        let (applied_tx, applied) = tokio::sync::watch::channel(replica.applied_index());
         let name = format!("zone-{zone}");
         let z = zone.clone();
         let tick = cfg.tick;

@@ -245,6 +245,10 @@ impl TaskTimers {
         self.driver.now()
     }
 
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Live timers this task holds.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)

@@ -398,7 +398,8 @@ impl Kernel {
         if opts.directory && h.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(p.to_owned()));
         }
-        if opts.truncate {
+        // As on POSIX, truncating a FIFO on open means nothing.
+        if opts.truncate && h.kind != FileKind::Pipe {
             if h.kind == FileKind::Dir {
                 return Err(KernelError::IsDirectory(p.to_owned()));
             }

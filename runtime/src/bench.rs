@@ -67,14 +67,26 @@ pub async fn run(args: BenchArgs) -> CliResult {
     kernel.create_zone(&me, &zone).await?;
     let z = kernel.spawn_task(me, &zone, Capabilities::ALL)?;
 
-    let mut rows = vec![stat(&kernel, &z, &raw, 2_000_000 / scale).await?];
-    rows.extend(creates(&kernel, &z, &raw, 20_000 / scale as u64).await?);
-    for (size, count) in [(4096usize, 4000 / scale), (1 << 20, 200 / scale)] {
-        rows.extend(file_io(&kernel, &z, scratch.path(), size, count).await?);
+    let wanted = |group: &str| args.only.is_empty() || args.only.iter().any(|g| g == group);
+    let mut rows = Vec::new();
+    if wanted("kernel") {
+        rows.push(stat(&kernel, &z, &raw, 2_000_000 / scale).await?);
+        rows.extend(creates(&kernel, &z, &raw, 20_000 / scale as u64).await?);
+        for (size, count) in [(4096usize, 4000 / scale), (1 << 20, 200 / scale)] {
+            rows.extend(file_io(&kernel, &z, scratch.path(), size, count).await?);
+        }
     }
-    rows.extend(gate(&kernel, scale).await?);
+    if wanted("gate") {
+        rows.extend(gate(&kernel, scale).await?);
+    }
     if let Some(guest) = &args.guest {
-        rows.extend(crate::bench_agents::agents(&kernel, guest, scratch.path(), scale).await?);
+        let dir = scratch.path();
+        if wanted("agents") {
+            rows.extend(crate::bench_agents::agents(&kernel, guest, dir, scale).await?);
+        }
+        if wanted("pipes") {
+            rows.extend(crate::bench_pipes::pipes(&kernel, guest, dir, scale).await?);
+        }
     }
     kernel.shutdown().await?;
     if args.json {

@@ -74,6 +74,9 @@ pub enum KernelCommand {
     /// Work with the files of a zone.
     #[command(subcommand)]
     Fs(FsCmd),
+    /// Create, inspect, read and remove pipes (DT_PIPE ring buffers).
+    #[command(subcommand)]
+    Pipe(PipeCmd),
     /// Link another zone into a zone's tree as a DT_MOUNT entry.
     Mount {
         #[command(flatten)]
@@ -91,6 +94,7 @@ pub enum KernelCommand {
     /// Run an agent (a wasm32-wasip2 component) as a task of a zone, with
     /// the kernel as its only I/O. Its identity is `agent:<file stem>`
     /// unless `--as` or `--token` says otherwise; it needs `enter` on the zone.
+    /// `--with` runs more agents alongside it (e.g. a pipeline over a pipe).
     Run(RunArgs),
     /// Grant SUBJECT a RELATION on OBJECT: a path, `zone`, or `group:NAME`.
     Grant(TupleArgs),
@@ -136,9 +140,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// The `guests/bench` component: adds the agent benchmarks (spawn, cold
-    /// run, guest file I/O).
+    /// run, guest file I/O, pipes, timers).
     #[arg(long)]
     pub guest: Option<PathBuf>,
+    /// Run only these groups (default: all): kernel, gate, agents, pipes.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -161,6 +168,11 @@ pub struct RunArgs {
     /// Deterministic instruction budget (fuel); the agent stops when it runs out.
     #[arg(long)]
     pub fuel: Option<u64>,
+    /// Another agent to run at the same time, in the same zone and process,
+    /// with its arguments: --with "consumer.wasm ARG...". Repeatable. Each
+    /// is `agent:<its file stem>` unless --as or --token is given.
+    #[arg(long = "with", value_name = "AGENT.wasm [ARGS]")]
+    pub with: Vec<String>,
     /// Arguments for the agent, after `--`.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -234,6 +246,52 @@ pub enum ZoneCmd {
         /// Confirm: destruction cannot be undone.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PipeCmd {
+    /// Create a pipe holding at most CAPACITY bytes (1 B to 16 MiB).
+    Create {
+        #[command(flatten)]
+        zone: ZoneArg,
+        path: String,
+        /// e.g. 64KiB.
+        #[arg(long, default_value = "64KiB")]
+        capacity: String,
+    },
+    /// Capacity, occupancy, bytes in and out, attached readers and writers.
+    Stat {
+        #[command(flatten)]
+        zone: ZoneArg,
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every pipe under DIR (recursively) with its state.
+    Ls {
+        #[command(flatten)]
+        zone: ZoneArg,
+        #[arg(default_value = "/")]
+        dir: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read (and consume) the pipe's bytes to stdout.
+    Cat {
+        #[command(flatten)]
+        zone: ZoneArg,
+        path: String,
+        /// Wait for more until every writer has closed, instead of stopping
+        /// when the pipe is empty.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Remove a pipe. Its attached ends are woken and get `no-entry`.
+    Rm {
+        #[command(flatten)]
+        zone: ZoneArg,
+        path: String,
     },
 }
 

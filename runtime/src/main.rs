@@ -1,20 +1,5 @@
 //! `nexus`: the command line of the Nexus runtime.
 
-mod access_cmd;
-mod agent;
-mod audit_cmd;
-mod bench;
-mod bench_agents;
-mod cli;
-mod error;
-mod fs_cmd;
-mod output;
-mod run_cmd;
-mod session;
-mod stress;
-mod units;
-mod zone_cmd;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,10 +7,11 @@ use std::sync::Arc;
 use clap::Parser;
 use nexus_kernel::audit::{AuditSink, RecordStore};
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
+use nexus_runtime::{access_cmd, audit_cmd, bench, fs_cmd, pipe_cmd, run_cmd, stress, zone_cmd};
 
-use cli::{Cli, Command, KernelCommand};
-use error::{CliError, CliResult};
-use session::Acting;
+use nexus_runtime::cli::{Cli, Command, KernelCommand};
+use nexus_runtime::error::{self, CliError, CliResult};
+use nexus_runtime::session::Acting;
 
 /// The audit log's SQLite file in the data directory.
 const RECORDS: &str = "records.db";
@@ -108,15 +94,11 @@ async fn dispatch(
     let done = match cmd {
         KernelCommand::Run(args) => {
             // An agent is `agent:<file stem>` unless told otherwise.
-            let acting = match (as_principal, token) {
-                (None, None) => Acting {
-                    principal: run_cmd::default_principal(&args.agent),
-                    caps: nexus_kernel::identity::Capabilities::ALL,
-                    zone: None,
-                },
-                _ => acting()?,
+            let explicit = match (as_principal, token) {
+                (None, None) => None,
+                _ => Some(acting()?),
             };
-            return run_cmd::run(k, &acting, args).await;
+            return run_cmd::run(k, explicit.as_ref(), args).await;
         }
         KernelCommand::Token(cmd) => {
             // For `token issue`, `--as` names the token's principal; the
@@ -126,6 +108,7 @@ async fn dispatch(
         }
         KernelCommand::Zone(cmd) => zone_cmd::run(k, &acting()?, cmd).await,
         KernelCommand::Fs(cmd) => fs_cmd::run(k, &acting()?, cmd).await,
+        KernelCommand::Pipe(cmd) => pipe_cmd::run(k, &acting()?, cmd).await,
         KernelCommand::Mount { zone, path, target } => {
             fs_cmd::mount(k, &acting()?, &zone, &path, &target).await
         }

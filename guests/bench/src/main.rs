@@ -1,11 +1,30 @@
 //! `bench noop`: returns at once (the cost of a spawn).
+//! `bench pipe-send PATH BYTES` / `bench pipe-recv PATH`: stream BYTES
+//! through a pipe in 64 KiB writes and reads, with plain `std::fs`.
+//! `bench ping OUT IN N RESULTS` / `bench pong IN OUT`: N one-byte round
+//! trips over two pipes; `ping` writes `p50_ns p99_ns` to RESULTS.
+//! `bench sleep-until UNIX_NS PIPE`: sleeps until a wall-clock instant (the
+//! sleep itself is a monotonic-clock timer) and writes how late it woke,
+//! in nanoseconds, as one 8-byte record into PIPE.
 //! `bench io DIR N`: stats, reads and writes N 4 KiB files in DIR (`DIR/fI`
 //! must exist), timing each phase with the guest's own monotonic clock,
 //! and writes `stat_ns read_ns write_ns` to `DIR/results.txt`. The same
 //! binary runs on the kernel and on a host directory, so the two compare.
 
-use std::fs;
-use std::time::Instant;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn writer(path: &str) -> File {
+    OpenOptions::new().write(true).open(path).expect("open for writing")
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -36,8 +55,62 @@ fn main() {
             )
             .expect("results");
         }
+        Some("pipe-send") => {
+            let mut out = writer(&args[2]);
+            let total: u64 = args[3].parse().expect("BYTES");
+            let block = vec![1u8; 64 << 10];
+            let mut sent = 0;
+            while sent < total {
+                let n = block.len().min((total - sent) as usize);
+                out.write_all(&block[..n]).expect("write");
+                sent += n as u64;
+            }
+        }
+        Some("pipe-recv") => {
+            let mut input = File::open(&args[2]).expect("open for reading");
+            let mut buf = vec![0u8; 64 << 10];
+            let mut got = 0u64;
+            loop {
+                match input.read(&mut buf).expect("read") {
+                    0 => break,
+                    n => got += n as u64,
+                }
+            }
+            std::hint::black_box(got);
+        }
+        Some("ping") => {
+            let mut out = writer(&args[2]);
+            let mut input = File::open(&args[3]).expect("open for reading");
+            let n: usize = args[4].parse().expect("N");
+            let mut rtt = Vec::with_capacity(n);
+            let mut b = [0u8; 1];
+            for i in 0..n {
+                let t = Instant::now();
+                out.write_all(&[i as u8]).expect("ping");
+                input.read_exact(&mut b).expect("pong");
+                rtt.push(t.elapsed().as_nanos() as u64);
+            }
+            rtt.sort_unstable();
+            let p = |q: f64| rtt[((n as f64 * q) as usize).min(n - 1)];
+            fs::write(&args[5], format!("{} {}\n", p(0.5), p(0.99))).expect("results");
+        }
+        Some("pong") => {
+            let mut input = File::open(&args[2]).expect("open for reading");
+            let mut out = writer(&args[3]);
+            let mut b = [0u8; 1];
+            while input.read(&mut b).expect("read") == 1 {
+                out.write_all(&b).expect("write");
+            }
+        }
+        Some("sleep-until") => {
+            let at: u64 = args[2].parse().expect("UNIX_NS");
+            let mut out = writer(&args[3]);
+            std::thread::sleep(Duration::from_nanos(at.saturating_sub(unix_ns())));
+            let late = unix_ns().saturating_sub(at);
+            out.write_all(&late.to_le_bytes()).expect("report");
+        }
         _ => {
-            eprintln!("usage: bench noop | bench io DIR N");
+            eprintln!("usage: bench noop | io | pipe-send | pipe-recv | ping | pong | sleep-until");
             std::process::exit(2);
         }
     }

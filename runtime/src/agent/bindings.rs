@@ -1,6 +1,8 @@
 //! Host bindings generated from `wit/` for what Nexus implements itself:
-//! `wasi:filesystem` on the kernel VFS, `wasi:sockets` denying every call,
-//! and `nexus:kernel/identity`. The
+//! `wasi:filesystem`, `nexus:kernel/pipe` and `nexus:kernel/timer` on the
+//! kernel, `wasi:clocks/monotonic-clock` on the kernel's timer driver,
+//! `wasi:sockets` and `wasi:http` denying every call, and
+//! `nexus:kernel/identity`. The
 //! `wasi:io` and `wasi:clocks` types are wasmtime-wasi's own, so streams and
 //! pollables interoperate with the rest of its implementation.
 
@@ -32,6 +34,8 @@ wasmtime::component::bindgen!({
         "wasi:clocks/wall-clock": wasmtime_wasi::p2::bindings::clocks::wall_clock,
         "wasi:filesystem/types.descriptor": crate::agent::fs::Descriptor,
         "wasi:filesystem/types.directory-entry-stream": crate::agent::fs::DirStream,
+        "nexus:kernel/pipe.pipe-end": crate::agent::pipe::PipeEndResource,
+        "nexus:kernel/timer.interval": crate::agent::timer::Interval,
         "wasi:sockets/network.network": crate::agent::sockets::Network,
         "wasi:sockets/tcp.tcp-socket": crate::agent::sockets::NoSocket,
         "wasi:sockets/udp.udp-socket": crate::agent::sockets::NoSocket,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
+use nexus_kernel::pipe::{PipeEnd, PipeMode};
 use nexus_kernel::types::{DirListing, FileKind, Stat};
 use nexus_kernel::vfs::{Handle, OpenOptions};
 use nexus_kernel::{ErrorCode as K, KernelError};
@@ -20,8 +21,9 @@ use super::bindings::wasi::filesystem::types::{
     HostDirectoryEntryStream, NewTimestamp, OpenFlags, PathFlags,
 };
 use super::bindings::wasi::filesystem::{preopens, types};
+use super::pipe::{PipeInputStream, PipeOutputStream};
 use super::state::AgentState;
-use super::streams::{KernelInputStream, KernelOutputStream};
+use super::streams::{KernelInputStream, KernelOutputStream, STREAM_CHUNK};
 
 pub type FsError = wasmtime_wasi::TrappableError<ErrorCode>;
 type FsResult<T> = Result<T, FsError>;
@@ -50,6 +52,7 @@ pub fn code(e: &KernelError) -> ErrorCode {
         K::Quota => ErrorCode::Quota,
         K::Unsupported => ErrorCode::Unsupported,
         K::WouldBlock => ErrorCode::WouldBlock,
+        K::Pipe => ErrorCode::Pipe,
     }
 }
 
@@ -57,13 +60,17 @@ fn fs_err(e: KernelError) -> FsError {
     code(&e).into()
 }
 
-/// An open file or directory of the agent's zone.
+/// An open file, directory or pipe of the agent's zone.
 pub struct Descriptor {
     pub(super) handle: Handle,
     /// The path it was opened by, from the zone root: `*_at` paths join it.
     path: String,
     read: bool,
     write: bool,
+    /// For a pipe: the ends this descriptor attached when it was opened
+    /// (held here and by its streams; the last holder detaches).
+    pipe_reader: Option<Arc<PipeEnd>>,
+    pipe_writer: Option<Arc<PipeEnd>>,
 }
 
 impl Descriptor {
@@ -74,7 +81,17 @@ impl Descriptor {
             path: "/".into(),
             read: true,
             write: true,
+            pipe_reader: None,
+            pipe_writer: None,
         })
+    }
+
+    fn pipe_end(&self, mode: PipeMode) -> FsResult<Arc<PipeEnd>> {
+        let end = match mode {
+            PipeMode::Read => &self.pipe_reader,
+            PipeMode::Write => &self.pipe_writer,
+        };
+        end.clone().ok_or_else(|| ErrorCode::BadDescriptor.into())
     }
 
     /// `rel` relative to this directory. Absolute paths are refused, as
@@ -228,15 +245,14 @@ impl HostDescriptor for AgentState {
         Ok(())
     }
 
-    /// Kernel writes are durable when they return; there is nothing to sync.
+    /// Kernel file writes are durable when they return; a pipe's bytes
+    /// become durable here (a checkpoint through the zone's log).
     async fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
-        self.desc(&fd)?;
-        Ok(())
+        self.sync_pipe(&fd).await
     }
 
     async fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
-        self.desc(&fd)?;
-        Ok(())
+        self.sync_pipe(&fd).await
     }
 
     async fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorFlags> {
@@ -282,7 +298,17 @@ impl HostDescriptor for AgentState {
         len: u64,
         offset: u64,
     ) -> FsResult<(Vec<u8>, bool)> {
-        let h = self.file(&fd)?.handle.clone();
+        let d = self.file(&fd)?;
+        if d.handle.kind == FileKind::Pipe {
+            let end = d.pipe_end(PipeMode::Read)?;
+            let len = usize::try_from(len).unwrap_or(usize::MAX).min(STREAM_CHUNK);
+            return match self.kernel.pipe_read(&self.task, &end, len).await {
+                Ok(Some(d)) => Ok((d, false)),
+                Ok(None) => Ok((Vec::new(), len > 0)),
+                Err(e) => Err(fs_err(e)),
+            };
+        }
+        let h = d.handle.clone();
         let bytes = self
             .kernel
             .read(&self.task, &h, offset, len)
@@ -301,6 +327,15 @@ impl HostDescriptor for AgentState {
         let d = self.file(&fd)?;
         if !d.write {
             return Err(ErrorCode::BadDescriptor.into());
+        }
+        if d.handle.kind == FileKind::Pipe {
+            let end = d.pipe_end(PipeMode::Write)?;
+            return self
+                .kernel
+                .pipe_write_all(&self.task, &end, &buf)
+                .await
+                .map(|()| buf.len() as u64)
+                .map_err(fs_err);
         }
         let h = d.handle.clone();
         self.kernel
@@ -405,11 +440,32 @@ impl HostDescriptor for AgentState {
         if handle.kind == FileKind::Dir && flags.contains(DescriptorFlags::WRITE) {
             return Err(ErrorCode::IsDirectory.into());
         }
+        // Opening a pipe attaches to it, as a reader unless only writing.
+        let attach = |mode| -> FsResult<Option<Arc<PipeEnd>>> {
+            Ok(Some(Arc::new(
+                self.kernel
+                    .pipe_attach(&self.task, &handle, mode)
+                    .map_err(fs_err)?,
+            )))
+        };
+        let is_pipe = handle.kind == FileKind::Pipe;
+        let pipe_reader = if is_pipe && (opts.read || !write) {
+            attach(PipeMode::Read)?
+        } else {
+            None
+        };
+        let pipe_writer = if is_pipe && write {
+            attach(PipeMode::Write)?
+        } else {
+            None
+        };
         let d = Descriptor {
             handle,
             path: p,
             read: opts.read,
             write,
+            pipe_reader,
+            pipe_writer,
         };
         self.push_descriptor(d)
     }
@@ -467,13 +523,13 @@ impl HostDescriptor for AgentState {
         fd: Resource<Descriptor>,
         offset: u64,
     ) -> FsResult<Resource<DynInputStream>> {
-        let h = self.file(&fd)?.handle.clone();
-        let s: DynInputStream = Box::new(KernelInputStream::new(
-            self.kernel.clone(),
-            self.task.clone(),
-            h,
-            offset,
-        ));
+        let d = self.file(&fd)?;
+        let (k, t) = (self.kernel.clone(), self.task.clone());
+        let s: DynInputStream = if d.handle.kind == FileKind::Pipe {
+            Box::new(PipeInputStream::new(k, t, d.pipe_end(PipeMode::Read)?))
+        } else {
+            Box::new(KernelInputStream::new(k, t, d.handle.clone(), offset))
+        };
         self.table.push(s).map_err(FsError::trap)
     }
 
@@ -546,7 +602,8 @@ impl HostDirectoryEntryStream for AgentState {
 }
 
 impl AgentState {
-    /// A stream writing to the file behind `fd`, which must be writable.
+    /// A stream writing to the file behind `fd`, which must be writable;
+    /// for a pipe, into its ring (offsets mean nothing to a pipe).
     fn output_stream(
         &mut self,
         fd: Resource<Descriptor>,
@@ -556,12 +613,26 @@ impl AgentState {
         if !d.write {
             return Err(ErrorCode::BadDescriptor.into());
         }
-        let s: DynOutputStream = Box::new(make(
-            self.kernel.clone(),
-            self.task.clone(),
-            d.handle.clone(),
-        ));
+        let (k, t) = (self.kernel.clone(), self.task.clone());
+        let s: DynOutputStream = if d.handle.kind == FileKind::Pipe {
+            Box::new(PipeOutputStream::new(k, t, d.pipe_end(PipeMode::Write)?))
+        } else {
+            Box::new(make(k, t, d.handle.clone()))
+        };
         self.table.push(s).map_err(FsError::trap)
+    }
+
+    /// Checkpoints the pipe behind `fd`; a no-op for files, whose writes
+    /// are durable when they return.
+    async fn sync_pipe(&mut self, fd: &Resource<Descriptor>) -> FsResult<()> {
+        let d = self.desc(fd)?;
+        let Some(end) = d.pipe_writer.clone().or_else(|| d.pipe_reader.clone()) else {
+            return Ok(());
+        };
+        self.kernel
+            .pipe_sync(&self.task, &end)
+            .await
+            .map_err(fs_err)
     }
 
     /// Adds a descriptor, within the task's descriptor limit (invariant 7).

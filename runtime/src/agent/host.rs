@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
+use nexus_kernel::timer::DEFAULT_TIMER_LIMIT;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
@@ -25,6 +26,9 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::bindings;
 use super::state::{AgentState, TaskLimits};
+
+/// Agents one host runs at once from its pool of pre-reserved slots.
+pub const POOLED_AGENTS: u32 = 64;
 
 /// How often the epoch advances: the granularity of `--timeout`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -62,6 +66,7 @@ pub struct RunLimits {
     pub memory: usize,
     pub fuel: Option<u64>,
     pub max_descriptors: usize,
+    pub max_timers: usize,
 }
 
 impl Default for RunLimits {
@@ -71,6 +76,7 @@ impl Default for RunLimits {
             memory: 256 << 20,
             fuel: None,
             max_descriptors: 1024,
+            max_timers: DEFAULT_TIMER_LIMIT,
         }
     }
 }
@@ -91,17 +97,34 @@ impl Host {
     /// `fuel` turns on deterministic fuel metering for every store of this
     /// engine (it costs some speed, so it is off unless asked for).
     pub fn new(cache_dir: &Path, fuel: bool, memory: usize) -> Result<Self, RunError> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(64)
-            .total_core_instances(256)
-            .total_memories(64)
-            .total_tables(256)
-            .max_memory_size(memory);
+        Self::with_capacity(cache_dir, fuel, memory, POOLED_AGENTS)
+    }
+
+    /// A host for up to `agents` agents at once: pooled slots (fast
+    /// instantiation, address space reserved up front) up to
+    /// [`POOLED_AGENTS`], memory mapped on demand beyond that.
+    pub fn with_capacity(
+        cache_dir: &Path,
+        fuel: bool,
+        memory: usize,
+        agents: u32,
+    ) -> Result<Self, RunError> {
+        let strategy = if agents <= POOLED_AGENTS {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(agents)
+                .total_core_instances(agents * 4)
+                .total_memories(agents)
+                .total_tables(agents * 4)
+                .max_memory_size(memory);
+            InstanceAllocationStrategy::Pooling(pool)
+        } else {
+            InstanceAllocationStrategy::OnDemand
+        };
         let mut cfg = Config::new();
         cfg.epoch_interruption(true)
             .consume_fuel(fuel)
             .memory_init_cow(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(strategy);
         let engine = Engine::new(&cfg).map_err(host_err)?;
         let ticker = {
             let engine = engine.clone();
@@ -127,9 +150,10 @@ impl Host {
         let mut l = Linker::new(engine);
         wasmtime_wasi_io::add_to_linker_async(&mut l)?;
         clocks::wall_clock::add_to_linker::<AgentState, WasiClocks>(&mut l, AgentState::clocks)?;
-        clocks::monotonic_clock::add_to_linker::<AgentState, WasiClocks>(
+        // The monotonic clock and its subscriptions: the kernel's timer driver.
+        bindings::wasi::clocks::monotonic_clock::add_to_linker::<AgentState, HasSelf<AgentState>>(
             &mut l,
-            AgentState::clocks,
+            |s| s,
         )?;
         random::random::add_to_linker::<AgentState, WasiRandom>(&mut l, AgentState::random)?;
         random::insecure::add_to_linker::<AgentState, WasiRandom>(&mut l, AgentState::random)?;
@@ -153,6 +177,14 @@ impl Host {
             |s| s,
         )?;
         bindings::nexus::kernel::identity::add_to_linker::<AgentState, HasSelf<AgentState>>(
+            &mut l,
+            |s| s,
+        )?;
+        bindings::nexus::kernel::pipe::add_to_linker::<AgentState, HasSelf<AgentState>>(
+            &mut l,
+            |s| s,
+        )?;
+        bindings::nexus::kernel::timer::add_to_linker::<AgentState, HasSelf<AgentState>>(
             &mut l,
             |s| s,
         )?;
@@ -262,6 +294,7 @@ impl Host {
             .inherit_stdin()
             .inherit_stdout()
             .inherit_stderr();
+        let timers = kernel.timers().for_task(limits.max_timers);
         let state = AgentState {
             wasi: wasi.build(),
             table: Default::default(),
@@ -271,6 +304,7 @@ impl Host {
                 max_descriptors: limits.max_descriptors,
             },
             open_descriptors: 0,
+            timers,
             store_limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
                 .instances(64)
@@ -289,11 +323,20 @@ impl Host {
         if let Some(fuel) = limits.fuel {
             store.set_fuel(fuel).map_err(host_err)?;
         }
-        let outcome = async {
+        let running = async {
             let cmd = pre.instantiate_async(&mut store).await?;
             cmd.wasi_cli_run().call_run(&mut store).await
-        }
-        .await;
+        };
+        // The epoch deadline stops a guest that is computing; a guest blocked
+        // in the host (a pipe, a timer) is stopped here, and dropping its
+        // store cancels its timers and detaches its pipe ends.
+        let outcome = match limits.timeout {
+            None => running.await,
+            Some(t) => match tokio::time::timeout(t + EPOCH_TICK, running).await {
+                Ok(r) => r,
+                Err(_) => return Err(RunError::Timeout(t)),
+            },
+        };
         match outcome {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),

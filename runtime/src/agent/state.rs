@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
+use nexus_kernel::timer::TaskTimers;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -26,6 +27,8 @@ pub struct AgentState {
     pub task: Task,
     pub limits: TaskLimits,
     pub open_descriptors: usize,
+    /// The task's timers on the kernel's driver (counted and bounded).
+    pub timers: TaskTimers,
     pub store_limits: StoreLimits,
 }
 

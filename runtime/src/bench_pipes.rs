@@ -1,0 +1,329 @@
+//! Pipe and timer benchmarks, each with a native baseline in the same run:
+//! throughput between two agents through a pipe (vs `dd | dd` over a Linux
+//! pipe), a one-byte ping-pong (vs two threads over Linux pipes), and many
+//! agents sleeping on timers (vs as many tokio tasks).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nexus_kernel::identity::{Capabilities, Principal, Task};
+use nexus_kernel::kernel::Kernel;
+use nexus_kernel::pipe::{PipeMode, PipeRead};
+use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
+use nexus_kernel::types::ZoneId;
+
+use crate::agent::host::{Host, RunLimits};
+use crate::bench::{percentile, row, Row};
+use crate::error::{CliError, CliResult};
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(format!("pipe benchmark: {e}"))
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// This process's resident memory, in bytes.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+struct Bench {
+    k: Arc<Kernel>,
+    owner: Task,
+    agent: Principal,
+    zone: ZoneId,
+}
+
+impl Bench {
+    fn task(&self) -> CliResult<Task> {
+        Ok(self
+            .k
+            .spawn_task(self.agent.clone(), &self.zone, Capabilities::ALL)?)
+    }
+
+    /// Runs agents at the same time on `host`; fails if any fails.
+    async fn together(&self, host: &Arc<Host>, guest: &Path, runs: Vec<Vec<String>>) -> CliResult {
+        let pre = host.prepare(&host.load(guest)?)?;
+        let jobs: Vec<_> = runs
+            .into_iter()
+            .map(|argv| {
+                let (host, pre, k, task) = (host.clone(), pre.clone(), self.k.clone(), self.task());
+                tokio::spawn(async move {
+                    host.run(&pre, k, task?, &argv, &[], &RunLimits::default())
+                        .await
+                        .map_err(CliError::from)
+                })
+            })
+            .collect();
+        for j in jobs {
+            match j.await.map_err(fail)?? {
+                0 => {}
+                code => return Err(fail(format!("an agent exited with {code}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+pub async fn pipes(
+    k: &Arc<Kernel>,
+    guest: &Path,
+    scratch: &Path,
+    scale: usize,
+) -> CliResult<Vec<Row>> {
+    let zone = ZoneId::new("pipes")?;
+    let me = crate::session::operator();
+    k.create_zone(&me, &zone).await?;
+    let owner = k.spawn_task(me, &zone, Capabilities::ALL)?;
+    let agent = Principal::parse("agent:bench")?;
+    let grant = Tuple {
+        object: ObjectRef::zone(&zone),
+        relation: Relation::Editor,
+        subject: Subject::Principal(agent.clone()),
+    };
+    k.write_tuples(&owner, vec![grant], vec![]).await?;
+    let b = Bench {
+        k: k.clone(),
+        owner,
+        agent,
+        zone,
+    };
+    let host = Arc::new(Host::new(&scratch.join("components"), false, 64 << 20)?);
+    let mut rows = vec![throughput(&b, &host, guest, (1 << 30) / scale as u64).await?];
+    rows.extend(ping_pong(&b, &host, guest, 20_000 / scale).await?);
+    rows.extend(sleepers(&b, guest, scratch, 10_000 / scale).await?);
+    Ok(rows)
+}
+
+/// Two agents stream `bytes` through a pipe in 64 KiB writes.
+async fn throughput(b: &Bench, host: &Arc<Host>, guest: &Path, bytes: u64) -> CliResult<Row> {
+    b.k.mkpipe(&b.owner, "/stream", 1 << 20).await?;
+    let g = guest.display().to_string();
+    let t = Instant::now();
+    b.together(
+        host,
+        guest,
+        vec![
+            strings(&[&g, "pipe-recv", "/stream"]),
+            strings(&[&g, "pipe-send", "/stream", &bytes.to_string()]),
+        ],
+    )
+    .await?;
+    let nexus = bytes as f64 / t.elapsed().as_secs_f64();
+    // Baseline: two native processes over a Linux pipe, as `dd | dd`.
+    let count = (bytes / (64 << 10)).to_string();
+    let t = Instant::now();
+    let mut src = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", &format!("count={count}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(fail)?;
+    let pipe = src.stdout.take().ok_or_else(|| fail("dd has no stdout"))?;
+    let sink = Command::new("dd")
+        .args(["of=/dev/null", "bs=64k"])
+        .stdin(pipe)
+        .stderr(Stdio::null())
+        .status()
+        .map_err(fail)?;
+    src.wait().map_err(fail)?;
+    if !sink.success() {
+        return Err(fail("dd failed"));
+    }
+    let linux = bytes as f64 / t.elapsed().as_secs_f64();
+    Ok(row(
+        "pipe throughput, 2 agents, 64 KiB writes (vs dd|dd)",
+        nexus / (1 << 20) as f64,
+        linux / (1 << 20) as f64,
+        "MiB/s",
+    ))
+}
+
+/// One-byte round trips between two agents over two pipes.
+async fn ping_pong(b: &Bench, host: &Arc<Host>, guest: &Path, n: usize) -> CliResult<Vec<Row>> {
+    b.k.mkpipe(&b.owner, "/ping", 4096).await?;
+    b.k.mkpipe(&b.owner, "/pong", 4096).await?;
+    let g = guest.display().to_string();
+    b.together(
+        host,
+        guest,
+        vec![
+            strings(&[&g, "pong", "/ping", "/pong"]),
+            strings(&[&g, "ping", "/ping", "/pong", &n.to_string(), "/rtt.txt"]),
+        ],
+    )
+    .await?;
+    let h = b.k.resolve(&b.owner, "/rtt.txt", true)?;
+    let text = String::from_utf8_lossy(&b.k.read(&b.owner, &h, 0, 100).await?).into_owned();
+    let ns: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [p50, p99] = ns[..] else {
+        return Err(fail(format!("bad ping results {text:?}")));
+    };
+    let native = native_ping_pong(n)?;
+    let mut r = row(
+        "ping-pong 1 byte, 2 agents, 2 pipes (vs 2 threads, Linux pipes)",
+        p50 / 1e3,
+        percentile(&native, 0.5),
+        "µs p50 round trip",
+    );
+    r.p50_us = Some(p50 / 1e3);
+    r.p99_us = Some(p99 / 1e3);
+    let mut base = row(
+        "  baseline: 2 threads over Linux pipes",
+        percentile(&native, 0.5),
+        f64::NAN,
+        "µs p50 round trip",
+    );
+    base.ratio = f64::NAN;
+    base.p50_us = Some(percentile(&native, 0.5));
+    base.p99_us = Some(percentile(&native, 0.99));
+    Ok(vec![r, base])
+}
+
+fn native_ping_pong(n: usize) -> CliResult<Vec<Duration>> {
+    let (mut ping_r, mut ping_w) = std::io::pipe().map_err(fail)?;
+    let (mut pong_r, mut pong_w) = std::io::pipe().map_err(fail)?;
+    let echo = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        while ping_r.read_exact(&mut b).is_ok() {
+            if pong_w.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lat = Vec::with_capacity(n);
+    let mut b = [0u8; 1];
+    for i in 0..n {
+        let t = Instant::now();
+        ping_w.write_all(&[i as u8]).map_err(fail)?;
+        pong_r.read_exact(&mut b).map_err(fail)?;
+        lat.push(t.elapsed());
+    }
+    drop(ping_w);
+    let _ = echo.join();
+    lat.sort();
+    Ok(lat)
+}
+
+/// `n` agents all sleeping until one instant; how late each woke, and the
+/// memory they took while asleep. Baseline: `n` tokio tasks doing the same.
+async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> CliResult<Vec<Row>> {
+    let host = Arc::new(Host::with_capacity(
+        &scratch.join("components"),
+        false,
+        64 << 20,
+        n as u32,
+    )?);
+    let pre = host.prepare(&host.load(guest)?)?;
+    b.k.mkpipe(&b.owner, "/late", (n as u64 * 8).max(4096))
+        .await?;
+    let late = b.k.pipe_open(&b.owner, "/late", PipeMode::Read).await?;
+    let before = rss();
+    let timers_before = b.k.timers().pending();
+    // Far enough ahead for every agent to be asleep first.
+    let at = unix_ns() + 2_000_000_000 + n as u64 * 300_000;
+    let g = guest.display().to_string();
+    let argv = strings(&[&g, "sleep-until", &at.to_string(), "/late"]);
+    let mut jobs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (host, pre, k, task, argv) = (
+            host.clone(),
+            pre.clone(),
+            b.k.clone(),
+            b.task()?,
+            argv.clone(),
+        );
+        jobs.push(tokio::spawn(async move {
+            host.run(&pre, k, task, &argv, &[], &RunLimits::default())
+                .await
+        }));
+    }
+    while b.k.timers().pending() < timers_before + n && unix_ns() < at {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asleep = b.k.timers().pending() - timers_before;
+    let per_agent = rss().saturating_sub(before) as f64 / n as f64;
+    for j in jobs {
+        j.await.map_err(fail)??;
+    }
+    let mut lateness = Vec::with_capacity(n);
+    let mut buf = Vec::new();
+    while let PipeRead::Data(d) = b.k.pipe_try_read(&b.owner, &late, 1 << 20)? {
+        if d.is_empty() {
+            break;
+        }
+        buf.extend(d);
+    }
+    for rec in buf.chunks_exact(8) {
+        let ns = u64::from_le_bytes(rec.try_into().map_err(fail)?);
+        lateness.push(Duration::from_nanos(ns));
+    }
+    if lateness.len() != n || asleep != n {
+        return Err(fail(format!(
+            "{} of {n} sleepers reported, {asleep} were asleep at once",
+            lateness.len()
+        )));
+    }
+    lateness.sort();
+    let (native_late, native_mem) = native_sleepers(n).await;
+    let mut mem = row(
+        &format!("{n} agents asleep on timers: memory per agent (vs tokio task)"),
+        per_agent / 1024.0,
+        native_mem / 1024.0,
+        "KiB",
+    );
+    mem.ratio = native_mem / per_agent;
+    let mut wake = row(
+        &format!("{n} agents asleep on timers: wake-up lateness (vs tokio task)"),
+        percentile(&lateness, 0.99),
+        percentile(&native_late, 0.99),
+        "µs late, p99",
+    );
+    wake.ratio = percentile(&native_late, 0.99) / percentile(&lateness, 0.99);
+    wake.p50_us = Some(percentile(&lateness, 0.5));
+    wake.p99_us = Some(percentile(&lateness, 0.99));
+    Ok(vec![mem, wake])
+}
+
+async fn native_sleepers(n: usize) -> (Vec<Duration>, f64) {
+    let before = rss();
+    let at = unix_ns() + 1_000_000_000;
+    let deadline = tokio::time::Instant::now() + Duration::from_nanos(at - unix_ns());
+    let jobs: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline).await;
+                Duration::from_nanos(unix_ns().saturating_sub(at))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let per_task = rss().saturating_sub(before) as f64 / n as f64;
+    let mut late = Vec::with_capacity(n);
+    for j in jobs {
+        late.push(j.await.unwrap_or_default());
+    }
+    late.sort();
+    (late, per_task)
+}
