@@ -236,7 +236,7 @@ impl SimCluster {
                 r.step(m)?;
             }
         }
-        let tick = self.now % TICK_EVERY == 0;
+        let tick = self.now.is_multiple_of(TICK_EVERY);
         let ids: Vec<_> = self.nodes.keys().copied().collect();
         for id in ids {
             let node = self.nodes.get_mut(&id).expect("known");
