@@ -377,17 +377,18 @@ impl Pipe {
         st.removed || st.ring.len > 0 || (st.had_writer && st.count(PipeMode::Write) == 0)
     }
 
-    /// Room a writer may use now (0 below the atomic size, so an atomic
-    /// write never has to be split); an error once the pipe is broken.
+    /// Free bytes in the ring now; an error once the pipe is broken or
+    /// removed.
     pub fn room(&self) -> Result<usize> {
         let st = self.lock();
         self.writable_state(&st)?;
-        let free = st.ring.free();
-        Ok(if free >= self.atomic() { free } else { 0 })
+        Ok(st.ring.free())
     }
 
+    /// Whether a writer waiting for room should wake: room for a whole
+    /// atomic write, or an error to report.
     fn writable_now(&self) -> bool {
-        !matches!(self.room(), Ok(0))
+        self.room().map_or(true, |free| free >= self.atomic())
     }
 
     /// Waits until `ready` holds, without missing a wake-up in between.
@@ -615,7 +616,7 @@ impl PipeEnd {
         self.pipe.stat()
     }
 
-    /// Room a writer may use now; see [`Pipe::room`].
+    /// Free bytes in the ring now; see [`Pipe::room`].
     pub fn room(&self) -> Result<usize> {
         self.pipe.room()
     }

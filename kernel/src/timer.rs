@@ -391,3 +391,27 @@ mod tests {
         assert!(took < Duration::from_millis(500), "fired late: {took:?}");
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_real_timers_all_fire() {
+        let d = TimerDriver::real().unwrap();
+        let mut jobs = Vec::new();
+        for i in 0..50u64 {
+            let t = d.for_task(10);
+            jobs.push(tokio::spawn(async move {
+                let timer = t.after(Duration::from_millis(20 + (i * 7) % 30)).unwrap();
+                timer.wait().await;
+            }));
+        }
+        for j in jobs {
+            tokio::time::timeout(Duration::from_secs(5), j)
+                .await
+                .expect("fired")
+                .unwrap();
+        }
+    }
+}

@@ -187,6 +187,36 @@ fn a_flood_stops_at_capacity_and_the_gate_guards_pipes() {
         out.contains("flooded 10000 bytes, occupancy 10000, capacity 10000"),
         "{out}"
     );
+    // A write that leaves the pipe nearly full returns at once, though
+    // nobody reads: the writer waits for room, never for more than it needs.
+    ok(
+        home,
+        &[
+            "pipe",
+            "create",
+            "--zone",
+            "z1",
+            "/nearly",
+            "--capacity",
+            "4KiB",
+        ],
+    );
+    let out = ok(
+        home,
+        &[
+            "run",
+            p,
+            "--zone",
+            "z1",
+            "--timeout",
+            "10s",
+            "--",
+            "write",
+            "/nearly",
+            "4000",
+        ],
+    );
+    assert!(out.contains("wrote 4000"), "{out}");
     // The flood is all there, and `pipe cat` drains it (durably).
     let cat = run(home, &["pipe", "cat", "--zone", "z1", "/f"]);
     assert_eq!(cat.stdout, vec![b'z'; 10000]);

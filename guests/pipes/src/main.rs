@@ -54,6 +54,16 @@ fn main() {
                 }
             }
         }
+        // Writes N bytes with std::fs and exits.
+        "write" => {
+            let mut f = writer(&arg(2));
+            f.write_all(&vec![b'w'; num(3) as usize])
+                .unwrap_or_else(|e| {
+                    println!("write failed: {:?}", e.kind());
+                    exit(1)
+                });
+            println!("wrote {}", num(3));
+        }
         // Reads to end-of-file with std::fs.
         "read-all" => {
             let mut f = File::open(arg(2)).unwrap_or_else(|e| {

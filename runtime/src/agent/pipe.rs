@@ -69,10 +69,12 @@ impl InputStream for PipeInputStream {
     }
 }
 
-/// The write side of a pipe as an output stream. `check-write` grants room
-/// for whole atomic writes only; bytes a concurrent writer's race left
-/// without room wait in `pending` (at most one grant's worth) and go out on
-/// the next call or when the stream's pollable is awaited (`flush`).
+/// The write side of a pipe as an output stream. `check-write` grants the
+/// ring's free space; bytes a concurrent writer's race left without room
+/// wait in `pending` (at most one grant's worth) and go out on the next call
+/// or when the stream's pollable is awaited. `blocking-write-and-flush`
+/// (what libc's `write` uses) puts each call's bytes in the ring whole when
+/// they fit the atomic size, and returns as soon as they are in.
 pub struct PipeOutputStream {
     kernel: Arc<Kernel>,
     task: Task,
@@ -104,7 +106,7 @@ impl PipeOutputStream {
         Ok(())
     }
 
-    /// Room a write may use now: 0 while bytes are pending.
+    /// Room a write may use now: 0 while bytes are pending or the ring is full.
     fn permit(&mut self) -> Result<usize, KernelError> {
         self.push_pending()?;
         if !self.pending.is_empty() {
@@ -127,6 +129,7 @@ impl Pollable for PipeOutputStream {
     }
 }
 
+#[wasmtime_wasi::async_trait]
 impl OutputStream for PipeOutputStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         if self.pending.len() + bytes.len() > STREAM_CHUNK {
@@ -145,6 +148,20 @@ impl OutputStream for PipeOutputStream {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         self.permit().map_err(stream_err)
+    }
+
+    /// Unlike the default, does not wait for room for a *next* write after
+    /// this one's bytes are in the ring: a writer filling a pipe nobody
+    /// reads yet is not blocked by its last write.
+    async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.pending.extend_from_slice(&bytes);
+        loop {
+            self.push_pending().map_err(stream_err)?;
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            self.end.ready().await;
+        }
     }
 }
 
