@@ -9,7 +9,7 @@
 //! ring. Checkpoints run on `sync`, when the last writer detaches, every
 //! [`CHECKPOINT_INTERVAL`] while a pipe is dirty, and at clean shutdown.
 //!
-//! Durability contract (ARCHITECTURE.md, invariant 14): bytes written
+//! Durability contract (ARCHITECTURE.md, invariant 15): bytes written
 //! before a `sync` returned survive a crash of the node; bytes read before a
 //! checkpoint are never delivered again; bytes written or read after the
 //! last checkpoint may be lost or delivered again after a crash (as with an
@@ -761,22 +761,8 @@ impl Kernel {
         if end.pipe.lock().removed {
             return Err(end.pipe.gone());
         }
-        self.gate(
-            task,
-            &end.handle,
-            Permission::Read,
-            "sync pipe",
-            end.handle.path(),
-        )
-        .or_else(|_| {
-            self.gate(
-                task,
-                &end.handle,
-                Permission::Write,
-                "sync pipe",
-                end.handle.path(),
-            )
-        })?;
+        let path = end.handle.path();
+        self.gate(task, &end.handle, end.mode.permission(), "sync pipe", path)?;
         end.pipe.checkpoint().await
     }
 

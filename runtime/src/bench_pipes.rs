@@ -107,8 +107,11 @@ pub async fn pipes(
         zone,
     };
     let host = Arc::new(Host::new(&scratch.join("components"), false, 64 << 20)?);
+    tracing::info!("bench: pipe throughput");
     let mut rows = vec![throughput(&b, &host, guest, (1 << 30) / scale as u64).await?];
+    tracing::info!("bench: ping-pong");
     rows.extend(ping_pong(&b, &host, guest, 20_000 / scale).await?);
+    tracing::info!("bench: sleepers");
     rows.extend(sleepers(&b, guest, scratch, 10_000 / scale).await?);
     Ok(rows)
 }
@@ -226,8 +229,9 @@ fn native_ping_pong(n: usize) -> CliResult<Vec<Duration>> {
     Ok(lat)
 }
 
-/// `n` agents all sleeping until one instant; how late each woke, and the
-/// memory they took while asleep. Baseline: `n` tokio tasks doing the same.
+/// `n` agents asleep on timers, due `spread` apart (zero: all at one
+/// instant); how late each woke, and the memory they took while asleep.
+/// Baseline: `n` tokio tasks doing the same.
 async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> CliResult<Vec<Row>> {
     let host = Arc::new(Host::with_capacity(
         &scratch.join("components"),
@@ -235,31 +239,69 @@ async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> CliResul
         64 << 20,
         n as u32,
     )?);
+    let mut rows = Vec::new();
+    for (name, spread) in [
+        ("due over 1 s", Duration::from_secs(1) / n as u32),
+        ("all due at once", Duration::ZERO),
+    ] {
+        let (late, per_agent) = agents_asleep(b, &host, guest, n, spread).await?;
+        let (native_late, native_mem) = tasks_asleep(n, spread).await;
+        if rows.is_empty() {
+            let mut mem = row(
+                &format!("{n} agents asleep on timers: memory per agent (vs tokio task)"),
+                per_agent / 1024.0,
+                native_mem / 1024.0,
+                "KiB",
+            );
+            mem.ratio = native_mem / per_agent;
+            rows.push(mem);
+        }
+        let p99 = percentile(&late, 0.99);
+        let native_p99 = percentile(&native_late, 0.99);
+        let mut wake = row(
+            &format!("{n} agents asleep, {name}: wake-up lateness (vs tokio)"),
+            p99,
+            native_p99,
+            "µs late, p99",
+        );
+        wake.ratio = native_p99 / p99;
+        wake.p50_us = Some(percentile(&late, 0.5));
+        wake.p99_us = Some(p99);
+        rows.push(wake);
+    }
+    Ok(rows)
+}
+
+/// Runs the sleepers; returns their lateness and the resident memory per
+/// agent while all were asleep.
+async fn agents_asleep(
+    b: &Bench,
+    host: &Arc<Host>,
+    guest: &Path,
+    n: usize,
+    spread: Duration,
+) -> CliResult<(Vec<Duration>, f64)> {
     let pre = host.prepare(&host.load(guest)?)?;
-    b.k.mkpipe(&b.owner, "/late", (n as u64 * 8).max(4096))
+    let pipe = format!("/late-{}", spread.as_nanos());
+    b.k.mkpipe(&b.owner, &pipe, (n as u64 * 8).max(4096))
         .await?;
-    let late = b.k.pipe_open(&b.owner, "/late", PipeMode::Read).await?;
+    let reports = b.k.pipe_open(&b.owner, &pipe, PipeMode::Read).await?;
     let before = rss();
     let timers_before = b.k.timers().pending();
     // Far enough ahead for every agent to be asleep first.
-    let at = unix_ns() + 2_000_000_000 + n as u64 * 300_000;
+    let first = unix_ns() + 2_000_000_000 + n as u64 * 300_000;
     let g = guest.display().to_string();
-    let argv = strings(&[&g, "sleep-until", &at.to_string(), "/late"]);
     let mut jobs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (host, pre, k, task, argv) = (
-            host.clone(),
-            pre.clone(),
-            b.k.clone(),
-            b.task()?,
-            argv.clone(),
-        );
+    for i in 0..n {
+        let at = first + i as u64 * spread.as_nanos() as u64;
+        let argv = strings(&[&g, "sleep-until", &at.to_string(), &pipe]);
+        let (host, pre, k, task) = (host.clone(), pre.clone(), b.k.clone(), b.task()?);
         jobs.push(tokio::spawn(async move {
             host.run(&pre, k, task, &argv, &[], &RunLimits::default())
                 .await
         }));
     }
-    while b.k.timers().pending() < timers_before + n && unix_ns() < at {
+    while b.k.timers().pending() < timers_before + n && unix_ns() < first {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let asleep = b.k.timers().pending() - timers_before;
@@ -267,53 +309,37 @@ async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> CliResul
     for j in jobs {
         j.await.map_err(fail)??;
     }
-    let mut lateness = Vec::with_capacity(n);
     let mut buf = Vec::new();
-    while let PipeRead::Data(d) = b.k.pipe_try_read(&b.owner, &late, 1 << 20)? {
+    while let PipeRead::Data(d) = b.k.pipe_try_read(&b.owner, &reports, 1 << 20)? {
         if d.is_empty() {
             break;
         }
         buf.extend(d);
     }
-    for rec in buf.chunks_exact(8) {
-        let ns = u64::from_le_bytes(rec.try_into().map_err(fail)?);
-        lateness.push(Duration::from_nanos(ns));
-    }
-    if lateness.len() != n || asleep != n {
+    let mut late: Vec<Duration> = buf
+        .chunks_exact(8)
+        .map(|rec| Duration::from_nanos(u64::from_le_bytes(rec.try_into().unwrap_or_default())))
+        .collect();
+    if late.len() != n || asleep != n {
         return Err(fail(format!(
             "{} of {n} sleepers reported, {asleep} were asleep at once",
-            lateness.len()
+            late.len()
         )));
     }
-    lateness.sort();
-    let (native_late, native_mem) = native_sleepers(n).await;
-    let mut mem = row(
-        &format!("{n} agents asleep on timers: memory per agent (vs tokio task)"),
-        per_agent / 1024.0,
-        native_mem / 1024.0,
-        "KiB",
-    );
-    mem.ratio = native_mem / per_agent;
-    let mut wake = row(
-        &format!("{n} agents asleep on timers: wake-up lateness (vs tokio task)"),
-        percentile(&lateness, 0.99),
-        percentile(&native_late, 0.99),
-        "µs late, p99",
-    );
-    wake.ratio = percentile(&native_late, 0.99) / percentile(&lateness, 0.99);
-    wake.p50_us = Some(percentile(&lateness, 0.5));
-    wake.p99_us = Some(percentile(&lateness, 0.99));
-    Ok(vec![mem, wake])
+    late.sort();
+    Ok((late, per_agent))
 }
 
-async fn native_sleepers(n: usize) -> (Vec<Duration>, f64) {
+async fn tasks_asleep(n: usize, spread: Duration) -> (Vec<Duration>, f64) {
     let before = rss();
-    let at = unix_ns() + 1_000_000_000;
-    let deadline = tokio::time::Instant::now() + Duration::from_nanos(at - unix_ns());
+    let first = unix_ns() + 1_000_000_000;
+    let base = tokio::time::Instant::now() + Duration::from_nanos(first - unix_ns());
     let jobs: Vec<_> = (0..n)
-        .map(|_| {
+        .map(|i| {
+            let offset = spread * i as u32;
+            let at = first + offset.as_nanos() as u64;
             tokio::spawn(async move {
-                tokio::time::sleep_until(deadline).await;
+                tokio::time::sleep_until(base + offset).await;
                 Duration::from_nanos(unix_ns().saturating_sub(at))
             })
         })

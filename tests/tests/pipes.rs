@@ -217,6 +217,20 @@ fn a_flood_stops_at_capacity_and_the_gate_guards_pipes() {
         ],
     );
     assert!(out.contains("wrote 4000"), "{out}");
+    // Nor when it fills the pipe to the last byte.
+    let args = [
+        "run",
+        p,
+        "--zone",
+        "z1",
+        "--timeout",
+        "10s",
+        "--",
+        "write",
+        "/nearly",
+        "96",
+    ];
+    assert!(ok(home, &args).contains("wrote 96"));
     // The flood is all there, and `pipe cat` drains it (durably).
     let cat = run(home, &["pipe", "cat", "--zone", "z1", "/f"]);
     assert_eq!(cat.stdout, vec![b'z'; 10000]);

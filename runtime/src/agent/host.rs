@@ -3,7 +3,7 @@
 //! by content hash, a linker holding only what Nexus serves, and `run`.
 //!
 //! The linker never contains wasmtime-wasi's filesystem, sockets or http
-//! (invariant 5): `wasi:filesystem` is `agent::fs` on the kernel; `wasi:cli`,
+//! (invariant 13): `wasi:filesystem` is `agent::fs` on the kernel; `wasi:cli`,
 //! `wasi:clocks`, `wasi:random` and `wasi:io` are wasmtime-wasi's.
 
 use std::hash::{Hash, Hasher};
@@ -109,6 +109,7 @@ impl Host {
         memory: usize,
         agents: u32,
     ) -> Result<Self, RunError> {
+        let mut cfg = Config::new();
         let strategy = if agents <= POOLED_AGENTS {
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(agents)
@@ -118,12 +119,19 @@ impl Host {
                 .max_memory_size(memory);
             InstanceAllocationStrategy::Pooling(pool)
         } else {
+            // Thousands of agents: each linear memory one plain mapping that
+            // grows by moving, no reserved address space, no guard region,
+            // no copy-on-write image, so a host of 10,000 agents stays well
+            // inside the kernel's limit on mappings per process.
+            cfg.memory_reservation(0)
+                .memory_guard_size(0)
+                .guard_before_linear_memory(false)
+                .memory_may_move(true);
             InstanceAllocationStrategy::OnDemand
         };
-        let mut cfg = Config::new();
         cfg.epoch_interruption(true)
             .consume_fuel(fuel)
-            .memory_init_cow(true)
+            .memory_init_cow(agents <= POOLED_AGENTS)
             .allocation_strategy(strategy);
         let engine = Engine::new(&cfg).map_err(host_err)?;
         let ticker = {

@@ -106,6 +106,17 @@ impl PipeOutputStream {
         Ok(())
     }
 
+    /// Waits until every pending byte is in the ring.
+    async fn drain_pending(&mut self) -> StreamResult<()> {
+        loop {
+            self.push_pending().map_err(stream_err)?;
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            self.end.ready().await;
+        }
+    }
+
     /// Room a write may use now: 0 while bytes are pending or the ring is full.
     fn permit(&mut self) -> Result<usize, KernelError> {
         self.push_pending()?;
@@ -155,13 +166,15 @@ impl OutputStream for PipeOutputStream {
     /// reads yet is not blocked by its last write.
     async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
         self.pending.extend_from_slice(&bytes);
-        loop {
-            self.push_pending().map_err(stream_err)?;
-            if self.pending.is_empty() {
-                return Ok(());
-            }
-            self.end.ready().await;
-        }
+        self.drain_pending().await
+    }
+
+    /// Waits for the flush (pending bytes into the ring), then reports the
+    /// room there is, possibly none: `blocking-flush` (libc's `write` ends
+    /// with one) must not wait for room nobody asked for.
+    async fn write_ready(&mut self) -> StreamResult<usize> {
+        self.drain_pending().await?;
+        self.check_write()
     }
 }
 
