@@ -44,6 +44,33 @@ pub(crate) fn row(name: &str, nexus: f64, baseline: f64, unit: &'static str) -> 
     }
 }
 
+/// A row where less is better (latency, memory): the ratio is baseline /
+/// nexus, so above 1 still means nexus does better.
+pub(crate) fn row_lower_better(name: &str, nexus: f64, baseline: f64, unit: &'static str) -> Row {
+    Row {
+        ratio: baseline / nexus,
+        ..row(name, nexus, baseline, unit)
+    }
+}
+
+/// A fresh zone `name` for agent benchmarks, owned by the operator, in
+/// which `agent:bench` is an editor; returns the zone, an owner's task and
+/// the agent's principal.
+pub(crate) async fn agent_zone(k: &Kernel, name: &str) -> CliResult<(ZoneId, Task, Principal)> {
+    let zone = ZoneId::new(name)?;
+    let me = crate::session::operator();
+    k.create_zone(&me, &zone).await?;
+    let owner = k.spawn_task(me, &zone, Capabilities::ALL)?;
+    let agent = Principal::parse("agent:bench")?;
+    let grant = Tuple {
+        object: ObjectRef::zone(&zone),
+        relation: Relation::Editor,
+        subject: Subject::Principal(agent.clone()),
+    };
+    k.write_tuples(&owner, vec![grant], vec![]).await?;
+    Ok((zone, owner, agent))
+}
+
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1e6

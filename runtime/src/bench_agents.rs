@@ -7,10 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::{Capabilities, Principal};
+use nexus_kernel::identity::Capabilities;
 use nexus_kernel::kernel::Kernel;
-use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
-use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 
 use crate::agent::host::{Host, RunLimits};
@@ -39,17 +37,7 @@ pub async fn agents(
     scratch: &Path,
     scale: usize,
 ) -> CliResult<Vec<Row>> {
-    let zone = ZoneId::new("agents")?;
-    let me = crate::session::operator();
-    k.create_zone(&me, &zone).await?;
-    let owner = k.spawn_task(me, &zone, Capabilities::ALL)?;
-    let bench = Principal::parse("agent:bench")?;
-    let grant = Tuple {
-        object: ObjectRef::zone(&zone),
-        relation: Relation::Editor,
-        subject: Subject::Principal(bench.clone()),
-    };
-    k.write_tuples(&owner, vec![grant], vec![]).await?;
+    let (zone, owner, bench) = crate::bench::agent_zone(k, "agents").await?;
     let host = Host::new(&scratch.join("components"), false, 64 << 20)?;
     let pre = host.prepare(&host.load(guest)?)?;
     let limits = RunLimits::default();

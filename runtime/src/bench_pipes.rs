@@ -12,11 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nexus_kernel::identity::{Capabilities, Principal, Task};
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::pipe::{PipeMode, PipeRead};
-use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
 use nexus_kernel::types::ZoneId;
 
 use crate::agent::host::{Host, RunLimits};
-use crate::bench::{percentile, row, Row};
+use crate::bench::{agent_zone, percentile, row, row_lower_better, Row};
 use crate::error::{CliError, CliResult};
 
 fn fail(e: impl std::fmt::Display) -> CliError {
@@ -89,17 +88,7 @@ pub async fn pipes(
     scratch: &Path,
     scale: usize,
 ) -> CliResult<Vec<Row>> {
-    let zone = ZoneId::new("pipes")?;
-    let me = crate::session::operator();
-    k.create_zone(&me, &zone).await?;
-    let owner = k.spawn_task(me, &zone, Capabilities::ALL)?;
-    let agent = Principal::parse("agent:bench")?;
-    let grant = Tuple {
-        object: ObjectRef::zone(&zone),
-        relation: Relation::Editor,
-        subject: Subject::Principal(agent.clone()),
-    };
-    k.write_tuples(&owner, vec![grant], vec![]).await?;
+    let (zone, owner, agent) = agent_zone(k, "pipes").await?;
     let b = Bench {
         k: k.clone(),
         owner,
@@ -131,6 +120,13 @@ async fn throughput(b: &Bench, host: &Arc<Host>, guest: &Path, bytes: u64) -> Cl
     )
     .await?;
     let nexus = bytes as f64 / t.elapsed().as_secs_f64();
+    let through = b.k.pipe_stat(&b.owner, "/stream")?;
+    if (through.bytes_in, through.bytes_out) != (bytes, bytes) {
+        return Err(fail(format!(
+            "{} bytes in and {} out of the pipe, expected {bytes}",
+            through.bytes_in, through.bytes_out
+        )));
+    }
     // Baseline: two native processes over a Linux pipe, as `dd | dd`.
     let count = (bytes / (64 << 10)).to_string();
     let t = Instant::now();
@@ -247,24 +243,21 @@ async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> CliResul
         let (late, per_agent) = agents_asleep(b, &host, guest, n, spread).await?;
         let (native_late, native_mem) = tasks_asleep(n, spread).await;
         if rows.is_empty() {
-            let mut mem = row(
+            rows.push(row_lower_better(
                 &format!("{n} agents asleep on timers: memory per agent (vs tokio task)"),
-                per_agent / 1024.0,
-                native_mem / 1024.0,
-                "KiB",
-            );
-            mem.ratio = native_mem / per_agent;
-            rows.push(mem);
+                per_agent,
+                native_mem,
+                "bytes resident",
+            ));
         }
         let p99 = percentile(&late, 0.99);
         let native_p99 = percentile(&native_late, 0.99);
-        let mut wake = row(
+        let mut wake = row_lower_better(
             &format!("{n} agents asleep, {name}: wake-up lateness (vs tokio)"),
             p99,
             native_p99,
             "µs late, p99",
         );
-        wake.ratio = native_p99 / p99;
         wake.p50_us = Some(percentile(&late, 0.5));
         wake.p99_us = Some(p99);
         rows.push(wake);

@@ -44,6 +44,38 @@ fn zone_for(agents: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+fn mkpipe(home: &Path, path: &str, capacity: &str) {
+    ok(
+        home,
+        &[
+            "pipe",
+            "create",
+            "--zone",
+            "z1",
+            path,
+            "--capacity",
+            capacity,
+        ],
+    );
+}
+
+/// `nexus run AGENT ARGS` with `--with COMPANION` beside it, in zone z1.
+fn run_pair(home: &Path, agent: &str, args: &[&str], companion: &str) -> Output {
+    let mut all = vec![
+        "run",
+        agent,
+        "--zone",
+        "z1",
+        "--timeout",
+        "20s",
+        "--with",
+        companion,
+        "--",
+    ];
+    all.extend_from_slice(args);
+    run(home, &all)
+}
+
 fn stat_json(home: &Path, path: &str) -> serde_json::Value {
     serde_json::from_str(&ok(home, &["pipe", "stat", "--zone", "z1", path, "--json"])).unwrap()
 }
@@ -102,27 +134,9 @@ fn a_writer_whose_reader_left_gets_broken_pipe_and_a_dead_writer_means_eof() {
     let p = pipes.to_str().unwrap();
     let dir = zone_for(&["agent:pipes"]);
     let home = dir.path();
-    ok(
-        home,
-        &["pipe", "create", "--zone", "z1", "/p", "--capacity", "4KiB"],
-    );
+    mkpipe(home, "/p", "4KiB");
     let reader = format!("{p} read-some /p 1000");
-    let out = run(
-        home,
-        &[
-            "run",
-            p,
-            "--zone",
-            "z1",
-            "--timeout",
-            "20s",
-            "--with",
-            &reader,
-            "--",
-            "write-until-broken",
-            "/p",
-        ],
-    );
+    let out = run_pair(home, p, &["write-until-broken", "/p"], &reader);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("read 1000 bytes, closing"), "{stdout}");
@@ -130,36 +144,9 @@ fn a_writer_whose_reader_left_gets_broken_pipe_and_a_dead_writer_means_eof() {
 
     // The writer traps after writing: the reader sees all of it, then EOF
     // (not a hang); nexus reports the trap.
-    ok(
-        home,
-        &[
-            "pipe",
-            "create",
-            "--zone",
-            "z1",
-            "/d",
-            "--capacity",
-            "64KiB",
-        ],
-    );
+    mkpipe(home, "/d", "64KiB");
     let reader = format!("{p} read-all /d");
-    let out = run(
-        home,
-        &[
-            "run",
-            p,
-            "--zone",
-            "z1",
-            "--timeout",
-            "20s",
-            "--with",
-            &reader,
-            "--",
-            "write-then-trap",
-            "/d",
-            "10000",
-        ],
-    );
+    let out = run_pair(home, p, &["write-then-trap", "/d", "10000"], &reader);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("read 10000 bytes to end-of-file"));
 }
@@ -170,18 +157,7 @@ fn a_flood_stops_at_capacity_and_the_gate_guards_pipes() {
     let p = pipes.to_str().unwrap();
     let dir = zone_for(&["agent:pipes"]);
     let home = dir.path();
-    ok(
-        home,
-        &[
-            "pipe",
-            "create",
-            "--zone",
-            "z1",
-            "/f",
-            "--capacity",
-            "10000",
-        ],
-    );
+    mkpipe(home, "/f", "10000");
     let out = ok(home, &["run", p, "--zone", "z1", "--", "flood", "/f", "0"]);
     assert!(
         out.contains("flooded 10000 bytes, occupancy 10000, capacity 10000"),
@@ -189,21 +165,10 @@ fn a_flood_stops_at_capacity_and_the_gate_guards_pipes() {
     );
     // A write that leaves the pipe nearly full returns at once, though
     // nobody reads: the writer waits for room, never for more than it needs.
-    ok(
-        home,
-        &[
-            "pipe",
-            "create",
-            "--zone",
-            "z1",
-            "/nearly",
-            "--capacity",
-            "4KiB",
-        ],
-    );
-    let out = ok(
-        home,
-        &[
+    mkpipe(home, "/nearly", "4KiB");
+    // ... nor when it fills the pipe to the last byte.
+    for n in ["4000", "96"] {
+        let args = [
             "run",
             p,
             "--zone",
@@ -213,34 +178,18 @@ fn a_flood_stops_at_capacity_and_the_gate_guards_pipes() {
             "--",
             "write",
             "/nearly",
-            "4000",
-        ],
-    );
-    assert!(out.contains("wrote 4000"), "{out}");
-    // Nor when it fills the pipe to the last byte.
-    let args = [
-        "run",
-        p,
-        "--zone",
-        "z1",
-        "--timeout",
-        "10s",
-        "--",
-        "write",
-        "/nearly",
-        "96",
-    ];
-    assert!(ok(home, &args).contains("wrote 96"));
+            n,
+        ];
+        let out = ok(home, &args);
+        assert!(out.contains(&format!("wrote {n}")), "{out}");
+    }
     // The flood is all there, and `pipe cat` drains it (durably).
     let cat = run(home, &["pipe", "cat", "--zone", "z1", "/f"]);
     assert_eq!(cat.stdout, vec![b'z'; 10000]);
     assert_eq!(stat_json(home, "/f")["occupancy"], 0);
 
     // An agent with only `viewer` may not write, and is told so.
-    ok(
-        home,
-        &["pipe", "create", "--zone", "z1", "/ro", "--capacity", "100"],
-    );
+    mkpipe(home, "/ro", "100");
     ok(
         home,
         &["grant", "--zone", "z1", "agent:reader", "viewer", "zone"],
@@ -302,10 +251,7 @@ fn synced_bytes_survive_sigkill_of_the_node() {
     let pipes = guest("guests/pipes");
     let dir = zone_for(&["agent:pipes"]);
     let home = dir.path();
-    ok(
-        home,
-        &["pipe", "create", "--zone", "z1", "/q", "--capacity", "1MiB"],
-    );
+    mkpipe(home, "/q", "1MiB");
     let mut child = nexus(home)
         .args(["run", pipes.to_str().unwrap(), "--zone", "z1", "--"])
         .args(["write-sync-hang", "/q", "300000", "5000"])
