@@ -146,6 +146,12 @@ impl Kernel {
     /// Opens the node's data directory, creating it on first use. Only one
     /// process may hold a data directory at a time.
     pub fn open(cfg: KernelConfig) -> Result<Self> {
+        Self::open_with_transport(cfg, Arc::new(LocalOnly))
+    }
+
+    /// Opens the data directory of a node whose zones reach their other
+    /// replicas through `transport` (replica ids are node ids).
+    pub fn open_with_transport(cfg: KernelConfig, transport: Arc<dyn Transport>) -> Result<Self> {
         std::fs::create_dir_all(&cfg.home)
             .map_err(|e| KernelError::Storage(format!("{}: {e}", cfg.home.display())))?;
         let db = sled::Config::new()
@@ -182,7 +188,7 @@ impl Kernel {
             content,
             zones: RwLock::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
-            transport: Arc::new(LocalOnly),
+            transport,
             pipes: Arc::default(),
             timers,
         })
@@ -229,10 +235,81 @@ impl Kernel {
     /// Creates a zone whose group is this node alone, with an empty root,
     /// owned by `owner` (recorded with the root, in one command).
     pub async fn create_zone(&self, owner: &Principal, id: &ZoneId) -> Result<ZoneRecord> {
+        let me = vec![(self.cfg.replica_id, Role::Voter)];
+        self.create_zone_on(owner, id, me).await
+    }
+
+    /// Creates a zone whose Raft group is `replicas` (node ids and roles;
+    /// this node among them). The other nodes must [`join_zone`] with the
+    /// same list. Waits for the group to elect a leader and commit the root.
+    ///
+    /// [`join_zone`]: Kernel::join_zone
+    pub async fn create_zone_on(
+        &self,
+        owner: &Principal,
+        id: &ZoneId,
+        replicas: Vec<(ReplicaId, Role)>,
+    ) -> Result<ZoneRecord> {
+        let record = self.record_zone(id, replicas).await?;
+        let zone = self.zone(id)?;
+        let owners = vec![Tuple {
+            object: ObjectRef::zone(id),
+            relation: Relation::Owner,
+            subject: Subject::Principal(owner.clone()),
+        }];
+        let init = ZoneCommand::Init {
+            now: record.created,
+            owners,
+        };
+        // Until the group has a leader a proposal is dropped: retry.
+        let deadline = std::time::Instant::now() + self.cfg.driver.propose_timeout;
+        loop {
+            match zone.propose(init.clone()).await {
+                Err(KernelError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.cfg.driver.tick * 5).await;
+                }
+                other => {
+                    other?;
+                    return Ok(record);
+                }
+            }
+        }
+    }
+
+    /// Records this node's replica of a zone created on another node with
+    /// [`create_zone_on`](Kernel::create_zone_on); its state arrives by Raft.
+    pub async fn join_zone(
+        &self,
+        id: &ZoneId,
+        replicas: Vec<(ReplicaId, Role)>,
+    ) -> Result<ZoneRecord> {
+        let record = self.record_zone(id, replicas).await?;
+        self.zone(id)?;
+        Ok(record)
+    }
+
+    /// Writes a new zone's catalog entry (refused if the name is taken or
+    /// this node is not among the replicas).
+    async fn record_zone(
+        &self,
+        id: &ZoneId,
+        replicas: Vec<(ReplicaId, Role)>,
+    ) -> Result<ZoneRecord> {
+        if !replicas.iter().any(|(r, _)| *r == self.cfg.replica_id) {
+            return Err(KernelError::Invalid(format!(
+                "zone {id}: node {} is not among its replicas",
+                self.cfg.replica_id
+            )));
+        }
+        if !replicas.iter().any(|(_, role)| *role == Role::Voter) {
+            return Err(KernelError::Invalid(format!(
+                "zone {id}: no voter among its replicas"
+            )));
+        }
         let record = ZoneRecord {
             id: id.clone(),
             created: now(),
-            replicas: vec![(self.cfg.replica_id, Role::Voter)],
+            replicas,
         };
         let inserted = self.catalog.compare_and_swap(
             id.as_str(),
@@ -243,18 +320,32 @@ impl Kernel {
             return Err(KernelError::ZoneExists(id.clone()));
         }
         self.db.flush_async().await?;
-        let zone = self.zone(id)?;
-        let owners = vec![Tuple {
-            object: ObjectRef::zone(id),
-            relation: Relation::Owner,
-            subject: Subject::Principal(owner.clone()),
-        }];
-        zone.propose(ZoneCommand::Init {
-            now: record.created,
-            owners,
-        })
-        .await?;
         Ok(record)
+    }
+
+    /// Hands a Raft message from another node to the zone's driver. Refused
+    /// unless this node serves the zone, the message is for this node, and
+    /// its sender is one of the zone's replicas.
+    pub fn deliver(&self, zone: &ZoneId, msg: raft::prelude::Message) -> Result<()> {
+        let record = self.zone_record(zone)?;
+        if msg.to != self.cfg.replica_id {
+            return Err(KernelError::Invalid(format!(
+                "zone {zone}: a message for node {} reached node {}",
+                msg.to, self.cfg.replica_id
+            )));
+        }
+        if !record.replicas.iter().any(|(r, _)| *r == msg.from) {
+            return Err(KernelError::Access(format!(
+                "zone {zone}: node {} is not one of its replicas",
+                msg.from
+            )));
+        }
+        self.zone(zone)?.driver.step(msg)
+    }
+
+    /// This node's id (its replica id in every zone it serves).
+    pub fn node_id(&self) -> ReplicaId {
+        self.cfg.replica_id
     }
 
     /// The running zone `id`, starting its driver on first use.

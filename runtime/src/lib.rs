@@ -11,6 +11,7 @@ mod bench_pipes;
 pub mod cli;
 pub mod error;
 pub mod fs_cmd;
+pub mod node;
 pub mod output;
 pub mod pipe_cmd;
 pub mod run_cmd;

@@ -1,0 +1,12 @@
+//! Compiles `nexus/*.proto` with tonic-build, using the protoc binary that
+//! `protoc-bin-vendored` ships, so no system protoc is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; this only tells prost-build
+    // which protoc to run.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+    tonic_prost_build::configure().compile_protos(&["nexus/transport.proto"], &["."])?;
+    println!("cargo:rerun-if-changed=nexus/transport.proto");
+    Ok(())
+}

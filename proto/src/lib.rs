@@ -1,0 +1,6 @@
+//! Nexus's gRPC protocols, generated from `proto/nexus/*.proto`.
+
+/// The Raft transport between nodes (`nexus.transport.v1`).
+pub mod transport {
+    tonic::include_proto!("nexus.transport.v1");
+}

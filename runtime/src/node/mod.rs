@@ -1,0 +1,6 @@
+//! A runtime node among others: the Raft transport between nodes over
+//! gRPC (tonic). One long-lived stream per peer carries every shared zone's
+//! messages in batches.
+
+pub mod server;
+pub mod transport;

@@ -1,0 +1,142 @@
+//! The Raft transport over real gRPC on loopback: three kernels in this
+//! process, each with its own data directory, `GrpcTransport` and server,
+//! share a zone; a write through one is read on another; refusals.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nexus_kernel::identity::{Capabilities, Principal};
+use nexus_kernel::kernel::{Kernel, KernelConfig};
+use nexus_kernel::replica::Role;
+use nexus_kernel::types::ZoneId;
+use nexus_kernel::vfs::OpenOptions;
+use nexus_kernel::ErrorCode;
+use nexus_runtime::node::server::{bind, serve};
+use nexus_runtime::node::transport::GrpcTransport;
+
+struct Node {
+    _dir: tempfile::TempDir,
+    kernel: Arc<Kernel>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn cluster(n: u64) -> Vec<Node> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| bind("127.0.0.1:0".parse().unwrap()).unwrap())
+        .collect();
+    let peers: Vec<(u64, String)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
+        .collect();
+    let ids: Vec<u64> = peers.iter().map(|(id, _)| *id).collect();
+    let mut nodes = Vec::new();
+    for (i, (incoming, _)) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = KernelConfig::embedded(dir.path());
+        cfg.replica_id = id;
+        cfg.driver.tick = Duration::from_millis(20);
+        let transport = GrpcTransport::start(id, &peers);
+        let kernel = Arc::new(Kernel::open_with_transport(cfg, transport).unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let others: Vec<u64> = ids.iter().copied().filter(|p| *p != id).collect();
+        tokio::spawn(serve(kernel.clone(), others, incoming, async {
+            let _ = stopped.await;
+        }));
+        nodes.push(Node {
+            _dir: dir,
+            kernel,
+            _stop: stop,
+        });
+    }
+    nodes
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_a_zone_over_grpc() {
+    let nodes = cluster(3).await;
+    let z1 = ZoneId::new("z1").unwrap();
+    let owner = Principal::parse("user:owner").unwrap();
+    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
+    for n in &nodes[1..] {
+        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
+    }
+    let k1 = &nodes[0].kernel;
+    k1.create_zone_on(&owner, &z1, replicas).await.unwrap();
+
+    // Write through node 1.
+    let t1 = k1
+        .spawn_task(owner.clone(), &z1, Capabilities::ALL)
+        .unwrap();
+    k1.mkdir(&t1, "/docs").await.unwrap();
+    let h = k1
+        .open_path(&t1, "/docs/a.txt", OpenOptions::CREATE)
+        .await
+        .unwrap();
+    k1.write(&t1, &h, 0, b"replicated").await.unwrap();
+
+    // Read on node 3, from its own replica.
+    let k3 = &nodes[2].kernel;
+    let t3 = k3
+        .spawn_task(owner.clone(), &z1, Capabilities::ALL)
+        .unwrap();
+    let size = eventually("node 3 to apply the write", || {
+        k3.stat(&t3, "/docs/a.txt")
+            .ok()
+            .filter(|s| s.size == 10)
+            .map(|s| s.size)
+    })
+    .await;
+    assert_eq!(size, 10);
+    let h3 = k3.resolve(&t3, "/docs/a.txt", true).unwrap();
+    assert_eq!(&k3.read(&t3, &h3, 0, 100).await.unwrap()[..], b"replicated");
+
+    // A write proposed on a follower is forwarded to the leader, not refused.
+    let k2 = &nodes[1].kernel;
+    let t2 = k2.spawn_task(owner, &z1, Capabilities::ALL).unwrap();
+    k2.mkdir(&t2, "/from-node-2").await.unwrap();
+    eventually("node 1 to see node 2's write", || {
+        k1.stat(&t1, "/from-node-2").ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
+    let nodes = cluster(2).await;
+    let z1 = ZoneId::new("z1").unwrap();
+    let k2 = &nodes[1].kernel;
+    let mut msg = raft::prelude::Message {
+        to: 2,
+        from: 1,
+        ..Default::default()
+    };
+    // Node 2 does not serve z1.
+    let e = k2.deliver(&z1, msg.clone()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoEntry, "{e}");
+    // A zone node 2 serves, but whose group does not include the sender.
+    k2.join_zone(&z1, vec![(2, Role::Voter)]).await.unwrap();
+    msg.from = 9;
+    let e = k2.deliver(&z1, msg.clone()).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Access, "{e}");
+    // Addressed to another node.
+    msg.from = 2;
+    msg.to = 5;
+    assert_eq!(k2.deliver(&z1, msg).unwrap_err().code(), ErrorCode::Invalid);
+    // Joining a zone this node is not part of is refused.
+    let z2 = ZoneId::new("z2").unwrap();
+    let e = k2.join_zone(&z2, vec![(1, Role::Voter)]).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Invalid);
+}
