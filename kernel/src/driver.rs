@@ -17,7 +17,7 @@ use crate::command::{Applied, ZoneCommand};
 use crate::error::{KernelError, Result};
 use crate::replica::Replica;
 use crate::transport::Transport;
-use crate::types::ZoneId;
+use crate::types::{ReplicaId, ZoneId};
 
 /// Most inputs taken into one Ready (bounds the batch and the latency).
 const MAX_BATCH: usize = 4096;
@@ -27,6 +27,33 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 enum Input {
     Propose(ZoneCommand, oneshot::Sender<Result<Applied>>),
     Step(Message),
+    Status(oneshot::Sender<ZoneStatus>),
+}
+
+/// A replica's view of its zone's group (`nexus zone status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ZoneStatus {
+    /// This replica.
+    pub replica: ReplicaId,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// The leader this replica knows of (0: none).
+    pub leader: ReplicaId,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    /// Voters of the group, as this replica's configuration has them.
+    pub voters: Vec<ReplicaId>,
+    /// On the leader: each replica's matched log index and lag behind
+    /// the commit index.
+    pub progress: Vec<ReplicaProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaProgress {
+    pub replica: ReplicaId,
+    pub matched: u64,
+    pub lag: u64,
 }
 
 /// Timing of a driver.
@@ -137,6 +164,17 @@ impl ZoneDriver {
         }
     }
 
+    /// This replica's view of the group.
+    pub async fn status(&self) -> Result<ZoneStatus> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || KernelError::Unavailable(format!("zone {} stopped", self.zone));
+        self.sender()?
+            .send(Input::Status(reply))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())
+    }
+
     /// Hands a message from a peer replica to this zone.
     pub fn step(&self, msg: Message) -> Result<()> {
         self.sender()?.try_send(Input::Step(msg)).map_err(|_| {
@@ -185,6 +223,7 @@ fn run(
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut open = true;
+        let mut leader = replica.leader_id();
         while open {
             let mut batch = Vec::new();
             tokio::select! {
@@ -203,6 +242,9 @@ fn run(
                                 let _ = reply.send(Err(e));
                             }
                         }
+                    }
+                    Input::Status(reply) => {
+                        let _ = reply.send(replica.status());
                     }
                     Input::Step(m) => {
                         if let Err(e) = replica.step(m) {
@@ -243,6 +285,18 @@ fn run(
                 std::mem::replace(a, now) != now
             });
             waiters.retain(|_, w| !w.is_closed());
+            // A proposal forwarded to a leader that is gone would wait out
+            // its timeout: on a leader change, every waiter is told at once
+            // that the outcome is unknown, so the caller can retry.
+            if replica.leader_id() != leader {
+                leader = replica.leader_id();
+                for (_, w) in waiters.drain() {
+                    let _ = w.send(Err(KernelError::Unavailable(format!(
+                        "zone {zone}: the leader changed while this write was in flight; \
+                         it may or may not have been applied"
+                    ))));
+                }
+            }
         }
     });
 }

@@ -119,6 +119,8 @@ pub struct Kernel {
     tokens: TokenAuthority,
     pub(crate) pipes: Arc<PipeTable>,
     timers: TimerDriver,
+    /// Set by `shutdown`: no zone starts again in this process.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn tree_name(zone: &ZoneId) -> String {
@@ -191,6 +193,7 @@ impl Kernel {
             transport,
             pipes: Arc::default(),
             timers,
+            closed: Default::default(),
         })
     }
 
@@ -343,6 +346,13 @@ impl Kernel {
         self.zone(zone)?.driver.step(msg)
     }
 
+    /// This node's view of the task's zone group (leader, term, commit and
+    /// applied index, each replica's lag). Needs `read` on the zone.
+    pub async fn zone_status(&self, task: &Task) -> Result<crate::driver::ZoneStatus> {
+        self.require_on_zone(task, Permission::Read, "status")?;
+        self.zone(task.zone())?.driver.status().await
+    }
+
     /// This node's id (its replica id in every zone it serves).
     pub fn node_id(&self) -> ReplicaId {
         self.cfg.replica_id
@@ -356,6 +366,11 @@ impl Kernel {
         let mut zones = self.zones.write().unwrap_or_else(|p| p.into_inner());
         if let Some(z) = zones.get(id) {
             return Ok(z.clone());
+        }
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(KernelError::Unavailable(format!(
+                "zone {id}: this node is shutting down"
+            )));
         }
         let record = self.zone_record(id)?;
         let me = self.cfg.replica_id;
@@ -459,6 +474,7 @@ impl Kernel {
         if let Some(sink) = self.audit.get() {
             sink.close().await?;
         }
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.stop_zones()?;
         pipes
     }

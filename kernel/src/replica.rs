@@ -145,6 +145,43 @@ impl Replica {
         self.raw.raft.raft_log.applied
     }
 
+    /// This replica's view of the group, for `nexus zone status`.
+    pub fn status(&self) -> crate::driver::ZoneStatus {
+        let raft = &self.raw.raft;
+        let commit = raft.raft_log.committed;
+        let mut progress: Vec<_> = if self.is_leader() {
+            raft.prs()
+                .iter()
+                .map(|(id, pr)| crate::driver::ReplicaProgress {
+                    replica: *id,
+                    matched: pr.matched,
+                    lag: commit.saturating_sub(pr.matched),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        progress.sort_by_key(|p| p.replica);
+        let mut voters = self.raw.store().conf_state().voters.clone();
+        voters.sort_unstable();
+        crate::driver::ZoneStatus {
+            replica: self.cfg.id,
+            role: match raft.state {
+                StateRole::Leader => "leader",
+                StateRole::Follower => "follower",
+                StateRole::Candidate => "candidate",
+                StateRole::PreCandidate => "pre-candidate",
+            }
+            .to_owned(),
+            leader: raft.leader_id,
+            term: raft.term,
+            commit,
+            applied: raft.raft_log.applied,
+            voters,
+            progress,
+        }
+    }
+
     pub fn first_log_index(&self) -> u64 {
         self.raw.store().first()
     }

@@ -17,7 +17,18 @@ use nexus_runtime::node::transport::GrpcTransport;
 struct Node {
     _dir: tempfile::TempDir,
     kernel: Arc<Kernel>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Node {
+    /// Takes the node off the network and stops its zones (a crash, as the
+    /// other nodes see it).
+    async fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.kernel.shutdown().await.unwrap();
+    }
 }
 
 async fn cluster(n: u64) -> Vec<Node> {
@@ -47,7 +58,7 @@ async fn cluster(n: u64) -> Vec<Node> {
         nodes.push(Node {
             _dir: dir,
             kernel,
-            _stop: stop,
+            stop: Some(stop),
         });
     }
     nodes
@@ -139,4 +150,68 @@ async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
     let z2 = ZoneId::new("z2").unwrap();
     let e = k2.join_zone(&z2, vec![(1, Role::Voter)]).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Invalid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
+    let mut nodes = cluster(3).await;
+    let z1 = ZoneId::new("z1").unwrap();
+    let owner = Principal::parse("user:owner").unwrap();
+    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
+    for n in &nodes[1..] {
+        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
+    }
+    nodes[0]
+        .kernel
+        .create_zone_on(&owner, &z1, replicas)
+        .await
+        .unwrap();
+    let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
+    let t1 = task(&nodes[0].kernel);
+    let status = nodes[0].kernel.zone_status(&t1).await.unwrap();
+    assert_eq!(status.voters, [1, 2, 3]);
+    let leader = status.leader;
+    assert!((1..=3).contains(&leader), "{status:?}");
+    let lk = nodes[leader as usize - 1].kernel.clone();
+    let lt = task(&lk);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        lk.mkdir(&lt, &format!("/before-{i}")).await.unwrap();
+        acked.push(format!("/before-{i}"));
+    }
+    let st = lk.zone_status(&lt).await.unwrap();
+    assert_eq!(st.role, "leader");
+    assert_eq!(st.progress.len(), 3, "{st:?}");
+
+    nodes[leader as usize - 1].kill().await;
+    let survivor = if leader == 1 { 1 } else { 0 };
+    let sk = nodes[survivor].kernel.clone();
+    let st_task = task(&sk);
+    let killed = Instant::now();
+    // Writes through a survivor succeed again within a bounded time.
+    loop {
+        match sk.mkdir(&st_task, "/after").await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(10),
+                    "no new leader: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    acked.push("/after".into());
+    let failover = killed.elapsed();
+    let st = sk.zone_status(&st_task).await.unwrap();
+    assert_ne!(st.leader, leader, "{st:?}");
+    assert!(st.term > status.term);
+    // Every acknowledged write is on both survivors.
+    for n in nodes.iter().filter(|n| n.stop.is_some()) {
+        let t = task(&n.kernel);
+        for p in &acked {
+            eventually(p, || n.kernel.stat(&t, p).ok()).await;
+        }
+    }
+    eprintln!("failover to a leader accepting writes: {failover:?}");
 }
