@@ -17,6 +17,7 @@ use nexus_runtime::node::transport::GrpcTransport;
 struct Node {
     _dir: tempfile::TempDir,
     kernel: Arc<Kernel>,
+    net: Arc<GrpcTransport>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -48,8 +49,9 @@ async fn cluster(n: u64) -> Vec<Node> {
         let mut cfg = KernelConfig::embedded(dir.path());
         cfg.replica_id = id;
         cfg.driver.tick = Duration::from_millis(20);
-        let transport = GrpcTransport::start(id, &peers);
-        let kernel = Arc::new(Kernel::open_with_transport(cfg, transport).unwrap());
+        cfg.driver.propose_timeout = Duration::from_secs(3);
+        let net = GrpcTransport::start(id, &peers);
+        let kernel = Arc::new(Kernel::open_with_transport(cfg, net.clone()).unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let others: Vec<u64> = ids.iter().copied().filter(|p| *p != id).collect();
         tokio::spawn(serve(kernel.clone(), others, incoming, async {
@@ -58,6 +60,7 @@ async fn cluster(n: u64) -> Vec<Node> {
         nodes.push(Node {
             _dir: dir,
             kernel,
+            net,
             stop: Some(stop),
         });
     }
@@ -214,4 +217,62 @@ async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
         }
     }
     eprintln!("failover to a leader accepting writes: {failover:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_minority_cannot_commit_and_converges_after_healing() {
+    let nodes = cluster(3).await;
+    let z1 = ZoneId::new("z1").unwrap();
+    let owner = Principal::parse("user:owner").unwrap();
+    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
+    for n in &nodes[1..] {
+        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
+    }
+    nodes[0]
+        .kernel
+        .create_zone_on(&owner, &z1, replicas)
+        .await
+        .unwrap();
+    let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
+    let (k1, k3) = (&nodes[0].kernel, &nodes[2].kernel);
+    let (t1, t3) = (task(k1), task(k3));
+    k1.mkdir(&t1, "/before").await.unwrap();
+    eventually("node 3 to catch up", || k3.stat(&t3, "/before").ok()).await;
+
+    // Cut node 3 off from both others, in both directions.
+    nodes[2].net.cut(&[1, 2]);
+    nodes[0].net.cut(&[3]);
+    nodes[1].net.cut(&[3]);
+    let minority = k3.mkdir(&t3, "/minority").await;
+    assert!(minority.is_err(), "the minority committed: {minority:?}");
+    // The majority commits (after electing a leader if node 3 led).
+    let until = Instant::now() + Duration::from_secs(20);
+    while k1.mkdir(&t1, "/majority").await.is_err() {
+        assert!(Instant::now() < until, "the majority could not commit");
+    }
+    assert!(
+        k3.stat(&t3, "/majority").is_err(),
+        "the minority saw the write"
+    );
+
+    for n in &nodes {
+        n.net.heal();
+    }
+    eventually("node 3 to converge", || k3.stat(&t3, "/majority").ok()).await;
+    // All replicas agree: same applied state, and the minority's write was
+    // never committed anywhere.
+    let applied = |k: &Kernel| k.zone_state(&z1).unwrap().applied_index().unwrap();
+    eventually("equal applied indexes", || {
+        let a: Vec<u64> = nodes.iter().map(|n| applied(&n.kernel)).collect();
+        (a[0] == a[1] && a[1] == a[2]).then_some(())
+    })
+    .await;
+    for n in &nodes {
+        let t = task(&n.kernel);
+        assert!(n.kernel.stat(&t, "/minority").is_err());
+        assert!(n.kernel.stat(&t, "/before").is_ok());
+        let dump = n.kernel.zone_state(&z1).unwrap().dump().unwrap();
+        let reference = k1.zone_state(&z1).unwrap().dump().unwrap();
+        assert_eq!(dump, reference, "node {} diverged", n.kernel.node_id());
+    }
 }

@@ -32,6 +32,8 @@ struct Link {
 
 pub struct GrpcTransport {
     links: HashMap<ReplicaId, Link>,
+    /// Fault injection: peers this node's messages do not reach.
+    cut: std::sync::RwLock<std::collections::HashSet<ReplicaId>>,
 }
 
 impl GrpcTransport {
@@ -53,7 +55,24 @@ impl GrpcTransport {
                 )
             })
             .collect();
-        Arc::new(GrpcTransport { links })
+        Arc::new(GrpcTransport {
+            links,
+            cut: Default::default(),
+        })
+    }
+
+    /// Fault injection (tests, drills): from now on this node's messages to
+    /// `peers` are dropped, as if the network between them were cut.
+    pub fn cut(&self, peers: &[ReplicaId]) {
+        self.cut
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(peers);
+    }
+
+    /// Undoes every [`cut`](Self::cut).
+    pub fn heal(&self) {
+        self.cut.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Messages dropped so far because a peer's queue was full.
@@ -66,7 +85,11 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     fn send(&self, zone: &ZoneId, msgs: Vec<Message>) {
+        let cut = self.cut.read().unwrap_or_else(|p| p.into_inner());
         for m in msgs {
+            if cut.contains(&m.to) {
+                continue;
+            }
             let Some(link) = self.links.get(&m.to) else {
                 tracing::warn!(%zone, to = m.to, "raft message for an unknown node dropped");
                 continue;
