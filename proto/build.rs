@@ -6,7 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; this only tells prost-build
     // which protoc to run.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    tonic_prost_build::configure().compile_protos(&["nexus/transport.proto"], &["."])?;
-    println!("cargo:rerun-if-changed=nexus/transport.proto");
+    let protos = ["nexus/transport.proto", "nexus/node.proto"];
+    tonic_prost_build::configure().compile_protos(&protos, &["."])?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
     Ok(())
 }

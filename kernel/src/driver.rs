@@ -31,7 +31,7 @@ enum Input {
 }
 
 /// A replica's view of its zone's group (`nexus zone status`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ZoneStatus {
     /// This replica.
     pub replica: ReplicaId,
@@ -49,7 +49,7 @@ pub struct ZoneStatus {
     pub progress: Vec<ReplicaProgress>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaProgress {
     pub replica: ReplicaId,
     pub matched: u64,

@@ -4,3 +4,8 @@
 pub mod transport {
     tonic::include_proto!("nexus.transport.v1");
 }
+
+/// The client API of a node (`nexus.node.v1`).
+pub mod node {
+    tonic::include_proto!("nexus.node.v1");
+}

@@ -158,37 +158,45 @@ pub async fn token(
             caps,
             json,
         } => {
-            let task = issuer.task(k, &zone.zone)?;
+            let zone_id = ZoneId::new(&zone.zone)?;
             let subject = match for_principal {
                 Some(p) => Principal::parse(p)?,
                 None => issuer.principal.clone(),
             };
             let caps = Capabilities::parse(&caps)?;
             // Only a zone admin hands out identities in it, and never more
-            // capabilities than the issuer's own task holds.
-            if !k
-                .check(
+            // capabilities than the issuer's own task holds. A zone this
+            // node does not serve yet (a cluster zone about to be created
+            // through a node) has no admin: the node's operator, who holds
+            // the signing key anyway, may issue for it.
+            let bootstrap = issuer.zone.is_none()
+                && matches!(k.zone_record(&zone_id), Err(KernelError::ZoneNotFound(_)));
+            let held = if bootstrap {
+                issuer.caps
+            } else {
+                let task = issuer.task(k, &zone.zone)?;
+                let admin = k.check(
                     &task,
                     task.zone(),
                     &ObjectRef::zone(task.zone()),
                     Permission::Admin,
-                )?
-                .allowed
-            {
-                return Err(KernelError::Access(format!(
-                    "{} may not issue tokens for zone {} (needs admin on it)",
-                    task.principal(),
-                    task.zone()
-                ))
-                .into());
-            }
-            if !task.caps().contains(caps) {
+                )?;
+                if !admin.allowed {
+                    return Err(KernelError::Access(format!(
+                        "{} may not issue tokens for zone {} (needs admin on it)",
+                        task.principal(),
+                        task.zone()
+                    ))
+                    .into());
+                }
+                task.caps()
+            };
+            if !held.contains(caps) {
                 return Err(KernelError::Access(format!(
                     "cannot grant capabilities {caps} beyond your own"
                 ))
                 .into());
             }
-            let zone_id: ZoneId = task.zone().clone();
             let (token, claims) = k.tokens().issue(
                 subject,
                 zone_id,

@@ -33,6 +33,10 @@ pub struct Cli {
     /// Act with the identity of a signed token (`nexus token issue`).
     #[arg(long, env = "NEXUS_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// Talk to this node (`host:port`) instead of the local data directory;
+    /// needs `--token`.
+    #[arg(long, env = "NEXUS_NODE", global = true, value_name = "ADDR")]
+    pub node: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,9 +47,28 @@ pub enum Command {
     Kernel(KernelCommand),
     /// Measure the kernel against raw sled and plain files (docs/benchmarks.md).
     Bench(BenchArgs),
+    /// Run this data directory as a node of a cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Serve the Raft transport and the client API until interrupted.
+    Start {
+        /// This node's id (its replica id in every zone it serves).
+        #[arg(long)]
+        id: u64,
+        /// Address to listen on, e.g. 127.0.0.1:2126.
+        #[arg(long)]
+        listen: String,
+        /// The other nodes: `ID@HOST:PORT`, comma-separated.
+        #[arg(long, env = "NEXUS_PEERS", value_delimiter = ',', default_value = "")]
+        peers: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,7 +248,19 @@ pub struct ZoneArg {
 #[derive(Subcommand)]
 pub enum ZoneCmd {
     /// Create a zone with an empty root directory.
-    Create { name: String },
+    Create {
+        name: String,
+        /// With --node: the nodes whose replicas form the zone's Raft
+        /// group, e.g. 1,2,3 (a `w` suffix makes a witness: 1,2,3w).
+        #[arg(long, value_delimiter = ',')]
+        replicas: Vec<String>,
+    },
+    /// Leader, term, commit and applied index, each replica's lag.
+    Status {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List zones.
     List {
         #[arg(long)]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 use nexus_kernel::audit::{AuditSink, RecordStore};
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
-use nexus_runtime::{access_cmd, audit_cmd, bench, fs_cmd, pipe_cmd, run_cmd, stress, zone_cmd};
+use nexus_runtime::{
+    access_cmd, audit_cmd, bench, client, fs_cmd, node_cmd, pipe_cmd, run_cmd, stress, zone_cmd,
+};
 
 use nexus_runtime::cli::{Cli, Command, KernelCommand};
 use nexus_runtime::error::{self, CliError, CliResult};
@@ -71,7 +73,15 @@ async fn run(cli: Cli) -> CliResult<i32> {
             return audit_cmd::run(&store, cmd).await.map(|()| 0);
         }
         Command::Kernel(cmd) => cmd,
+        Command::Node(cmd) => {
+            let mut cfg = KernelConfig::embedded(&home);
+            cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
+            return node_cmd::run(&home, cfg, cmd).await;
+        }
     };
+    if let Some(addr) = &cli.node {
+        return client::run(addr, cli.token.as_deref(), cmd).await;
+    }
     let mut cfg = KernelConfig::embedded(&home);
     cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
     let kernel = Arc::new(Kernel::open(cfg)?);

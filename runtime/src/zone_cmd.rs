@@ -1,5 +1,6 @@
 //! `nexus zone …` and `nexus gc`.
 
+use nexus_kernel::driver::ZoneStatus;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::types::ZoneId;
 use serde::Serialize;
@@ -19,10 +20,19 @@ struct ZoneRow {
 
 pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
     match cmd {
-        ZoneCmd::Create { name } => {
+        ZoneCmd::Create { name, replicas } => {
+            if !replicas.is_empty() {
+                return Err(CliError::Usage(
+                    "--replicas places a zone on several nodes: use it with --node".into(),
+                ));
+            }
             let id = ZoneId::new(&name)?;
             k.create_zone(&acting.principal, &id).await?;
             println!("created zone {id}");
+        }
+        ZoneCmd::Status { name, json } => {
+            let status = k.zone_status(&acting.task(k, &name)?).await?;
+            print_status(&name, &status, json)?;
         }
         ZoneCmd::List { json } => {
             let mut rows = Vec::new();
@@ -101,5 +111,26 @@ pub async fn gc(k: &Kernel, acting: &Acting, json: bool) -> CliResult {
         "scanned {} chunks, {} referenced, deleted {} ({} bytes freed)",
         r.scanned, r.referenced, r.deleted, r.bytes_freed
     );
+    Ok(())
+}
+
+/// Prints `nexus zone status` (shared with client mode).
+pub fn print_status(name: &str, s: &ZoneStatus, json: bool) -> CliResult {
+    if json {
+        return output::json(s);
+    }
+    println!("zone:    {name}");
+    println!("replica: {} ({})", s.replica, s.role);
+    println!("leader:  {}", s.leader);
+    println!("term:    {}", s.term);
+    println!("commit:  {}", s.commit);
+    println!("applied: {}", s.applied);
+    println!("voters:  {:?}", s.voters);
+    for p in &s.progress {
+        println!(
+            "  replica {}: matched {}, lag {}",
+            p.replica, p.matched, p.lag
+        );
+    }
     Ok(())
 }

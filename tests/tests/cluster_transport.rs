@@ -41,7 +41,6 @@ async fn cluster(n: u64) -> Vec<Node> {
         .enumerate()
         .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
         .collect();
-    let ids: Vec<u64> = peers.iter().map(|(id, _)| *id).collect();
     let mut nodes = Vec::new();
     for (i, (incoming, _)) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
@@ -53,10 +52,14 @@ async fn cluster(n: u64) -> Vec<Node> {
         let net = GrpcTransport::start(id, &peers);
         let kernel = Arc::new(Kernel::open_with_transport(cfg, net.clone()).unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let others: Vec<u64> = ids.iter().copied().filter(|p| *p != id).collect();
-        tokio::spawn(serve(kernel.clone(), others, incoming, async {
-            let _ = stopped.await;
-        }));
+        let others: Vec<(u64, String)> = peers.iter().filter(|p| p.0 != id).cloned().collect();
+        let k = kernel.clone();
+        tokio::spawn(async move {
+            serve(k, &others, incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
         nodes.push(Node {
             _dir: dir,
             kernel,

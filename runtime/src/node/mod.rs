@@ -2,5 +2,6 @@
 //! gRPC (tonic). One long-lived stream per peer carries every shared zone's
 //! messages in batches.
 
+pub mod api;
 pub mod server;
 pub mod transport;

@@ -131,16 +131,19 @@ impl RaftTransport for RaftService {
     }
 }
 
-/// Serves the Raft transport on `listener` until `shutdown` resolves.
+/// Serves the Raft transport and the client API on `listener` until
+/// `shutdown` resolves. `peers` are the other nodes (id, address).
 pub async fn serve(
     kernel: Arc<Kernel>,
-    peers: impl IntoIterator<Item = ReplicaId>,
+    peers: &[(ReplicaId, String)],
     listener: tonic::transport::server::TcpIncoming,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = RaftService::new(kernel, peers);
+    let raft = RaftService::new(kernel.clone(), peers.iter().map(|(id, _)| *id));
+    let api = super::api::NodeApi::new(kernel, peers);
     tonic::transport::Server::builder()
-        .add_service(RaftTransportServer::new(svc))
+        .add_service(RaftTransportServer::new(raft))
+        .add_service(nexus_proto::node::node_server::NodeServer::new(api))
         .serve_with_incoming_shutdown(listener, shutdown)
         .await
 }

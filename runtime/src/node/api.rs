@@ -1,0 +1,256 @@
+//! The client API of a node (`nexus.node.v1.Node`): every call carries a
+//! token (`authorization: Bearer …`), verified by the node; the call runs
+//! as a task of the token's principal in the token's zone, so the gate
+//! decides exactly as in embedded mode. Kernel errors map once, here, to
+//! gRPC status codes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nexus_kernel::identity::{Capabilities, Task};
+use nexus_kernel::kernel::Kernel;
+use nexus_kernel::replica::Role;
+use nexus_kernel::token::Claims;
+use nexus_kernel::types::{ReplicaId, ZoneId};
+use nexus_kernel::vfs::{OpenOptions, MAX_PAGE, MAX_READ};
+use nexus_kernel::{ErrorCode, KernelError};
+use nexus_proto::node::node_client::NodeClient;
+use nexus_proto::node::node_server::Node;
+use nexus_proto::node::{
+    CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, PathRequest, PutRequest,
+    Replica, ZoneRef, ZoneReply,
+};
+use tonic::{Request, Response, Status};
+
+/// The one mapping from kernel errors to gRPC status codes.
+pub fn status(e: KernelError) -> Status {
+    let msg = e.to_string();
+    tracing::debug!("request failed: {msg}");
+    match e.code() {
+        ErrorCode::NoEntry => Status::not_found(msg),
+        ErrorCode::Access | ErrorCode::NotPermitted => Status::permission_denied(msg),
+        ErrorCode::Exist => Status::already_exists(msg),
+        ErrorCode::Invalid | ErrorCode::NameTooLong => Status::invalid_argument(msg),
+        ErrorCode::Busy | ErrorCode::NotEmpty => Status::failed_precondition(msg),
+        ErrorCode::Io if matches!(e, KernelError::Unavailable(_)) => Status::unavailable(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> Result<Response<JsonReply>, Status> {
+    serde_json::to_string(v)
+        .map(|json| Response::new(JsonReply { json }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+pub struct NodeApi {
+    kernel: Arc<Kernel>,
+    /// Peer node id → address, for coordinating zone creation.
+    peers: HashMap<ReplicaId, String>,
+}
+
+impl NodeApi {
+    pub fn new(kernel: Arc<Kernel>, peers: &[(ReplicaId, String)]) -> Self {
+        NodeApi {
+            kernel,
+            peers: peers.iter().cloned().collect(),
+        }
+    }
+
+    fn bearer<T>(req: &Request<T>) -> Result<String, Status> {
+        req.metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            .ok_or_else(|| Status::unauthenticated("a token is required (nexus --token …)"))
+    }
+
+    /// The request's verified token, which must be for `zone`.
+    fn claims<T>(&self, req: &Request<T>, zone: &str) -> Result<Claims, Status> {
+        let token = Self::bearer(req)?;
+        let claims = self
+            .kernel
+            .tokens()
+            .verify(&token)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let zone = ZoneId::new(zone).map_err(status)?;
+        if claims.zone != zone {
+            return Err(Status::permission_denied(format!(
+                "the token is for zone {}, not {zone}",
+                claims.zone
+            )));
+        }
+        Ok(claims)
+    }
+
+    /// A task for the request's token in `zone`.
+    fn task<T>(&self, req: &Request<T>, zone: &str) -> Result<Task, Status> {
+        let claims = self.claims(req, zone)?;
+        self.kernel
+            .spawn_task(claims.principal, &claims.zone, claims.caps)
+            .map_err(status)
+    }
+
+    fn replicas(list: &[Replica]) -> Vec<(ReplicaId, Role)> {
+        list.iter()
+            .map(|r| {
+                let role = if r.witness {
+                    Role::Witness
+                } else {
+                    Role::Voter
+                };
+                (r.node, role)
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeApi {
+    async fn create_zone(
+        &self,
+        req: Request<CreateZoneRequest>,
+    ) -> Result<Response<ZoneReply>, Status> {
+        let token = Self::bearer(&req)?;
+        // The zone does not exist yet: the token's principal will own it.
+        let claims = self.claims(&req, &req.get_ref().zone)?;
+        if !claims.caps.contains(Capabilities::ALL) {
+            return Err(Status::permission_denied(
+                "creating a zone needs a token with every capability",
+            ));
+        }
+        let r = req.into_inner();
+        let me = self.kernel.node_id();
+        for replica in r.replicas.iter().filter(|x| x.node != me) {
+            let addr = self.peers.get(&replica.node).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "node {} is not a peer of node {me}",
+                    replica.node
+                ))
+            })?;
+            let mut peer = NodeClient::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| Status::unavailable(format!("node {}: {e}", replica.node)))?;
+            let mut join = Request::new(JoinZoneRequest {
+                zone: r.zone.clone(),
+                replicas: r.replicas.clone(),
+                owner: claims.principal.to_string(),
+            });
+            let bearer = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::invalid_argument("the token is not valid metadata"))?;
+            join.metadata_mut().insert("authorization", bearer);
+            peer.join_zone(join).await?;
+        }
+        self.kernel
+            .create_zone_on(&claims.principal, &claims.zone, Self::replicas(&r.replicas))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ZoneReply {
+            zone: r.zone,
+            replicas: r.replicas,
+        }))
+    }
+
+    async fn join_zone(
+        &self,
+        req: Request<JoinZoneRequest>,
+    ) -> Result<Response<ZoneReply>, Status> {
+        // The zone does not exist here yet.
+        let claims = self.claims(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        self.kernel
+            .join_zone(&claims.zone, Self::replicas(&r.replicas))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ZoneReply {
+            zone: r.zone,
+            replicas: r.replicas,
+        }))
+    }
+
+    async fn zone_status(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        json(&self.kernel.zone_status(&task).await.map_err(status)?)
+    }
+
+    async fn mkdir(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let made = if r.parents {
+            self.kernel.mkdir_all(&task, &r.path).await
+        } else {
+            self.kernel.mkdir(&task, &r.path).await
+        };
+        made.map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let opts = OpenOptions {
+            truncate: true,
+            ..OpenOptions::CREATE
+        };
+        let h = self
+            .kernel
+            .open_path(&task, &r.path, opts)
+            .await
+            .map_err(status)?;
+        self.kernel
+            .write(&task, &h, 0, &r.data)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get(&self, req: Request<PathRequest>) -> Result<Response<DataReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let h = self.kernel.resolve(&task, &r.path, true).map_err(status)?;
+        let mut data = Vec::new();
+        loop {
+            let chunk = self
+                .kernel
+                .read(&task, &h, data.len() as u64, MAX_READ)
+                .await
+                .map_err(status)?;
+            if chunk.is_empty() {
+                break;
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(Response::new(DataReply { data }))
+    }
+
+    async fn stat(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        json(
+            &self
+                .kernel
+                .lstat(&task, &req.get_ref().path)
+                .map_err(status)?,
+        )
+    }
+
+    async fn list(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let path = &req.get_ref().path;
+        let mut entries = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .kernel
+                .readdir(&task, path, cursor.as_deref(), MAX_PAGE)
+                .map_err(status)?;
+            entries.extend(page.entries);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        json(&entries)
+    }
+}

@@ -1,0 +1,99 @@
+//! `nexus node start`: this data directory as a node of a cluster, serving
+//! the Raft transport and the client API on one address until SIGINT or
+//! SIGTERM, then shutting down cleanly.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use nexus_kernel::kernel::{Kernel, KernelConfig};
+use nexus_kernel::types::ReplicaId;
+
+use crate::cli::NodeCmd;
+use crate::error::{CliError, CliResult};
+use crate::node::server::{bind, serve};
+use crate::node::transport::GrpcTransport;
+
+/// How long calls in flight may finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `ID@HOST:PORT` → (id, address).
+pub fn parse_peer(spec: &str) -> CliResult<(ReplicaId, String)> {
+    let bad = || {
+        CliError::Usage(format!(
+            "peer {spec:?}: use ID@HOST:PORT, e.g. 2@10.0.0.2:2126"
+        ))
+    };
+    let (id, addr) = spec.split_once('@').ok_or_else(bad)?;
+    let id: ReplicaId = id.parse().map_err(|_| bad())?;
+    if id == 0 || addr.is_empty() {
+        return Err(bad());
+    }
+    Ok((id, addr.to_owned()))
+}
+
+pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult<i32> {
+    let NodeCmd::Start { id, listen, peers } = cmd;
+    if id == 0 {
+        return Err(CliError::Usage("--id must be 1 or more".into()));
+    }
+    let peers = peers
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| parse_peer(p))
+        .collect::<CliResult<Vec<_>>>()?;
+    if let Some((clash, _)) = peers.iter().find(|(p, _)| *p == id) {
+        return Err(CliError::Usage(format!(
+            "--peers names node {clash}, which is this node's own --id"
+        )));
+    }
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| CliError::Usage(format!("--listen {listen:?}: use HOST:PORT")))?;
+    let (incoming, local) = bind(addr).map_err(|e| CliError::local(&listen, e))?;
+    let mut cfg = cfg_base;
+    cfg.replica_id = id;
+    let transport = GrpcTransport::start(id, &peers);
+    let kernel = Arc::new(Kernel::open_with_transport(cfg, transport)?);
+    eprintln!(
+        "node {id} serving {} on {local} (peers: {})",
+        home.display(),
+        peers
+            .iter()
+            .map(|(p, a)| format!("{p}@{a}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Peers keep their Raft streams open for good, so a graceful stop
+    // would wait forever: stop accepting at the signal, give calls in
+    // flight a moment, then stop serving.
+    let (signalled, mut stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        let _ = signalled.send(true);
+    });
+    let mut graceful = stopping.clone();
+    let server = serve(kernel.clone(), &peers, incoming, async move {
+        let _ = graceful.wait_for(|s| *s).await;
+    });
+    let served = tokio::select! {
+        r = server => r,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    };
+    kernel.shutdown().await?;
+    served.map_err(|e| CliError::Failed(format!("node server: {e}")))?;
+    Ok(0)
+}
