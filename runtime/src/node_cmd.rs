@@ -14,6 +14,10 @@ use crate::error::{CliError, CliResult};
 use crate::node::server::{bind, serve};
 use crate::node::transport::GrpcTransport;
 
+/// A node's Raft tick: heartbeats every tick, an election after 10–20
+/// ticks without a leader, so a new leader within about a second.
+const NODE_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// How long calls in flight may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -53,6 +57,7 @@ pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult
     let (incoming, local) = bind(addr).map_err(|e| CliError::local(&listen, e))?;
     let mut cfg = cfg_base;
     cfg.replica_id = id;
+    cfg.driver.tick = NODE_TICK;
     let transport = GrpcTransport::start(id, &peers);
     let kernel = Arc::new(Kernel::open_with_transport(cfg, transport)?);
     eprintln!(

@@ -1,0 +1,240 @@
+//! Three real `nexus node` processes on loopback: a zone on all three,
+//! writes through one node read on another, SIGKILL of the leader, writes
+//! through a survivor within a bounded time, the killed node restarted and
+//! caught up, every acknowledged write on every replica.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nexus_tests::nexus;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    homes: Vec<PathBuf>,
+    addrs: Vec<String>,
+    nodes: Vec<Option<Child>>,
+    token: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let homes: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("h{i}"))).collect();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        // A bootstrap token from node 1's key, which every node shares.
+        let out = nexus(&homes[0])
+            .args([
+                "token", "issue", "--zone", "z1", "--ttl", "1h", "--caps", "all",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        for h in &homes[1..] {
+            std::fs::create_dir_all(h).unwrap();
+            std::fs::copy(homes[0].join("node.key"), h.join("node.key")).unwrap();
+        }
+        let mut c = Cluster {
+            _dir: dir,
+            homes,
+            addrs,
+            nodes: Vec::new(),
+            token,
+        };
+        c.nodes = (0..n).map(|i| Some(c.spawn(i))).collect();
+        c
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let peers: Vec<String> = (0..self.addrs.len())
+            .filter(|j| *j != i)
+            .map(|j| format!("{}@{}", j + 1, self.addrs[j]))
+            .collect();
+        nexus(&self.homes[i])
+            .args(["node", "start", "--id", &(i + 1).to_string()])
+            .args(["--listen", &self.addrs[i], "--peers", &peers.join(",")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a node")
+    }
+
+    /// `nexus --node (node i) --token … ARGS`.
+    fn cli(&self, i: usize, args: &[&str]) -> Output {
+        let mut c: Command = nexus(&self.homes[i]);
+        c.args(["--node", &self.addrs[i], "--token", &self.token]);
+        c.args(args).output().unwrap()
+    }
+
+    /// Retries until the command succeeds (the node may still be starting,
+    /// or the group electing).
+    fn ok(&self, i: usize, args: &[&str], within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            let out = self.cli(i, args);
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < until,
+                "node {}: nexus {args:?}: {}",
+                i + 1,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn put(&self, i: usize, path: &str, body: &str, scratch: &Path) -> Output {
+        let src = scratch.join("body");
+        std::fs::write(&src, body).unwrap();
+        self.cli(
+            i,
+            &["fs", "put", "--zone", "z1", src.to_str().unwrap(), path],
+        )
+    }
+
+    fn leader(&self, i: usize) -> usize {
+        let json = self.ok(
+            i,
+            &["zone", "status", "z1", "--json"],
+            Duration::from_secs(10),
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["leader"].as_u64().unwrap() as usize
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in self.nodes.iter_mut().flatten() {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+#[test]
+fn three_node_processes_survive_the_loss_of_the_leader() {
+    let mut c = Cluster::start(3);
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2,3"],
+        Duration::from_secs(20),
+    );
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let out = c.put(0, &format!("/f{i}"), &format!("body {i}"), s);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        acked.push(i);
+    }
+    // Read on node 3, from its own replica.
+    let got = c.ok(
+        2,
+        &["fs", "cat", "--zone", "z1", "/f9"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(got, "body 9");
+
+    // SIGKILL the leader; writes through a survivor resume in bounded time.
+    let leader = c.leader(0);
+    assert!((1..=3).contains(&leader));
+    let mut killed = c.nodes[leader - 1].take().unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let survivor = if leader == 1 { 1 } else { 0 };
+    let t = Instant::now();
+    let mut n = 10;
+    let mut first_ack = None;
+    while t.elapsed() < Duration::from_secs(20) && acked.len() < 20 {
+        let put = c.put(survivor, &format!("/f{n}"), &format!("body {n}"), s);
+        if put.status.success() {
+            first_ack.get_or_insert(t.elapsed());
+            acked.push(n);
+        }
+        n += 1;
+    }
+    eprintln!("first write acknowledged {first_ack:?} after SIGKILL of the leader");
+    assert!(
+        acked.len() >= 20,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    let new_leader = c.leader(survivor);
+    assert_ne!(new_leader, leader);
+
+    // Restart the killed node: it catches up and has every acknowledged write.
+    c.nodes[leader - 1] = Some(c.spawn(leader - 1));
+    for node in 0..3 {
+        for i in &acked {
+            let got = c.ok(
+                node,
+                &["fs", "cat", "--zone", "z1", &format!("/f{i}")],
+                Duration::from_secs(20),
+            );
+            assert_eq!(got, format!("body {i}"), "node {} /f{i}", node + 1);
+        }
+    }
+}
+
+#[test]
+fn bad_requests_to_a_node_are_refused_clearly() {
+    let c = Cluster::start(2);
+    // No token.
+    let out = nexus(&c.homes[0])
+        .args(["--node", &c.addrs[0], "zone", "status", "z1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
+    // A zone on a node the cluster does not know.
+    let out = c.cli(0, &["zone", "create", "z1", "--replicas", "1,7"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node 7 is not a peer"));
+    // A token for another zone.
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2"],
+        Duration::from_secs(20),
+    );
+    let out = c.cli(0, &["fs", "ls", "--zone", "z2", "/"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the token is for zone z1"));
+    // A node id clash in --peers.
+    let out = nexus(&c.homes[1])
+        .args([
+            "node",
+            "start",
+            "--id",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--peers",
+            "2@127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("own --id"));
+}
