@@ -179,6 +179,13 @@ impl Kernel {
     /// touches every zone, so it needs `admin` on each: `tasks` holds one
     /// task per zone of the node.
     pub async fn gc(&self, tasks: &[Task]) -> Result<GcReport> {
+        if self.cfg.object_store.is_shared() {
+            return Err(KernelError::Unsupported(
+                "the object store is shared with other nodes, whose zones this node cannot see; \
+                 garbage collection of a shared store is not supported yet"
+                    .into(),
+            ));
+        }
         for z in self.zone_records()? {
             let task = tasks.iter().find(|t| t.zone() == &z.id).ok_or_else(|| {
                 KernelError::Access(format!(

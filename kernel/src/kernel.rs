@@ -39,21 +39,35 @@ pub enum ObjectStoreConfig {
     /// `$NEXUS_HOME/content` (the embedded default).
     Local,
     Memory,
+    /// `file:///path`: a directory every node of a cluster mounts (so a
+    /// chunk written on one node is readable on all).
+    Shared(PathBuf),
     /// `s3://bucket/prefix`.
     S3(String),
 }
 
 impl ObjectStoreConfig {
-    /// Parses `local`, `memory` or an `s3://` URL.
+    /// Parses `local`, `memory`, a `file:///` URL or an `s3://` URL.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "" | "local" => Ok(ObjectStoreConfig::Local),
             "memory" => Ok(ObjectStoreConfig::Memory),
             url if url.starts_with("s3://") => Ok(ObjectStoreConfig::S3(url.to_owned())),
+            url if url.starts_with("file:///") => Ok(ObjectStoreConfig::Shared(PathBuf::from(
+                &url["file://".len()..],
+            ))),
             other => Err(KernelError::Invalid(format!(
-                "object store {other:?}: use `local`, `memory` or `s3://bucket/prefix`"
+                "object store {other:?}: use `local`, `memory`, `file:///shared/dir` or `s3://bucket/prefix`"
             ))),
         }
+    }
+
+    /// Whether other nodes hold references to this store's chunks (then
+    /// no single node can tell which chunks are garbage). An S3 prefix is
+    /// taken to be this node's own; give nodes sharing a bucket one prefix
+    /// each, or do not run `gc`.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, ObjectStoreConfig::Shared(_))
     }
 }
 
@@ -171,6 +185,7 @@ impl Kernel {
         let content = match &cfg.object_store {
             ObjectStoreConfig::Local => ContentStore::local(&cfg.home.join("content"))?,
             ObjectStoreConfig::Memory => ContentStore::memory(),
+            ObjectStoreConfig::Shared(dir) => ContentStore::local(dir)?,
             ObjectStoreConfig::S3(url) => ContentStore::s3(url)?,
         };
         let timers = if cfg.virtual_clock {

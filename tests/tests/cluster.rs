@@ -12,6 +12,8 @@ use nexus_tests::nexus;
 struct Cluster {
     _dir: tempfile::TempDir,
     homes: Vec<PathBuf>,
+    /// The object store every node shares.
+    shared: PathBuf,
     addrs: Vec<String>,
     nodes: Vec<Option<Child>>,
     token: String,
@@ -49,9 +51,11 @@ impl Cluster {
             std::fs::create_dir_all(h).unwrap();
             std::fs::copy(homes[0].join("node.key"), h.join("node.key")).unwrap();
         }
+        let shared = dir.path().join("content");
         let mut c = Cluster {
             _dir: dir,
             homes,
+            shared,
             addrs,
             nodes: Vec::new(),
             token,
@@ -65,7 +69,9 @@ impl Cluster {
             .filter(|j| *j != i)
             .map(|j| format!("{}@{}", j + 1, self.addrs[j]))
             .collect();
+        let shared = format!("file://{}", self.shared.display());
         nexus(&self.homes[i])
+            .args(["--object-store", &shared])
             .args(["node", "start", "--id", &(i + 1).to_string()])
             .args(["--listen", &self.addrs[i], "--peers", &peers.join(",")])
             .stdout(Stdio::null())
@@ -221,6 +227,18 @@ fn bad_requests_to_a_node_are_refused_clearly() {
     let out = c.cli(0, &["fs", "ls", "--zone", "z2", "/"]);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the token is for zone z1"));
+    // No node can tell garbage in a store other nodes share.
+    let d = tempfile::tempdir().unwrap();
+    let out = nexus(d.path())
+        .args([
+            "--object-store",
+            &format!("file://{}", c.shared.display()),
+            "gc",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shared"));
     // A node id clash in --peers.
     let out = nexus(&c.homes[1])
         .args([
