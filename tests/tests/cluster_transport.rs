@@ -70,6 +70,24 @@ async fn cluster(n: u64) -> Vec<Node> {
     nodes
 }
 
+/// Zone z1 on every node, created through node 1, owned by user:owner.
+async fn shared_zone(nodes: &[Node]) -> (ZoneId, Principal) {
+    let z1 = ZoneId::new("z1").unwrap();
+    let owner = Principal::parse("user:owner").unwrap();
+    let replicas: Vec<_> = (1..=nodes.len() as u64)
+        .map(|id| (id, Role::Voter))
+        .collect();
+    for n in &nodes[1..] {
+        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
+    }
+    nodes[0]
+        .kernel
+        .create_zone_on(&owner, &z1, replicas)
+        .await
+        .unwrap();
+    (z1, owner)
+}
+
 async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
@@ -84,14 +102,8 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_a_zone_over_grpc() {
     let nodes = cluster(3).await;
-    let z1 = ZoneId::new("z1").unwrap();
-    let owner = Principal::parse("user:owner").unwrap();
-    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
-    for n in &nodes[1..] {
-        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
-    }
+    let (z1, owner) = shared_zone(&nodes).await;
     let k1 = &nodes[0].kernel;
-    k1.create_zone_on(&owner, &z1, replicas).await.unwrap();
 
     // Write through node 1.
     let t1 = k1
@@ -161,17 +173,7 @@ async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
     let mut nodes = cluster(3).await;
-    let z1 = ZoneId::new("z1").unwrap();
-    let owner = Principal::parse("user:owner").unwrap();
-    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
-    for n in &nodes[1..] {
-        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
-    }
-    nodes[0]
-        .kernel
-        .create_zone_on(&owner, &z1, replicas)
-        .await
-        .unwrap();
+    let (z1, owner) = shared_zone(&nodes).await;
     let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
     let t1 = task(&nodes[0].kernel);
     let status = nodes[0].kernel.zone_status(&t1).await.unwrap();
@@ -225,17 +227,7 @@ async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_minority_cannot_commit_and_converges_after_healing() {
     let nodes = cluster(3).await;
-    let z1 = ZoneId::new("z1").unwrap();
-    let owner = Principal::parse("user:owner").unwrap();
-    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
-    for n in &nodes[1..] {
-        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
-    }
-    nodes[0]
-        .kernel
-        .create_zone_on(&owner, &z1, replicas)
-        .await
-        .unwrap();
+    let (z1, owner) = shared_zone(&nodes).await;
     let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
     let (k1, k3) = (&nodes[0].kernel, &nodes[2].kernel);
     let (t1, t3) = (task(k1), task(k3));
