@@ -115,6 +115,9 @@ pub async fn run(args: BenchArgs) -> CliResult {
             rows.extend(crate::bench_pipes::pipes(&kernel, guest, dir, scale).await?);
         }
     }
+    if wanted("cluster") {
+        rows.extend(crate::bench_cluster::cluster(scratch.path(), scale).await?);
+    }
     kernel.shutdown().await?;
     if args.json {
         return output::json(&rows);
@@ -194,34 +197,46 @@ async fn stat(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: usize) -> CliResult<
 }
 
 /// Durable creates through Raft vs sled insert + flush, with 1 and 64 callers.
+/// `callers` concurrent clients each creating `per` new files in `dir`
+/// (made first); returns creates per second and the sorted latencies.
+pub(crate) async fn create_storm(
+    k: &Arc<Kernel>,
+    z: &Task,
+    dir: &str,
+    callers: u64,
+    per: u64,
+) -> CliResult<(f64, Vec<Duration>)> {
+    k.mkdir(z, dir).await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let (k, z, dir) = (k.clone(), z.clone(), dir.to_owned());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per as usize);
+                for i in 0..per {
+                    let t = Instant::now();
+                    k.open_path(&z, &format!("{dir}/c{c}-{i}"), OpenOptions::CREATE_NEW)
+                        .await?;
+                    lat.push(t.elapsed());
+                }
+                Ok::<_, CliError>(lat)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.map_err(|e| CliError::Failed(e.to_string()))??);
+    }
+    let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
+    lat.sort();
+    Ok((rate, lat))
+}
+
 async fn creates(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: u64) -> CliResult<Vec<Row>> {
     let mut rows = Vec::new();
     for callers in [1u64, 64] {
-        let dir = format!("/creates{callers}");
-        k.mkdir(z, &dir).await?;
         let per = if callers == 1 { n / 10 } else { n / callers };
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let (k, z, dir) = (k.clone(), z.clone(), dir.clone());
-                tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(per as usize);
-                    for i in 0..per {
-                        let t = Instant::now();
-                        k.open_path(&z, &format!("{dir}/c{c}-{i}"), OpenOptions::CREATE_NEW)
-                            .await?;
-                        lat.push(t.elapsed());
-                    }
-                    Ok::<_, CliError>(lat)
-                })
-            })
-            .collect();
-        let mut lat = Vec::new();
-        for t in tasks {
-            lat.extend(t.await.map_err(|e| CliError::Failed(e.to_string()))??);
-        }
-        let nexus = lat.len() as f64 / started.elapsed().as_secs_f64();
-        lat.sort();
+        let (nexus, lat) = create_storm(k, z, &format!("/creates{callers}"), callers, per).await?;
 
         let tree = raw
             .open_tree(format!("creates{callers}"))

@@ -166,7 +166,7 @@ pub struct BenchArgs {
     /// run, guest file I/O, pipes, timers).
     #[arg(long)]
     pub guest: Option<PathBuf>,
-    /// Run only these groups (default: all): kernel, gate, agents, pipes.
+    /// Run only these groups (default: all): kernel, gate, agents, pipes, cluster.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]

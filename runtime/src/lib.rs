@@ -7,6 +7,7 @@ pub mod agent;
 pub mod audit_cmd;
 pub mod bench;
 mod bench_agents;
+mod bench_cluster;
 mod bench_pipes;
 pub mod cli;
 pub mod client;

@@ -16,7 +16,7 @@ use crate::node::transport::GrpcTransport;
 
 /// A node's Raft tick: heartbeats every tick, an election after 10–20
 /// ticks without a leader, so a new leader within about a second.
-const NODE_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+pub const NODE_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long calls in flight may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);

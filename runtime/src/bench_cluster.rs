@@ -1,0 +1,197 @@
+//! Cluster benchmarks: three nodes in this process, each with its own data
+//! directory, talking Raft over real gRPC on loopback (`GrpcTransport` and
+//! the node server, as `nexus node start` runs them). Creates through the
+//! leader with 1 and 64 concurrent clients (baseline: the same storm on a
+//! one-node embedded zone in the same run), stat on a follower (baseline:
+//! the leader), and the time from stopping the leader to a write accepted
+//! by the new one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nexus_kernel::identity::{Capabilities, Task};
+use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
+use nexus_kernel::replica::Role;
+use nexus_kernel::types::ZoneId;
+use nexus_kernel::vfs::OpenOptions;
+
+use crate::bench::{create_storm, percentile, row, row_lower_better, Row};
+use crate::error::{CliError, CliResult};
+use crate::node::server::{bind, serve};
+use crate::node::transport::GrpcTransport;
+use crate::node_cmd::NODE_TICK;
+
+fn fail(e: impl std::fmt::Display) -> CliError {
+    CliError::Failed(format!("cluster benchmark: {e}"))
+}
+
+struct Node {
+    kernel: Arc<Kernel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// `n` nodes sharing one object store under `dir`.
+async fn start(dir: &Path, n: u64) -> CliResult<Vec<Node>> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(bind("127.0.0.1:0".parse().map_err(fail)?).map_err(fail)?);
+    }
+    let peers: Vec<(u64, String)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, (incoming, _)) in listeners.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let mut cfg = KernelConfig::embedded(dir.join(format!("node{id}")));
+        cfg.replica_id = id;
+        cfg.driver.tick = NODE_TICK;
+        cfg.object_store = ObjectStoreConfig::Shared(dir.join("content"));
+        let kernel = Arc::new(Kernel::open_with_transport(
+            cfg,
+            GrpcTransport::start(id, &peers),
+        )?);
+        let others: Vec<_> = peers.iter().filter(|p| p.0 != id).cloned().collect();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let k = kernel.clone();
+        tokio::spawn(async move {
+            serve(k, &others, incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        nodes.push(Node {
+            kernel,
+            stop: Some(stop),
+        });
+    }
+    Ok(nodes)
+}
+
+pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
+    let dir = scratch.join("cluster");
+    let mut nodes = start(&dir, 3).await?;
+    let zone = ZoneId::new("bench")?;
+    let me = crate::session::operator();
+    let replicas: Vec<_> = (1..=3).map(|id| (id, Role::Voter)).collect();
+    for n in &nodes[1..] {
+        n.kernel.join_zone(&zone, replicas.clone()).await?;
+    }
+    nodes[0].kernel.create_zone_on(&me, &zone, replicas).await?;
+    let task =
+        |k: &Kernel| -> CliResult<Task> { Ok(k.spawn_task(me.clone(), &zone, Capabilities::ALL)?) };
+    let leader = nodes[0]
+        .kernel
+        .zone_status(&task(&nodes[0].kernel)?)
+        .await?
+        .leader;
+    let li = (leader - 1) as usize;
+    let lk = nodes[li].kernel.clone();
+    let lt = task(&lk)?;
+
+    // The same storm on a one-node zone in this run: the baseline.
+    let single = Arc::new(Kernel::open(KernelConfig::embedded(dir.join("single")))?);
+    single.create_zone(&me, &zone).await?;
+    let st = task(&single)?;
+
+    let mut rows = Vec::new();
+    let n = 20_000 / scale as u64;
+    for callers in [1u64, 64] {
+        let per = if callers == 1 { n / 10 } else { n / callers };
+        let (rate, lat) = create_storm(&lk, &lt, &format!("/c{callers}"), callers, per).await?;
+        let (base, _) = create_storm(&single, &st, &format!("/c{callers}"), callers, per).await?;
+        let mut r = row(
+            &format!("3 nodes: creates, {callers} client(s) (vs 1 node)"),
+            rate,
+            base,
+            "creates/s",
+        );
+        r.p50_us = Some(percentile(&lat, 0.5));
+        r.p99_us = Some(percentile(&lat, 0.99));
+        rows.push(r);
+    }
+    single.shutdown().await?;
+
+    // Stat of a hot file on a follower, served by its own replica.
+    lk.open_path(&lt, "/hot", OpenOptions::CREATE).await?;
+    let fi = (li + 1) % 3;
+    let fk = nodes[fi].kernel.clone();
+    let ft = task(&fk)?;
+    let until = Instant::now() + Duration::from_secs(10);
+    while fk.stat(&ft, "/hot").is_err() {
+        if Instant::now() > until {
+            return Err(fail("the follower never saw /hot"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = 400_000 / scale;
+    let follower = stat_rate(&fk, &ft, stats)?;
+    let on_leader = stat_rate(&lk, &lt, stats)?;
+    rows.push(row(
+        "3 nodes: stat of a hot file on a follower (vs on the leader)",
+        follower,
+        on_leader,
+        "ops/s",
+    ));
+
+    // Failover: stop the leader (off the network, zones stopped), then
+    // write through a survivor until the new leader accepts it.
+    let dead = &mut nodes[li];
+    if let Some(stop) = dead.stop.take() {
+        let _ = stop.send(());
+    }
+    dead.kernel.shutdown().await?;
+    let t = Instant::now();
+    let sk = nodes[fi].kernel.clone();
+    let mut i = 0;
+    loop {
+        i += 1;
+        match sk.mkdir(&ft, &format!("/after-{i}")).await {
+            Ok(_) => break,
+            Err(e) if t.elapsed() > Duration::from_secs(30) => return Err(fail(e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    let failover = t.elapsed();
+    let mut r = row_lower_better(
+        "3 nodes: leader stopped → a write accepted by the new leader",
+        failover.as_secs_f64() * 1e3,
+        f64::NAN,
+        "ms",
+    );
+    r.ratio = f64::NAN;
+    rows.push(r);
+    for n in &mut nodes {
+        if let Some(stop) = n.stop.take() {
+            let _ = stop.send(());
+        }
+        n.kernel.shutdown().await?;
+    }
+    Ok(rows)
+}
+
+/// Stats of `/hot` from every core.
+fn stat_rate(k: &Kernel, t: &Task, n: usize) -> CliResult<f64> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per = n / threads;
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> CliResult<()> {
+                    for _ in 0..per {
+                        std::hint::black_box(k.stat(t, "/hot")?);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| fail("a stat thread panicked"))??;
+        }
+        Ok::<_, CliError>(())
+    })?;
+    Ok((per * threads) as f64 / started.elapsed().as_secs_f64())
+}
