@@ -28,6 +28,7 @@ enum Input {
     Propose(ZoneCommand, oneshot::Sender<Result<Applied>>),
     Step(Message),
     Status(oneshot::Sender<ZoneStatus>),
+    ReadIndex(oneshot::Sender<Result<u64>>),
 }
 
 /// A replica's view of its zone's group (`nexus zone status`).
@@ -164,6 +165,27 @@ impl ZoneDriver {
         }
     }
 
+    /// Waits until this replica has applied everything the group had
+    /// committed when the call was made, as confirmed by the leader
+    /// (ReadIndex): a read after this sees every write acknowledged before it.
+    pub async fn linearize(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Input::ReadIndex(reply))
+            .await
+            .map_err(|_| KernelError::Unavailable(format!("zone {} stopped", self.zone)))?;
+        let index = match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) | Err(_) => {
+                return Err(KernelError::Unavailable(format!(
+                    "zone {}: no leader confirmed a read index within {:?}",
+                    self.zone, self.propose_timeout
+                )))
+            }
+        };
+        self.wait_applied(index, self.propose_timeout).await
+    }
+
     /// This replica's view of the group.
     pub async fn status(&self) -> Result<ZoneStatus> {
         let (reply, rx) = oneshot::channel();
@@ -219,6 +241,8 @@ fn run(
     // Waiters carry ids unique across the group: replica id in the top bits.
     let mut next_id = replica.id() << 48;
     let mut waiters: HashMap<u64, oneshot::Sender<Result<Applied>>> = HashMap::new();
+    // ReadIndex requests awaiting the leader's confirmed commit index.
+    let mut reads: HashMap<u64, oneshot::Sender<Result<u64>>> = HashMap::new();
     rt.block_on(async move {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -242,6 +266,11 @@ fn run(
                                 let _ = reply.send(Err(e));
                             }
                         }
+                    }
+                    Input::ReadIndex(reply) => {
+                        next_id += 1;
+                        replica.read_index(next_id);
+                        reads.insert(next_id, reply);
                     }
                     Input::Status(reply) => {
                         let _ = reply.send(replica.status());
@@ -279,12 +308,18 @@ fn run(
                         let _ = w.send(result);
                     }
                 }
+                for (id, index) in out.reads {
+                    if let Some(r) = reads.remove(&id) {
+                        let _ = r.send(Ok(index));
+                    }
+                }
             }
             applied.send_if_modified(|a| {
                 let now = replica.applied_index();
                 std::mem::replace(a, now) != now
             });
             waiters.retain(|_, w| !w.is_closed());
+            reads.retain(|_, r| !r.is_closed());
             // A proposal forwarded to a leader that is gone would wait out
             // its timeout: on a leader change, every waiter is told at once
             // that the outcome is unknown, so the caller can retry.
@@ -294,6 +329,11 @@ fn run(
                     let _ = w.send(Err(KernelError::Unavailable(format!(
                         "zone {zone}: the leader changed while this write was in flight; \
                          it may or may not have been applied"
+                    ))));
+                }
+                for (_, r) in reads.drain() {
+                    let _ = r.send(Err(KernelError::Unavailable(format!(
+                        "zone {zone}: the leader changed during a linearizable read; retry"
                     ))));
                 }
             }

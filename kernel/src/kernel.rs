@@ -368,6 +368,13 @@ impl Kernel {
         self.zone(task.zone())?.driver.status().await
     }
 
+    /// Makes the next read of the task's zone linearizable: waits until the
+    /// local replica has applied all the group had committed now (ReadIndex
+    /// through the leader). Reads are local, and fast, without it.
+    pub async fn linearize(&self, task: &Task) -> Result<()> {
+        self.zone(task.zone())?.driver.linearize().await
+    }
+
     /// This node's id (its replica id in every zone it serves).
     pub fn node_id(&self) -> ReplicaId {
         self.cfg.replica_id

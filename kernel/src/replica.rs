@@ -61,6 +61,8 @@ pub struct ReadyOutput {
     pub results: Vec<(u64, Result<Applied>)>,
     /// Whether this pass installed a snapshot.
     pub installed_snapshot: bool,
+    /// Answered ReadIndex requests: (request id, index to wait for).
+    pub reads: Vec<(u64, u64)>,
 }
 
 pub struct Replica {
@@ -219,6 +221,12 @@ impl Replica {
             .map_err(|e| KernelError::Unavailable(format!("no leader to take the write ({e})")))
     }
 
+    /// Asks for the commit index as of now, confirmed by a quorum (raft's
+    /// ReadIndex); the answer comes out of a later `on_ready` under `id`.
+    pub fn read_index(&mut self, id: u64) {
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
     pub fn has_ready(&self) -> bool {
         self.raw.has_ready()
     }
@@ -232,6 +240,11 @@ impl Replica {
         }
         let mut rd = self.raw.ready();
         out.messages.extend(rd.take_messages());
+        for rs in rd.take_read_states() {
+            if let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                out.reads.push((u64::from_be_bytes(id), rs.index));
+            }
+        }
 
         let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
         let mut batch = sled::Batch::default();

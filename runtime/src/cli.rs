@@ -238,6 +238,16 @@ pub enum TokenCmd {
     Revoke { id: String },
 }
 
+/// How a read is served.
+#[derive(Args, Clone, Copy)]
+pub struct ReadArg {
+    /// See every write acknowledged before this read, on any node (waits
+    /// for this replica to catch up with the leader's commit; ReadIndex).
+    /// Without it, a read is served at once from the local replica.
+    #[arg(long)]
+    pub linearizable: bool,
+}
+
 #[derive(Args, Clone)]
 pub struct ZoneArg {
     /// The zone to work in.
@@ -351,6 +361,8 @@ pub enum FsCmd {
         #[command(flatten)]
         zone: ZoneArg,
         path: String,
+        #[command(flatten)]
+        read: ReadArg,
     },
     /// List a directory.
     Ls {
@@ -360,6 +372,8 @@ pub enum FsCmd {
         path: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        read: ReadArg,
     },
     /// Show an entry's metadata.
     Stat {
@@ -368,6 +382,8 @@ pub enum FsCmd {
         path: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        read: ReadArg,
     },
     /// Create a directory.
     Mkdir {

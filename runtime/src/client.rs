@@ -68,10 +68,11 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
         .await
         .map_err(|e| CliError::Kernel(KernelError::Unavailable(format!("node {addr}: {e}"))))?;
     let mut c = Client { inner, token };
-    let path = |zone: &str, path: &str, parents: bool| PathRequest {
+    let path = |zone: &str, path: &str, parents: bool, linearizable: bool| PathRequest {
         zone: zone.to_owned(),
         path: path.to_owned(),
         parents,
+        linearizable,
     };
     match cmd {
         KernelCommand::Zone(ZoneCmd::Create { name, replicas }) => {
@@ -98,7 +99,7 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             parents,
             path: p,
         }) => {
-            let req = c.request(path(&zone.zone, &p, parents))?;
+            let req = c.request(path(&zone.zone, &p, parents, false))?;
             c.inner.mkdir(req).await.map_err(cli_error)?;
         }
         KernelCommand::Fs(FsCmd::Put { zone, src, dest }) => {
@@ -117,19 +118,33 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             })?;
             c.inner.put(req).await.map_err(cli_error)?;
         }
-        KernelCommand::Fs(FsCmd::Cat { zone, path: p }) => {
-            let req = c.request(path(&zone.zone, &p, false))?;
+        KernelCommand::Fs(FsCmd::Cat {
+            zone,
+            path: p,
+            read,
+        }) => {
+            let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             let data = c.inner.get(req).await.map_err(cli_error)?.into_inner().data;
             std::io::stdout()
                 .write_all(&data)
                 .map_err(|e| CliError::local("stdout", e))?;
         }
-        KernelCommand::Fs(FsCmd::Stat { zone, path: p, .. }) => {
-            let req = c.request(path(&zone.zone, &p, false))?;
+        KernelCommand::Fs(FsCmd::Stat {
+            zone,
+            path: p,
+            read,
+            ..
+        }) => {
+            let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             println!("{}", c.inner.stat(req).await.map_err(cli_error)?.into_inner().json);
         }
-        KernelCommand::Fs(FsCmd::Ls { zone, path: p, .. }) => {
-            let req = c.request(path(&zone.zone, &p, false))?;
+        KernelCommand::Fs(FsCmd::Ls {
+            zone,
+            path: p,
+            read,
+            ..
+        }) => {
+            let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             println!("{}", c.inner.list(req).await.map_err(cli_error)?.into_inner().json);
         }
         _ => {

@@ -11,7 +11,7 @@ use nexus_kernel::vfs::{Handle, OpenOptions};
 use nexus_kernel::KernelError;
 use serde::Serialize;
 
-use crate::cli::{FsCmd, ZoneArg};
+use crate::cli::{FsCmd, ReadArg, ZoneArg};
 use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::session::Acting;
@@ -48,21 +48,36 @@ struct LsRow {
 
 pub async fn run(k: &Kernel, acting: &Acting, cmd: FsCmd) -> CliResult {
     let zone = |z: &ZoneArg| acting.task(k, &z.zone);
+    // A task for a read (embedded reads are linearizable anyway: the
+    // replica is the whole group, so this returns at once).
+    let reader = |z: ZoneArg, read: ReadArg| async move {
+        let t = acting.task(k, &z.zone)?;
+        if read.linearizable {
+            k.linearize(&t).await?;
+        }
+        Ok::<_, CliError>(t)
+    };
     match cmd {
         FsCmd::Put { zone: z, src, dest } => put(k, &zone(&z)?, &src, &dest).await,
         FsCmd::Get { zone: z, src, dest } => get(k, &zone(&z)?, &src, &dest).await,
-        FsCmd::Cat { zone: z, path } => get(k, &zone(&z)?, &path, "-").await,
+        FsCmd::Cat {
+            zone: z,
+            path,
+            read,
+        } => get(k, &reader(z, read).await?, &path, "-").await,
         FsCmd::Ls {
             zone: z,
             path,
             json,
-        } => ls(k, &zone(&z)?, &path, json),
+            read,
+        } => ls(k, &reader(z, read).await?, &path, json),
         FsCmd::Stat {
             zone: z,
             path,
             json,
+            read,
         } => {
-            let s = k.lstat(&zone(&z)?, &path)?;
+            let s = k.lstat(&reader(z, read).await?, &path)?;
             if json {
                 return output::json(&s);
             }

@@ -155,6 +155,15 @@ fn three_node_processes_survive_the_loss_of_the_leader() {
         );
         acked.push(i);
     }
+    // A linearizable read on node 3 sees node 1's last acknowledged write
+    // at once (no retry).
+    let out = c.cli(2, &["fs", "cat", "--zone", "z1", "--linearizable", "/f9"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "body 9",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Read on node 3, from its own replica.
     let got = c.ok(
         2,

@@ -132,6 +132,16 @@ async fn three_nodes_share_a_zone_over_grpc() {
     let h3 = k3.resolve(&t3, "/docs/a.txt", true).unwrap();
     assert_eq!(&k3.read(&t3, &h3, 0, 100).await.unwrap()[..], b"replicated");
 
+    // A linearizable read on a follower sees every write acknowledged
+    // before it, at once (ReadIndex through the leader, then local apply).
+    for i in 0..20 {
+        let p = format!("/docs/lin-{i}");
+        k1.mkdir(&t1, &p).await.unwrap();
+        k3.linearize(&t3).await.unwrap();
+        k3.stat(&t3, &p)
+            .expect("a linearizable read missed an acknowledged write");
+    }
+
     // A write proposed on a follower is forwarded to the leader, not refused.
     let k2 = &nodes[1].kernel;
     let t2 = k2.spawn_task(owner, &z1, Capabilities::ALL).unwrap();

@@ -50,6 +50,15 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
+    /// A task for a read; linearizable if the request asks.
+    async fn reader(&self, req: &Request<PathRequest>) -> Result<Task, Status> {
+        let task = self.task(req, &req.get_ref().zone)?;
+        if req.get_ref().linearizable {
+            self.kernel.linearize(&task).await.map_err(status)?;
+        }
+        Ok(task)
+    }
+
     pub fn new(kernel: Arc<Kernel>, peers: &[(ReplicaId, String)]) -> Self {
         NodeApi {
             kernel,
@@ -207,7 +216,7 @@ impl Node for NodeApi {
     }
 
     async fn get(&self, req: Request<PathRequest>) -> Result<Response<DataReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+        let task = self.reader(&req).await?;
         let r = req.into_inner();
         let h = self.kernel.resolve(&task, &r.path, true).map_err(status)?;
         let mut data = Vec::new();
@@ -226,7 +235,7 @@ impl Node for NodeApi {
     }
 
     async fn stat(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+        let task = self.reader(&req).await?;
         json(
             &self
                 .kernel
@@ -236,7 +245,7 @@ impl Node for NodeApi {
     }
 
     async fn list(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+        let task = self.reader(&req).await?;
         let path = &req.get_ref().path;
         let mut entries = Vec::new();
         let mut cursor = None;
