@@ -265,3 +265,39 @@ fn bad_requests_to_a_node_are_refused_clearly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("own --id"));
 }
+
+#[test]
+fn two_voters_and_a_witness_survive_the_loss_of_a_voter() {
+    let mut c = Cluster::start(3);
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2,3w"],
+        Duration::from_secs(20),
+    );
+    assert!(c.put(0, "/a", "before", s).status.success());
+    // The witness never leads; kill whichever voter does.
+    let leader = c.leader(0);
+    assert!(leader == 1 || leader == 2, "the witness leads: {leader}");
+    let mut killed = c.nodes[leader - 1].take().unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let other = if leader == 1 { 1 } else { 0 };
+    let until = Instant::now() + Duration::from_secs(20);
+    while !c.put(other, "/b", "after", s).status.success() {
+        assert!(
+            Instant::now() < until,
+            "the surviving voter and the witness could not commit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(c.leader(other), other + 1);
+    for p in ["/a", "/b"] {
+        c.ok(
+            other,
+            &["fs", "cat", "--zone", "z1", "--linearizable", p],
+            Duration::from_secs(5),
+        );
+    }
+}
