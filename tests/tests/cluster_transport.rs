@@ -281,3 +281,159 @@ async fn a_cut_off_minority_cannot_commit_and_converges_after_healing() {
         assert_eq!(dump, reference, "node {} diverged", n.kernel.node_id());
     }
 }
+
+mod linearizability {
+    //! A recorded concurrent history of writes and linearizable reads on
+    //! three nodes, checked against a register per key (Wing & Gong's
+    //! search: pick any operation that could have taken effect first,
+    //! recurse, backtrack; memoized on what is done and the value).
+
+    use super::*;
+    use nexus_kernel::identity::Task;
+    use rand::{Rng, SeedableRng};
+    use std::collections::HashSet;
+
+    #[derive(Debug, Clone, Copy)]
+    struct Op {
+        invoke: u128,
+        response: u128,
+        /// `Some(v)`: wrote v; `None`: read `value`.
+        write: Option<u64>,
+        value: u64,
+    }
+
+    /// Whether `ops` (one key, starting at `initial`) are linearizable.
+    fn linearizable(ops: &[Op], initial: u64) -> bool {
+        assert!(ops.len() <= 64, "the search tracks at most 64 operations");
+        fn search(ops: &[Op], done: u64, value: u64, seen: &mut HashSet<(u64, u64)>) -> bool {
+            if done.count_ones() as usize == ops.len() {
+                return true;
+            }
+            if !seen.insert((done, value)) {
+                return false;
+            }
+            let pending = || (0..ops.len()).filter(|i| done & (1 << i) == 0);
+            // Only an operation invoked before every pending one returned
+            // can be next.
+            let horizon = pending()
+                .map(|i| ops[i].response)
+                .min()
+                .unwrap_or(u128::MAX);
+            for i in pending().filter(|&i| ops[i].invoke <= horizon) {
+                let next = match ops[i].write {
+                    Some(v) => v,
+                    None if ops[i].value == value => value,
+                    None => continue,
+                };
+                if search(ops, done | 1 << i, next, seen) {
+                    return true;
+                }
+            }
+            false
+        }
+        search(ops, 0, initial, &mut HashSet::new())
+    }
+
+    #[test]
+    fn the_checker_refuses_a_stale_read_and_accepts_concurrency() {
+        let w = |invoke, response, v| Op {
+            invoke,
+            response,
+            write: Some(v),
+            value: v,
+        };
+        let r = |invoke, response, v| Op {
+            invoke,
+            response,
+            write: None,
+            value: v,
+        };
+        // A read after a write completed must see it.
+        assert!(!linearizable(&[w(0, 10, 1), r(20, 30, 0)], 0));
+        assert!(linearizable(&[w(0, 10, 1), r(20, 30, 1)], 0));
+        // Overlapping: either value is fine.
+        assert!(linearizable(&[w(0, 30, 1), r(10, 20, 0)], 0));
+        assert!(linearizable(&[w(0, 30, 1), r(10, 20, 1)], 0));
+        // Two reads may not see the write appear and then vanish.
+        assert!(!linearizable(
+            &[w(0, 100, 1), r(10, 20, 1), r(30, 40, 0)],
+            0
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_concurrent_history_on_three_nodes_is_linearizable() {
+        let seed: u64 = std::env::var("NEXUS_LIN_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        eprintln!("NEXUS_LIN_SEED={seed}");
+        let nodes = cluster(3).await;
+        let (z1, owner) = shared_zone(&nodes).await;
+        const KEYS: usize = 3;
+        let t1 = nodes[0]
+            .kernel
+            .spawn_task(owner.clone(), &z1, Capabilities::ALL)
+            .unwrap();
+        for k in 0..KEYS {
+            let h = nodes[0]
+                .kernel
+                .open_path(&t1, &format!("/k{k}"), OpenOptions::CREATE)
+                .await
+                .unwrap();
+            nodes[0]
+                .kernel
+                .write(&t1, &h, 0, &0u64.to_be_bytes())
+                .await
+                .unwrap();
+        }
+        let start = Instant::now();
+        let mut clients = Vec::new();
+        for c in 0..6u64 {
+            let k = nodes[(c % 3) as usize].kernel.clone();
+            let t: Task = k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ c);
+            clients.push(tokio::spawn(async move {
+                let mut history = Vec::new();
+                for n in 0..12u64 {
+                    let key = rng.gen_range(0..KEYS);
+                    let path = format!("/k{key}");
+                    let invoke = start.elapsed().as_nanos();
+                    let h = k.resolve(&t, &path, true).unwrap();
+                    let op = if rng.gen_bool(0.5) {
+                        let v = (c + 1) * 1000 + n;
+                        k.write(&t, &h, 0, &v.to_be_bytes()).await.unwrap();
+                        (Some(v), v)
+                    } else {
+                        k.linearize(&t).await.unwrap();
+                        let b = k.read(&t, &h, 0, 8).await.unwrap();
+                        (None, u64::from_be_bytes(b[..].try_into().unwrap()))
+                    };
+                    let response = start.elapsed().as_nanos();
+                    history.push((
+                        key,
+                        Op {
+                            invoke,
+                            response,
+                            write: op.0,
+                            value: op.1,
+                        },
+                    ));
+                }
+                history
+            }));
+        }
+        let mut per_key: Vec<Vec<Op>> = vec![Vec::new(); KEYS];
+        for c in clients {
+            for (key, op) in c.await.unwrap() {
+                per_key[key].push(op);
+            }
+        }
+        for (key, ops) in per_key.iter().enumerate() {
+            assert!(
+                linearizable(ops, 0),
+                "key /k{key} is not linearizable (NEXUS_LIN_SEED={seed}): {ops:#?}"
+            );
+        }
+    }
+}
