@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
-use nexus_proto::node::{CreateZoneRequest, PathRequest, PutRequest, Replica, ZoneRef};
+use nexus_proto::node::{
+    CreateZoneRequest, MountRequest, PathRequest, PutRequest, Replica, ZoneRef,
+};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -147,9 +149,17 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             println!("{}", c.inner.list(req).await.map_err(cli_error)?.into_inner().json);
         }
+        KernelCommand::Mount { zone, path, target } => {
+            let req = c.request(MountRequest {
+                zone: zone.zone,
+                path,
+                target,
+            })?;
+            c.inner.mount(req).await.map_err(cli_error)?;
+        }
         _ => {
             return Err(CliError::Usage(
-                "with --node, this command is not available yet (zone create|status, fs mkdir|put|cat|stat|ls are)".into(),
+                "with --node, this command is not available yet (zone create|status, fs mkdir|put|cat|stat|ls, mount are)".into(),
             ))
         }
     }

@@ -11,6 +11,8 @@ use nexus_tests::nexus;
 
 struct Cluster {
     _dir: tempfile::TempDir,
+    /// A bootstrap token for zone z2.
+    token_z2: String,
     homes: Vec<PathBuf>,
     /// The object store every node shares.
     shared: PathBuf,
@@ -47,6 +49,13 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let out = nexus(&homes[0])
+            .args([
+                "token", "issue", "--zone", "z2", "--ttl", "1h", "--caps", "all",
+            ])
+            .output()
+            .unwrap();
+        let token_z2 = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         for h in &homes[1..] {
             std::fs::create_dir_all(h).unwrap();
             std::fs::copy(homes[0].join("node.key"), h.join("node.key")).unwrap();
@@ -54,6 +63,7 @@ impl Cluster {
         let shared = dir.path().join("content");
         let mut c = Cluster {
             _dir: dir,
+            token_z2,
             homes,
             shared,
             addrs,
@@ -300,4 +310,51 @@ fn two_voters_and_a_witness_survive_the_loss_of_a_voter() {
             Duration::from_secs(5),
         );
     }
+}
+
+#[test]
+fn a_mount_to_a_zone_another_node_does_not_serve_says_so() {
+    let c = Cluster::start(2);
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2"],
+        Duration::from_secs(20),
+    );
+    // z2 lives on node 1 only.
+    let z2 = |args: &[&str]| {
+        nexus(&c.homes[0])
+            .args(["--node", &c.addrs[0], "--token", &c.token_z2])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(z2(&["zone", "create", "z2", "--replicas", "1"])
+        .status
+        .success());
+    assert!(z2(&["fs", "mkdir", "--zone", "z2", "/inside"])
+        .status
+        .success());
+    c.ok(
+        0,
+        &["mount", "--zone", "z1", "/shared", "z2"],
+        Duration::from_secs(10),
+    );
+    // Node 1 serves both: the mount leads into z2.
+    let ls = c.ok(
+        0,
+        &["fs", "ls", "--zone", "z1", "/shared"],
+        Duration::from_secs(5),
+    );
+    assert!(ls.contains("inside"), "{ls}");
+    // Node 2 shows the entry but cannot enter it, and says why.
+    let root = c.ok(
+        1,
+        &["fs", "ls", "--zone", "z1", "--linearizable", "/"],
+        Duration::from_secs(10),
+    );
+    assert!(root.contains("shared"), "{root}");
+    let out = c.cli(1, &["fs", "ls", "--zone", "z1", "/shared"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("zone z2 is not served on this node"), "{err}");
 }

@@ -17,8 +17,8 @@ use nexus_kernel::{ErrorCode, KernelError};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
-    CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, PathRequest, PutRequest,
-    Replica, ZoneRef, ZoneReply,
+    CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest, PathRequest,
+    PutRequest, Replica, ZoneRef, ZoneReply,
 };
 use tonic::{Request, Response, Status};
 
@@ -261,5 +261,16 @@ impl Node for NodeApi {
             }
         }
         json(&entries)
+    }
+
+    async fn mount(&self, req: Request<MountRequest>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let target = ZoneId::new(&r.target).map_err(status)?;
+        self.kernel
+            .mount(&task, &r.path, &target)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
     }
 }
