@@ -283,7 +283,16 @@ fn run(
                 }
             }
             while replica.has_ready() {
-                let out = match replica.on_ready() {
+                let mut snapshots_sent = Vec::new();
+                let mut send_now = |msgs: Vec<Message>| {
+                    snapshots_sent.extend(
+                        msgs.iter()
+                            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                            .map(|m| m.to),
+                    );
+                    transport.send(&zone, msgs);
+                };
+                let out = match replica.on_ready_sending(&mut send_now) {
                     Ok(out) => out,
                     Err(e) => {
                         // The log could not be persisted: this replica must
@@ -295,10 +304,14 @@ fn run(
                         return;
                     }
                 };
-                for m in &out.messages {
-                    if m.get_msg_type() == MessageType::MsgSnapshot {
-                        replica.report_snapshot_sent(m.to);
-                    }
+                snapshots_sent.extend(
+                    out.messages
+                        .iter()
+                        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+                        .map(|m| m.to),
+                );
+                for to in snapshots_sent {
+                    replica.report_snapshot_sent(to);
                 }
                 if !out.messages.is_empty() {
                     transport.send(&zone, out.messages);

@@ -333,7 +333,15 @@ mod tests {
             s.compact(2).unwrap();
             db.flush().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
+        // sled's background threads may hold the directory's lock for a
+        // moment after the handle above is dropped.
+        let db = (0..100)
+            .find_map(|_| {
+                sled::open(dir.path())
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(10)))
+                    .ok()
+            })
+            .expect("reopen the database");
         let s =
             SledRaftStorage::open(db.open_tree("z").unwrap(), None, &ConfState::default()).unwrap();
         assert_eq!(s.hard_state().commit, 3);

@@ -234,12 +234,30 @@ impl Replica {
     /// One pass of the Ready loop: send, persist (one batch, one flush),
     /// send persisted messages, apply, advance.
     pub fn on_ready(&mut self) -> Result<ReadyOutput> {
+        let mut early = Vec::new();
+        let mut out = self.on_ready_sending(&mut |m| early.extend(m))?;
+        early.append(&mut out.messages);
+        out.messages = early;
+        Ok(out)
+    }
+
+    /// [`on_ready`](Self::on_ready), handing the messages raft-rs allows to
+    /// leave before this replica persists (a leader's appends to its
+    /// followers) to `send_now` first, so the followers' flushes overlap the
+    /// leader's own. `ReadyOutput::messages` holds the rest.
+    pub fn on_ready_sending(
+        &mut self,
+        send_now: &mut dyn FnMut(Vec<Message>),
+    ) -> Result<ReadyOutput> {
         let mut out = ReadyOutput::default();
         if !self.raw.has_ready() {
             return Ok(out);
         }
         let mut rd = self.raw.ready();
-        out.messages.extend(rd.take_messages());
+        let early = rd.take_messages();
+        if !early.is_empty() {
+            send_now(early);
+        }
         for rs in rd.take_read_states() {
             if let Ok(id) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
                 out.reads.push((u64::from_be_bytes(id), rs.index));
