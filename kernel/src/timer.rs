@@ -390,11 +390,6 @@ mod tests {
         assert!(took >= Duration::from_millis(20), "fired early: {took:?}");
         assert!(took < Duration::from_millis(500), "fired late: {took:?}");
     }
-}
-
-#[cfg(test)]
-mod more_tests {
-    use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn many_real_timers_all_fire() {

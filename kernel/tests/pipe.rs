@@ -8,7 +8,7 @@ use std::time::Duration;
 use nexus_kernel::identity::{Capabilities, Principal, Task};
 use nexus_kernel::kernel::{Kernel, KernelConfig};
 use nexus_kernel::pipe::{PipeMode, PipeRead, PIPE_BUF};
-use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
+use nexus_kernel::rebac::{Relation, Subject, Tuple};
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::{ErrorCode, KernelError};
 
@@ -270,7 +270,6 @@ async fn the_gate_decides_who_reads_and_writes_and_revocation_is_immediate() {
         k.pipe_try_read(&owner, &r, 8).unwrap(),
         PipeRead::Data(b"i".to_vec())
     );
-    let _ = ObjectRef::zone(&z1());
 }
 
 #[tokio::test]

@@ -18,61 +18,20 @@ use nexus_kernel::vfs::OpenOptions;
 
 use crate::bench::{create_storm, percentile, row, row_lower_better, Row};
 use crate::error::{CliError, CliResult};
-use crate::node::server::{bind, serve};
-use crate::node::transport::GrpcTransport;
+use crate::node::local;
 use crate::node_cmd::NODE_TICK;
 
 fn fail(e: impl std::fmt::Display) -> CliError {
     CliError::Failed(format!("cluster benchmark: {e}"))
 }
 
-struct Node {
-    kernel: Arc<Kernel>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-/// `n` nodes sharing one object store under `dir`.
-async fn start(dir: &Path, n: u64) -> CliResult<Vec<Node>> {
-    let mut listeners = Vec::new();
-    for _ in 0..n {
-        listeners.push(bind("127.0.0.1:0".parse().map_err(fail)?).map_err(fail)?);
-    }
-    let peers: Vec<(u64, String)> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
-        .collect();
-    let mut nodes = Vec::new();
-    for (i, (incoming, _)) in listeners.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let mut cfg = KernelConfig::embedded(dir.join(format!("node{id}")));
-        cfg.replica_id = id;
-        cfg.driver.tick = NODE_TICK;
-        cfg.object_store = ObjectStoreConfig::Shared(dir.join("content"));
-        let kernel = Arc::new(Kernel::open_with_transport(
-            cfg,
-            GrpcTransport::start(id, &peers),
-        )?);
-        let others: Vec<_> = peers.iter().filter(|p| p.0 != id).cloned().collect();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let k = kernel.clone();
-        tokio::spawn(async move {
-            serve(k, &others, incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        nodes.push(Node {
-            kernel,
-            stop: Some(stop),
-        });
-    }
-    Ok(nodes)
-}
-
 pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
     let dir = scratch.join("cluster");
-    let mut nodes = start(&dir, 3).await?;
+    let mut nodes = local::start(&dir, 3, |cfg| {
+        cfg.driver.tick = NODE_TICK;
+        cfg.object_store = ObjectStoreConfig::Shared(dir.join("content"));
+    })
+    .await?;
     let zone = ZoneId::new("bench")?;
     let me = crate::session::operator();
     let replicas: Vec<_> = (1..=3).map(|id| (id, Role::Voter)).collect();
@@ -138,11 +97,7 @@ pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
 
     // Failover: stop the leader (off the network, zones stopped), then
     // write through a survivor until the new leader accepts it.
-    let dead = &mut nodes[li];
-    if let Some(stop) = dead.stop.take() {
-        let _ = stop.send(());
-    }
-    dead.kernel.shutdown().await?;
+    nodes[li].kill().await?;
     let t = Instant::now();
     let sk = nodes[fi].kernel.clone();
     let mut i = 0;
@@ -163,11 +118,8 @@ pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
     );
     r.ratio = f64::NAN;
     rows.push(r);
-    for n in &mut nodes {
-        if let Some(stop) = n.stop.take() {
-            let _ = stop.send(());
-        }
-        n.kernel.shutdown().await?;
+    for n in nodes.iter_mut().filter(|n| n.is_alive()) {
+        n.kill().await?;
     }
     Ok(rows)
 }

@@ -2,76 +2,30 @@
 //! process, each with its own data directory, `GrpcTransport` and server,
 //! share a zone; a write through one is read on another; refusals.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus_kernel::identity::{Capabilities, Principal};
-use nexus_kernel::kernel::{Kernel, KernelConfig};
+use nexus_kernel::kernel::Kernel;
 use nexus_kernel::replica::Role;
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 use nexus_kernel::ErrorCode;
-use nexus_runtime::node::server::{bind, serve};
-use nexus_runtime::node::transport::GrpcTransport;
+use nexus_runtime::node::local::{self, LocalNode};
 
-struct Node {
-    _dir: tempfile::TempDir,
-    kernel: Arc<Kernel>,
-    net: Arc<GrpcTransport>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Node {
-    /// Takes the node off the network and stops its zones (a crash, as the
-    /// other nodes see it).
-    async fn kill(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.kernel.shutdown().await.unwrap();
-    }
-}
-
-async fn cluster(n: u64) -> Vec<Node> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| bind("127.0.0.1:0".parse().unwrap()).unwrap())
-        .collect();
-    let peers: Vec<(u64, String)> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
-        .collect();
-    let mut nodes = Vec::new();
-    for (i, (incoming, _)) in listeners.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = KernelConfig::embedded(dir.path());
-        cfg.replica_id = id;
+/// Three (or `n`) nodes in this process, fast ticks, short timeouts.
+async fn cluster(n: u64) -> (tempfile::TempDir, Vec<LocalNode>) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = local::start(dir.path(), n, |cfg| {
         cfg.driver.tick = Duration::from_millis(20);
         cfg.driver.propose_timeout = Duration::from_secs(3);
-        let net = GrpcTransport::start(id, &peers);
-        let kernel = Arc::new(Kernel::open_with_transport(cfg, net.clone()).unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let others: Vec<(u64, String)> = peers.iter().filter(|p| p.0 != id).cloned().collect();
-        let k = kernel.clone();
-        tokio::spawn(async move {
-            serve(k, &others, incoming, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
-        nodes.push(Node {
-            _dir: dir,
-            kernel,
-            net,
-            stop: Some(stop),
-        });
-    }
-    nodes
+    })
+    .await
+    .unwrap();
+    (dir, nodes)
 }
 
 /// Zone z1 on every node, created through node 1, owned by user:owner.
-async fn shared_zone(nodes: &[Node]) -> (ZoneId, Principal) {
+async fn shared_zone(nodes: &[LocalNode]) -> (ZoneId, Principal) {
     let z1 = ZoneId::new("z1").unwrap();
     let owner = Principal::parse("user:owner").unwrap();
     let replicas: Vec<_> = (1..=nodes.len() as u64)
@@ -101,7 +55,7 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_a_zone_over_grpc() {
-    let nodes = cluster(3).await;
+    let (_dir, nodes) = cluster(3).await;
     let (z1, owner) = shared_zone(&nodes).await;
     let k1 = &nodes[0].kernel;
 
@@ -154,7 +108,7 @@ async fn three_nodes_share_a_zone_over_grpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
-    let nodes = cluster(2).await;
+    let (_dir, nodes) = cluster(2).await;
     let z1 = ZoneId::new("z1").unwrap();
     let k2 = &nodes[1].kernel;
     let mut msg = raft::prelude::Message {
@@ -182,7 +136,7 @@ async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
-    let mut nodes = cluster(3).await;
+    let (_dir, mut nodes) = cluster(3).await;
     let (z1, owner) = shared_zone(&nodes).await;
     let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
     let t1 = task(&nodes[0].kernel);
@@ -201,7 +155,7 @@ async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
     assert_eq!(st.role, "leader");
     assert_eq!(st.progress.len(), 3, "{st:?}");
 
-    nodes[leader as usize - 1].kill().await;
+    nodes[leader as usize - 1].kill().await.unwrap();
     let survivor = if leader == 1 { 1 } else { 0 };
     let sk = nodes[survivor].kernel.clone();
     let st_task = task(&sk);
@@ -225,7 +179,7 @@ async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
     assert_ne!(st.leader, leader, "{st:?}");
     assert!(st.term > status.term);
     // Every acknowledged write is on both survivors.
-    for n in nodes.iter().filter(|n| n.stop.is_some()) {
+    for n in nodes.iter().filter(|n| n.is_alive()) {
         let t = task(&n.kernel);
         for p in &acked {
             eventually(p, || n.kernel.stat(&t, p).ok()).await;
@@ -236,7 +190,7 @@ async fn the_survivors_elect_a_new_leader_and_keep_every_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_minority_cannot_commit_and_converges_after_healing() {
-    let nodes = cluster(3).await;
+    let (_dir, nodes) = cluster(3).await;
     let (z1, owner) = shared_zone(&nodes).await;
     let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
     let (k1, k3) = (&nodes[0].kernel, &nodes[2].kernel);
@@ -368,7 +322,7 @@ mod linearizability {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(rand::random);
         eprintln!("NEXUS_LIN_SEED={seed}");
-        let nodes = cluster(3).await;
+        let (_dir, nodes) = cluster(3).await;
         let (z1, owner) = shared_zone(&nodes).await;
         const KEYS: usize = 3;
         let t1 = nodes[0]

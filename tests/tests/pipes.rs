@@ -279,6 +279,7 @@ fn synced_bytes_survive_sigkill_of_the_node() {
     assert!(got[..300_000].iter().all(|b| *b == b's'));
     assert!(got[300_000..].iter().all(|b| *b == b'u'));
     let check = ok(home, &["zone", "check", "z1"]);
+    assert_eq!(check.lines().last(), Some("consistent"), "{check}");
     assert!(
         check.contains("consistent") || check.contains("ok"),
         "{check}"

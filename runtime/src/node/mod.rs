@@ -3,5 +3,6 @@
 //! messages in batches.
 
 pub mod api;
+pub mod local;
 pub mod server;
 pub mod transport;
