@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use raft::prelude::{Message, MessageType};
+use raft::prelude::{ConfChange, Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::command::{Applied, ZoneCommand};
@@ -29,6 +29,8 @@ enum Input {
     Step(Message),
     Status(oneshot::Sender<ZoneStatus>),
     ReadIndex(oneshot::Sender<Result<u64>>),
+    ConfChange(ConfChange, oneshot::Sender<Result<Applied>>),
+    TransferLeader(ReplicaId),
 }
 
 /// A replica's view of its zone's group (`nexus zone status`).
@@ -45,6 +47,10 @@ pub struct ZoneStatus {
     pub applied: u64,
     /// Voters of the group, as this replica's configuration has them.
     pub voters: Vec<ReplicaId>,
+    /// Members that receive the log but do not vote yet (catching up).
+    pub learners: Vec<ReplicaId>,
+    /// Members (voters or learners) that keep the log but no state.
+    pub witnesses: Vec<ReplicaId>,
     /// On the leader: each replica's matched log index and lag behind
     /// the commit index.
     pub progress: Vec<ReplicaProgress>,
@@ -131,8 +137,33 @@ impl ZoneDriver {
     /// applying it produced. Success means the entry is durable on a quorum.
     pub async fn propose(&self, cmd: ZoneCommand) -> Result<Applied> {
         let (reply, rx) = oneshot::channel();
+        self.submit(Input::Propose(cmd, reply), rx).await
+    }
+
+    /// Proposes a membership change and waits until it is applied locally.
+    pub async fn change_membership(&self, cc: ConfChange) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::ConfChange(cc, reply), rx)
+            .await
+            .map(drop)
+    }
+
+    /// Asks the group to hand leadership to `to`; returns at once (watch
+    /// `status` for the outcome).
+    pub async fn transfer_leader(&self, to: ReplicaId) -> Result<()> {
         self.sender()?
-            .send(Input::Propose(cmd, reply))
+            .send(Input::TransferLeader(to))
+            .await
+            .map_err(|_| KernelError::Unavailable(format!("zone {} stopped", self.zone)))
+    }
+
+    async fn submit(
+        &self,
+        input: Input,
+        rx: oneshot::Receiver<Result<Applied>>,
+    ) -> Result<Applied> {
+        self.sender()?
+            .send(input)
             .await
             .map_err(|_| KernelError::Unavailable(format!("zone {} stopped", self.zone)))?;
         match tokio::time::timeout(self.propose_timeout, rx).await {
@@ -220,6 +251,26 @@ impl Drop for ZoneDriver {
     }
 }
 
+type Waiters = HashMap<u64, oneshot::Sender<Result<Applied>>>;
+
+/// Keeps `reply` until entry `id` applies, or answers at once if the
+/// proposal was refused.
+fn await_apply(
+    waiters: &mut Waiters,
+    id: u64,
+    proposed: Result<()>,
+    reply: oneshot::Sender<Result<Applied>>,
+) {
+    match proposed {
+        Ok(()) => {
+            waiters.insert(id, reply);
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
 fn run(
     zone: ZoneId,
     mut replica: Replica,
@@ -240,7 +291,7 @@ fn run(
     };
     // Waiters carry ids unique across the group: replica id in the top bits.
     let mut next_id = replica.id() << 48;
-    let mut waiters: HashMap<u64, oneshot::Sender<Result<Applied>>> = HashMap::new();
+    let mut waiters: Waiters = HashMap::new();
     // ReadIndex requests awaiting the leader's confirmed commit index.
     let mut reads: HashMap<u64, oneshot::Sender<Result<u64>>> = HashMap::new();
     rt.block_on(async move {
@@ -258,15 +309,15 @@ fn run(
                 match input {
                     Input::Propose(cmd, reply) => {
                         next_id += 1;
-                        match replica.propose(next_id, &cmd) {
-                            Ok(()) => {
-                                waiters.insert(next_id, reply);
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
+                        let proposed = replica.propose(next_id, &cmd);
+                        await_apply(&mut waiters, next_id, proposed, reply);
                     }
+                    Input::ConfChange(cc, reply) => {
+                        next_id += 1;
+                        let proposed = replica.propose_conf_change(next_id, cc);
+                        await_apply(&mut waiters, next_id, proposed, reply);
+                    }
+                    Input::TransferLeader(to) => replica.transfer_leader(to),
                     Input::ReadIndex(reply) => {
                         next_id += 1;
                         replica.read_index(next_id);

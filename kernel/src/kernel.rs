@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use raft::prelude::ConfState;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditSink;
@@ -26,7 +25,7 @@ use crate::gate::PermCache;
 use crate::identity::{Permission, Principal, Task};
 use crate::pipe::PipeTable;
 use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
-use crate::replica::{Replica, ReplicaConfig, Role};
+use crate::replica::{Members, Replica, ReplicaConfig, Role};
 use crate::state::ZoneState;
 use crate::timer::TimerDriver;
 use crate::token::TokenAuthority;
@@ -80,6 +79,26 @@ pub struct KernelConfig {
     pub replica_id: ReplicaId,
     /// Run the timer driver on a virtual clock (deterministic tests).
     pub virtual_clock: bool,
+    /// When zone logs are compacted (applied entries before the kept tail);
+    /// a replica further behind than the log reaches catches up by snapshot.
+    pub log_retention: LogRetention,
+}
+
+/// How much Raft log a replica keeps (see [`ReplicaConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LogRetention {
+    pub compact_after: u64,
+    pub keep_entries: u64,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        let d = ReplicaConfig::new(0, Role::Voter);
+        LogRetention {
+            compact_after: d.compact_after,
+            keep_entries: d.keep_entries,
+        }
+    }
 }
 
 impl KernelConfig {
@@ -90,6 +109,7 @@ impl KernelConfig {
             driver: DriverConfig::default(),
             replica_id: 1,
             virtual_clock: false,
+            log_retention: LogRetention::default(),
         }
     }
 }
@@ -99,8 +119,49 @@ impl KernelConfig {
 pub struct ZoneRecord {
     pub id: ZoneId,
     pub created: Timestamp,
-    /// The group's initial members and their roles.
+    /// The group's initial members and their roles (the current members
+    /// are in the replica's configuration: `nexus zone status`).
     pub replicas: Vec<(ReplicaId, Role)>,
+    /// Set when this node joined the group after it was created
+    /// (`nexus zone add-replica`): its role there.
+    pub joined_as: Option<Role>,
+}
+
+/// A catalog entry as written before `joined_as` existed.
+#[derive(Deserialize)]
+struct ZoneRecordV1 {
+    id: ZoneId,
+    created: Timestamp,
+    replicas: Vec<(ReplicaId, Role)>,
+}
+
+impl ZoneRecord {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        match postcard::from_bytes(bytes) {
+            Ok(r) => Ok(r),
+            Err(e) => match postcard::from_bytes::<ZoneRecordV1>(bytes) {
+                Ok(v1) => Ok(ZoneRecord {
+                    id: v1.id,
+                    created: v1.created,
+                    replicas: v1.replicas,
+                    joined_as: None,
+                }),
+                Err(_) => Err(e.into()),
+            },
+        }
+    }
+
+    /// This node's role in the zone, if it serves it. A node that was one
+    /// of the first replicas, was removed and joined again takes the role
+    /// it joined with.
+    fn role_of(&self, node: ReplicaId) -> Option<Role> {
+        self.joined_as.or_else(|| {
+            self.replicas
+                .iter()
+                .find(|(r, _)| *r == node)
+                .map(|(_, role)| *role)
+        })
+    }
 }
 
 /// A zone served by this node: its driver (writes) and its state (reads).
@@ -108,6 +169,8 @@ pub struct Zone {
     pub id: ZoneId,
     pub state: ZoneState,
     pub(crate) driver: ZoneDriver,
+    /// The group's members as this replica knows them.
+    pub(crate) members: Members,
 }
 
 impl Zone {
@@ -239,13 +302,13 @@ impl Kernel {
     pub fn zone_records(&self) -> Result<Vec<ZoneRecord>> {
         self.catalog
             .iter()
-            .map(|kv| Ok(postcard::from_bytes(&kv?.1)?))
+            .map(|kv| ZoneRecord::decode(&kv?.1))
             .collect()
     }
 
     pub fn zone_record(&self, id: &ZoneId) -> Result<ZoneRecord> {
         match self.catalog.get(id.as_str())? {
-            Some(v) => Ok(postcard::from_bytes(&v)?),
+            Some(v) => ZoneRecord::decode(&v),
             None => Err(KernelError::ZoneNotFound(id.clone())),
         }
     }
@@ -268,7 +331,7 @@ impl Kernel {
         id: &ZoneId,
         replicas: Vec<(ReplicaId, Role)>,
     ) -> Result<ZoneRecord> {
-        let record = self.record_zone(id, replicas).await?;
+        let record = self.record_zone(id, replicas, None).await?;
         let zone = self.zone(id)?;
         let owners = vec![Tuple {
             object: ObjectRef::zone(id),
@@ -301,22 +364,23 @@ impl Kernel {
         id: &ZoneId,
         replicas: Vec<(ReplicaId, Role)>,
     ) -> Result<ZoneRecord> {
-        let record = self.record_zone(id, replicas).await?;
+        let record = self.record_zone(id, replicas, None).await?;
         self.zone(id)?;
         Ok(record)
     }
 
     /// Writes a new zone's catalog entry (refused if the name is taken or
-    /// this node is not among the replicas).
+    /// this node is neither among the initial replicas nor `joining`).
     async fn record_zone(
         &self,
         id: &ZoneId,
         replicas: Vec<(ReplicaId, Role)>,
+        joining: Option<Role>,
     ) -> Result<ZoneRecord> {
-        if !replicas.iter().any(|(r, _)| *r == self.cfg.replica_id) {
+        let me = self.cfg.replica_id;
+        if joining.is_none() && !replicas.iter().any(|(r, _)| *r == me) {
             return Err(KernelError::Invalid(format!(
-                "zone {id}: node {} is not among its replicas",
-                self.cfg.replica_id
+                "zone {id}: node {me} is not among its replicas"
             )));
         }
         if !replicas.iter().any(|(_, role)| *role == Role::Voter) {
@@ -328,6 +392,7 @@ impl Kernel {
             id: id.clone(),
             created: now(),
             replicas,
+            joined_as: joining,
         };
         let inserted = self.catalog.compare_and_swap(
             id.as_str(),
@@ -341,24 +406,45 @@ impl Kernel {
         Ok(record)
     }
 
+    /// Records this node's replica of a running zone it is being added to
+    /// (`nexus zone add-replica`, before the conf change): `initial` is the
+    /// group's first configuration, from which this replica replays the
+    /// log (or which a snapshot replaces).
+    pub async fn join_running_zone(
+        &self,
+        id: &ZoneId,
+        initial: Vec<(ReplicaId, Role)>,
+        role: Role,
+    ) -> Result<ZoneRecord> {
+        let record = self.record_zone(id, initial, Some(role)).await?;
+        self.zone(id)?;
+        Ok(record)
+    }
+
     /// Hands a Raft message from another node to the zone's driver. Refused
     /// unless this node serves the zone, the message is for this node, and
-    /// its sender is one of the zone's replicas.
+    /// its sender is a member of the zone's group as this replica knows it.
+    /// A leader's messages (appends, heartbeats, snapshots) are taken from
+    /// any peer: a replica that has not yet heard of a member's addition
+    /// must still follow it once it leads, and Raft's terms decide whom to
+    /// follow.
     pub fn deliver(&self, zone: &ZoneId, msg: raft::prelude::Message) -> Result<()> {
-        let record = self.zone_record(zone)?;
+        use raft::prelude::MessageType::{MsgAppend, MsgHeartbeat, MsgSnapshot};
         if msg.to != self.cfg.replica_id {
             return Err(KernelError::Invalid(format!(
                 "zone {zone}: a message for node {} reached node {}",
                 msg.to, self.cfg.replica_id
             )));
         }
-        if !record.replicas.iter().any(|(r, _)| *r == msg.from) {
+        let z = self.zone(zone)?;
+        let from_leader = matches!(msg.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot);
+        if !from_leader && !z.members.contains(msg.from) {
             return Err(KernelError::Access(format!(
                 "zone {zone}: node {} is not one of its replicas",
                 msg.from
             )));
         }
-        self.zone(zone)?.driver.step(msg)
+        z.driver.step(msg)
     }
 
     /// This node's view of the task's zone group (leader, term, commit and
@@ -397,19 +483,14 @@ impl Kernel {
         let record = self.zone_record(id)?;
         let me = self.cfg.replica_id;
         let role = record
-            .replicas
-            .iter()
-            .find(|(r, _)| *r == me)
-            .map(|(_, role)| *role)
+            .role_of(me)
             .ok_or_else(|| KernelError::ZoneNotFound(id.clone()))?;
-        let voters: Vec<ReplicaId> = record.replicas.iter().map(|(r, _)| *r).collect();
         let tree = self.db.open_tree(tree_name(id))?;
-        let replica = Replica::open(
-            self.db.clone(),
-            tree.clone(),
-            ReplicaConfig::new(me, role),
-            &ConfState::from((voters, vec![])),
-        )?;
+        let mut rcfg = ReplicaConfig::new(me, role);
+        rcfg.compact_after = self.cfg.log_retention.compact_after;
+        rcfg.keep_entries = self.cfg.log_retention.keep_entries;
+        let replica = Replica::open(self.db.clone(), tree.clone(), rcfg, &record.replicas)?;
+        let members = replica.members();
         let driver = ZoneDriver::spawn(
             id.clone(),
             replica,
@@ -420,6 +501,7 @@ impl Kernel {
             id: id.clone(),
             state: ZoneState::new(tree),
             driver,
+            members,
         });
         zones.insert(id.clone(), zone.clone());
         Ok(zone)
@@ -451,6 +533,14 @@ impl Kernel {
                 }
             }
         }
+        self.drop_local_replica(id)?;
+        self.audit(task, id, "destroy-zone", "/", "ok");
+        Ok(())
+    }
+
+    /// Stops this node's replica of `id` and deletes it: its catalog entry,
+    /// its log and state, its pipes.
+    pub(crate) fn drop_local_replica(&self, id: &ZoneId) -> Result<()> {
         let running = self
             .zones
             .write()
@@ -466,7 +556,6 @@ impl Kernel {
         self.db.flush()?;
         // A zone created later under this name starts its revisions afresh.
         self.forget_zone_decisions(id);
-        self.audit(task, id, "destroy-zone", "/", "ok");
         Ok(())
     }
 

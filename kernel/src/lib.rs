@@ -9,6 +9,7 @@ pub mod error;
 pub mod gate;
 pub mod identity;
 pub mod kernel;
+pub mod membership;
 pub mod path;
 pub mod pipe;
 pub mod raftstore;

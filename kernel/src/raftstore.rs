@@ -6,6 +6,7 @@
 //! | `r\0hs`        | HardState                              |
 //! | `r\0cs`        | ConfState                              |
 //! | `r\0trunc`     | (index, term) of the last compacted entry |
+//! | `r\0roles`     | each member's role (voter, witness)     |
 //! | `r\1` + be64 i | Entry i                                |
 //!
 //! Everything one Ready asks to persist goes into ONE `sled::Batch`, followed
@@ -16,12 +17,20 @@ use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{GetEntriesContext, RaftState, StorageError};
 
+use std::collections::BTreeMap;
+
 use crate::error::{KernelError, Result};
+use crate::replica::Role;
 use crate::state::ZoneState;
+use crate::types::ReplicaId;
 
 const HS: &[u8] = b"r\x00hs";
 const CS: &[u8] = b"r\x00cs";
 const TRUNC: &[u8] = b"r\x00trunc";
+const ROLES: &[u8] = b"r\x00roles";
+
+/// Each member's role, by node id.
+pub type Roles = BTreeMap<ReplicaId, Role>;
 
 fn entry_key(index: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -39,10 +48,12 @@ fn to_raft(e: KernelError) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
 
-/// A snapshot's payload: the state machine's key/value pairs.
+/// A snapshot's payload: the state machine's key/value pairs and the
+/// members' roles (raft's ConfState has no notion of a witness).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
     pairs: crate::state::StateDump,
+    roles: Roles,
 }
 
 pub struct SledRaftStorage {
@@ -51,15 +62,21 @@ pub struct SledRaftStorage {
     state: Option<ZoneState>,
     hs: HardState,
     cs: ConfState,
+    roles: Roles,
     trunc_index: u64,
     trunc_term: u64,
     last_index: u64,
 }
 
 impl SledRaftStorage {
-    /// Opens the log in `tree`. On a brand-new tree, records `initial` as the
-    /// configuration (every replica of a new group starts from the same one).
-    pub fn open(tree: sled::Tree, state: Option<ZoneState>, initial: &ConfState) -> Result<Self> {
+    /// Opens the log in `tree`. On a brand-new tree, records `initial` (all
+    /// voters) as the configuration: every replica of a group starts from
+    /// the same one.
+    pub fn open(
+        tree: sled::Tree,
+        state: Option<ZoneState>,
+        initial: &[(ReplicaId, Role)],
+    ) -> Result<Self> {
         let hs = match tree.get(HS)? {
             Some(v) => HardState::parse_from_bytes(&v).map_err(pb_err)?,
             None => HardState::default(),
@@ -67,8 +84,18 @@ impl SledRaftStorage {
         let cs = match tree.get(CS)? {
             Some(v) => ConfState::parse_from_bytes(&v).map_err(pb_err)?,
             None => {
-                tree.insert(CS, initial.write_to_bytes().map_err(pb_err)?)?;
-                initial.clone()
+                let voters = initial.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+                let cs = ConfState::from((voters, vec![]));
+                tree.insert(CS, cs.write_to_bytes().map_err(pb_err)?)?;
+                cs
+            }
+        };
+        let roles = match tree.get(ROLES)? {
+            Some(v) => postcard::from_bytes(&v)?,
+            None => {
+                let roles: Roles = initial.iter().copied().collect();
+                tree.insert(ROLES, postcard::to_allocvec(&roles)?)?;
+                roles
             }
         };
         let (trunc_index, trunc_term) = match tree.get(TRUNC)? {
@@ -84,6 +111,7 @@ impl SledRaftStorage {
             state,
             hs,
             cs,
+            roles,
             trunc_index,
             trunc_term,
             last_index,
@@ -96,6 +124,10 @@ impl SledRaftStorage {
 
     pub fn conf_state(&self) -> &ConfState {
         &self.cs
+    }
+
+    pub fn roles(&self) -> &Roles {
+        &self.roles
     }
 
     pub fn first(&self) -> u64 {
@@ -146,10 +178,12 @@ impl SledRaftStorage {
         for kv in self.tree.scan_prefix(b"r\x01") {
             batch.remove(kv?.0);
         }
+        let data: SnapshotData = postcard::from_bytes(&snap.data)?;
         if let Some(state) = &self.state {
-            let data: SnapshotData = postcard::from_bytes(&snap.data)?;
             state.restore_into(batch, data.pairs)?;
         }
+        self.roles = data.roles;
+        batch.insert(ROLES, postcard::to_allocvec(&self.roles)?);
         // The snapshot's own applied index rides in its pairs; a witness
         // records it directly.
         batch.insert(crate::state::keys::APPLIED, &meta.index.to_be_bytes());
@@ -166,9 +200,13 @@ impl SledRaftStorage {
     }
 
     /// Records a configuration produced by an applied conf change.
-    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
-        self.tree.insert(CS, cs.write_to_bytes().map_err(pb_err)?)?;
+    pub fn set_conf_state(&mut self, cs: ConfState, roles: Roles) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        batch.insert(CS, cs.write_to_bytes().map_err(pb_err)?);
+        batch.insert(ROLES, postcard::to_allocvec(&roles)?);
+        self.tree.apply_batch(batch)?;
         self.cs = cs;
+        self.roles = roles;
         Ok(())
     }
 
@@ -279,9 +317,12 @@ impl Storage for SledRaftStorage {
         }
         let pairs = state.dump().map_err(to_raft)?;
         let mut snap = Snapshot {
-            data: postcard::to_allocvec(&SnapshotData { pairs })
-                .map_err(|e| to_raft(e.into()))?
-                .into(),
+            data: postcard::to_allocvec(&SnapshotData {
+                pairs,
+                roles: self.roles.clone(),
+            })
+            .map_err(|e| to_raft(e.into()))?
+            .into(),
             ..Snapshot::default()
         };
         let meta = snap.mut_metadata();
@@ -305,6 +346,10 @@ mod tests {
         }
     }
 
+    fn members() -> Vec<(ReplicaId, Role)> {
+        vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)]
+    }
+
     fn conf() -> ConfState {
         ConfState::from((vec![1, 2, 3], vec![]))
     }
@@ -314,7 +359,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let mut s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &conf()).unwrap();
+            let mut s =
+                SledRaftStorage::open(db.open_tree("z").unwrap(), None, &members()).unwrap();
             let mut b = sled::Batch::default();
             let hs = HardState {
                 term: 2,
@@ -342,8 +388,7 @@ mod tests {
                     .ok()
             })
             .expect("reopen the database");
-        let s =
-            SledRaftStorage::open(db.open_tree("z").unwrap(), None, &ConfState::default()).unwrap();
+        let s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &[]).unwrap();
         assert_eq!(s.hard_state().commit, 3);
         assert_eq!(s.hard_state().vote, 1);
         assert_eq!(s.conf_state(), &conf());
@@ -361,7 +406,7 @@ mod tests {
     fn a_conflicting_append_truncates_the_suffix() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("z").unwrap();
-        let mut s = SledRaftStorage::open(tree.clone(), None, &conf()).unwrap();
+        let mut s = SledRaftStorage::open(tree.clone(), None, &members()).unwrap();
         let mut b = sled::Batch::default();
         s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 1)], None)
             .unwrap();
@@ -374,7 +419,7 @@ mod tests {
         assert!(s
             .entries(3, 4, None, GetEntriesContext::empty(false))
             .is_err());
-        let reopened = SledRaftStorage::open(tree, None, &conf()).unwrap();
+        let reopened = SledRaftStorage::open(tree, None, &members()).unwrap();
         assert_eq!(Storage::last_index(&reopened).unwrap(), 2);
     }
 }

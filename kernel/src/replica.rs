@@ -3,6 +3,9 @@
 //! sled tree: messages go out as values, time comes in as `tick()`. The
 //! threaded driver and the deterministic simulation both drive this core.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::StateRole;
@@ -20,6 +23,84 @@ pub enum Role {
     Voter,
     /// Votes and keeps the log; no state machine, never campaigns.
     Witness,
+}
+
+impl Role {
+    /// How a conf change names the role of the replica it adds.
+    pub fn to_context(self) -> Vec<u8> {
+        match self {
+            Role::Voter => b"voter".to_vec(),
+            Role::Witness => b"witness".to_vec(),
+        }
+    }
+
+    fn from_context(ctx: &[u8]) -> Role {
+        if ctx == b"witness" {
+            Role::Witness
+        } else {
+            Role::Voter
+        }
+    }
+}
+
+/// The members of a zone's group (voters and learners, with their roles) as
+/// this replica knows them, including members added by conf changes it has
+/// appended but not yet applied. Shared with the kernel, which admits peers'
+/// messages by it; the driver thread updates it.
+#[derive(Clone, Default)]
+pub struct Members(Arc<RwLock<BTreeMap<ReplicaId, Role>>>);
+
+impl Members {
+    pub fn contains(&self, id: ReplicaId) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+    }
+
+    pub fn role(&self, id: ReplicaId) -> Option<Role> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    fn set(&self, members: BTreeMap<ReplicaId, Role>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = members;
+    }
+}
+
+/// The nodes a conf change adds, with the role its context names.
+fn additions(e: &Entry) -> Vec<(ReplicaId, Role)> {
+    match decode_conf_change(e) {
+        Ok(cc) => {
+            let role = Role::from_context(&cc.context);
+            cc.changes
+                .iter()
+                .filter(|c| c.get_change_type() != ConfChangeType::RemoveNode)
+                .map(|c| (c.node_id, role))
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn decode_conf_change(e: &Entry) -> Result<ConfChangeV2> {
+    let corrupt =
+        |err: protobuf::ProtobufError| KernelError::Corrupt(format!("conf change: {err}"));
+    if e.get_entry_type() == EntryType::EntryConfChange {
+        let cc = ConfChange::parse_from_bytes(&e.data).map_err(corrupt)?;
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(cc.get_change_type());
+        single.node_id = cc.node_id;
+        let mut v2 = ConfChangeV2::default();
+        v2.set_changes(vec![single].into());
+        v2.context = cc.context;
+        Ok(v2)
+    } else {
+        ConfChangeV2::parse_from_bytes(&e.data).map_err(corrupt)
+    }
 }
 
 /// Tunables of one replica.
@@ -63,6 +144,8 @@ pub struct ReadyOutput {
     pub installed_snapshot: bool,
     /// Answered ReadIndex requests: (request id, index to wait for).
     pub reads: Vec<(u64, u64)>,
+    /// Whether this pass applied a membership change.
+    pub membership_changed: bool,
 }
 
 pub struct Replica {
@@ -71,16 +154,22 @@ pub struct Replica {
     tree: sled::Tree,
     state: ZoneState,
     cfg: ReplicaConfig,
+    members: Members,
+    /// Nodes added by appended, not yet applied, conf changes: (index, node, role).
+    pending_adds: Vec<(u64, ReplicaId, Role)>,
 }
 
 impl Replica {
     /// Opens (or creates) the replica stored in `tree`. A new group starts
-    /// with `initial` as its configuration on every member.
+    /// with `initial` (all voters) as its configuration on every member; a
+    /// replica added later to a running group starts from the same initial
+    /// configuration (without itself) and learns the rest from the log or
+    /// a snapshot.
     pub fn open(
         db: sled::Db,
         tree: sled::Tree,
         cfg: ReplicaConfig,
-        initial: &ConfState,
+        initial: &[(ReplicaId, Role)],
     ) -> Result<Self> {
         let state = ZoneState::new(tree.clone());
         let sm = (cfg.role == Role::Voter).then(|| state.clone());
@@ -110,13 +199,33 @@ impl Replica {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw =
             RawNode::new(&rc, storage, &logger).map_err(|e| KernelError::Storage(e.to_string()))?;
-        Ok(Replica {
+        let mut replica = Replica {
             raw,
             db,
             tree,
             state,
             cfg,
-        })
+            members: Members::default(),
+            pending_adds: Vec::new(),
+        };
+        replica.publish_members();
+        Ok(replica)
+    }
+
+    /// The group's members as this replica knows them (updated as conf
+    /// changes are appended and applied).
+    pub fn members(&self) -> Members {
+        self.members.clone()
+    }
+
+    fn publish_members(&mut self) {
+        let applied = self.raw.raft.raft_log.applied;
+        self.pending_adds.retain(|(index, _, _)| *index > applied);
+        let mut members = self.raw.store().roles().clone();
+        for (_, node, role) in &self.pending_adds {
+            members.entry(*node).or_insert(*role);
+        }
+        self.members.set(members);
     }
 
     pub fn id(&self) -> ReplicaId {
@@ -164,8 +273,19 @@ impl Replica {
             Vec::new()
         };
         progress.sort_by_key(|p| p.replica);
-        let mut voters = self.raw.store().conf_state().voters.clone();
+        let cs = self.raw.store().conf_state();
+        let mut voters = cs.voters.clone();
         voters.sort_unstable();
+        let mut learners = cs.learners.clone();
+        learners.sort_unstable();
+        let witnesses = self
+            .raw
+            .store()
+            .roles()
+            .iter()
+            .filter(|(_, role)| **role == Role::Witness)
+            .map(|(id, _)| *id)
+            .collect();
         crate::driver::ZoneStatus {
             replica: self.cfg.id,
             role: match raft.state {
@@ -180,6 +300,8 @@ impl Replica {
             commit,
             applied: raft.raft_log.applied,
             voters,
+            learners,
+            witnesses,
             progress,
         }
     }
@@ -219,6 +341,19 @@ impl Replica {
         self.raw
             .propose(id.to_be_bytes().to_vec(), cmd.encode())
             .map_err(|e| KernelError::Unavailable(format!("no leader to take the write ({e})")))
+    }
+
+    /// Proposes a membership change tagged with `id` (its result comes back
+    /// like a command's).
+    pub fn propose_conf_change(&mut self, id: u64, cc: ConfChange) -> Result<()> {
+        self.raw
+            .propose_conf_change(id.to_be_bytes().to_vec(), cc)
+            .map_err(|e| KernelError::Unavailable(format!("membership change refused: {e}")))
+    }
+
+    /// Asks raft to hand leadership to `to` (which must be caught up).
+    pub fn transfer_leader(&mut self, to: ReplicaId) {
+        self.raw.transfer_leader(to);
     }
 
     /// Asks for the commit index as of now, confirmed by a quorum (raft's
@@ -269,6 +404,15 @@ impl Replica {
         self.raw
             .mut_store()
             .stage_ready(&mut batch, snapshot.as_ref(), rd.entries(), rd.hs())?;
+        let mut appended_conf_change = false;
+        for e in rd.entries() {
+            if e.get_entry_type() != EntryType::EntryNormal {
+                appended_conf_change = true;
+                let adds = additions(e).into_iter();
+                self.pending_adds
+                    .extend(adds.map(|(node, role)| (e.index, node, role)));
+            }
+        }
         self.tree.apply_batch(batch)?;
         if rd.must_sync() || snapshot.is_some() {
             self.db.flush()?;
@@ -284,6 +428,9 @@ impl Replica {
         out.messages.extend(light.take_messages());
         self.apply(light.take_committed_entries(), &mut out)?;
         self.raw.advance_apply();
+        if appended_conf_change || out.membership_changed || snapshot.is_some() {
+            self.publish_members();
+        }
         self.maybe_compact()?;
         Ok(out)
     }
@@ -319,22 +466,39 @@ impl Replica {
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    let cs = if e.get_entry_type() == EntryType::EntryConfChange {
-                        let cc = ConfChange::parse_from_bytes(&e.data)
-                            .map_err(|err| KernelError::Corrupt(err.to_string()))?;
-                        self.raw.apply_conf_change(&cc)
-                    } else {
-                        let cc = ConfChangeV2::parse_from_bytes(&e.data)
-                            .map_err(|err| KernelError::Corrupt(err.to_string()))?;
-                        self.raw.apply_conf_change(&cc)
-                    }
-                    .map_err(|err| KernelError::Invalid(format!("conf change: {err}")))?;
-                    self.raw.mut_store().set_conf_state(cs)?;
+                    // A change raft refuses (adding a member twice, removing
+                    // one that is not there) is refused identically on every
+                    // replica: the caller hears why, the replica goes on.
+                    let result = self.apply_conf_change(&e);
+                    out.membership_changed |= result.is_ok();
                     applier.mark_applied(e.index);
+                    if let Ok(id) = <[u8; 8]>::try_from(e.context.as_ref()) {
+                        out.results
+                            .push((u64::from_be_bytes(id), result.map(|()| Applied::Done)));
+                    }
                 }
             }
         }
         applier.commit()
+    }
+
+    fn apply_conf_change(&mut self, e: &Entry) -> Result<()> {
+        let cc = decode_conf_change(e)?;
+        let cs = self
+            .raw
+            .apply_conf_change(&cc)
+            .map_err(|err| KernelError::Invalid(format!("membership change: {err}")))?;
+        let added = Role::from_context(&cc.context);
+        let known = self.raw.store().roles().clone();
+        let roles = cs
+            .voters
+            .iter()
+            .chain(&cs.learners)
+            .chain(&cs.voters_outgoing)
+            .chain(&cs.learners_next)
+            .map(|id| (*id, known.get(id).copied().unwrap_or(added)))
+            .collect();
+        self.raw.mut_store().set_conf_state(cs, roles)
     }
 
     fn maybe_compact(&mut self) -> Result<()> {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use raft::prelude::{ConfState, MessageType};
+use raft::prelude::MessageType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -36,7 +36,7 @@ pub struct SimCluster {
     rng: ChaCha8Rng,
     _root: tempfile::TempDir,
     nodes: BTreeMap<ReplicaId, SimNode>,
-    initial: ConfState,
+    initial: Vec<(ReplicaId, Role)>,
     compact_after: u64,
     keep_entries: u64,
     now: u64,
@@ -71,9 +71,12 @@ impl SimCluster {
         faults: Faults,
     ) -> Result<Self> {
         let root = scratch_dir();
-        let mut all: Vec<ReplicaId> = voters.iter().chain(witnesses).copied().collect();
-        all.sort_unstable();
-        let initial = ConfState::from((all, vec![]));
+        let mut initial: Vec<(ReplicaId, Role)> = voters
+            .iter()
+            .map(|id| (*id, Role::Voter))
+            .chain(witnesses.iter().map(|id| (*id, Role::Witness)))
+            .collect();
+        initial.sort_unstable_by_key(|(id, _)| *id);
         let mut nodes = BTreeMap::new();
         for &id in voters.iter().chain(witnesses) {
             let role = if witnesses.contains(&id) {

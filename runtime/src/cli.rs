@@ -265,6 +265,16 @@ pub enum ZoneCmd {
         #[arg(long, value_delimiter = ',')]
         replicas: Vec<String>,
     },
+    /// With --node: add a replica on node NODE (`4`, or `4w` for a
+    /// witness) to the zone's group; it catches up as a learner, then votes.
+    AddReplica { name: String, replica: String },
+    /// With --node: remove node NODE's replica from the zone's group (if
+    /// it leads, leadership moves first); that node deletes its copy.
+    RemoveReplica {
+        name: String,
+        #[arg(value_name = "NODE")]
+        member: u64,
+    },
     /// Leader, term, commit and applied index, each replica's lag.
     Status {
         name: String,

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CreateZoneRequest, MountRequest, PathRequest, PutRequest, Replica, ZoneRef,
+    CreateZoneRequest, MountRequest, PathRequest, PutRequest, Replica, ReplicaChange, ZoneRef,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -17,16 +17,20 @@ use crate::error::{CliError, CliResult};
 
 /// A gRPC status as the CLI error the same failure has in embedded mode.
 fn cli_error(s: Status) -> CliError {
-    let m = s.message().to_owned();
-    CliError::Kernel(match s.code() {
-        Code::NotFound => KernelError::NotFound(m),
-        Code::PermissionDenied | Code::Unauthenticated => KernelError::Access(m),
-        Code::AlreadyExists => KernelError::Exist(m),
-        Code::InvalidArgument => KernelError::Invalid(m),
-        Code::FailedPrecondition => KernelError::Busy(m),
-        Code::Unavailable => KernelError::Unavailable(m),
-        _ => KernelError::Storage(m),
-    })
+    let kind: fn(String) -> KernelError = match s.code() {
+        Code::NotFound => KernelError::NotFound,
+        Code::PermissionDenied | Code::Unauthenticated => KernelError::Access,
+        Code::AlreadyExists => KernelError::Exist,
+        Code::InvalidArgument => KernelError::Invalid,
+        Code::FailedPrecondition => KernelError::Busy,
+        Code::Unavailable => KernelError::Unavailable,
+        _ => KernelError::Storage,
+    };
+    // The node sent the kernel error as it prints ("already exists: …"):
+    // do not say the kind twice.
+    let prefix = kind(String::new()).to_string();
+    let m = s.message();
+    CliError::Kernel(kind(m.strip_prefix(&prefix).unwrap_or(m).to_owned()))
 }
 
 struct Client {
@@ -55,6 +59,16 @@ fn replica(spec: &str) -> CliResult<Replica> {
         .parse()
         .map_err(|_| CliError::Usage(format!("--replicas {spec:?}: use node ids, e.g. 1,2,3w")))?;
     Ok(Replica { node, witness })
+}
+
+/// Prints the group after a membership change, and any warning.
+fn membership(zone: &str, json: &str) -> CliResult {
+    let reply: crate::node::api::MembershipReply =
+        serde_json::from_str(json).map_err(|e| CliError::Failed(format!("membership: {e}")))?;
+    if let Some(w) = &reply.warning {
+        eprintln!("nexus: warning: {w}");
+    }
+    crate::zone_cmd::print_status(zone, &reply.status, false)
 }
 
 pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResult<i32> {
@@ -88,6 +102,25 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             })?;
             c.inner.create_zone(req).await.map_err(cli_error)?;
             println!("created zone {name}");
+        }
+        KernelCommand::Zone(ZoneCmd::AddReplica { name, replica: spec }) => {
+            let req = c.request(ReplicaChange {
+                zone: name.clone(),
+                replica: Some(replica(&spec)?),
+            })?;
+            let reply = c.inner.add_replica(req).await.map_err(cli_error)?;
+            membership(&name, &reply.into_inner().json)?;
+        }
+        KernelCommand::Zone(ZoneCmd::RemoveReplica { name, member }) => {
+            let req = c.request(ReplicaChange {
+                zone: name.clone(),
+                replica: Some(Replica {
+                    node: member,
+                    witness: false,
+                }),
+            })?;
+            let reply = c.inner.remove_replica(req).await.map_err(cli_error)?;
+            membership(&name, &reply.into_inner().json)?;
         }
         KernelCommand::Zone(ZoneCmd::Status { name, json }) => {
             let req = c.request(ZoneRef { zone: name.clone() })?;

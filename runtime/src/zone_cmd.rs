@@ -30,6 +30,11 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
             k.create_zone(&acting.principal, &id).await?;
             println!("created zone {id}");
         }
+        ZoneCmd::AddReplica { .. } | ZoneCmd::RemoveReplica { .. } => {
+            return Err(CliError::Usage(
+                "a zone's replicas live on the nodes of a cluster: use --node".into(),
+            ));
+        }
         ZoneCmd::Status { name, json } => {
             let status = k.zone_status(&acting.task(k, &name)?).await?;
             print_status(&name, &status, json)?;
@@ -126,6 +131,12 @@ pub fn print_status(name: &str, s: &ZoneStatus, json: bool) -> CliResult {
     println!("commit:  {}", s.commit);
     println!("applied: {}", s.applied);
     println!("voters:  {:?}", s.voters);
+    if !s.learners.is_empty() {
+        println!("learners: {:?}", s.learners);
+    }
+    if !s.witnesses.is_empty() {
+        println!("witnesses: {:?}", s.witnesses);
+    }
     for p in &s.progress {
         println!(
             "  replica {}: matched {}, lag {}",

@@ -358,3 +358,145 @@ fn a_mount_to_a_zone_another_node_does_not_serve_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("zone z2 is not served on this node"), "{err}");
 }
+
+fn status_json(out: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(out).unwrap();
+    v
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn replicas_are_added_and_removed_by_conf_change() {
+    let c = Cluster::start(3);
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2"],
+        Duration::from_secs(20),
+    );
+    for i in 0..10 {
+        let out = c.put(0, &format!("/f{i}"), &format!("body {i}"), s);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Node 3 does not serve z1 yet.
+    assert!(!c
+        .cli(2, &["fs", "ls", "--zone", "z1", "/"])
+        .status
+        .success());
+
+    // Added through node 2 (forwarded to the leader): it catches up as a
+    // learner, then votes.
+    let out = c.ok(
+        1,
+        &["zone", "add-replica", "z1", "3"],
+        Duration::from_secs(30),
+    );
+    assert!(out.contains("voters:  [1, 2, 3]"), "{out}");
+    for i in 0..10 {
+        let got = c.ok(
+            2,
+            &["fs", "cat", "--zone", "z1", &format!("/f{i}")],
+            Duration::from_secs(10),
+        );
+        assert_eq!(got, format!("body {i}"));
+    }
+    let status = status_json(&c.ok(
+        2,
+        &["zone", "status", "z1", "--json"],
+        Duration::from_secs(5),
+    ));
+    assert_eq!(ids(&status["voters"]), [1, 2, 3]);
+
+    // Remove the leader, asking the leader itself: another member
+    // coordinates, leadership moves first, the group goes on.
+    let leader = c.leader(0);
+    let out = c.ok(
+        leader - 1,
+        &["zone", "remove-replica", "z1", &leader.to_string()],
+        Duration::from_secs(30),
+    );
+    let remaining: Vec<u64> = (1..=3).filter(|n| *n != leader as u64).collect();
+    assert!(out.contains(&format!("voters:  {remaining:?}")), "{out}");
+    let survivor = remaining[0] as usize - 1;
+    let new_leader = c.leader(survivor);
+    assert_ne!(new_leader, leader);
+    assert!(c.put(survivor, "/after", "x", s).status.success());
+    // The removed node deleted its copy.
+    let out = c.cli(leader - 1, &["fs", "ls", "--zone", "z1", "/"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("z1"));
+
+    // It comes back as a witness: it keeps the log, not the state.
+    let out = c.ok(
+        survivor,
+        &["zone", "add-replica", "z1", &format!("{leader}w")],
+        Duration::from_secs(30),
+    );
+    assert!(out.contains(&format!("witnesses: [{leader}]")), "{out}");
+    let status = status_json(&c.ok(
+        survivor,
+        &["zone", "status", "z1", "--json"],
+        Duration::from_secs(5),
+    ));
+    assert_eq!(ids(&status["voters"]), [1, 2, 3]);
+    assert_eq!(ids(&status["witnesses"]), [leader as u64]);
+    assert!(c.put(survivor, "/later", "y", s).status.success());
+
+    // Refusals: a member added twice, a node that is not a member, the
+    // last voter with state, a node the cluster does not know.
+    let out = c.cli(
+        survivor,
+        &["zone", "add-replica", "z1", &remaining[0].to_string()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already"));
+    let out = c.cli(survivor, &["zone", "add-replica", "z1", "9"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node 9 is not a peer"));
+    let other = remaining[1];
+    let out = c.ok(
+        survivor,
+        &["zone", "remove-replica", "z1", &other.to_string()],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.contains(&format!(
+            "voters:  [{}]",
+            remaining_after(&remaining, other, leader)
+        )),
+        "{out}"
+    );
+    let out = c.cli(
+        survivor,
+        &["zone", "remove-replica", "z1", &other.to_string()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a member"));
+}
+
+/// The voters left after removing `gone` from `remaining` plus the witness.
+fn remaining_after(remaining: &[u64], gone: u64, witness: usize) -> String {
+    let mut v: Vec<u64> = remaining.iter().copied().filter(|n| *n != gone).collect();
+    v.push(witness as u64);
+    v.sort_unstable();
+    v.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

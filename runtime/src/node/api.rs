@@ -18,9 +18,20 @@ use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
     CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest, PathRequest,
-    PutRequest, Replica, ZoneRef, ZoneReply,
+    PutRequest, Replica, ReplicaChange, ZoneRef, ZoneReply,
 };
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+
+/// What `AddReplica` and `RemoveReplica` answer (as JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct MembershipReply {
+    /// The zone's status on the node that made the change, afterwards.
+    pub status: nexus_kernel::driver::ZoneStatus,
+    /// Something the caller should know (a removed node that could not be
+    /// told to delete its copy).
+    pub warning: Option<String>,
+}
 
 /// The one mapping from kernel errors to gRPC status codes.
 pub fn status(e: KernelError) -> Status {
@@ -101,17 +112,46 @@ impl NodeApi {
             .map_err(status)
     }
 
+    fn role(witness: bool) -> Role {
+        if witness {
+            Role::Witness
+        } else {
+            Role::Voter
+        }
+    }
+
     fn replicas(list: &[Replica]) -> Vec<(ReplicaId, Role)> {
         list.iter()
-            .map(|r| {
-                let role = if r.witness {
-                    Role::Witness
-                } else {
-                    Role::Voter
-                };
-                (r.node, role)
-            })
+            .map(|r| (r.node, Self::role(r.witness)))
             .collect()
+    }
+
+    /// A client of peer `node`.
+    async fn peer(&self, node: ReplicaId) -> Result<NodeClient<Channel>, Status> {
+        let me = self.kernel.node_id();
+        let addr = self.peers.get(&node).ok_or_else(|| {
+            Status::invalid_argument(format!("node {node} is not a peer of node {me}"))
+        })?;
+        NodeClient::connect(format!("http://{addr}"))
+            .await
+            .map_err(|e| Status::unavailable(format!("node {node}: {e}")))
+    }
+
+    /// `msg` as a request carrying the caller's token, for a peer.
+    fn forwarded<T>(msg: T, token: &str) -> Result<Request<T>, Status> {
+        let mut req = Request::new(msg);
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::invalid_argument("the token is not valid metadata"))?;
+        req.metadata_mut().insert("authorization", bearer);
+        Ok(req)
+    }
+
+    fn membership_reply(
+        status: nexus_kernel::driver::ZoneStatus,
+        warning: Option<String>,
+    ) -> Result<Response<JsonReply>, Status> {
+        json(&MembershipReply { status, warning })
     }
 }
 
@@ -132,25 +172,15 @@ impl Node for NodeApi {
         let r = req.into_inner();
         let me = self.kernel.node_id();
         for replica in r.replicas.iter().filter(|x| x.node != me) {
-            let addr = self.peers.get(&replica.node).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "node {} is not a peer of node {me}",
-                    replica.node
-                ))
-            })?;
-            let mut peer = NodeClient::connect(format!("http://{addr}"))
-                .await
-                .map_err(|e| Status::unavailable(format!("node {}: {e}", replica.node)))?;
-            let mut join = Request::new(JoinZoneRequest {
+            let join = JoinZoneRequest {
                 zone: r.zone.clone(),
                 replicas: r.replicas.clone(),
                 owner: claims.principal.to_string(),
-            });
-            let bearer = format!("Bearer {token}")
-                .parse()
-                .map_err(|_| Status::invalid_argument("the token is not valid metadata"))?;
-            join.metadata_mut().insert("authorization", bearer);
-            peer.join_zone(join).await?;
+                running: false,
+                witness: replica.witness,
+            };
+            let mut peer = self.peer(replica.node).await?;
+            peer.join_zone(Self::forwarded(join, &token)?).await?;
         }
         self.kernel
             .create_zone_on(&claims.principal, &claims.zone, Self::replicas(&r.replicas))
@@ -169,10 +199,15 @@ impl Node for NodeApi {
         // The zone does not exist here yet.
         let claims = self.claims(&req, &req.get_ref().zone)?;
         let r = req.into_inner();
-        self.kernel
-            .join_zone(&claims.zone, Self::replicas(&r.replicas))
-            .await
-            .map_err(status)?;
+        let replicas = Self::replicas(&r.replicas);
+        let joined = if r.running {
+            self.kernel
+                .join_running_zone(&claims.zone, replicas, Self::role(r.witness))
+                .await
+        } else {
+            self.kernel.join_zone(&claims.zone, replicas).await
+        };
+        joined.map_err(status)?;
         Ok(Response::new(ZoneReply {
             zone: r.zone,
             replicas: r.replicas,
@@ -182,6 +217,143 @@ impl Node for NodeApi {
     async fn zone_status(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
         let task = self.task(&req, &req.get_ref().zone)?;
         json(&self.kernel.zone_status(&task).await.map_err(status)?)
+    }
+
+    async fn add_replica(
+        &self,
+        req: Request<ReplicaChange>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let token = Self::bearer(&req)?;
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let replica = r
+            .replica
+            .ok_or_else(|| Status::invalid_argument("which replica to add?"))?;
+        // Only the leader sees each replica's progress: it coordinates.
+        let now = self.kernel.zone_status(&task).await.map_err(status)?;
+        let me = self.kernel.node_id();
+        if now.leader != me {
+            if now.leader == 0 {
+                return Err(Status::unavailable(format!(
+                    "zone {} has no leader right now; retry",
+                    r.zone
+                )));
+            }
+            let mut leader = self.peer(now.leader).await?;
+            return leader
+                .add_replica(Self::forwarded(
+                    ReplicaChange {
+                        zone: r.zone,
+                        replica: Some(replica),
+                    },
+                    &token,
+                )?)
+                .await;
+        }
+        if replica.node == me {
+            return Err(Status::already_exists(format!(
+                "node {me} already serves zone {}",
+                r.zone
+            )));
+        }
+        let record = self.kernel.zone_record(task.zone()).map_err(status)?;
+        let join = JoinZoneRequest {
+            zone: r.zone.clone(),
+            replicas: record
+                .replicas
+                .iter()
+                .map(|(node, role)| Replica {
+                    node: *node,
+                    witness: *role == Role::Witness,
+                })
+                .collect(),
+            owner: String::new(),
+            running: true,
+            witness: replica.witness,
+        };
+        let mut peer = self.peer(replica.node).await?;
+        match peer.join_zone(Self::forwarded(join, &token)?).await {
+            // Joined by an earlier attempt that did not finish: go on.
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            other => {
+                other?;
+            }
+        }
+        self.kernel
+            .add_replica(&task, replica.node, Self::role(replica.witness))
+            .await
+            .map_err(status)?;
+        let after = self.kernel.zone_status(&task).await.map_err(status)?;
+        Self::membership_reply(after, None)
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<ReplicaChange>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let token = Self::bearer(&req)?;
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let node = r
+            .replica
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("which replica to remove?"))?
+            .node;
+        let me = self.kernel.node_id();
+        if node == me {
+            // A removed replica may never learn that its removal committed:
+            // another member coordinates.
+            let now = self.kernel.zone_status(&task).await.map_err(status)?;
+            let other = now
+                .voters
+                .iter()
+                .copied()
+                .find(|v| *v != me && !now.witnesses.contains(v))
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "node {me} holds the last copy of zone {}'s state",
+                        r.zone
+                    ))
+                })?;
+            return self
+                .peer(other)
+                .await?
+                .remove_replica(Self::forwarded(r, &token)?)
+                .await;
+        }
+        self.kernel
+            .remove_replica(&task, node)
+            .await
+            .map_err(status)?;
+        // The removal has committed; the removed node deletes its copy.
+        let zone = ZoneRef {
+            zone: r.zone.clone(),
+        };
+        let left = match self.peer(node).await {
+            Ok(mut peer) => peer
+                .leave_zone(Self::forwarded(zone, &token)?)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        let warning = left.err().map(|e| {
+            format!(
+                "node {node} was removed from zone {} but could not be told to delete its                  copy ({}); it no longer takes part in the group",
+                r.zone,
+                e.message()
+            )
+        });
+        if let Some(w) = &warning {
+            tracing::warn!("{w}");
+        }
+        let after = self.kernel.zone_status(&task).await.map_err(status)?;
+        Self::membership_reply(after, warning)
+    }
+
+    async fn leave_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        self.kernel.leave_zone(&task).map_err(status)?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn mkdir(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {

@@ -1,0 +1,147 @@
+//! Changing a zone's group: `nexus zone add-replica` and `remove-replica`,
+//! one node at a time, by Raft conf change.
+//!
+//! A new member first joins as a learner (it receives the log, or a
+//! snapshot, but does not count toward a quorum), and is promoted to voter
+//! only once it has caught up, so adding a slow or empty node never costs
+//! the group its availability. A leader is never removed while it leads:
+//! leadership moves to another voter first (raft-rs's leader transfer).
+
+use std::time::{Duration, Instant};
+
+use raft::prelude::{ConfChange, ConfChangeType};
+
+use crate::driver::ZoneStatus;
+use crate::error::{KernelError, Result};
+use crate::identity::{Permission, Task};
+use crate::kernel::Kernel;
+use crate::replica::Role;
+use crate::types::ReplicaId;
+
+/// How long a new member may take to catch up before it is promoted.
+const CATCH_UP: Duration = Duration::from_secs(120);
+/// A learner this close to the leader's commit index is caught up.
+const CAUGHT_UP_LAG: u64 = 64;
+/// How long to wait for leadership to move off a replica being removed.
+const HANDOVER: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(20);
+
+fn conf_change(kind: ConfChangeType, node: ReplicaId, role: Role) -> ConfChange {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(kind);
+    cc.node_id = node;
+    cc.context = role.to_context().into();
+    cc
+}
+
+impl Kernel {
+    /// Adds `node` to the task's zone with `role`: as a learner, then, once
+    /// it has caught up, as a voter. Must run on the zone's leader (which
+    /// sees each replica's progress); the node must already have joined
+    /// ([`Kernel::join_running_zone`]). Needs `admin` on the zone.
+    pub async fn add_replica(&self, task: &Task, node: ReplicaId, role: Role) -> Result<()> {
+        self.require_on_zone(task, Permission::Admin, "add-replica")?;
+        let zone = self.zone(task.zone())?;
+        let status = self.leader_status(task).await?;
+        if status.voters.contains(&node) {
+            return Err(KernelError::Exist(format!(
+                "node {node} is already a voter of zone {}",
+                task.zone()
+            )));
+        }
+        if !status.learners.contains(&node) {
+            let cc = conf_change(ConfChangeType::AddLearnerNode, node, role);
+            zone.driver.change_membership(cc).await?;
+        }
+        let deadline = Instant::now() + CATCH_UP;
+        loop {
+            let s = self.leader_status(task).await?;
+            let matched = s.progress.iter().find(|p| p.replica == node);
+            if matched.is_some_and(|p| p.matched > 0 && p.lag <= CAUGHT_UP_LAG) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(KernelError::Unavailable(format!(
+                    "node {node} has not caught up with zone {} within {CATCH_UP:?}; it stays a \
+                     learner (run add-replica again to promote it once it has)",
+                    task.zone()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let cc = conf_change(ConfChangeType::AddNode, node, role);
+        zone.driver.change_membership(cc).await?;
+        self.audit(task, task.zone(), "add-replica", &node.to_string(), "ok");
+        Ok(())
+    }
+
+    /// Removes `node` from the task's zone. Refused for the last voter
+    /// with a state machine, and on `node` itself (it might never learn
+    /// that its removal committed): ask another member. If `node` leads,
+    /// leadership is handed to another voter first. Needs `admin`.
+    pub async fn remove_replica(&self, task: &Task, node: ReplicaId) -> Result<()> {
+        self.require_on_zone(task, Permission::Admin, "remove-replica")?;
+        let id = task.zone();
+        if node == self.node_id() {
+            return Err(KernelError::Invalid(format!(
+                "node {node} cannot remove itself from zone {id}; ask another member"
+            )));
+        }
+        let zone = self.zone(id)?;
+        let status = zone.driver.status().await?;
+        if !status.voters.contains(&node) && !status.learners.contains(&node) {
+            return Err(KernelError::NotFound(format!(
+                "node {node} is not a member of zone {id}"
+            )));
+        }
+        let heir = status
+            .voters
+            .iter()
+            .copied()
+            .find(|v| *v != node && zone.members.role(*v) == Some(Role::Voter))
+            .ok_or_else(|| {
+                KernelError::Invalid(format!(
+                    "node {node} holds the last copy of zone {id}'s state; add another \
+                     replica first"
+                ))
+            })?;
+        let deadline = Instant::now() + HANDOVER;
+        while zone.driver.status().await?.leader == node {
+            if Instant::now() > deadline {
+                return Err(KernelError::Unavailable(format!(
+                    "zone {id}: leadership did not move off node {node} within {HANDOVER:?}; retry"
+                )));
+            }
+            zone.driver.transfer_leader(heir).await?;
+            tokio::time::sleep(POLL * 5).await;
+        }
+        let cc = conf_change(ConfChangeType::RemoveNode, node, Role::Voter);
+        zone.driver.change_membership(cc).await?;
+        self.audit(task, id, "remove-replica", &node.to_string(), "ok");
+        Ok(())
+    }
+
+    /// Deletes this node's replica of the task's zone, once the member that
+    /// removed it from the group has seen the removal commit (a removed
+    /// replica may never hear of it itself). Needs `admin`.
+    pub fn leave_zone(&self, task: &Task) -> Result<()> {
+        self.require_on_zone(task, Permission::Admin, "leave-zone")?;
+        self.drop_local_replica(task.zone())?;
+        self.audit(task, task.zone(), "leave-zone", "/", "ok");
+        Ok(())
+    }
+
+    /// The zone's status as seen by its leader, which this node must be.
+    async fn leader_status(&self, task: &Task) -> Result<ZoneStatus> {
+        let s = self.zone(task.zone())?.driver.status().await?;
+        if s.role != "leader" {
+            return Err(KernelError::Unavailable(format!(
+                "node {} does not lead zone {} (leader: {}); ask the leader",
+                self.node_id(),
+                task.zone(),
+                s.leader
+            )));
+        }
+        Ok(s)
+    }
+}
