@@ -31,6 +31,7 @@ enum Input {
     ReadIndex(oneshot::Sender<Result<u64>>),
     ConfChange(ConfChange, oneshot::Sender<Result<Applied>>),
     TransferLeader(ReplicaId),
+    SnapshotStatus(ReplicaId, bool),
 }
 
 /// A replica's view of its zone's group (`nexus zone status`).
@@ -228,6 +229,15 @@ impl ZoneDriver {
         rx.await.map_err(|_| stopped())
     }
 
+    /// Tells the leader whether the snapshot it sent `to` arrived.
+    pub fn report_snapshot(&self, to: ReplicaId, delivered: bool) -> Result<()> {
+        self.sender()?
+            .try_send(Input::SnapshotStatus(to, delivered))
+            .map_err(|_| {
+                KernelError::Unavailable(format!("zone {} is overloaded or stopped", self.zone))
+            })
+    }
+
     /// Hands a message from a peer replica to this zone.
     pub fn step(&self, msg: Message) -> Result<()> {
         self.sender()?.try_send(Input::Step(msg)).map_err(|_| {
@@ -318,6 +328,7 @@ fn run(
                         await_apply(&mut waiters, next_id, proposed, reply);
                     }
                     Input::TransferLeader(to) => replica.transfer_leader(to),
+                    Input::SnapshotStatus(to, delivered) => replica.report_snapshot(to, delivered),
                     Input::ReadIndex(reply) => {
                         next_id += 1;
                         replica.read_index(next_id);
@@ -361,8 +372,10 @@ fn run(
                         .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
                         .map(|m| m.to),
                 );
-                for to in snapshots_sent {
-                    replica.report_snapshot_sent(to);
+                if !transport.reports_snapshots() {
+                    for to in snapshots_sent {
+                        replica.report_snapshot(to, true);
+                    }
                 }
                 if !out.messages.is_empty() {
                     transport.send(&zone, out.messages);

@@ -447,6 +447,22 @@ impl Kernel {
         z.driver.step(msg)
     }
 
+    /// What became of a snapshot this node's replica of `zone` sent to `to`
+    /// (for transports that stream snapshots and know when they land).
+    pub fn report_snapshot(&self, zone: &ZoneId, to: ReplicaId, delivered: bool) {
+        let running = self
+            .zones
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(zone)
+            .cloned();
+        if let Some(z) = running {
+            if let Err(e) = z.driver.report_snapshot(to, delivered) {
+                tracing::warn!(%zone, to, "snapshot report lost: {e}");
+            }
+        }
+    }
+
     /// This node's view of the task's zone group (leader, term, commit and
     /// applied index, each replica's lag). Needs `read` on the zone.
     pub async fn zone_status(&self, task: &Task) -> Result<crate::driver::ZoneStatus> {

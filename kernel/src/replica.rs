@@ -435,10 +435,16 @@ impl Replica {
         Ok(out)
     }
 
-    /// Tells raft-rs a snapshot left for `to`. If it was lost, the follower's
-    /// next rejection makes the leader send another.
-    pub fn report_snapshot_sent(&mut self, to: ReplicaId) {
-        self.raw.report_snapshot(to, SnapshotStatus::Finish);
+    /// Tells raft-rs whether the snapshot for `to` arrived. After a failure
+    /// the leader sends another; after a success it resumes appending (if
+    /// the snapshot was lost anyway, the follower's rejection brings it back).
+    pub fn report_snapshot(&mut self, to: ReplicaId, delivered: bool) {
+        let status = if delivered {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(to, status);
     }
 
     /// Applies committed entries in one atomic batch (see [`Applier`]).

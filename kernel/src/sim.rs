@@ -252,7 +252,7 @@ impl SimCluster {
             let out = r.on_ready()?;
             for m in &out.messages {
                 if m.get_msg_type() == MessageType::MsgSnapshot {
-                    r.report_snapshot_sent(m.to);
+                    r.report_snapshot(m.to, true);
                 }
             }
             if out.installed_snapshot {

@@ -17,6 +17,13 @@ pub trait Transport: Send + Sync + 'static {
     /// Sends `msgs` (each names its recipient in `to`). Delivery is best
     /// effort: raft tolerates loss, duplication and reordering.
     fn send(&self, zone: &ZoneId, msgs: Vec<Message>);
+
+    /// Whether this transport reports each snapshot's fate itself (through
+    /// `Kernel::report_snapshot`) once it has been delivered or has failed.
+    /// If not, a snapshot counts as delivered when it is handed over.
+    fn reports_snapshots(&self) -> bool {
+        false
+    }
 }
 
 /// The transport of a node that shares its zones with nobody. A one-voter

@@ -59,7 +59,8 @@ pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult
     cfg.replica_id = id;
     cfg.driver.tick = NODE_TICK;
     let transport = GrpcTransport::start(id, &peers);
-    let kernel = Arc::new(Kernel::open_with_transport(cfg, transport)?);
+    let kernel = Arc::new(Kernel::open_with_transport(cfg, transport.clone())?);
+    transport.report_to(&kernel);
     eprintln!(
         "node {id} serving {} on {local} (peers: {})",
         home.display(),

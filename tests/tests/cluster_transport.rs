@@ -398,3 +398,106 @@ mod linearizability {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_refused() {
+    use nexus_runtime::node::snapshot::Fault;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = local::start(dir.path(), 3, |cfg| {
+        cfg.driver.tick = Duration::from_millis(20);
+        cfg.driver.propose_timeout = Duration::from_secs(3);
+        // Compact early, so a newcomer's log is gone and it needs a snapshot.
+        cfg.log_retention.compact_after = 50;
+        cfg.log_retention.keep_entries = 10;
+    })
+    .await
+    .unwrap();
+    let z1 = ZoneId::new("z1").unwrap();
+    let owner = Principal::parse("user:owner").unwrap();
+    let first = vec![(1, Role::Voter), (2, Role::Voter)];
+    nodes[1].kernel.join_zone(&z1, first.clone()).await.unwrap();
+    nodes[0]
+        .kernel
+        .create_zone_on(&owner, &z1, first.clone())
+        .await
+        .unwrap();
+    let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
+    let k1 = &nodes[0].kernel;
+    let t1 = task(k1);
+    // ~600 KiB of state (3 KiB files are stored inline): three chunks.
+    let body = |i: usize| vec![(i % 251) as u8; 3000];
+    for i in 0..200 {
+        let h = k1
+            .open_path(&t1, &format!("/f{i}"), OpenOptions::CREATE)
+            .await
+            .unwrap();
+        k1.write(&t1, &h, 0, &body(i)).await.unwrap();
+    }
+    let leader = k1.zone_status(&t1).await.unwrap().leader;
+    let lk = &nodes[leader as usize - 1];
+    let lt = task(&lk.kernel);
+
+    // The first snapshot arrives corrupt and is refused; the leader sends
+    // another, which node 3 installs.
+    lk.net.damage_next_snapshot(Fault::Corrupt);
+    nodes[2]
+        .kernel
+        .join_running_zone(&z1, first.clone(), Role::Voter)
+        .await
+        .unwrap();
+    lk.kernel.add_replica(&lt, 3, Role::Voter).await.unwrap();
+    let (delivered, failed) = eventually("the sender to hear the ack", || {
+        let c = lk.net.snapshot_counts();
+        (c.0 >= 1).then_some(c)
+    })
+    .await;
+    assert!(failed >= 1, "{delivered} delivered, {failed} failed");
+    let k3 = &nodes[2].kernel;
+    let t3 = task(k3);
+    k3.linearize(&t3).await.unwrap();
+    let h = k3.resolve(&t3, "/f199", true).unwrap();
+    assert_eq!(k3.read(&t3, &h, 0, 4096).await.unwrap(), body(199));
+
+    // Cut node 3 off while the log moves on and is compacted; a truncated
+    // snapshot is refused too, and then a whole one brings it back.
+    for n in &nodes {
+        n.net.cut(&[3]);
+    }
+    nodes[2].net.cut(&[1, 2]);
+    for i in 200..300 {
+        let h = lk
+            .kernel
+            .open_path(&lt, &format!("/f{i}"), OpenOptions::CREATE)
+            .await
+            .unwrap();
+        lk.kernel.write(&lt, &h, 0, &body(i)).await.unwrap();
+    }
+    let before = lk.net.snapshot_counts();
+    lk.net.damage_next_snapshot(Fault::Truncate);
+    for n in &nodes {
+        n.net.heal();
+    }
+    eventually("node 3 to catch up again", || {
+        k3.resolve(&t3, "/f299", true).ok()
+    })
+    .await;
+    // (The sender counts a delivery when the ack is back, just after node 3
+    // installed it.)
+    let after = eventually("the sender to hear the ack", || {
+        let c = lk.net.snapshot_counts();
+        (c.0 > before.0).then_some(c)
+    })
+    .await;
+    assert!(after.1 > before.1, "the truncated snapshot was not refused");
+    let applied = |k: &Kernel| k.zone_state(&z1).unwrap().applied_index().unwrap();
+    eventually("equal applied indexes", || {
+        let a: Vec<u64> = nodes.iter().map(|n| applied(&n.kernel)).collect();
+        (a[0] == a[1] && a[1] == a[2]).then_some(())
+    })
+    .await;
+    let reference = k1.zone_state(&z1).unwrap().dump().unwrap();
+    for n in &nodes[1..] {
+        let dump = n.kernel.zone_state(&z1).unwrap().dump().unwrap();
+        assert_eq!(dump, reference, "node {} diverged", n.kernel.node_id());
+    }
+}

@@ -58,6 +58,7 @@ pub async fn start(
         configure(&mut cfg);
         let net = GrpcTransport::start(id, &peers);
         let kernel = Arc::new(Kernel::open_with_transport(cfg, net.clone())?);
+        net.report_to(&kernel);
         let others: Vec<_> = peers.iter().filter(|p| p.0 != id).cloned().collect();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let k = kernel.clone();

@@ -5,4 +5,5 @@
 pub mod api;
 pub mod local;
 pub mod server;
+pub mod snapshot;
 pub mod transport;

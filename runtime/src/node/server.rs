@@ -3,7 +3,8 @@
 //! zone through [`Kernel::deliver`], which refuses zones this node does not
 //! serve and senders that are not replicas of the zone. Every refusal is
 //! logged and reported back in the batch's ack; nothing refused reaches a
-//! replica.
+//! replica. Snapshots arrive on `InstallSnapshot` and reach their zone only
+//! once complete and verified (`node::snapshot`).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -12,12 +13,15 @@ use std::sync::Arc;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::types::{ReplicaId, ZoneId};
 use nexus_proto::transport::raft_transport_server::{RaftTransport, RaftTransportServer};
-use nexus_proto::transport::{Batch, BatchAck, Refusal};
+use nexus_proto::transport::{Batch, BatchAck, Refusal, SnapshotAck, SnapshotChunk};
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+
+use super::snapshot::Assembly;
+use super::transport::MAX_MESSAGE;
 
 /// The service; cheap to clone (each stream's task holds one).
 #[derive(Clone)]
@@ -38,27 +42,58 @@ impl RaftService {
 }
 
 impl Receiver {
-    /// Checks a batch's header: from a known peer, to this node.
-    fn admit(&self, batch: &Batch) -> Result<(), Status> {
+    /// Checks a batch's or snapshot's header: from a known peer, to this node.
+    fn admit(&self, from: ReplicaId, to: ReplicaId) -> Result<(), Status> {
         let me = self.kernel.node_id();
-        if batch.from_node == me {
+        if from == me {
             return Err(Status::failed_precondition(format!(
                 "node id clash: a peer claims to be node {me}, which is this node"
             )));
         }
-        if !self.peers.contains(&batch.from_node) {
+        if !self.peers.contains(&from) {
             return Err(Status::permission_denied(format!(
-                "node {} is not a peer of node {me}",
-                batch.from_node
+                "node {from} is not a peer of node {me}"
             )));
         }
-        if batch.to_node != me {
+        if to != me {
             return Err(Status::failed_precondition(format!(
-                "a batch for node {} reached node {me}",
-                batch.to_node
+                "a message for node {to} reached node {me}"
             )));
         }
         Ok(())
+    }
+
+    /// Puts an incoming snapshot together, checks it and hands it to its
+    /// zone; returns the bytes received.
+    async fn install(&self, mut inbound: Streaming<SnapshotChunk>) -> Result<u64, Status> {
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
+        let mut assembly = Assembly::start(first).map_err(|e| Status::data_loss(e.to_string()))?;
+        let (from, to) = (assembly.header.from_node, assembly.header.to_node);
+        self.admit(from, to)?;
+        while let Some(chunk) = inbound.message().await? {
+            assembly
+                .push(chunk)
+                .map_err(|e| Status::data_loss(e.to_string()))?;
+        }
+        let bytes = assembly.received();
+        let zone = ZoneId::new(&assembly.header.zone)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let msg = assembly
+            .finish()
+            .map_err(|e| Status::data_loss(e.to_string()))?;
+        if msg.from != from {
+            return Err(Status::invalid_argument(format!(
+                "a snapshot from node {} sent by node {from}",
+                msg.from
+            )));
+        }
+        self.kernel
+            .deliver(&zone, msg)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(bytes)
     }
 
     fn deliver(&self, batch: Batch) -> BatchAck {
@@ -113,7 +148,7 @@ impl RaftTransport for RaftService {
                         return;
                     }
                 };
-                if let Err(refused) = svc.admit(&batch) {
+                if let Err(refused) = svc.admit(batch.from_node, batch.to_node) {
                     tracing::warn!(
                         from = batch.from_node,
                         "refused a raft stream: {}",
@@ -129,6 +164,19 @@ impl RaftTransport for RaftService {
         });
         Ok(Response::new(ReceiverStream::new(stream)))
     }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        match self.0.install(request.into_inner()).await {
+            Ok(bytes) => Ok(Response::new(SnapshotAck { bytes })),
+            Err(refused) => {
+                tracing::warn!("refused a snapshot: {}", refused.message());
+                Err(refused)
+            }
+        }
+    }
 }
 
 /// Serves the Raft transport and the client API on `listener` until
@@ -142,8 +190,16 @@ pub async fn serve(
     let raft = RaftService::new(kernel.clone(), peers.iter().map(|(id, _)| *id));
     let api = super::api::NodeApi::new(kernel, peers);
     tonic::transport::Server::builder()
-        .add_service(RaftTransportServer::new(raft))
-        .add_service(nexus_proto::node::node_server::NodeServer::new(api))
+        .add_service(
+            RaftTransportServer::new(raft)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            nexus_proto::node::node_server::NodeServer::new(api)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(listener, shutdown)
         .await
 }

@@ -3,25 +3,35 @@
 //! (reconnecting with backoff), draining whatever is queued, of every zone,
 //! into one batch per send. `send` never waits: a full queue (a slow or dead
 //! peer) drops, which Raft tolerates, so one peer never holds up another.
+//! Snapshots leave the batch stream: each is streamed in checked chunks on
+//! a call of its own (`node::snapshot`), at most one per peer and zone at a
+//! time, and its fate is reported back to the zone's leader.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use nexus_kernel::transport::Transport;
 use nexus_kernel::types::{ReplicaId, ZoneId};
 use nexus_proto::transport::raft_transport_client::RaftTransportClient;
 use nexus_proto::transport::{Batch, Envelope};
 use protobuf::Message as _;
-use raft::prelude::Message;
+use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+
+use super::snapshot::{self, Fault};
 
 /// Messages queued for one peer at most; beyond that they are dropped.
 pub const PEER_QUEUE: usize = 8192;
 /// Envelopes in one batch at most.
 pub const MAX_BATCH: usize = 1024;
+/// A batch stops growing past this many bytes (one envelope may exceed it).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Largest gRPC message a node sends or accepts (a batch holding one
+/// maximal pipe checkpoint fits).
+pub const MAX_MESSAGE: usize = 64 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -30,10 +40,36 @@ struct Link {
     dropped: AtomicU64,
 }
 
+/// Called with (zone, peer, delivered) when a streamed snapshot lands or fails.
+pub type SnapshotReporter = Box<dyn Fn(&ZoneId, ReplicaId, bool) + Send + Sync>;
+
+/// Snapshots this node is streaming, and what became of them.
+#[derive(Default)]
+struct Snapshots {
+    in_flight: Mutex<HashSet<(ReplicaId, ZoneId)>>,
+    fault: Mutex<Option<Fault>>,
+    reporter: OnceLock<SnapshotReporter>,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
 pub struct GrpcTransport {
+    me: ReplicaId,
     links: HashMap<ReplicaId, Link>,
+    urls: HashMap<ReplicaId, String>,
     /// Fault injection: peers this node's messages do not reach.
-    cut: std::sync::RwLock<std::collections::HashSet<ReplicaId>>,
+    cut: std::sync::RwLock<HashSet<ReplicaId>>,
+    snapshots: Arc<Snapshots>,
+    /// The runtime the links run on (`send` is called from zone threads).
+    rt: tokio::runtime::Handle,
+}
+
+fn url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 impl GrpcTransport {
@@ -56,9 +92,92 @@ impl GrpcTransport {
             })
             .collect();
         Arc::new(GrpcTransport {
+            me,
             links,
+            urls: peers.iter().map(|(id, addr)| (*id, url(addr))).collect(),
             cut: Default::default(),
+            snapshots: Arc::default(),
+            rt: tokio::runtime::Handle::current(),
         })
+    }
+
+    /// Reports the fate of each streamed snapshot to `kernel`'s zones
+    /// (held weakly: the kernel owns this transport).
+    pub fn report_to(&self, kernel: &Arc<nexus_kernel::kernel::Kernel>) {
+        let kernel = Arc::downgrade(kernel);
+        let report: SnapshotReporter = Box::new(move |zone, to, delivered| {
+            if let Some(k) = kernel.upgrade() {
+                k.report_snapshot(zone, to, delivered);
+            }
+        });
+        let _ = self.snapshots.reporter.set(report);
+    }
+
+    /// Fault injection: damage the next snapshot this node streams.
+    pub fn damage_next_snapshot(&self, fault: Fault) {
+        *self
+            .snapshots
+            .fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(fault);
+    }
+
+    /// Snapshots streamed so far: (delivered, failed or refused).
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        (
+            self.snapshots.delivered.load(Ordering::Relaxed),
+            self.snapshots.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Streams a MsgSnapshot to its recipient on a call of its own, unless
+    /// one for the same zone is already on its way there.
+    fn send_snapshot(&self, zone: &ZoneId, msg: Message) {
+        let to = msg.to;
+        let Some(url) = self.urls.get(&to).cloned() else {
+            return;
+        };
+        let key = (to, zone.clone());
+        if !self
+            .snapshots
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let fault = self
+            .snapshots
+            .fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let snapshots = self.snapshots.clone();
+        let me = self.me;
+        let zone = zone.clone();
+        self.rt.spawn(async move {
+            let outcome = stream_snapshot(&url, &zone, me, msg, fault).await;
+            let delivered = match outcome {
+                Ok(()) => {
+                    snapshots.delivered.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(%zone, to, "snapshot not delivered: {e}");
+                    snapshots.failed.fetch_add(1, Ordering::Relaxed);
+                    false
+                }
+            };
+            snapshots
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            if let Some(report) = snapshots.reporter.get() {
+                report(&zone, to, delivered);
+            }
+        });
     }
 
     /// Fault injection (tests, drills): from now on this node's messages to
@@ -94,6 +213,10 @@ impl Transport for GrpcTransport {
                 tracing::warn!(%zone, to = m.to, "raft message for an unknown node dropped");
                 continue;
             };
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.send_snapshot(zone, m);
+                continue;
+            }
             let message = match m.write_to_bytes() {
                 Ok(b) => b,
                 Err(e) => {
@@ -110,18 +233,67 @@ impl Transport for GrpcTransport {
             }
         }
     }
+
+    fn reports_snapshots(&self) -> bool {
+        self.snapshots.reporter.get().is_some()
+    }
+}
+
+/// A client of the peer at `url` that sends and accepts messages up to
+/// [`MAX_MESSAGE`].
+async fn connect(url: String) -> Result<RaftTransportClient<tonic::transport::Channel>, String> {
+    RaftTransportClient::connect(url)
+        .await
+        .map(|c| {
+            c.max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE)
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Streams one snapshot, logging progress; Ok once the peer has verified
+/// it and handed it to its replica.
+async fn stream_snapshot(
+    url: &str,
+    zone: &ZoneId,
+    me: ReplicaId,
+    msg: Message,
+    fault: Option<Fault>,
+) -> Result<(), String> {
+    let to = msg.to;
+    let chunks = snapshot::split(zone.as_str(), me, to, msg, fault).map_err(|e| e.to_string())?;
+    let size = chunks[0].header.as_ref().map_or(0, |h| h.size);
+    let count = chunks.len();
+    tracing::info!(%zone, to, "sending a snapshot: {size} bytes in {count} chunks");
+    let started = Instant::now();
+    let mut client = connect(url.to_owned()).await?;
+    let zone_name = zone.to_string();
+    let stream = futures::stream::iter(chunks.into_iter().enumerate().map(move |(i, c)| {
+        if count >= 10 && (i + 1) % (count / 10) == 0 {
+            tracing::info!(zone = %zone_name, to, "snapshot: chunk {} of {count}", i + 1);
+        }
+        c
+    }));
+    let ack = client
+        .install_snapshot(stream)
+        .await
+        .map_err(|s| format!("node {to} refused it: {}", s.message()))?;
+    tracing::info!(
+        %zone,
+        to,
+        "snapshot delivered: {} bytes in {:?}",
+        ack.into_inner().bytes,
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// Keeps one stream to `to` open and feeds it batches from `queue`.
 async fn run_link(me: ReplicaId, to: ReplicaId, addr: String, mut queue: mpsc::Receiver<Envelope>) {
-    let url = if addr.contains("://") {
-        addr
-    } else {
-        format!("http://{addr}")
-    };
+    let url = url(&addr);
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let mut client = match RaftTransportClient::connect(url.clone()).await {
+        let mut client = match connect(url.clone()).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(to, %url, "raft link: connect failed: {e}");
@@ -146,10 +318,14 @@ async fn run_link(me: ReplicaId, to: ReplicaId, addr: String, mut queue: mpsc::R
             let Some(first) = queue.recv().await else {
                 return; // the transport is gone
             };
+            let mut bytes = first.message.len();
             let mut envelopes = vec![first];
-            while envelopes.len() < MAX_BATCH {
+            while envelopes.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match queue.try_recv() {
-                    Ok(e) => envelopes.push(e),
+                    Ok(e) => {
+                        bytes += e.message.len();
+                        envelopes.push(e);
+                    }
                     Err(_) => break,
                 }
             }
