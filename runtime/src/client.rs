@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CreateZoneRequest, MountRequest, PathRequest, PutRequest, Replica, ReplicaChange, ZoneRef,
+    CreateZoneRequest, MountRequest, PathRequest, PutRequest, Replica, ReplicaChange, RunRequest,
+    ZoneRef,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -59,6 +60,56 @@ fn replica(spec: &str) -> CliResult<Replica> {
         .parse()
         .map_err(|_| CliError::Usage(format!("--replicas {spec:?}: use node ids, e.g. 1,2,3w")))?;
     Ok(Replica { node, witness })
+}
+
+/// `nexus run --node`: sends the agent, prints its output as it comes,
+/// ends as the run did on the node.
+async fn run_agent(c: &mut Client, args: crate::cli::RunArgs) -> CliResult<i32> {
+    use nexus_proto::node::run_event::Event;
+    if !args.with.is_empty() {
+        return Err(CliError::Usage(
+            "--with runs agents together in one process: not with --node yet".into(),
+        ));
+    }
+    let path = &args.agent;
+    let agent = std::fs::read(path).map_err(|e| CliError::local(path.display().to_string(), e))?;
+    let req = c.request(RunRequest {
+        zone: args.zone.zone,
+        agent,
+        name: path.display().to_string(),
+        args: args.args,
+        env: args.env,
+        timeout: args.timeout.unwrap_or_default(),
+        memory: args.memory.unwrap_or_default(),
+        fuel: args.fuel,
+    })?;
+    let mut events = c.inner.run(req).await.map_err(cli_error)?.into_inner();
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    while let Some(event) = events.message().await.map_err(cli_error)? {
+        match event.event {
+            Some(Event::Stdout(b)) => {
+                out.write_all(&b)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| CliError::local("stdout", e))?;
+            }
+            Some(Event::Stderr(b)) => {
+                let _ = err.write_all(&b);
+            }
+            Some(Event::Exit(exit)) => {
+                if !exit.error.is_empty() {
+                    eprintln!("error: {}", exit.error);
+                }
+                if !exit.hint.is_empty() {
+                    eprintln!("hint: {}", exit.hint);
+                }
+                return Ok(exit.code);
+            }
+            None => {}
+        }
+    }
+    Err(CliError::Kernel(KernelError::Unavailable(
+        "the node ended the run without its exit status".into(),
+    )))
 }
 
 /// Prints the group after a membership change, and any warning.
@@ -182,6 +233,7 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             println!("{}", c.inner.list(req).await.map_err(cli_error)?.into_inner().json);
         }
+        KernelCommand::Run(args) => return run_agent(&mut c, args).await,
         KernelCommand::Mount { zone, path, target } => {
             let req = c.request(MountRequest {
                 zone: zone.zone,

@@ -42,7 +42,7 @@ pub fn default_principal(agent: &Path) -> Principal {
     })
 }
 
-fn env_pair(kv: &str) -> CliResult<(String, String)> {
+pub(crate) fn env_pair(kv: &str) -> CliResult<(String, String)> {
     match kv.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(CliError::Usage(format!("--env {kv:?}: use KEY=VALUE"))),
@@ -80,9 +80,15 @@ fn bind(kernel: &Kernel, explicit: Option<&Acting>, agent: &Path, zone: &str) ->
         }
         .task(kernel, zone)?,
     };
+    require_enter(kernel, &task)?;
+    Ok(task)
+}
+
+/// An agent runs only in a zone its task may enter (invariant 14).
+pub(crate) fn require_enter(kernel: &Kernel, task: &Task) -> CliResult {
     let zone = task.zone().clone();
     if !kernel
-        .check(&task, &zone, &ObjectRef::zone(&zone), Permission::Enter)?
+        .check(task, &zone, &ObjectRef::zone(&zone), Permission::Enter)?
         .allowed
     {
         return Err(KernelError::Access(format!(
@@ -92,24 +98,31 @@ fn bind(kernel: &Kernel, explicit: Option<&Acting>, agent: &Path, zone: &str) ->
         ))
         .into());
     }
-    Ok(task)
+    Ok(())
+}
+
+/// `--timeout`, `--memory` and `--fuel` as limits.
+pub(crate) fn limits(
+    timeout: Option<&str>,
+    memory: Option<&str>,
+    fuel: Option<u64>,
+) -> CliResult<RunLimits> {
+    Ok(RunLimits {
+        timeout: timeout.map(units::duration).transpose()?,
+        memory: memory
+            .map(units::size)
+            .transpose()?
+            .unwrap_or(RunLimits::default().memory),
+        fuel,
+        ..RunLimits::default()
+    })
 }
 
 /// Runs the agent and its `--with` companions at the same time, in this
 /// process, each as its own task; returns the exit code: the first failure
 /// in command-line order, else the first non-zero code, else 0.
 pub async fn run(kernel: &Arc<Kernel>, explicit: Option<&Acting>, args: RunArgs) -> CliResult<i32> {
-    let limits = RunLimits {
-        timeout: args.timeout.as_deref().map(units::duration).transpose()?,
-        memory: args
-            .memory
-            .as_deref()
-            .map(units::size)
-            .transpose()?
-            .unwrap_or(RunLimits::default().memory),
-        fuel: args.fuel,
-        ..RunLimits::default()
-    };
+    let limits = limits(args.timeout.as_deref(), args.memory.as_deref(), args.fuel)?;
     let env = args
         .env
         .iter()

@@ -500,3 +500,96 @@ fn remaining_after(remaining: &[u64], gone: u64, witness: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[test]
+fn an_agent_runs_on_a_node_and_its_output_streams_back() {
+    use std::io::BufRead;
+    let c = Cluster::start(2);
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2"],
+        Duration::from_secs(20),
+    );
+    let hello = nexus_tests::guest("examples/hello");
+    let hello = hello.to_str().unwrap();
+    // Run through node 2: the agent's files are the zone's, on every node.
+    let out = c.cli(1, &["run", hello, "--zone", "z1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("in zone z1"), "{stdout}");
+    assert!(
+        stdout.contains("wrote and read back /hello/note.txt"),
+        "{stdout}"
+    );
+    let note = c.ok(
+        0,
+        &[
+            "fs",
+            "cat",
+            "--zone",
+            "z1",
+            "--linearizable",
+            "/hello/note.txt",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(note.starts_with("written by user:"), "{note}");
+
+    // Output arrives while the agent runs, not at its exit.
+    let pipes = nexus_tests::guest("guests/pipes");
+    let pipes = pipes.to_str().unwrap();
+    let started = Instant::now();
+    let mut child = nexus(&c.homes[0])
+        .args(["--node", &c.addrs[0], "--token", &c.token])
+        .args([
+            "run",
+            pipes,
+            "--zone",
+            "z1",
+            "--",
+            "sleep-hold",
+            "1",
+            "3000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "holding 1 timers");
+    let first_line = started.elapsed();
+    assert_eq!(lines.next().unwrap().unwrap(), "woke");
+    assert!(child.wait().unwrap().success());
+    assert!(
+        first_line < Duration::from_millis(2500),
+        "the first line came after {first_line:?}, with the agent's exit"
+    );
+
+    // Exit codes, errors and stderr as `nexus run` gives them.
+    let out = c.cli(0, &["run", pipes, "--zone", "z1", "--", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command bogus"));
+    let out = c.cli(
+        0,
+        &[
+            "run",
+            pipes,
+            "--zone",
+            "z1",
+            "--timeout",
+            "300ms",
+            "--",
+            "sleep",
+            "60000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(124));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
+    let not_wasm = c.homes[0].join("node.key");
+    let out = c.cli(0, &["run", not_wasm.to_str().unwrap(), "--zone", "z1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly file"));
+}

@@ -18,6 +18,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
+use wasmtime_wasi::cli::AsyncStdoutStream;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::p2::bindings::{cli, clocks, random, CommandPre};
@@ -58,6 +59,22 @@ pub enum RunError {
     #[error("runtime: {0}")]
     Host(String),
 }
+
+/// Where an agent's standard streams go.
+pub enum Stdio {
+    /// This process's own.
+    Inherit,
+    /// Writers the caller reads the other ends of (`nexus run --node`
+    /// streams them to the client); stdin is empty.
+    Streams {
+        stdout: tokio::io::DuplexStream,
+        stderr: tokio::io::DuplexStream,
+    },
+}
+
+/// Bytes a guest may write to a captured stream before it waits for the
+/// reader.
+const STREAM_BUDGET: usize = 64 * 1024;
 
 /// What one run may use.
 #[derive(Debug, Clone)]
@@ -224,6 +241,11 @@ impl Host {
             path: shown.clone(),
             source,
         })?;
+        self.load_bytes(bytes, shown)
+    }
+
+    /// [`load`](Self::load) for bytes in hand (`shown` names them in errors).
+    pub fn load_bytes(&self, bytes: Vec<u8>, shown: String) -> Result<Component, RunError> {
         let core_module = match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => true,
             Some([0, b'a', b's', b'm', ..]) => false,
@@ -286,7 +308,8 @@ impl Host {
             .map_err(|e| RunError::Compile(format!("not a command component: {e:#}")))
     }
 
-    /// Runs a prepared component as `task` to completion; returns its exit code.
+    /// Runs a prepared component as `task` to completion, on this process's
+    /// stdin, stdout and stderr; returns its exit code.
     pub async fn run(
         &self,
         pre: &CommandPre<AgentState>,
@@ -296,12 +319,34 @@ impl Host {
         env: &[(String, String)],
         limits: &RunLimits,
     ) -> Result<i32, RunError> {
+        self.run_with(pre, kernel, task, args, env, limits, Stdio::Inherit)
+            .await
+    }
+
+    /// [`run`](Self::run) with the agent's standard streams given by `stdio`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run_with(
+        &self,
+        pre: &CommandPre<AgentState>,
+        kernel: Arc<Kernel>,
+        task: Task,
+        args: &[String],
+        env: &[(String, String)],
+        limits: &RunLimits,
+        stdio: Stdio,
+    ) -> Result<i32, RunError> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.args(args)
-            .envs(env)
-            .inherit_stdin()
-            .inherit_stdout()
-            .inherit_stderr();
+        wasi.args(args).envs(env);
+        match stdio {
+            Stdio::Inherit => {
+                wasi.inherit_stdin().inherit_stdout().inherit_stderr();
+            }
+            Stdio::Streams { stdout, stderr } => {
+                // No stdin: it reads end-of-file.
+                wasi.stdout(AsyncStdoutStream::new(STREAM_BUDGET, stdout))
+                    .stderr(AsyncStdoutStream::new(STREAM_BUDGET, stderr));
+            }
+        }
         let timers = kernel.timers().for_task(limits.max_timers);
         let state = AgentState {
             wasi: wasi.build(),

@@ -18,8 +18,9 @@ use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
     CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest, PathRequest,
-    PutRequest, Replica, ReplicaChange, ZoneRef, ZoneReply,
+    PutRequest, Replica, ReplicaChange, RunEvent, RunRequest, ZoneRef, ZoneReply,
 };
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -58,6 +59,7 @@ pub struct NodeApi {
     kernel: Arc<Kernel>,
     /// Peer node id → address, for coordinating zone creation.
     peers: HashMap<ReplicaId, String>,
+    runner: Arc<super::run::Runner>,
 }
 
 impl NodeApi {
@@ -72,6 +74,7 @@ impl NodeApi {
 
     pub fn new(kernel: Arc<Kernel>, peers: &[(ReplicaId, String)]) -> Self {
         NodeApi {
+            runner: Arc::new(super::run::Runner::new(kernel.clone())),
             kernel,
             peers: peers.iter().cloned().collect(),
         }
@@ -433,6 +436,14 @@ impl Node for NodeApi {
             }
         }
         json(&entries)
+    }
+
+    type RunStream = ReceiverStream<Result<RunEvent, Status>>;
+
+    async fn run(&self, req: Request<RunRequest>) -> Result<Response<Self::RunStream>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let events = self.runner.start(task, req.into_inner());
+        Ok(Response::new(ReceiverStream::new(events)))
     }
 
     async fn mount(&self, req: Request<MountRequest>) -> Result<Response<Empty>, Status> {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod local;
+pub mod run;
 pub mod server;
 pub mod snapshot;
 pub mod transport;
