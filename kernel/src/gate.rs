@@ -144,7 +144,14 @@ impl Kernel {
         zone: &ZoneId,
         caps: Capabilities,
     ) -> Result<Task> {
-        self.zone_record(zone)?;
+        let record = self.zone_record(zone)?;
+        let me = self.node_id();
+        if record.role_of(me) == Some(crate::replica::Role::Witness) {
+            // Nothing to read or check here: the state lives on the voters.
+            return Err(KernelError::Unavailable(format!(
+                "node {me} keeps only the log of zone {zone} (a witness); ask a voter"
+            )));
+        }
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
         Ok(Task::new(pid, principal, zone.clone(), caps, None))
     }

@@ -79,6 +79,9 @@ pub struct KernelConfig {
     pub replica_id: ReplicaId,
     /// Run the timer driver on a virtual clock (deterministic tests).
     pub virtual_clock: bool,
+    /// A witness node: it serves zones only as a witness (`nexus node start
+    /// --witness`), refusing to hold a voter's state.
+    pub witness_only: bool,
     /// When zone logs are compacted (applied entries before the kept tail);
     /// a replica further behind than the log reaches catches up by snapshot.
     pub log_retention: LogRetention,
@@ -109,6 +112,7 @@ impl KernelConfig {
             driver: DriverConfig::default(),
             replica_id: 1,
             virtual_clock: false,
+            witness_only: false,
             log_retention: LogRetention::default(),
         }
     }
@@ -154,7 +158,7 @@ impl ZoneRecord {
     /// This node's role in the zone, if it serves it. A node that was one
     /// of the first replicas, was removed and joined again takes the role
     /// it joined with.
-    fn role_of(&self, node: ReplicaId) -> Option<Role> {
+    pub(crate) fn role_of(&self, node: ReplicaId) -> Option<Role> {
         self.joined_as.or_else(|| {
             self.replicas
                 .iter()
@@ -331,7 +335,7 @@ impl Kernel {
         id: &ZoneId,
         replicas: Vec<(ReplicaId, Role)>,
     ) -> Result<ZoneRecord> {
-        let record = self.record_zone(id, replicas, None).await?;
+        let record = self.record_zone(id, replicas, None, false).await?;
         let zone = self.zone(id)?;
         let owners = vec![Tuple {
             object: ObjectRef::zone(id),
@@ -364,9 +368,60 @@ impl Kernel {
         id: &ZoneId,
         replicas: Vec<(ReplicaId, Role)>,
     ) -> Result<ZoneRecord> {
-        let record = self.record_zone(id, replicas, None).await?;
+        let record = self.record_zone(id, replicas, None, true).await?;
         self.zone(id)?;
         Ok(record)
+    }
+
+    /// Whether this node would record a replica of `id` with this
+    /// configuration (`join_zone` with `joining: None`,
+    /// `join_running_zone` with `Some(role)`), without recording it: the
+    /// node coordinating a creation asks every node first, so that one
+    /// refusal leaves no replica behind on the others.
+    pub fn check_join(
+        &self,
+        id: &ZoneId,
+        replicas: &[(ReplicaId, Role)],
+        joining: Option<Role>,
+    ) -> Result<()> {
+        self.check_record(id, replicas, joining)?;
+        match self.zone_record(id) {
+            Ok(existing) if existing.replicas == replicas && existing.joined_as == joining => {
+                Ok(())
+            }
+            Ok(_) => Err(KernelError::ZoneExists(id.clone())),
+            Err(KernelError::ZoneNotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn check_record(
+        &self,
+        id: &ZoneId,
+        replicas: &[(ReplicaId, Role)],
+        joining: Option<Role>,
+    ) -> Result<()> {
+        let me = self.cfg.replica_id;
+        let role = joining.or_else(|| replicas.iter().find(|(r, _)| *r == me).map(|(_, r)| *r));
+        match role {
+            None => {
+                return Err(KernelError::Invalid(format!(
+                    "zone {id}: node {me} is not among its replicas"
+                )))
+            }
+            Some(Role::Voter) if self.cfg.witness_only => {
+                return Err(KernelError::Invalid(format!(
+                    "zone {id}: node {me} is a witness node; name it {me}w"
+                )))
+            }
+            Some(_) => {}
+        }
+        if !replicas.iter().any(|(_, role)| *role == Role::Voter) {
+            return Err(KernelError::Invalid(format!(
+                "zone {id}: no voter among its replicas"
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a new zone's catalog entry (refused if the name is taken or
@@ -376,18 +431,9 @@ impl Kernel {
         id: &ZoneId,
         replicas: Vec<(ReplicaId, Role)>,
         joining: Option<Role>,
+        repeatable: bool,
     ) -> Result<ZoneRecord> {
-        let me = self.cfg.replica_id;
-        if joining.is_none() && !replicas.iter().any(|(r, _)| *r == me) {
-            return Err(KernelError::Invalid(format!(
-                "zone {id}: node {me} is not among its replicas"
-            )));
-        }
-        if !replicas.iter().any(|(_, role)| *role == Role::Voter) {
-            return Err(KernelError::Invalid(format!(
-                "zone {id}: no voter among its replicas"
-            )));
-        }
+        self.check_record(id, &replicas, joining)?;
         let record = ZoneRecord {
             id: id.clone(),
             created: now(),
@@ -400,6 +446,15 @@ impl Kernel {
             Some(postcard::to_allocvec(&record)?),
         )?;
         if inserted.is_err() {
+            // Joining again with the same configuration is a no-op, so a
+            // zone creation that failed on another node can be retried.
+            let existing = self.zone_record(id)?;
+            if repeatable
+                && existing.replicas == record.replicas
+                && existing.joined_as == record.joined_as
+            {
+                return Ok(existing);
+            }
             return Err(KernelError::ZoneExists(id.clone()));
         }
         self.db.flush_async().await?;
@@ -416,7 +471,7 @@ impl Kernel {
         initial: Vec<(ReplicaId, Role)>,
         role: Role,
     ) -> Result<ZoneRecord> {
-        let record = self.record_zone(id, initial, Some(role)).await?;
+        let record = self.record_zone(id, initial, Some(role), true).await?;
         self.zone(id)?;
         Ok(record)
     }

@@ -68,6 +68,11 @@ pub enum NodeCmd {
         /// The other nodes: `ID@HOST:PORT`, comma-separated.
         #[arg(long, env = "NEXUS_PEERS", value_delimiter = ',', default_value = "")]
         peers: Vec<String>,
+        /// A witness node: in every zone it serves it votes and keeps the
+        /// log, but holds no state and never leads (name it `Nw` in
+        /// --replicas and add-replica).
+        #[arg(long)]
+        witness: bool,
     },
 }
 

@@ -37,7 +37,12 @@ pub fn parse_peer(spec: &str) -> CliResult<(ReplicaId, String)> {
 }
 
 pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult<i32> {
-    let NodeCmd::Start { id, listen, peers } = cmd;
+    let NodeCmd::Start {
+        id,
+        listen,
+        peers,
+        witness,
+    } = cmd;
     if id == 0 {
         return Err(CliError::Usage("--id must be 1 or more".into()));
     }
@@ -58,11 +63,13 @@ pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult
     let mut cfg = cfg_base;
     cfg.replica_id = id;
     cfg.driver.tick = NODE_TICK;
+    cfg.witness_only = witness;
     let transport = GrpcTransport::start(id, &peers);
     let kernel = Arc::new(Kernel::open_with_transport(cfg, transport.clone())?);
     transport.report_to(&kernel);
     eprintln!(
-        "node {id} serving {} on {local} (peers: {})",
+        "{} {id} serving {} on {local} (peers: {})",
+        if witness { "witness node" } else { "node" },
         home.display(),
         peers
             .iter()

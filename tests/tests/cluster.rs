@@ -19,6 +19,8 @@ struct Cluster {
     addrs: Vec<String>,
     nodes: Vec<Option<Child>>,
     token: String,
+    /// Nodes (0-based) started with `--witness`.
+    witnesses: Vec<usize>,
 }
 
 fn free_port() -> u16 {
@@ -31,6 +33,10 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    fn start_with(n: usize, witnesses: &[usize]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let homes: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("h{i}"))).collect();
         let addrs: Vec<String> = (0..n)
@@ -69,6 +75,7 @@ impl Cluster {
             addrs,
             nodes: Vec::new(),
             token,
+            witnesses: witnesses.to_vec(),
         };
         c.nodes = (0..n).map(|i| Some(c.spawn(i))).collect();
         c
@@ -80,11 +87,14 @@ impl Cluster {
             .map(|j| format!("{}@{}", j + 1, self.addrs[j]))
             .collect();
         let shared = format!("file://{}", self.shared.display());
-        nexus(&self.homes[i])
-            .args(["--object-store", &shared])
+        let mut cmd = nexus(&self.homes[i]);
+        cmd.args(["--object-store", &shared])
             .args(["node", "start", "--id", &(i + 1).to_string()])
-            .args(["--listen", &self.addrs[i], "--peers", &peers.join(",")])
-            .stdout(Stdio::null())
+            .args(["--listen", &self.addrs[i], "--peers", &peers.join(",")]);
+        if self.witnesses.contains(&i) {
+            cmd.arg("--witness");
+        }
+        cmd.stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start a node")
@@ -278,15 +288,36 @@ fn bad_requests_to_a_node_are_refused_clearly() {
 
 #[test]
 fn two_voters_and_a_witness_survive_the_loss_of_a_voter() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::start_with(3, &[2]);
     let scratch = tempfile::tempdir().unwrap();
     let s = scratch.path();
+    // Node 3 was started with --witness: it will not hold a voter's state.
+    let until = Instant::now() + Duration::from_secs(20);
+    let err = loop {
+        let out = c.cli(0, &["zone", "create", "z1", "--replicas", "1,2,3"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        // (until the nodes are up)
+        if !err.contains("unavailable") || Instant::now() > until {
+            break err;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        err.contains("node 3 is a witness node; name it 3w"),
+        "{err}"
+    );
     c.ok(
         0,
         &["zone", "create", "z1", "--replicas", "1,2,3w"],
         Duration::from_secs(20),
     );
     assert!(c.put(0, "/a", "before", s).status.success());
+    // The witness has nothing to read and says so.
+    let out = c.cli(2, &["fs", "ls", "--zone", "z1", "/"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("keeps only the log of zone z1"), "{err}");
     // The witness never leads; kill whichever voter does.
     let leader = c.leader(0);
     assert!(leader == 1 || leader == 2, "the witness leads: {leader}");

@@ -174,19 +174,28 @@ impl Node for NodeApi {
         }
         let r = req.into_inner();
         let me = self.kernel.node_id();
-        for replica in r.replicas.iter().filter(|x| x.node != me) {
-            let join = JoinZoneRequest {
-                zone: r.zone.clone(),
-                replicas: r.replicas.clone(),
-                owner: claims.principal.to_string(),
-                running: false,
-                witness: replica.witness,
-            };
-            let mut peer = self.peer(replica.node).await?;
-            peer.join_zone(Self::forwarded(join, &token)?).await?;
+        let replicas = Self::replicas(&r.replicas);
+        self.kernel
+            .check_join(&claims.zone, &replicas, None)
+            .map_err(status)?;
+        // Every node is asked first, then every node joins: one refusal
+        // leaves no replica behind.
+        for check_only in [true, false] {
+            for replica in r.replicas.iter().filter(|x| x.node != me) {
+                let join = JoinZoneRequest {
+                    zone: r.zone.clone(),
+                    replicas: r.replicas.clone(),
+                    owner: claims.principal.to_string(),
+                    running: false,
+                    witness: replica.witness,
+                    check_only,
+                };
+                let mut peer = self.peer(replica.node).await?;
+                peer.join_zone(Self::forwarded(join, &token)?).await?;
+            }
         }
         self.kernel
-            .create_zone_on(&claims.principal, &claims.zone, Self::replicas(&r.replicas))
+            .create_zone_on(&claims.principal, &claims.zone, replicas)
             .await
             .map_err(status)?;
         Ok(Response::new(ZoneReply {
@@ -203,6 +212,16 @@ impl Node for NodeApi {
         let claims = self.claims(&req, &req.get_ref().zone)?;
         let r = req.into_inner();
         let replicas = Self::replicas(&r.replicas);
+        let role = r.running.then(|| Self::role(r.witness));
+        if r.check_only {
+            self.kernel
+                .check_join(&claims.zone, &replicas, role)
+                .map_err(status)?;
+            return Ok(Response::new(ZoneReply {
+                zone: r.zone,
+                replicas: r.replicas,
+            }));
+        }
         let joined = if r.running {
             self.kernel
                 .join_running_zone(&claims.zone, replicas, Self::role(r.witness))
@@ -273,6 +292,7 @@ impl Node for NodeApi {
             owner: String::new(),
             running: true,
             witness: replica.witness,
+            check_only: false,
         };
         let mut peer = self.peer(replica.node).await?;
         match peer.join_zone(Self::forwarded(join, &token)?).await {
