@@ -31,20 +31,57 @@ fn object(k: &Kernel, task: &Task, spec: &str) -> CliResult<ObjectRef> {
 
 pub async fn grant(k: &Kernel, acting: &Acting, args: TupleArgs, insert: bool) -> CliResult {
     let task = acting.task(k, &args.zone.zone)?;
+    let written = write_tuple(
+        k,
+        &task,
+        &args.subject,
+        &args.relation,
+        &args.object,
+        insert,
+    )
+    .await?;
+    print_written(&written);
+    Ok(())
+}
+
+/// What `grant`/`revoke` did: the tuple and the zone revision it made.
+#[derive(Serialize, serde::Deserialize)]
+pub struct Written {
+    pub tuple: String,
+    pub revision: u64,
+    pub inserted: bool,
+}
+
+/// Inserts (or deletes) `subject relation object` as `task`.
+pub async fn write_tuple(
+    k: &Kernel,
+    task: &Task,
+    subject: &str,
+    relation: &str,
+    obj: &str,
+    insert: bool,
+) -> CliResult<Written> {
     let tuple = Tuple {
-        object: object(k, &task, &args.object)?,
-        relation: Relation::parse(&args.relation)?,
-        subject: Subject::parse(&args.subject)?,
+        object: object(k, task, obj)?,
+        relation: Relation::parse(relation)?,
+        subject: Subject::parse(subject)?,
     };
     let shown = tuple.to_string();
     let revision = if insert {
-        k.write_tuples(&task, vec![tuple], vec![]).await?
+        k.write_tuples(task, vec![tuple], vec![]).await?
     } else {
-        k.write_tuples(&task, vec![], vec![tuple]).await?
+        k.write_tuples(task, vec![], vec![tuple]).await?
     };
-    let verb = if insert { "granted" } else { "revoked" };
-    println!("{verb} {shown} (zone revision {revision})");
-    Ok(())
+    Ok(Written {
+        tuple: shown,
+        revision,
+        inserted: insert,
+    })
+}
+
+pub fn print_written(w: &Written) {
+    let verb = if w.inserted { "granted" } else { "revoked" };
+    println!("{verb} {} (zone revision {})", w.tuple, w.revision);
 }
 
 /// The arguments of `nexus check`.
@@ -55,13 +92,14 @@ pub struct CheckQuery<'a> {
     pub at: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct CheckOutput<'a> {
-    subject: String,
-    permission: &'a str,
-    object: String,
-    allowed: bool,
-    proof: Vec<String>,
+/// A decision of `nexus check`, with its proof.
+#[derive(Serialize, serde::Deserialize)]
+pub struct Decision {
+    pub subject: String,
+    pub permission: String,
+    pub object: String,
+    pub allowed: bool,
+    pub proof: Vec<String>,
 }
 
 pub async fn check(
@@ -72,29 +110,37 @@ pub async fn check(
     json: bool,
 ) -> CliResult {
     let task = acting.task(k, &zone.zone)?;
+    let d = decide(k, &task, &q).await?;
+    print_decision(&d, q.object, json)
+}
+
+pub async fn decide(k: &Kernel, task: &Task, q: &CheckQuery<'_>) -> CliResult<Decision> {
     let who = Principal::parse(q.subject)?;
     let perm = Permission::parse(q.permission)?;
-    let obj = object(k, &task, q.object)?;
-    let d = k.explain(&task, &who, &obj, perm, q.at).await?;
+    let obj = object(k, task, q.object)?;
+    let d = k.explain(task, &who, &obj, perm, q.at).await?;
+    Ok(Decision {
+        subject: who.to_string(),
+        permission: perm.as_str().to_owned(),
+        object: obj.to_string(),
+        allowed: d.allowed,
+        proof: d.proof,
+    })
+}
+
+/// Prints a decision (`asked`: the object as the user wrote it); a denial
+/// is the error `Denied`.
+pub fn print_decision(d: &Decision, asked: &str, json: bool) -> CliResult {
+    let (who, perm, obj) = (&d.subject, &d.permission, &d.object);
     if json {
-        output::json(&CheckOutput {
-            subject: who.to_string(),
-            permission: perm.as_str(),
-            object: obj.to_string(),
-            allowed: d.allowed,
-            proof: d.proof,
-        })?;
+        output::json(d)?;
     } else if d.allowed {
-        println!("allowed: {who} may {} {} ({obj})", perm.as_str(), q.object);
-        for step in d.proof {
+        println!("allowed: {who} may {perm} {asked} ({obj})");
+        for step in &d.proof {
             println!("  because {step}");
         }
     } else {
-        println!(
-            "denied: {who} may not {} {} ({obj}): no tuple grants it",
-            perm.as_str(),
-            q.object
-        );
+        println!("denied: {who} may not {perm} {asked} ({obj}): no tuple grants it");
     }
     if d.allowed {
         Ok(())
@@ -103,11 +149,11 @@ pub async fn check(
     }
 }
 
-#[derive(Serialize)]
-struct TupleRow {
+#[derive(Serialize, serde::Deserialize)]
+pub struct TupleRow {
     tuple: String,
     object: String,
-    relation: &'static str,
+    relation: String,
     subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
@@ -115,17 +161,24 @@ struct TupleRow {
 
 pub fn tuples(k: &Kernel, acting: &Acting, zone: &ZoneArg, json: bool) -> CliResult {
     let task = acting.task(k, &zone.zone)?;
-    let rows: Vec<TupleRow> = k
-        .tuples(&task)?
+    print_tuples(tuple_rows(k, &task)?, json)
+}
+
+/// The zone's tuples, each with the path of the inode it names.
+pub fn tuple_rows(k: &Kernel, task: &Task) -> CliResult<Vec<TupleRow>> {
+    Ok(k.tuples(task)?
         .into_iter()
         .map(|(t, path)| TupleRow {
             tuple: t.to_string(),
             object: t.object.to_string(),
-            relation: t.relation.as_str(),
+            relation: t.relation.as_str().to_owned(),
             subject: t.subject.to_string(),
             path,
         })
-        .collect();
+        .collect())
+}
+
+pub fn print_tuples(rows: Vec<TupleRow>, json: bool) -> CliResult {
     if json {
         return output::json(&rows);
     }

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CreateZoneRequest, MountRequest, PathRequest, PutRequest, Replica, ReplicaChange, RunRequest,
-    ZoneRef,
+    CheckRequest, CreateZoneRequest, MountRequest, PathRequest, PutRequest, RenameRequest, Replica,
+    ReplicaChange, RunRequest, TupleRequest, ZoneRef,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -112,10 +112,44 @@ async fn run_agent(c: &mut Client, args: crate::cli::RunArgs) -> CliResult<i32> 
     )))
 }
 
+/// A node's JSON answer.
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> CliResult<T> {
+    serde_json::from_str(json)
+        .map_err(|e| CliError::Failed(format!("an answer the node should not give: {e}")))
+}
+
+/// `DEST` (or stdout for `-`) gets `data`.
+fn write_local(dest: &str, data: &[u8]) -> CliResult {
+    if dest == "-" {
+        return std::io::stdout()
+            .write_all(data)
+            .map_err(|e| CliError::local("stdout", e));
+    }
+    std::fs::write(dest, data).map_err(|e| CliError::local(dest, e))
+}
+
+/// `nexus grant|revoke` through the node.
+async fn write_tuple(c: &mut Client, t: crate::cli::TupleArgs, insert: bool) -> CliResult {
+    let req = c.request(TupleRequest {
+        zone: t.zone.zone,
+        subject: t.subject,
+        relation: t.relation,
+        object: t.object,
+        insert,
+    })?;
+    let reply = c
+        .inner
+        .write_tuple(req)
+        .await
+        .map_err(cli_error)?
+        .into_inner();
+    crate::access_cmd::print_written(&parse(&reply.json)?);
+    Ok(())
+}
+
 /// Prints the group after a membership change, and any warning.
 fn membership(zone: &str, json: &str) -> CliResult {
-    let reply: crate::node::api::MembershipReply =
-        serde_json::from_str(json).map_err(|e| CliError::Failed(format!("membership: {e}")))?;
+    let reply: crate::node::api::MembershipReply = parse(json)?;
     if let Some(w) = &reply.warning {
         eprintln!("nexus: warning: {w}");
     }
@@ -211,9 +245,7 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
         }) => {
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             let data = c.inner.get(req).await.map_err(cli_error)?.into_inner().data;
-            std::io::stdout()
-                .write_all(&data)
-                .map_err(|e| CliError::local("stdout", e))?;
+            write_local("-", &data)?;
         }
         KernelCommand::Fs(FsCmd::Stat {
             zone,
@@ -233,6 +265,53 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
             println!("{}", c.inner.list(req).await.map_err(cli_error)?.into_inner().json);
         }
+        KernelCommand::Fs(FsCmd::Rm {
+            zone,
+            recursive,
+            path: p,
+        }) => {
+            let req = c.request(path(&zone.zone, &p, recursive, false))?;
+            c.inner.remove(req).await.map_err(cli_error)?;
+        }
+        KernelCommand::Fs(FsCmd::Mv { zone, from, to }) => {
+            let req = c.request(RenameRequest {
+                zone: zone.zone,
+                from,
+                to,
+            })?;
+            c.inner.rename(req).await.map_err(cli_error)?;
+        }
+        KernelCommand::Fs(FsCmd::Get { zone, src, dest }) => {
+            let req = c.request(path(&zone.zone, &src, false, false))?;
+            let data = c.inner.get(req).await.map_err(cli_error)?.into_inner().data;
+            write_local(&dest, &data)?;
+        }
+        KernelCommand::Grant(t) => write_tuple(&mut c, t, true).await?,
+        KernelCommand::Revoke(t) => write_tuple(&mut c, t, false).await?,
+        KernelCommand::Check {
+            zone,
+            subject,
+            permission,
+            object,
+            at,
+            json,
+        } => {
+            let req = c.request(CheckRequest {
+                zone: zone.zone,
+                subject,
+                permission,
+                object: object.clone(),
+                at,
+            })?;
+            let reply = c.inner.check(req).await.map_err(cli_error)?.into_inner();
+            let decision: crate::access_cmd::Decision = parse(&reply.json)?;
+            crate::access_cmd::print_decision(&decision, &object, json)?;
+        }
+        KernelCommand::Tuples { zone, json } => {
+            let req = c.request(ZoneRef { zone: zone.zone })?;
+            let reply = c.inner.tuples(req).await.map_err(cli_error)?.into_inner();
+            crate::access_cmd::print_tuples(parse(&reply.json)?, json)?;
+        }
         KernelCommand::Run(args) => return run_agent(&mut c, args).await,
         KernelCommand::Mount { zone, path, target } => {
             let req = c.request(MountRequest {
@@ -244,7 +323,7 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
         }
         _ => {
             return Err(CliError::Usage(
-                "with --node, this command is not available yet (zone create|status, fs mkdir|put|cat|stat|ls, mount are)".into(),
+                "with --node, this command is not available yet (zone create|status|add-replica|remove-replica, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples are)".into(),
             ))
         }
     }

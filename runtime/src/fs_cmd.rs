@@ -115,15 +115,17 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: FsCmd) -> CliResult {
             zone: z,
             recursive,
             path,
-        } => {
-            let z = zone(&z)?;
-            match k.lstat(&z, &path)?.kind {
-                FileKind::Dir if recursive => remove_tree(k, &z, &path).await,
-                FileKind::Dir => Ok(k.rmdir(&z, &path).await?),
-                _ => Ok(k.unlink(&z, &path).await?),
-            }
-        }
+        } => remove(k, &zone(&z)?, &path, recursive).await,
         FsCmd::Mv { zone: z, from, to } => Ok(k.rename(&zone(&z)?, &from, &to).await?),
+    }
+}
+
+/// `fs rm [-r]`: a file, an empty directory, or (`recursive`) a tree.
+pub async fn remove(k: &Kernel, task: &Task, path: &str, recursive: bool) -> CliResult {
+    match k.lstat(task, path)?.kind {
+        FileKind::Dir if recursive => remove_tree(k, task, path).await,
+        FileKind::Dir => Ok(k.rmdir(task, path).await?),
+        _ => Ok(k.unlink(task, path).await?),
     }
 }
 

@@ -94,8 +94,15 @@ impl Cluster {
         if self.witnesses.contains(&i) {
             cmd.arg("--witness");
         }
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
+        // Each node's log, for a failing test's post-mortem.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.homes[i].with_extension("log"))
+            .expect("a log file");
+        cmd.env("NEXUS_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start a node")
     }
@@ -118,12 +125,26 @@ impl Cluster {
             }
             assert!(
                 Instant::now() < until,
-                "node {}: nexus {args:?}: {}",
+                "node {}: nexus {args:?}: {}\n{}",
                 i + 1,
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The end of every node's log.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (i, h) in self.homes.iter().enumerate() {
+            let log = std::fs::read_to_string(h.with_extension("log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            all += &format!("--- node {} log (end) ---\n", i + 1);
+            all += &lines[lines.len().saturating_sub(40)..].join("\n");
+            all += "\n";
+        }
+        all
     }
 
     fn put(&self, i: usize, path: &str, body: &str, scratch: &Path) -> Output {
@@ -623,4 +644,96 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
     let out = c.cli(0, &["run", not_wasm.to_str().unwrap(), "--zone", "z1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly file"));
+}
+
+#[test]
+fn file_edits_and_the_gate_work_through_any_node() {
+    let c = Cluster::start(2);
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2"],
+        Duration::from_secs(20),
+    );
+    c.ok(
+        0,
+        &["fs", "mkdir", "--zone", "z1", "/docs"],
+        Duration::from_secs(5),
+    );
+    assert!(c.put(0, "/docs/a.txt", "alpha", s).status.success());
+    c.ok(
+        1,
+        &["fs", "mv", "--zone", "z1", "/docs/a.txt", "/docs/b.txt"],
+        Duration::from_secs(5),
+    );
+    let local = s.join("b.txt");
+    c.ok(
+        1,
+        &[
+            "fs",
+            "get",
+            "--zone",
+            "z1",
+            "/docs/b.txt",
+            local.to_str().unwrap(),
+        ],
+        Duration::from_secs(5),
+    );
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "alpha");
+    let out = c.cli(0, &["fs", "rm", "--zone", "z1", "/docs"]);
+    assert_eq!(out.status.code(), Some(5), "a non-empty directory needs -r");
+    c.ok(
+        0,
+        &["fs", "rm", "-r", "--zone", "z1", "/docs"],
+        Duration::from_secs(5),
+    );
+    let root = c.ok(
+        1,
+        &["fs", "ls", "--zone", "z1", "--linearizable", "/"],
+        Duration::from_secs(5),
+    );
+    assert!(!root.contains("docs"), "{root}");
+
+    // Grants through one node decide on the other.
+    let granted = c.ok(
+        1,
+        &["grant", "--zone", "z1", "agent:bot", "viewer", "zone"],
+        Duration::from_secs(5),
+    );
+    assert!(
+        granted.starts_with("granted zone:z1#viewer@agent:bot"),
+        "{granted}"
+    );
+    let rev: u64 = granted
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .parse()
+        .unwrap();
+    let check = ["check", "--zone", "z1", "agent:bot", "read", "zone"];
+    let at = rev.to_string();
+    let out = c.cli(0, &[&check[..], &["--at", &at]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("allowed: agent:bot may read"));
+    let tuples = c.ok(
+        0,
+        &["tuples", "--zone", "z1", "--json"],
+        Duration::from_secs(5),
+    );
+    assert!(tuples.contains("agent:bot"), "{tuples}");
+    c.ok(
+        0,
+        &["revoke", "--zone", "z1", "agent:bot", "viewer", "zone"],
+        Duration::from_secs(5),
+    );
+    let out = c.cli(0, &check);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("denied:"));
 }

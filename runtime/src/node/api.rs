@@ -17,8 +17,9 @@ use nexus_kernel::{ErrorCode, KernelError};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
-    CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest, PathRequest,
-    PutRequest, Replica, ReplicaChange, RunEvent, RunRequest, ZoneRef, ZoneReply,
+    CheckRequest, CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest,
+    PathRequest, PutRequest, RenameRequest, Replica, ReplicaChange, RunEvent, RunRequest,
+    TupleRequest, ZoneRef, ZoneReply,
 };
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -46,6 +47,16 @@ pub fn status(e: KernelError) -> Status {
         ErrorCode::Busy | ErrorCode::NotEmpty => Status::failed_precondition(msg),
         ErrorCode::Io if matches!(e, KernelError::Unavailable(_)) => Status::unavailable(msg),
         _ => Status::internal(msg),
+    }
+}
+
+/// A command's error, mapped the same way.
+fn cli_status(e: crate::error::CliError) -> Status {
+    use crate::error::CliError;
+    match e {
+        CliError::Kernel(k) => status(k),
+        CliError::Usage(m) => Status::invalid_argument(m),
+        other => Status::internal(other.to_string()),
     }
 }
 
@@ -464,6 +475,61 @@ impl Node for NodeApi {
         let task = self.task(&req, &req.get_ref().zone)?;
         let events = self.runner.start(task, req.into_inner());
         Ok(Response::new(ReceiverStream::new(events)))
+    }
+
+    async fn remove(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        crate::fs_cmd::remove(&self.kernel, &task, &r.path, r.parents)
+            .await
+            .map_err(cli_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn rename(&self, req: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        self.kernel
+            .rename(&task, &r.from, &r.to)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn write_tuple(&self, req: Request<TupleRequest>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let written = crate::access_cmd::write_tuple(
+            &self.kernel,
+            &task,
+            &r.subject,
+            &r.relation,
+            &r.object,
+            r.insert,
+        )
+        .await
+        .map_err(cli_status)?;
+        json(&written)
+    }
+
+    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let query = crate::access_cmd::CheckQuery {
+            subject: &r.subject,
+            permission: &r.permission,
+            object: &r.object,
+            at: r.at,
+        };
+        let decision = crate::access_cmd::decide(&self.kernel, &task, &query)
+            .await
+            .map_err(cli_status)?;
+        json(&decision)
+    }
+
+    async fn tuples(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        json(&crate::access_cmd::tuple_rows(&self.kernel, &task).map_err(cli_status)?)
     }
 
     async fn mount(&self, req: Request<MountRequest>) -> Result<Response<Empty>, Status> {
