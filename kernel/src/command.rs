@@ -70,6 +70,10 @@ pub enum ZoneCommand {
         mtime: Option<Timestamp>,
         now: Timestamp,
     },
+    /// Refuses a token of this zone (by id) from now on, on every node
+    /// serving the zone. (New variants go last: entries are encoded by
+    /// variant index.)
+    RevokeToken { id: String },
 }
 
 /// What applying a command produced, returned to the proposer.

@@ -156,6 +156,38 @@ impl Kernel {
         Ok(Task::new(pid, principal, zone.clone(), caps, None))
     }
 
+    /// Verifies a token (this node's key, intact, unexpired, not revoked
+    /// by the operator) and, where this node serves the token's zone, that
+    /// the zone's admins have not revoked it (a revocation replicated with
+    /// the zone, so every node serving it refuses the token).
+    pub fn verify_token(&self, token: &str) -> Result<crate::token::Claims> {
+        let claims = self.tokens().verify(token)?;
+        if let Ok(record) = self.zone_record(&claims.zone) {
+            if record.role_of(self.node_id()) == Some(crate::replica::Role::Voter)
+                && self.zone_state(&claims.zone)?.token_revoked(&claims.id)?
+            {
+                return Err(KernelError::Access(format!(
+                    "token {} has been revoked in zone {}",
+                    claims.id, claims.zone
+                )));
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Revokes a token of the task's zone on every node serving the zone
+    /// (through the zone's log). Needs `admin` on the zone.
+    pub async fn revoke_token(&self, task: &Task, id: &str) -> Result<()> {
+        crate::token::check_id(id)?;
+        self.require_on_zone(task, Permission::Admin, "revoke-token")?;
+        let id = id.to_owned();
+        self.zone(task.zone())?
+            .propose(crate::command::ZoneCommand::RevokeToken { id: id.clone() })
+            .await?;
+        self.audit(task, task.zone(), "revoke-token", &id, "ok");
+        Ok(())
+    }
+
     /// A child of `parent`: same principal and zone, at most its capabilities.
     pub fn spawn_child(&self, parent: &Task, caps: Capabilities) -> Result<Task> {
         if !parent.caps().contains(caps) {

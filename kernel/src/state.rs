@@ -30,6 +30,8 @@ pub(crate) mod keys {
     pub const ALL_CHUNKS: &[u8] = b"s\x03";
     pub const ALL_TUPLES: &[u8] = b"s\x04";
     pub const ALL_PIPES: &[u8] = b"s\x05";
+    /// `s\x06` + token id: tokens of this zone revoked by its admins.
+    pub const ALL_REVOKED: &[u8] = b"s\x06";
     /// Applied index of the last command that could change a permission.
     pub const AUTH_REVISION: &[u8] = b"s\x00authrev";
 
@@ -46,6 +48,10 @@ pub(crate) mod keys {
 
     pub fn pipe(ino: Ino) -> Vec<u8> {
         tagged(ALL_PIPES, ino, 0)
+    }
+
+    pub fn revoked(token_id: &str) -> Vec<u8> {
+        [ALL_REVOKED, token_id.as_bytes()].concat()
     }
 
     pub fn dir_prefix(dir: Ino) -> Vec<u8> {
@@ -230,6 +236,11 @@ impl ZoneState {
         self.tree
             .scan_prefix(keys::ALL_TUPLES)
             .map(|kv| dec(&kv?.1))
+    }
+
+    /// Whether the zone's admins revoked the token with this id.
+    pub fn token_revoked(&self, token_id: &str) -> Result<bool> {
+        Ok(self.tree.contains_key(keys::revoked(token_id))?)
     }
 
     /// The applied index of the last command that could change a
@@ -646,6 +657,11 @@ impl Tx<'_> {
                 inode.ctime = *now;
                 self.put_inode(&inode);
                 Ok(Applied::Inode(inode))
+            }
+            ZoneCommand::RevokeToken { id } => {
+                crate::token::check_id(id)?;
+                self.insert(keys::revoked(id), Vec::new());
+                Ok(Applied::Done)
             }
         }
     }

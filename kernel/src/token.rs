@@ -68,6 +68,16 @@ impl From<TokenError> for KernelError {
     }
 }
 
+/// A token id: 32 hex digits.
+pub fn check_id(id: &str) -> Result<()> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(KernelError::Invalid(format!(
+            "token id {id:?}: 32 hex digits"
+        )));
+    }
+    Ok(())
+}
+
 fn key_id(key: &VerifyingKey) -> [u8; 8] {
     let h = blake3::hash(key.as_bytes());
     h.as_bytes()[..8].try_into().expect("8 bytes")
@@ -250,11 +260,7 @@ impl TokenAuthority {
 
     /// Revokes a token by id, durably; takes effect for the next use.
     pub fn revoke(&self, id: &str) -> Result<()> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(KernelError::Invalid(format!(
-                "token id {id:?}: 32 hex digits"
-            )));
-        }
+        check_id(id)?;
         self.revoked_tree.insert(id.as_bytes(), &[])?;
         self.revoked_tree.flush()?;
         self.revoked

@@ -268,7 +268,7 @@ pub async fn token(
             Ok(())
         }
         TokenCmd::Verify { token, json } => {
-            let claims = k.tokens().verify(&token).map_err(KernelError::from)?;
+            let claims = k.verify_token(&token)?;
             if json {
                 return output::json(&claims);
             }
@@ -283,7 +283,15 @@ pub async fn token(
             );
             Ok(())
         }
-        TokenCmd::Revoke { id } => {
+        TokenCmd::Revoke {
+            id,
+            zone: Some(zone),
+        } => {
+            k.revoke_token(&issuer.task(k, &zone)?, &id).await?;
+            println!("revoked token {id} in zone {zone}");
+            Ok(())
+        }
+        TokenCmd::Revoke { id, zone: None } => {
             // Revocation is node administration: the operator only.
             if issuer.principal != operator() || issuer.zone.is_some() {
                 return Err(

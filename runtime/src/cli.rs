@@ -239,8 +239,14 @@ pub enum TokenCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a token by id; it is refused from the next use on.
-    Revoke { id: String },
+    /// Revoke a token by id; it is refused from the next use on. With
+    /// --zone (needs admin on the zone): on every node serving the zone,
+    /// through its log; without: on this node only (its operator).
+    Revoke {
+        id: String,
+        #[arg(long, short = 'z')]
+        zone: Option<String>,
+    },
 }
 
 /// How a read is served.

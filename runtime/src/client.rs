@@ -8,12 +8,12 @@ use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
     CheckRequest, CreateZoneRequest, MountRequest, PathRequest, PutRequest, RenameRequest, Replica,
-    ReplicaChange, RunRequest, TupleRequest, ZoneRef,
+    ReplicaChange, RunRequest, TokenRef, TupleRequest, ZoneRef,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::cli::{FsCmd, KernelCommand, ZoneCmd};
+use crate::cli::{FsCmd, KernelCommand, TokenCmd, ZoneCmd};
 use crate::error::{CliError, CliResult};
 
 /// A gRPC status as the CLI error the same failure has in embedded mode.
@@ -312,6 +312,17 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             let reply = c.inner.tuples(req).await.map_err(cli_error)?.into_inner();
             crate::access_cmd::print_tuples(parse(&reply.json)?, json)?;
         }
+        KernelCommand::Token(TokenCmd::Revoke {
+            id,
+            zone: Some(zone),
+        }) => {
+            let req = c.request(TokenRef {
+                zone: zone.clone(),
+                id: id.clone(),
+            })?;
+            c.inner.revoke_token(req).await.map_err(cli_error)?;
+            println!("revoked token {id} in zone {zone}");
+        }
         KernelCommand::Run(args) => return run_agent(&mut c, args).await,
         KernelCommand::Mount { zone, path, target } => {
             let req = c.request(MountRequest {
@@ -323,7 +334,7 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
         }
         _ => {
             return Err(CliError::Usage(
-                "with --node, this command is not available yet (zone create|status|add-replica|remove-replica, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples are)".into(),
+                "with --node, this command is not available yet (zone create|status|add-replica|remove-replica, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples, token revoke --zone are)".into(),
             ))
         }
     }

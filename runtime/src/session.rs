@@ -45,7 +45,7 @@ impl Acting {
         token: Option<&str>,
     ) -> CliResult<Self> {
         if let Some(t) = token {
-            let claims = kernel.tokens().verify(t).map_err(KernelError::from)?;
+            let claims = kernel.verify_token(t)?;
             return Ok(Acting {
                 principal: claims.principal,
                 caps: claims.caps,

@@ -354,6 +354,16 @@ fn tokens_carry_an_identity_and_are_refused_with_a_reason() {
     let (_, err) = h.fails(&["token", "verify", foreign.trim()]);
     assert!(err.contains("another node's key"), "{err}");
 
+    // Revoked in the zone (by its owner, through the zone's log)...
+    let (code, err) = h.fails(&["--token", &token, "token", "revoke", "-z", "z1", &id]);
+    assert_eq!(code, 4, "a reader cannot revoke: {err}");
+    h.ok(&["token", "revoke", "-z", "z1", &id]);
+    let (code, err) = h.fails(&["--token", &token, "fs", "cat", "-z", "z1", "/doc"]);
+    assert_eq!(code, 4);
+    assert!(err.contains("has been revoked in zone z1"), "{err}");
+    let (code, err) = h.fails(&["token", "revoke", "-z", "z1", "not-an-id"]);
+    assert_eq!(code, 1, "{err}");
+    // ...and on this node by its operator.
     h.ok(&["token", "revoke", &id]);
     let (code, err) = h.fails(&["--token", &token, "fs", "cat", "-z", "z1", "/doc"]);
     assert_eq!(code, 4);

@@ -13,6 +13,8 @@ struct Cluster {
     _dir: tempfile::TempDir,
     /// A bootstrap token for zone z2.
     token_z2: String,
+    /// A read-only token of agent:bot in z1, and its id.
+    token_bot: (String, String),
     homes: Vec<PathBuf>,
     /// The object store every node shares.
     shared: PathBuf,
@@ -62,6 +64,18 @@ impl Cluster {
             .output()
             .unwrap();
         let token_z2 = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let out = nexus(&homes[0])
+            .args(["--as", "agent:bot", "token", "issue", "--zone", "z1"])
+            .args(["--caps", "read,enter"])
+            .output()
+            .unwrap();
+        // stderr: "token ID for agent:bot in zone z1 (...)".
+        let said = String::from_utf8(out.stderr).unwrap();
+        let bot_id = said.split_whitespace().nth(1).unwrap().to_owned();
+        let token_bot = (
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            bot_id,
+        );
         for h in &homes[1..] {
             std::fs::create_dir_all(h).unwrap();
             std::fs::copy(homes[0].join("node.key"), h.join("node.key")).unwrap();
@@ -70,6 +84,7 @@ impl Cluster {
         let mut c = Cluster {
             _dir: dir,
             token_z2,
+            token_bot,
             homes,
             shared,
             addrs,
@@ -736,4 +751,43 @@ fn file_edits_and_the_gate_work_through_any_node() {
     let out = c.cli(0, &check);
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("denied:"));
+
+    // A token revoked in the zone is refused by every node serving it.
+    c.ok(
+        0,
+        &["grant", "--zone", "z1", "agent:bot", "viewer", "zone"],
+        Duration::from_secs(5),
+    );
+    let (bot, bot_id) = &c.token_bot;
+    let as_bot = |i: usize| {
+        nexus(&c.homes[i])
+            .args(["--node", &c.addrs[i], "--token", bot])
+            .args(["fs", "ls", "--zone", "z1", "--linearizable", "/"])
+            .output()
+            .unwrap()
+    };
+    assert!(as_bot(1).status.success());
+    let out = c.ok(
+        0,
+        &["token", "revoke", "--zone", "z1", bot_id],
+        Duration::from_secs(5),
+    );
+    assert!(out.contains("revoked token"), "{out}");
+    for i in [0, 1] {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = as_bot(i);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                assert!(err.contains("has been revoked in zone z1"), "{err}");
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "node {} still takes the token",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }

@@ -18,7 +18,7 @@ use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
     CheckRequest, CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest,
-    PathRequest, PutRequest, RenameRequest, Replica, ReplicaChange, RunEvent, RunRequest,
+    PathRequest, PutRequest, RenameRequest, Replica, ReplicaChange, RunEvent, RunRequest, TokenRef,
     TupleRequest, ZoneRef, ZoneReply,
 };
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
@@ -105,8 +105,7 @@ impl NodeApi {
         let token = Self::bearer(req)?;
         let claims = self
             .kernel
-            .tokens()
-            .verify(&token)
+            .verify_token(&token)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
         let zone = ZoneId::new(zone).map_err(status)?;
         if claims.zone != zone {
@@ -530,6 +529,15 @@ impl Node for NodeApi {
     async fn tuples(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
         let task = self.task(&req, &req.get_ref().zone)?;
         json(&crate::access_cmd::tuple_rows(&self.kernel, &task).map_err(cli_status)?)
+    }
+
+    async fn revoke_token(&self, req: Request<TokenRef>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        self.kernel
+            .revoke_token(&task, &req.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn mount(&self, req: Request<MountRequest>) -> Result<Response<Empty>, Status> {
