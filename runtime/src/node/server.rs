@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::types::{ReplicaId, ZoneId};
+use nexus_kernel::KernelError;
 use nexus_proto::transport::raft_transport_server::{RaftTransport, RaftTransportServer};
 use nexus_proto::transport::{Batch, BatchAck, Refusal, SnapshotAck, SnapshotChunk};
 use protobuf::Message as _;
@@ -100,25 +101,36 @@ impl Receiver {
         let mut ack = BatchAck::default();
         for env in batch.envelopes {
             let outcome = ZoneId::new(&env.zone)
-                .map_err(|e| e.to_string())
+                .map_err(|e| (e.to_string(), false))
                 .and_then(|zone| {
                     let msg = Message::parse_from_bytes(&env.message)
-                        .map_err(|e| format!("undecodable raft message: {e}"))?;
+                        .map_err(|e| (format!("undecodable raft message: {e}"), false))?;
                     if msg.from != batch.from_node {
-                        return Err(format!(
-                            "message from node {} in a batch from node {}",
-                            msg.from, batch.from_node
+                        return Err((
+                            format!(
+                                "message from node {} in a batch from node {}",
+                                msg.from, batch.from_node
+                            ),
+                            false,
                         ));
                     }
-                    self.kernel.deliver(&zone, msg).map_err(|e| e.to_string())
+                    self.kernel.deliver(&zone, msg).map_err(|e| {
+                        let transient = matches!(e, KernelError::Unavailable(_));
+                        (e.to_string(), transient)
+                    })
                 });
             match outcome {
                 Ok(()) => ack.delivered += 1,
-                Err(reason) => {
-                    tracing::warn!(from = batch.from_node, zone = %env.zone, "refused a raft message: {reason}");
+                Err((reason, transient)) => {
+                    if transient {
+                        tracing::debug!(from = batch.from_node, zone = %env.zone, "raft message not taken: {reason}");
+                    } else {
+                        tracing::warn!(from = batch.from_node, zone = %env.zone, "refused a raft message: {reason}");
+                    }
                     ack.refused.push(Refusal {
                         zone: env.zone,
                         reason,
+                        transient,
                     });
                 }
             }

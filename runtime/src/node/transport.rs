@@ -50,6 +50,7 @@ struct Snapshots {
     fault: Mutex<Option<Fault>>,
     reporter: OnceLock<SnapshotReporter>,
     delivered: AtomicU64,
+    delivered_bytes: AtomicU64,
     failed: AtomicU64,
 }
 
@@ -122,6 +123,11 @@ impl GrpcTransport {
             .unwrap_or_else(|p| p.into_inner()) = Some(fault);
     }
 
+    /// Bytes of snapshot data delivered so far.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshots.delivered_bytes.load(Ordering::Relaxed)
+    }
+
     /// Snapshots streamed so far: (delivered, failed or refused).
     pub fn snapshot_counts(&self) -> (u64, u64) {
         (
@@ -159,8 +165,11 @@ impl GrpcTransport {
         self.rt.spawn(async move {
             let outcome = stream_snapshot(&url, &zone, me, msg, fault).await;
             let delivered = match outcome {
-                Ok(()) => {
+                Ok(bytes) => {
                     snapshots.delivered.fetch_add(1, Ordering::Relaxed);
+                    snapshots
+                        .delivered_bytes
+                        .fetch_add(bytes, Ordering::Relaxed);
                     true
                 }
                 Err(e) => {
@@ -251,15 +260,15 @@ async fn connect(url: String) -> Result<RaftTransportClient<tonic::transport::Ch
         .map_err(|e| e.to_string())
 }
 
-/// Streams one snapshot, logging progress; Ok once the peer has verified
-/// it and handed it to its replica.
+/// Streams one snapshot, logging progress; Ok (its size) once the peer has
+/// verified it and handed it to its replica.
 async fn stream_snapshot(
     url: &str,
     zone: &ZoneId,
     me: ReplicaId,
     msg: Message,
     fault: Option<Fault>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let to = msg.to;
     let chunks = snapshot::split(zone.as_str(), me, to, msg, fault).map_err(|e| e.to_string())?;
     let size = chunks[0].header.as_ref().map_or(0, |h| h.size);
@@ -278,14 +287,9 @@ async fn stream_snapshot(
         .install_snapshot(stream)
         .await
         .map_err(|s| format!("node {to} refused it: {}", s.message()))?;
-    tracing::info!(
-        %zone,
-        to,
-        "snapshot delivered: {} bytes in {:?}",
-        ack.into_inner().bytes,
-        started.elapsed()
-    );
-    Ok(())
+    let bytes = ack.into_inner().bytes;
+    tracing::info!(%zone, to, "snapshot delivered: {bytes} bytes in {:?}", started.elapsed());
+    Ok(bytes)
 }
 
 /// Keeps one stream to `to` open and feeds it batches from `queue`.
@@ -351,7 +355,11 @@ async fn watch_acks(
         match acks.message().await {
             Ok(Some(ack)) => {
                 for r in ack.refused {
-                    tracing::warn!(to, zone = %r.zone, "peer refused a raft message: {}", r.reason);
+                    if r.transient {
+                        tracing::debug!(to, zone = %r.zone, "peer did not take a raft message: {}", r.reason);
+                    } else {
+                        tracing::warn!(to, zone = %r.zone, "peer refused a raft message: {}", r.reason);
+                    }
                 }
             }
             Ok(None) => return,
