@@ -263,6 +263,23 @@ impl Drop for ZoneDriver {
 
 type Waiters = HashMap<u64, oneshot::Sender<Result<Applied>>>;
 
+/// A message that is more than a heartbeat: the group is doing something.
+fn is_traffic(m: &Message) -> bool {
+    !matches!(
+        m.get_msg_type(),
+        MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+    )
+}
+
+/// Whether an input is activity that keeps (or gets) the zone awake.
+fn wakes(input: &Input) -> bool {
+    match input {
+        Input::Step(m) => is_traffic(m),
+        Input::Status(_) => false,
+        _ => true,
+    }
+}
+
 /// Keeps `reply` until entry `id` applies, or answers at once if the
 /// proposal was refused.
 fn await_apply(
@@ -309,13 +326,22 @@ fn run(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut open = true;
         let mut leader = replica.leader_id();
+        // Ticks since the last activity; an idle, settled zone stops ticking.
+        let mut idle: u64 = 0;
         while open {
             let mut batch = Vec::new();
+            let asleep = waiters.is_empty() && reads.is_empty() && replica.may_sleep(idle);
             tokio::select! {
-                _ = ticker.tick() => replica.tick(),
+                _ = ticker.tick(), if !asleep => {
+                    replica.tick();
+                    idle += 1;
+                }
                 n = rx.recv_many(&mut batch, MAX_BATCH) => open = n > 0,
             }
             for input in batch {
+                if wakes(&input) {
+                    idle = 0;
+                }
                 match input {
                     Input::Propose(cmd, reply) => {
                         next_id += 1;
@@ -347,6 +373,9 @@ fn run(
             while replica.has_ready() {
                 let mut snapshots_sent = Vec::new();
                 let mut send_now = |msgs: Vec<Message>| {
+                    if msgs.iter().any(is_traffic) {
+                        idle = 0;
+                    }
                     snapshots_sent.extend(
                         msgs.iter()
                             .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
@@ -376,6 +405,9 @@ fn run(
                     for to in snapshots_sent {
                         replica.report_snapshot(to, true);
                     }
+                }
+                if out.messages.iter().any(is_traffic) {
+                    idle = 0;
                 }
                 if !out.messages.is_empty() {
                     transport.send(&zone, out.messages);

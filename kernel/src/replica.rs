@@ -306,6 +306,33 @@ impl Replica {
         }
     }
 
+    /// Whether this replica may stop ticking after `idle_ticks` ticks with
+    /// no activity (an idle zone sends nothing, not even heartbeats). Only
+    /// a settled group sleeps: a leader whose every member has the whole
+    /// log and whose log is committed, or a follower that knows its leader
+    /// and has applied what it committed. Followers fall asleep first
+    /// (after 10 election timeouts, while heartbeats still come), the leader
+    /// later (20), so no follower's election timer runs out meanwhile. Any
+    /// activity wakes a replica: a proposal, a read index, a message other
+    /// than a heartbeat.
+    pub fn may_sleep(&self, idle_ticks: u64) -> bool {
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        let committed = raft.raft_log.committed;
+        let timeouts = idle_ticks / self.cfg.election_tick.max(1) as u64;
+        match raft.state {
+            StateRole::Leader => {
+                timeouts >= 20
+                    && committed == last
+                    && raft.prs().iter().all(|(_, pr)| pr.matched == last)
+            }
+            StateRole::Follower => {
+                timeouts >= 10 && raft.leader_id != 0 && raft.raft_log.applied == committed
+            }
+            StateRole::Candidate | StateRole::PreCandidate => false,
+        }
+    }
+
     pub fn first_log_index(&self) -> u64 {
         self.raw.store().first()
     }

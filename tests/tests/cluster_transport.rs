@@ -501,3 +501,62 @@ async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_ref
         assert_eq!(dump, reference, "node {} diverged", n.kernel.node_id());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_zone_goes_quiet_and_wakes_on_demand() {
+    let (_dir, mut nodes) = cluster(3).await;
+    let (z1, owner) = shared_zone(&nodes).await;
+    let task = |k: &Kernel| k.spawn_task(owner.clone(), &z1, Capabilities::ALL).unwrap();
+    let k1 = nodes[0].kernel.clone();
+    k1.mkdir(&task(&k1), "/a").await.unwrap();
+    let sent = |nodes: &[LocalNode]| nodes.iter().map(|n| n.net.sent()).sum::<u64>();
+    // Followers stop ticking after 10 election timeouts of idleness, the
+    // leader after 20 (20 ms ticks, 10-tick timeouts: 2 s and 4 s); then
+    // not even heartbeats flow.
+    let quiet = eventually("the zone to go quiet", || {
+        let before = sent(&nodes);
+        std::thread::sleep(Duration::from_millis(500));
+        (sent(&nodes) == before).then_some(())
+    });
+    tokio::time::timeout(Duration::from_secs(15), quiet)
+        .await
+        .expect("an idle zone kept sending");
+    // A write through a follower wakes the group at once.
+    let st = k1.zone_status(&task(&k1)).await.unwrap();
+    let fi = (0..3).find(|i| *i as u64 + 1 != st.leader).unwrap();
+    let fk = nodes[fi].kernel.clone();
+    let t = Instant::now();
+    fk.mkdir(&task(&fk), "/b").await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "waking took {:?}",
+        t.elapsed()
+    );
+
+    // A leader that dies while its group sleeps is replaced once a
+    // survivor has something to do.
+    let quiet = eventually("the zone to go quiet again", || {
+        let before = sent(&nodes);
+        std::thread::sleep(Duration::from_millis(500));
+        (sent(&nodes) == before).then_some(())
+    });
+    tokio::time::timeout(Duration::from_secs(15), quiet)
+        .await
+        .unwrap();
+    let li = st.leader as usize - 1;
+    nodes[li].kill().await.unwrap();
+    let t = Instant::now();
+    loop {
+        match fk.mkdir(&task(&fk), "/after").await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(t.elapsed() < Duration::from_secs(15), "no new leader: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    eprintln!(
+        "a sleeping group replaced its dead leader in {:?}",
+        t.elapsed()
+    );
+}

@@ -61,6 +61,8 @@ pub struct GrpcTransport {
     /// Fault injection: peers this node's messages do not reach.
     cut: std::sync::RwLock<HashSet<ReplicaId>>,
     snapshots: Arc<Snapshots>,
+    /// Raft messages handed to the links so far.
+    sent: AtomicU64,
     /// The runtime the links run on (`send` is called from zone threads).
     rt: tokio::runtime::Handle,
 }
@@ -98,6 +100,7 @@ impl GrpcTransport {
             urls: peers.iter().map(|(id, addr)| (*id, url(addr))).collect(),
             cut: Default::default(),
             snapshots: Arc::default(),
+            sent: AtomicU64::new(0),
             rt: tokio::runtime::Handle::current(),
         })
     }
@@ -203,6 +206,11 @@ impl GrpcTransport {
         self.cut.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// Raft messages this node has sent so far (all zones, all peers).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     /// Messages dropped so far because a peer's queue was full.
     pub fn dropped(&self, peer: ReplicaId) -> u64 {
         self.links
@@ -237,6 +245,7 @@ impl Transport for GrpcTransport {
                 zone: zone.to_string(),
                 message,
             };
+            self.sent.fetch_add(1, Ordering::Relaxed);
             if link.queue.try_send(env).is_err() {
                 link.dropped.fetch_add(1, Ordering::Relaxed);
             }
