@@ -354,6 +354,19 @@ impl Replica {
     }
 
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        // A leader never tells a follower of a commit beyond the entries it
+        // acknowledged, so such a heartbeat was meant for an earlier
+        // replica of this node (removed, then added again empty) and was
+        // still on its way. raft-rs would panic on it; it is dropped.
+        if msg.get_msg_type() == MessageType::MsgHeartbeat
+            && msg.commit > self.raw.raft.raft_log.last_index()
+        {
+            tracing::debug!(
+                from = msg.from,
+                "dropped a heartbeat committing past this replica's log (stale)"
+            );
+            return Ok(());
+        }
         match self.raw.step(msg) {
             Ok(()) => Ok(()),
             // A message from a peer that is not (or no longer) in the group.
@@ -543,5 +556,33 @@ impl Replica {
                 .compact(applied - self.cfg.keep_entries)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_heartbeat_for_an_earlier_replica_of_this_node_is_dropped() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("z").unwrap();
+        let members = [(1, Role::Voter), (2, Role::Voter)];
+        let mut r = Replica::open(db, tree, ReplicaConfig::new(2, Role::Voter), &members).unwrap();
+        let mut hb = Message::default();
+        hb.set_msg_type(MessageType::MsgHeartbeat);
+        hb.from = 1;
+        hb.to = 2;
+        hb.term = 3;
+        hb.commit = 40;
+        r.step(hb.clone()).unwrap();
+        while r.has_ready() {
+            r.on_ready().unwrap();
+        }
+        assert_eq!(r.commit_index(), 0);
+        // The same heartbeat within the log is taken.
+        hb.commit = 0;
+        r.step(hb).unwrap();
+        assert_eq!(r.leader_id(), 1);
     }
 }

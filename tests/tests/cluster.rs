@@ -155,6 +155,13 @@ impl Cluster {
         for (i, h) in self.homes.iter().enumerate() {
             let log = std::fs::read_to_string(h.with_extension("log")).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
+            // A panic's message, wherever it is, then the end.
+            for (n, line) in lines.iter().enumerate() {
+                if line.contains("panicked") {
+                    all += &lines[n..(n + 3).min(lines.len())].join("\n");
+                    all += "\n";
+                }
+            }
             all += &format!("--- node {} log (end) ---\n", i + 1);
             all += &lines[lines.len().saturating_sub(40)..].join("\n");
             all += "\n";
