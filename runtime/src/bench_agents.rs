@@ -11,7 +11,7 @@ use nexus_kernel::identity::Capabilities;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::vfs::OpenOptions;
 
-use crate::agent::host::{Host, RunLimits};
+use crate::agent::host::{Host, RunLimits, Stdio};
 use crate::bench::{percentile, row, Row};
 use crate::error::{CliError, CliResult};
 
@@ -50,7 +50,8 @@ pub async fn agents(
     for _ in 0..n {
         let task = k.spawn_task(bench.clone(), &zone, Capabilities::ALL)?;
         let t = Instant::now();
-        host.run(&pre, k.clone(), task, &noop, &[], &limits).await?;
+        host.run(&pre, k.clone(), task, &noop, &[], &limits, Stdio::Inherit)
+            .await?;
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -126,7 +127,9 @@ pub async fn agents(
         files.to_string(),
     ];
     let task = k.spawn_task(bench.clone(), &zone, Capabilities::ALL)?;
-    let code = host.run(&pre, k.clone(), task, &args, &[], &limits).await?;
+    let code = host
+        .run(&pre, k.clone(), task, &args, &[], &limits, Stdio::Inherit)
+        .await?;
     if code != 0 {
         return Err(fail(format!("the io guest exited {code}")));
     }

@@ -14,6 +14,7 @@ use nexus_kernel::kernel::Kernel;
 use nexus_kernel::pipe::{PipeMode, PipeRead};
 use nexus_kernel::types::ZoneId;
 
+use crate::agent::host::Stdio as AgentStdio;
 use crate::agent::host::{Host, RunLimits};
 use crate::bench::{agent_zone, percentile, row, row_lower_better, Row};
 use crate::error::{CliError, CliResult};
@@ -66,9 +67,17 @@ impl Bench {
             .map(|argv| {
                 let (host, pre, k, task) = (host.clone(), pre.clone(), self.k.clone(), self.task());
                 tokio::spawn(async move {
-                    host.run(&pre, k, task?, &argv, &[], &RunLimits::default())
-                        .await
-                        .map_err(CliError::from)
+                    host.run(
+                        &pre,
+                        k,
+                        task?,
+                        &argv,
+                        &[],
+                        &RunLimits::default(),
+                        AgentStdio::Inherit,
+                    )
+                    .await
+                    .map_err(CliError::from)
                 })
             })
             .collect();
@@ -290,8 +299,16 @@ async fn agents_asleep(
         let argv = strings(&[&g, "sleep-until", &at.to_string(), &pipe]);
         let (host, pre, k, task) = (host.clone(), pre.clone(), b.k.clone(), b.task()?);
         jobs.push(tokio::spawn(async move {
-            host.run(&pre, k, task, &argv, &[], &RunLimits::default())
-                .await
+            host.run(
+                &pre,
+                k,
+                task,
+                &argv,
+                &[],
+                &RunLimits::default(),
+                AgentStdio::Inherit,
+            )
+            .await
         }));
     }
     while b.k.timers().pending() < timers_before + n && unix_ns() < first {

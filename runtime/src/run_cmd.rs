@@ -10,7 +10,7 @@ use nexus_kernel::kernel::Kernel;
 use nexus_kernel::rebac::ObjectRef;
 use nexus_kernel::KernelError;
 
-use crate::agent::host::{Host, RunLimits};
+use crate::agent::host::{Host, RunLimits, Stdio};
 use crate::agent::state::AgentState;
 use crate::cli::RunArgs;
 use crate::error::{CliError, CliResult};
@@ -158,7 +158,15 @@ pub async fn run(kernel: &Arc<Kernel>, explicit: Option<&Acting>, args: RunArgs)
     if prepared.len() == 1 {
         let a = prepared.remove(0);
         return Ok(host
-            .run(&a.pre, kernel.clone(), a.task, &a.argv, &env, &limits)
+            .run(
+                &a.pre,
+                kernel.clone(),
+                a.task,
+                &a.argv,
+                &env,
+                &limits,
+                Stdio::Inherit,
+            )
             .await?);
     }
     let running: Vec<_> = prepared
@@ -168,8 +176,16 @@ pub async fn run(kernel: &Arc<Kernel>, explicit: Option<&Acting>, args: RunArgs)
                 (host.clone(), kernel.clone(), env.clone(), limits.clone());
             let path = a.path.clone();
             let job = tokio::spawn(async move {
-                host.run(&a.pre, kernel, a.task, &a.argv, &env, &limits)
-                    .await
+                host.run(
+                    &a.pre,
+                    kernel,
+                    a.task,
+                    &a.argv,
+                    &env,
+                    &limits,
+                    Stdio::Inherit,
+                )
+                .await
             });
             (path, job)
         })

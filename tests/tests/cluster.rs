@@ -38,6 +38,17 @@ impl Cluster {
         Self::start_with(n, &[])
     }
 
+    /// `n` nodes and zone z1 on `replicas` (e.g. "1,2"), created through node 1.
+    fn with_zone(n: usize, replicas: &str) -> Cluster {
+        let c = Self::start(n);
+        c.ok(
+            0,
+            &["zone", "create", "z1", "--replicas", replicas],
+            Duration::from_secs(20),
+        );
+        c
+    }
+
     fn start_with(n: usize, witnesses: &[usize]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let homes: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("h{i}"))).collect();
@@ -178,6 +189,18 @@ impl Cluster {
         )
     }
 
+    /// `/f{i}` = "body {i}" through node `node`, each acknowledged.
+    fn put_bodies(&self, node: usize, files: std::ops::Range<usize>, scratch: &Path) {
+        for i in files {
+            let out = self.put(node, &format!("/f{i}"), &format!("body {i}"), scratch);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
     fn leader(&self, i: usize) -> usize {
         let json = self.ok(
             i,
@@ -208,16 +231,8 @@ fn three_node_processes_survive_the_loss_of_the_leader() {
         &["zone", "create", "z1", "--replicas", "1,2,3"],
         Duration::from_secs(20),
     );
-    let mut acked = Vec::new();
-    for i in 0..10 {
-        let out = c.put(0, &format!("/f{i}"), &format!("body {i}"), s);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        acked.push(i);
-    }
+    c.put_bodies(0, 0..10, s);
+    let mut acked: Vec<usize> = (0..10).collect();
     // A linearizable read on node 3 sees node 1's last acknowledged write
     // at once (no retry).
     let out = c.cli(2, &["fs", "cat", "--zone", "z1", "--linearizable", "/f9"]);
@@ -388,12 +403,7 @@ fn two_voters_and_a_witness_survive_the_loss_of_a_voter() {
 
 #[test]
 fn a_mount_to_a_zone_another_node_does_not_serve_says_so() {
-    let c = Cluster::start(2);
-    c.ok(
-        0,
-        &["zone", "create", "z1", "--replicas", "1,2"],
-        Duration::from_secs(20),
-    );
+    let c = Cluster::with_zone(2, "1,2");
     // z2 lives on node 1 only.
     let z2 = |args: &[&str]| {
         nexus(&c.homes[0])
@@ -448,22 +458,10 @@ fn ids(v: &serde_json::Value) -> Vec<u64> {
 
 #[test]
 fn replicas_are_added_and_removed_by_conf_change() {
-    let c = Cluster::start(3);
+    let c = Cluster::with_zone(3, "1,2");
     let scratch = tempfile::tempdir().unwrap();
     let s = scratch.path();
-    c.ok(
-        0,
-        &["zone", "create", "z1", "--replicas", "1,2"],
-        Duration::from_secs(20),
-    );
-    for i in 0..10 {
-        let out = c.put(0, &format!("/f{i}"), &format!("body {i}"), s);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    c.put_bodies(0, 0..10, s);
     // Node 3 does not serve z1 yet.
     assert!(!c
         .cli(2, &["fs", "ls", "--zone", "z1", "/"])
@@ -578,12 +576,7 @@ fn remaining_after(remaining: &[u64], gone: u64, witness: usize) -> String {
 #[test]
 fn an_agent_runs_on_a_node_and_its_output_streams_back() {
     use std::io::BufRead;
-    let c = Cluster::start(2);
-    c.ok(
-        0,
-        &["zone", "create", "z1", "--replicas", "1,2"],
-        Duration::from_secs(20),
-    );
+    let c = Cluster::with_zone(2, "1,2");
     let hello = nexus_tests::guest("examples/hello");
     let hello = hello.to_str().unwrap();
     // Run through node 2: the agent's files are the zone's, on every node.
@@ -670,14 +663,9 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
 
 #[test]
 fn file_edits_and_the_gate_work_through_any_node() {
-    let c = Cluster::start(2);
+    let c = Cluster::with_zone(2, "1,2");
     let scratch = tempfile::tempdir().unwrap();
     let s = scratch.path();
-    c.ok(
-        0,
-        &["zone", "create", "z1", "--replicas", "1,2"],
-        Duration::from_secs(20),
-    );
     c.ok(
         0,
         &["fs", "mkdir", "--zone", "z1", "/docs"],

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nexus_kernel::identity::{Capabilities, Principal};
 use nexus_kernel::kernel::{Kernel, KernelConfig};
 use nexus_kernel::types::ZoneId;
+use nexus_runtime::agent::host::Stdio as AgentStdio;
 use nexus_runtime::agent::host::{Host, RunLimits};
 use nexus_tests::{guest, nexus};
 
@@ -361,7 +362,9 @@ async fn on_a_virtual_clock_an_hour_of_sleep_takes_no_time() {
         let k = k.clone();
         tokio::spawn(async move {
             let limits = RunLimits::default();
-            let code = host.run(&pre, k, task, &argv, &[], &limits).await;
+            let code = host
+                .run(&pre, k, task, &argv, &[], &limits, AgentStdio::Inherit)
+                .await;
             (host, code)
         })
     };
@@ -397,7 +400,17 @@ async fn a_killed_task_leaves_no_timer_behind() {
         timeout: Some(Duration::from_millis(500)),
         ..RunLimits::default()
     };
-    let r = host.run(&pre, k.clone(), task, &argv, &[], &limits).await;
+    let r = host
+        .run(
+            &pre,
+            k.clone(),
+            task,
+            &argv,
+            &[],
+            &limits,
+            AgentStdio::Inherit,
+        )
+        .await;
     assert!(
         matches!(r, Err(nexus_runtime::agent::host::RunError::Timeout(_))),
         "{r:?}"

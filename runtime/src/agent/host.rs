@@ -308,24 +308,10 @@ impl Host {
             .map_err(|e| RunError::Compile(format!("not a command component: {e:#}")))
     }
 
-    /// Runs a prepared component as `task` to completion, on this process's
-    /// stdin, stdout and stderr; returns its exit code.
-    pub async fn run(
-        &self,
-        pre: &CommandPre<AgentState>,
-        kernel: Arc<Kernel>,
-        task: Task,
-        args: &[String],
-        env: &[(String, String)],
-        limits: &RunLimits,
-    ) -> Result<i32, RunError> {
-        self.run_with(pre, kernel, task, args, env, limits, Stdio::Inherit)
-            .await
-    }
-
-    /// [`run`](Self::run) with the agent's standard streams given by `stdio`.
+    /// Runs a prepared component as `task` to completion, its standard
+    /// streams given by `stdio`; returns its exit code.
     #[allow(clippy::too_many_arguments)]
-    pub async fn run_with(
+    pub async fn run(
         &self,
         pre: &CommandPre<AgentState>,
         kernel: Arc<Kernel>,

@@ -160,6 +160,20 @@ impl NodeApi {
         Ok(req)
     }
 
+    /// A membership change's token (to forward), task, request and replica.
+    fn membership_request(
+        &self,
+        req: Request<ReplicaChange>,
+    ) -> Result<(String, Task, ReplicaChange, Replica), Status> {
+        let token = Self::bearer(&req)?;
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let replica = r
+            .replica
+            .ok_or_else(|| Status::invalid_argument("which replica?"))?;
+        Ok((token, task, r, replica))
+    }
+
     fn membership_reply(
         status: nexus_kernel::driver::ZoneStatus,
         warning: Option<String>,
@@ -255,12 +269,7 @@ impl Node for NodeApi {
         &self,
         req: Request<ReplicaChange>,
     ) -> Result<Response<JsonReply>, Status> {
-        let token = Self::bearer(&req)?;
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let replica = r
-            .replica
-            .ok_or_else(|| Status::invalid_argument("which replica to add?"))?;
+        let (token, task, r, replica) = self.membership_request(req)?;
         // Only the leader sees each replica's progress: it coordinates.
         let now = self.kernel.zone_status(&task).await.map_err(status)?;
         let me = self.kernel.node_id();
@@ -324,14 +333,8 @@ impl Node for NodeApi {
         &self,
         req: Request<ReplicaChange>,
     ) -> Result<Response<JsonReply>, Status> {
-        let token = Self::bearer(&req)?;
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let node = r
-            .replica
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("which replica to remove?"))?
-            .node;
+        let (token, task, r, replica) = self.membership_request(req)?;
+        let node = replica.node;
         let me = self.kernel.node_id();
         if node == me {
             // A removed replica may never learn that its removal committed:

@@ -120,7 +120,7 @@ impl Runner {
         ];
         let stdio = Stdio::Streams { stdout, stderr };
         let kernel = self.kernel.clone();
-        let running = host.run_with(&pre, kernel, task, &argv, &env, &limits, stdio);
+        let running = host.run(&pre, kernel, task, &argv, &env, &limits, stdio);
         let outcome = tokio::select! {
             r = running => r,
             _ = tx.closed() => {
