@@ -12,7 +12,7 @@ use crate::kernel::Kernel;
 use crate::types::{FileKind, Ino, InodeBody, ROOT_INO};
 
 /// What `check_zone` found. The zone is consistent iff `problems` is empty.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, serde::Deserialize)]
 pub struct CheckReport {
     pub zone: String,
     pub applied_index: u64,

@@ -124,7 +124,7 @@ pub struct Checkpoint {
 }
 
 /// What `nexus pipe stat` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipeStat {
     pub zone: ZoneId,
     pub ino: Ino,
@@ -140,7 +140,7 @@ pub struct PipeStat {
     pub unsynced: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attached {
     pub pid: Pid,
     pub principal: String,

@@ -191,11 +191,93 @@ pub fn print_tuples(rows: Vec<TupleRow>, json: bool) -> CliResult {
     Ok(())
 }
 
-#[derive(Serialize)]
-struct TokenOutput {
-    token: String,
+/// A token just issued, and what it says.
+#[derive(Serialize, serde::Deserialize)]
+pub struct TokenOutput {
+    pub token: String,
     #[serde(flatten)]
-    claims: nexus_kernel::token::Claims,
+    pub claims: nexus_kernel::token::Claims,
+}
+
+/// Signs a token for `for_principal` (default: the issuer) in `zone`. Only
+/// a zone admin hands out identities in it, and never more capabilities
+/// than the issuer's own task holds. A zone this node does not serve yet (a
+/// cluster zone about to be created through a node) has no admin: the
+/// node's operator, who holds the signing key anyway, may issue for it.
+pub fn issue(
+    k: &Kernel,
+    issuer: &Acting,
+    for_principal: Option<&str>,
+    zone: &str,
+    ttl: &str,
+    caps: &str,
+) -> CliResult<TokenOutput> {
+    let zone_id = ZoneId::new(zone)?;
+    let subject = match for_principal {
+        Some(p) => Principal::parse(p)?,
+        None => issuer.principal.clone(),
+    };
+    let caps = Capabilities::parse(caps)?;
+    let bootstrap = issuer.zone.is_none()
+        && matches!(k.zone_record(&zone_id), Err(KernelError::ZoneNotFound(_)));
+    let held = if bootstrap {
+        issuer.caps
+    } else {
+        let task = issuer.task(k, zone)?;
+        let admin = k.check(
+            &task,
+            task.zone(),
+            &ObjectRef::zone(task.zone()),
+            Permission::Admin,
+        )?;
+        if !admin.allowed {
+            return Err(KernelError::Access(format!(
+                "{} may not issue tokens for zone {} (needs admin on it)",
+                task.principal(),
+                task.zone()
+            ))
+            .into());
+        }
+        task.caps()
+    };
+    if !held.contains(caps) {
+        return Err(KernelError::Access(format!(
+            "cannot grant capabilities {caps} beyond your own"
+        ))
+        .into());
+    }
+    let lifetime = crate::units::duration(ttl)?.as_secs() as i64;
+    let (token, claims) = k.tokens().issue(subject, zone_id, caps, lifetime)?;
+    Ok(TokenOutput { token, claims })
+}
+
+pub fn print_issued(out: &TokenOutput, ttl: &str, json: bool) -> CliResult {
+    if json {
+        return output::json(out);
+    }
+    let c = &out.claims;
+    println!("{}", out.token);
+    eprintln!(
+        "token {} for {} in zone {} ({}), expires in {ttl}",
+        c.id, c.principal, c.zone, c.caps
+    );
+    Ok(())
+}
+
+pub fn print_claims(claims: &nexus_kernel::token::Claims, json: bool) -> CliResult {
+    if json {
+        return output::json(claims);
+    }
+    println!(
+        "valid: {} in zone {} ({})",
+        claims.principal, claims.zone, claims.caps
+    );
+    println!(
+        "id {}, expires at {}",
+        claims.id,
+        output::time(claims.expires * 1_000_000_000)
+    );
+    Ok(())
 }
 
 pub async fn token(
@@ -211,78 +293,10 @@ pub async fn token(
             caps,
             json,
         } => {
-            let zone_id = ZoneId::new(&zone.zone)?;
-            let subject = match for_principal {
-                Some(p) => Principal::parse(p)?,
-                None => issuer.principal.clone(),
-            };
-            let caps = Capabilities::parse(&caps)?;
-            // Only a zone admin hands out identities in it, and never more
-            // capabilities than the issuer's own task holds. A zone this
-            // node does not serve yet (a cluster zone about to be created
-            // through a node) has no admin: the node's operator, who holds
-            // the signing key anyway, may issue for it.
-            let bootstrap = issuer.zone.is_none()
-                && matches!(k.zone_record(&zone_id), Err(KernelError::ZoneNotFound(_)));
-            let held = if bootstrap {
-                issuer.caps
-            } else {
-                let task = issuer.task(k, &zone.zone)?;
-                let admin = k.check(
-                    &task,
-                    task.zone(),
-                    &ObjectRef::zone(task.zone()),
-                    Permission::Admin,
-                )?;
-                if !admin.allowed {
-                    return Err(KernelError::Access(format!(
-                        "{} may not issue tokens for zone {} (needs admin on it)",
-                        task.principal(),
-                        task.zone()
-                    ))
-                    .into());
-                }
-                task.caps()
-            };
-            if !held.contains(caps) {
-                return Err(KernelError::Access(format!(
-                    "cannot grant capabilities {caps} beyond your own"
-                ))
-                .into());
-            }
-            let (token, claims) = k.tokens().issue(
-                subject,
-                zone_id,
-                caps,
-                crate::units::duration(&ttl)?.as_secs() as i64,
-            )?;
-            if json {
-                output::json(&TokenOutput { token, claims })?;
-            } else {
-                println!("{token}");
-                eprintln!(
-                    "token {} for {} in zone {} ({}), expires in {ttl}",
-                    claims.id, claims.principal, claims.zone, claims.caps
-                );
-            }
-            Ok(())
+            let out = issue(k, issuer, for_principal, &zone.zone, &ttl, &caps)?;
+            print_issued(&out, &ttl, json)
         }
-        TokenCmd::Verify { token, json } => {
-            let claims = k.verify_token(&token)?;
-            if json {
-                return output::json(&claims);
-            }
-            println!(
-                "valid: {} in zone {} ({})",
-                claims.principal, claims.zone, claims.caps
-            );
-            println!(
-                "id {}, expires at {}",
-                claims.id,
-                output::time(claims.expires * 1_000_000_000)
-            );
-            Ok(())
-        }
+        TokenCmd::Verify { token, json } => print_claims(&k.verify_token(&token)?, json),
         TokenCmd::Revoke {
             id,
             zone: Some(zone),

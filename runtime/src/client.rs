@@ -7,13 +7,14 @@ use std::io::{Read, Write};
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CheckRequest, CreateZoneRequest, MountRequest, PathRequest, PutRequest, RenameRequest, Replica,
-    ReplicaChange, RunRequest, TokenRef, TupleRequest, ZoneRef,
+    CheckRequest, CreateZoneRequest, IssueRequest, MountRequest, PathRequest, PipeCatRequest,
+    PipeCreateRequest, PutRequest, RenameRequest, Replica, ReplicaChange, RunRequest, TokenRef,
+    TupleRequest, VerifyRequest, ZoneCheckRequest, ZoneRef,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::cli::{FsCmd, KernelCommand, TokenCmd, ZoneCmd};
+use crate::cli::{FsCmd, KernelCommand, PipeCmd, TokenCmd, ZoneCmd};
 use crate::error::{CliError, CliResult};
 
 /// A gRPC status as the CLI error the same failure has in embedded mode.
@@ -112,6 +113,73 @@ async fn run_agent(c: &mut Client, args: crate::cli::RunArgs) -> CliResult<i32> 
     )))
 }
 
+/// `nexus pipe …` through a node (on that node's rings).
+async fn pipe(c: &mut Client, cmd: PipeCmd) -> CliResult {
+    let at = |zone: String, path: String| PathRequest {
+        zone,
+        path,
+        parents: false,
+        linearizable: false,
+    };
+    match cmd {
+        PipeCmd::Create {
+            zone,
+            path,
+            capacity,
+        } => {
+            let req = c.request(PipeCreateRequest {
+                zone: zone.zone,
+                path,
+                capacity,
+            })?;
+            c.inner.pipe_create(req).await.map_err(cli_error)?;
+        }
+        PipeCmd::Stat { zone, path, json } => {
+            let req = c.request(at(zone.zone, path.clone()))?;
+            let reply = c
+                .inner
+                .pipe_stat(req)
+                .await
+                .map_err(cli_error)?
+                .into_inner();
+            let stat = parse(&reply.json)?;
+            if json {
+                return crate::output::json(&stat);
+            }
+            crate::pipe_cmd::print_stat(&path, &stat);
+        }
+        PipeCmd::Ls { zone, dir, json } => {
+            let req = c.request(at(zone.zone, dir))?;
+            let reply = c
+                .inner
+                .pipe_list(req)
+                .await
+                .map_err(cli_error)?
+                .into_inner();
+            crate::pipe_cmd::print_list(&parse::<Vec<_>>(&reply.json)?, json)?;
+        }
+        PipeCmd::Cat { zone, path, follow } => {
+            let req = c.request(PipeCatRequest {
+                zone: zone.zone,
+                path,
+                follow,
+            })?;
+            let mut chunks = c.inner.pipe_cat(req).await.map_err(cli_error)?.into_inner();
+            let mut out = std::io::stdout();
+            while let Some(chunk) = chunks.message().await.map_err(cli_error)? {
+                out.write_all(&chunk.data)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| CliError::local("stdout", e))?;
+            }
+        }
+        PipeCmd::Rm { zone, path } => {
+            let req = c.request(at(zone.zone, path))?;
+            c.inner.pipe_remove(req).await.map_err(cli_error)?;
+        }
+    }
+    Ok(())
+}
+
 /// A node's JSON answer.
 fn parse<T: serde::de::DeserializeOwned>(json: &str) -> CliResult<T> {
     serde_json::from_str(json)
@@ -156,7 +224,12 @@ fn membership(zone: &str, json: &str) -> CliResult {
     crate::zone_cmd::print_status(zone, &reply.status, false)
 }
 
-pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResult<i32> {
+pub async fn run(
+    addr: &str,
+    token: Option<&str>,
+    as_principal: Option<&str>,
+    cmd: KernelCommand,
+) -> CliResult<i32> {
     let token = token
         .ok_or_else(|| CliError::Usage("--node needs --token (see `nexus token issue`)".into()))?
         .to_owned();
@@ -206,6 +279,11 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             })?;
             let reply = c.inner.remove_replica(req).await.map_err(cli_error)?;
             membership(&name, &reply.into_inner().json)?;
+        }
+        KernelCommand::Zone(ZoneCmd::Check { name, deep, json }) => {
+            let req = c.request(ZoneCheckRequest { zone: name, deep })?;
+            let reply = c.inner.zone_check(req).await.map_err(cli_error)?.into_inner();
+            crate::zone_cmd::print_check(&parse(&reply.json)?, json)?;
         }
         KernelCommand::Zone(ZoneCmd::Status { name, json }) => {
             let req = c.request(ZoneRef { zone: name.clone() })?;
@@ -323,6 +401,27 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
             c.inner.revoke_token(req).await.map_err(cli_error)?;
             println!("revoked token {id} in zone {zone}");
         }
+        KernelCommand::Token(TokenCmd::Issue {
+            zone,
+            ttl,
+            caps,
+            json,
+        }) => {
+            let req = c.request(IssueRequest {
+                zone: zone.zone,
+                principal: as_principal.unwrap_or_default().to_owned(),
+                ttl: ttl.clone(),
+                caps,
+            })?;
+            let reply = c.inner.issue_token(req).await.map_err(cli_error)?.into_inner();
+            crate::access_cmd::print_issued(&parse(&reply.json)?, &ttl, json)?;
+        }
+        KernelCommand::Token(TokenCmd::Verify { token, json }) => {
+            let req = c.request(VerifyRequest { token })?;
+            let reply = c.inner.verify_token(req).await.map_err(cli_error)?.into_inner();
+            crate::access_cmd::print_claims(&parse(&reply.json)?, json)?;
+        }
+        KernelCommand::Pipe(cmd) => pipe(&mut c, cmd).await?,
         KernelCommand::Run(args) => return run_agent(&mut c, args).await,
         KernelCommand::Mount { zone, path, target } => {
             let req = c.request(MountRequest {
@@ -334,7 +433,7 @@ pub async fn run(addr: &str, token: Option<&str>, cmd: KernelCommand) -> CliResu
         }
         _ => {
             return Err(CliError::Usage(
-                "with --node, this command is not available yet (zone create|status|add-replica|remove-replica, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples, token revoke --zone are)".into(),
+                "with --node, this command is not available yet (zone create|status|check|add-replica|remove-replica, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples, token, pipe are)".into(),
             ))
         }
     }

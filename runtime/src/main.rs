@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> CliResult<i32> {
         }
     };
     if let Some(addr) = &cli.node {
-        return client::run(addr, cli.token.as_deref(), cmd).await;
+        return client::run(addr, cli.token.as_deref(), cli.as_principal.as_deref(), cmd).await;
     }
     let mut cfg = KernelConfig::embedded(&home);
     cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;

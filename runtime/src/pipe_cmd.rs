@@ -37,43 +37,58 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: PipeCmd) -> CliResult {
         }
         PipeCmd::Ls { zone, dir, json } => {
             let pipes = k.pipe_list(&acting.task(k, &zone.zone)?, &dir)?;
-            if json {
-                let rows: Vec<_> = pipes
-                    .iter()
-                    .map(|(p, s)| serde_json::json!({"path": p, "stat": s}))
-                    .collect();
-                return output::json(&rows);
-            }
-            println!(
-                "{:<32} {:>10} {:>10} {:>12} {:>12} {:>7} {:>7}",
-                "PATH", "CAPACITY", "OCCUPANCY", "BYTES IN", "BYTES OUT", "READERS", "WRITERS"
-            );
-            for (p, s) in pipes {
-                println!(
-                    "{:<32} {:>10} {:>10} {:>12} {:>12} {:>7} {:>7}",
-                    p, s.capacity, s.occupancy, s.bytes_in, s.bytes_out, s.readers, s.writers
-                );
-            }
-            Ok(())
+            print_list(&pipes, json)
         }
         PipeCmd::Cat { zone, path, follow } => {
-            cat(k, &acting.task(k, &zone.zone)?, &path, follow).await
-        }
-        PipeCmd::Rm { zone, path } => {
             let t = acting.task(k, &zone.zone)?;
-            if k.lstat(&t, &path)?.kind != FileKind::Pipe {
-                return Err(KernelError::Invalid(format!(
-                    "{path} is not a pipe (use `nexus fs rm`)"
-                ))
-                .into());
-            }
-            k.unlink(&t, &path).await?;
-            Ok(())
+            let mut out = std::io::stdout().lock();
+            drain(k, &t, &path, follow, |chunk| {
+                let written = out
+                    .write_all(&chunk)
+                    .and_then(|()| out.flush())
+                    .map_err(|e| CliError::local("stdout", e));
+                async move { written }
+            })
+            .await
         }
+        PipeCmd::Rm { zone, path } => remove(k, &acting.task(k, &zone.zone)?, &path).await,
     }
 }
 
-fn print_stat(path: &str, s: &PipeStat) {
+/// `nexus pipe rm`: only a pipe.
+pub async fn remove(k: &Kernel, t: &Task, path: &str) -> CliResult {
+    if k.lstat(t, path)?.kind != FileKind::Pipe {
+        return Err(
+            KernelError::Invalid(format!("{path} is not a pipe (use `nexus fs rm`)")).into(),
+        );
+    }
+    k.unlink(t, path).await?;
+    Ok(())
+}
+
+/// `nexus pipe ls`: a table, or JSON rows `{path, stat}`.
+pub fn print_list(pipes: &[(String, PipeStat)], json: bool) -> CliResult {
+    if json {
+        let rows: Vec<_> = pipes
+            .iter()
+            .map(|(p, s)| serde_json::json!({"path": p, "stat": s}))
+            .collect();
+        return output::json(&rows);
+    }
+    println!(
+        "{:<32} {:>10} {:>10} {:>12} {:>12} {:>7} {:>7}",
+        "PATH", "CAPACITY", "OCCUPANCY", "BYTES IN", "BYTES OUT", "READERS", "WRITERS"
+    );
+    for (p, s) in pipes {
+        println!(
+            "{:<32} {:>10} {:>10} {:>12} {:>12} {:>7} {:>7}",
+            p, s.capacity, s.occupancy, s.bytes_in, s.bytes_out, s.readers, s.writers
+        );
+    }
+    Ok(())
+}
+
+pub fn print_stat(path: &str, s: &PipeStat) {
     println!("path:      {path}");
     println!("zone:      {}", s.zone);
     println!("inode:     {}", s.ino);
@@ -89,11 +104,15 @@ fn print_stat(path: &str, s: &PipeStat) {
     }
 }
 
-/// Reads the pipe to stdout, consuming what it reads. Without `follow` it
-/// stops when the pipe is empty; with it, at end-of-file (every writer gone).
-async fn cat(k: &Kernel, t: &Task, path: &str, follow: bool) -> CliResult {
+/// Reads the pipe, handing each chunk to `emit` and consuming what it
+/// reads. Without `follow` it stops when the pipe is empty; with it, at
+/// end-of-file (every writer gone).
+pub async fn drain<F, Fut>(k: &Kernel, t: &Task, path: &str, follow: bool, mut emit: F) -> CliResult
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = CliResult>,
+{
     let end = k.pipe_open(t, path, PipeMode::Read).await?;
-    let mut out = std::io::stdout().lock();
     loop {
         let chunk = if follow {
             k.pipe_read(t, &end, CAT_CHUNK).await?
@@ -104,10 +123,8 @@ async fn cat(k: &Kernel, t: &Task, path: &str, follow: bool) -> CliResult {
             }
         };
         let Some(chunk) = chunk else { break };
-        out.write_all(&chunk)
-            .map_err(|e| CliError::local("stdout", e))?;
+        emit(chunk).await?;
     }
-    out.flush().map_err(|e| CliError::local("stdout", e))?;
     // What was read is consumed durably, not delivered again.
     k.pipe_sync(t, &end).await?;
     Ok(())

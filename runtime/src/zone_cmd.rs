@@ -1,5 +1,6 @@
 //! `nexus zone …` and `nexus gc`.
 
+use nexus_kernel::check::CheckReport;
 use nexus_kernel::driver::ZoneStatus;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::types::ZoneId;
@@ -64,26 +65,7 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
         }
         ZoneCmd::Check { name, deep, json } => {
             let report = k.check_zone(&acting.task(k, &name)?, deep).await?;
-            if json {
-                output::json(&report)?;
-            } else {
-                println!(
-                    "zone {}: {} inodes ({} dirs, {} files, {} bytes in {} chunks), applied index {}",
-                    report.zone, report.inodes, report.directories, report.files, report.bytes, report.chunks, report.applied_index
-                );
-                for p in &report.problems {
-                    println!("problem: {p}");
-                }
-                if report.consistent() {
-                    println!("consistent");
-                }
-            }
-            if !report.consistent() {
-                return Err(CliError::Failed(format!(
-                    "zone {name} is inconsistent: {} problem(s)",
-                    report.problems.len()
-                )));
-            }
+            print_check(&report, json)?;
         }
         ZoneCmd::Destroy { name, yes } => {
             let task = acting.task(k, &name)?;
@@ -116,6 +98,39 @@ pub async fn gc(k: &Kernel, acting: &Acting, json: bool) -> CliResult {
         "scanned {} chunks, {} referenced, deleted {} ({} bytes freed)",
         r.scanned, r.referenced, r.deleted, r.bytes_freed
     );
+    Ok(())
+}
+
+/// Prints `nexus zone check`'s report (shared with client mode); an
+/// inconsistent zone is a failure.
+pub fn print_check(report: &CheckReport, json: bool) -> CliResult {
+    if json {
+        output::json(report)?;
+    } else {
+        println!(
+            "zone {}: {} inodes ({} dirs, {} files, {} bytes in {} chunks), applied index {}",
+            report.zone,
+            report.inodes,
+            report.directories,
+            report.files,
+            report.bytes,
+            report.chunks,
+            report.applied_index
+        );
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+        if report.consistent() {
+            println!("consistent");
+        }
+    }
+    if !report.consistent() {
+        return Err(CliError::Failed(format!(
+            "zone {} is inconsistent: {} problem(s)",
+            report.zone,
+            report.problems.len()
+        )));
+    }
     Ok(())
 }
 

@@ -705,6 +705,10 @@ fn file_edits_and_the_gate_work_through_any_node() {
     );
     assert!(!root.contains("docs"), "{root}");
 
+    // fsck of node 2's replica.
+    let check = c.ok(1, &["zone", "check", "z1"], Duration::from_secs(5));
+    assert!(check.trim_end().ends_with("consistent"), "{check}");
+
     // Grants through one node decide on the other.
     let granted = c.ok(
         1,
@@ -785,4 +789,98 @@ fn file_edits_and_the_gate_work_through_any_node() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn pipes_and_tokens_work_through_a_node() {
+    let c = Cluster::with_zone(2, "1,2");
+    c.ok(
+        0,
+        &[
+            "pipe",
+            "create",
+            "--zone",
+            "z1",
+            "/jobs",
+            "--capacity",
+            "4KiB",
+        ],
+        Duration::from_secs(5),
+    );
+    let stat = c.ok(
+        0,
+        &["pipe", "stat", "--zone", "z1", "/jobs"],
+        Duration::from_secs(5),
+    );
+    assert!(stat.contains("capacity:  4096"), "{stat}");
+    // An agent on node 1 writes into node 1's ring; cat through node 1
+    // reads (and consumes) it.
+    let pipes = nexus_tests::guest("guests/pipes");
+    let out = c.cli(
+        0,
+        &[
+            "run",
+            pipes.to_str().unwrap(),
+            "--zone",
+            "z1",
+            "--",
+            "write",
+            "/jobs",
+            "100",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.cli(0, &["pipe", "cat", "--zone", "z1", "/jobs"]);
+    assert_eq!(out.stdout, vec![b'w'; 100]);
+    let ls = c.ok(
+        0,
+        &["pipe", "ls", "--zone", "z1", "/", "--json"],
+        Duration::from_secs(5),
+    );
+    let rows: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(rows[0]["path"], "/jobs");
+    assert_eq!(rows[0]["stat"]["bytes_out"], 100);
+    c.ok(
+        0,
+        &["pipe", "rm", "--zone", "z1", "/jobs"],
+        Duration::from_secs(5),
+    );
+    let out = c.cli(0, &["pipe", "stat", "--zone", "z1", "/jobs"]);
+    assert_eq!(out.status.code(), Some(3));
+
+    // A token issued through node 2 verifies through node 1.
+    let issued = c.ok(
+        1,
+        &[
+            "--as",
+            "agent:bot",
+            "token",
+            "issue",
+            "--zone",
+            "z1",
+            "--caps",
+            "read",
+        ],
+        Duration::from_secs(5),
+    );
+    let verified = c.ok(
+        0,
+        &["token", "verify", issued.trim()],
+        Duration::from_secs(5),
+    );
+    assert!(
+        verified.starts_with("valid: agent:bot in zone z1 (read)"),
+        "{verified}"
+    );
+    // A reader's token cannot mint more.
+    let out = nexus(&c.homes[0])
+        .args(["--node", &c.addrs[0], "--token", issued.trim()])
+        .args(["token", "issue", "--zone", "z1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
 }

@@ -17,9 +17,10 @@ use nexus_kernel::{ErrorCode, KernelError};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
-    CheckRequest, CreateZoneRequest, DataReply, Empty, JoinZoneRequest, JsonReply, MountRequest,
-    PathRequest, PutRequest, RenameRequest, Replica, ReplicaChange, RunEvent, RunRequest, TokenRef,
-    TupleRequest, ZoneRef, ZoneReply,
+    CheckRequest, CreateZoneRequest, DataReply, Empty, IssueRequest, JoinZoneRequest, JsonReply,
+    MountRequest, PathRequest, PipeCatRequest, PipeCreateRequest, PutRequest, RenameRequest,
+    Replica, ReplicaChange, RunEvent, RunRequest, TokenRef, TupleRequest, VerifyRequest,
+    ZoneCheckRequest, ZoneRef, ZoneReply,
 };
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -115,6 +116,16 @@ impl NodeApi {
             )));
         }
         Ok(claims)
+    }
+
+    /// The request's token as the identity commands act with.
+    fn acting<T>(&self, req: &Request<T>, zone: &str) -> Result<crate::session::Acting, Status> {
+        let claims = self.claims(req, zone)?;
+        Ok(crate::session::Acting {
+            principal: claims.principal,
+            caps: claims.caps,
+            zone: Some(claims.zone),
+        })
     }
 
     /// A task for the request's token in `zone`.
@@ -263,6 +274,15 @@ impl Node for NodeApi {
     async fn zone_status(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
         let task = self.task(&req, &req.get_ref().zone)?;
         json(&self.kernel.zone_status(&task).await.map_err(status)?)
+    }
+
+    async fn zone_check(
+        &self,
+        req: Request<ZoneCheckRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let deep = req.get_ref().deep;
+        json(&self.kernel.check_zone(&task, deep).await.map_err(status)?)
     }
 
     async fn add_replica(
@@ -540,6 +560,100 @@ impl Node for NodeApi {
             .revoke_token(&task, &req.get_ref().id)
             .await
             .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn issue_token(&self, req: Request<IssueRequest>) -> Result<Response<JsonReply>, Status> {
+        let issuer = self.acting(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let principal = (!r.principal.is_empty()).then_some(r.principal.as_str());
+        let out =
+            crate::access_cmd::issue(&self.kernel, &issuer, principal, &r.zone, &r.ttl, &r.caps)
+                .map_err(cli_status)?;
+        json(&out)
+    }
+
+    async fn verify_token(
+        &self,
+        req: Request<VerifyRequest>,
+    ) -> Result<Response<JsonReply>, Status> {
+        // Any valid token may ask.
+        self.kernel
+            .verify_token(&Self::bearer(&req)?)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let claims = self
+            .kernel
+            .verify_token(&req.get_ref().token)
+            .map_err(status)?;
+        json(&claims)
+    }
+
+    async fn pipe_create(
+        &self,
+        req: Request<PipeCreateRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let capacity = crate::units::size(&r.capacity).map_err(cli_status)? as u64;
+        self.kernel
+            .mkpipe(&task, &r.path, capacity)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn pipe_stat(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        json(
+            &self
+                .kernel
+                .pipe_stat(&task, &req.get_ref().path)
+                .map_err(status)?,
+        )
+    }
+
+    async fn pipe_list(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        json(
+            &self
+                .kernel
+                .pipe_list(&task, &req.get_ref().path)
+                .map_err(status)?,
+        )
+    }
+
+    type PipeCatStream = ReceiverStream<Result<DataReply, Status>>;
+
+    async fn pipe_cat(
+        &self,
+        req: Request<PipeCatRequest>,
+    ) -> Result<Response<Self::PipeCatStream>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let r = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let kernel = self.kernel.clone();
+        tokio::spawn(async move {
+            let sent = crate::pipe_cmd::drain(&kernel, &task, &r.path, r.follow, |data| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(Ok(DataReply { data }))
+                        .await
+                        .map_err(|_| crate::error::CliError::Failed("the reader went away".into()))
+                }
+            })
+            .await;
+            if let Err(e) = sent {
+                let _ = tx.send(Err(cli_status(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn pipe_remove(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {
+        let task = self.task(&req, &req.get_ref().zone)?;
+        crate::pipe_cmd::remove(&self.kernel, &task, &req.get_ref().path)
+            .await
+            .map_err(cli_status)?;
         Ok(Response::new(Empty {}))
     }
 
