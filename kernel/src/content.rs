@@ -34,7 +34,7 @@ const PREFIX: &str = "chunks";
 pub type WriteGuard<'a> = RwLockReadGuard<'a, ()>;
 
 /// What a GC pass did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
     pub scanned: u64,
     pub referenced: u64,

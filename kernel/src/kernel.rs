@@ -587,6 +587,16 @@ impl Kernel {
     /// Destroys the task's zone and all its metadata; needs `admin` on it.
     /// Refused while another zone mounts it. Its content goes at the next `gc`.
     pub fn destroy_zone(&self, task: &Task) -> Result<()> {
+        self.may_destroy(task)?;
+        let id = task.zone();
+        self.drop_local_replica(id)?;
+        self.audit(task, id, "destroy-zone", "/", "ok");
+        Ok(())
+    }
+
+    /// Whether [`destroy_zone`](Self::destroy_zone) would go ahead: `admin`
+    /// on the zone, and no other zone here mounts it.
+    pub fn may_destroy(&self, task: &Task) -> Result<()> {
         let id = task.zone();
         self.require_on_zone(task, Permission::Admin, "destroy")?;
         for other in self.zone_records()? {
@@ -604,8 +614,6 @@ impl Kernel {
                 }
             }
         }
-        self.drop_local_replica(id)?;
-        self.audit(task, id, "destroy-zone", "/", "ok");
         Ok(())
     }
 

@@ -7,9 +7,9 @@ use std::io::{Read, Write};
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CheckRequest, CreateZoneRequest, IssueRequest, MountRequest, PathRequest, PipeCatRequest,
-    PipeCreateRequest, PutRequest, RenameRequest, Replica, ReplicaChange, RunRequest, TokenRef,
-    TupleRequest, VerifyRequest, ZoneCheckRequest, ZoneRef,
+    CheckRequest, CreateZoneRequest, Empty, IssueRequest, MountRequest, PathRequest,
+    PipeCatRequest, PipeCreateRequest, PutRequest, RenameRequest, Replica, ReplicaChange,
+    RunRequest, TokenRef, TupleRequest, VerifyRequest, ZoneCheckRequest, ZoneRef,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -280,6 +280,26 @@ pub async fn run(
             let reply = c.inner.remove_replica(req).await.map_err(cli_error)?;
             membership(&name, &reply.into_inner().json)?;
         }
+        KernelCommand::Zone(ZoneCmd::List { json }) => {
+            let reply = c.inner.zone_list(c.request(Empty {})?).await;
+            let rows: Vec<crate::zone_cmd::ZoneRow> =
+                parse(&reply.map_err(cli_error)?.into_inner().json)?;
+            crate::zone_cmd::print_list(&rows, json)?;
+        }
+        KernelCommand::Zone(ZoneCmd::Destroy { name, yes }) => {
+            if !yes {
+                return Err(CliError::Usage(format!(
+                    "destroying zone {name} deletes all its files on every node; repeat with --yes to confirm"
+                )));
+            }
+            let req = c.request(ZoneRef { zone: name.clone() })?;
+            c.inner.destroy_zone(req).await.map_err(cli_error)?;
+            println!("destroyed zone {name}");
+        }
+        KernelCommand::Gc { json } => {
+            let reply = c.inner.gc(c.request(Empty {})?).await.map_err(cli_error)?;
+            crate::zone_cmd::print_gc(&parse(&reply.into_inner().json)?, json)?;
+        }
         KernelCommand::Zone(ZoneCmd::Check { name, deep, json }) => {
             let req = c.request(ZoneCheckRequest { zone: name, deep })?;
             let reply = c.inner.zone_check(req).await.map_err(cli_error)?.into_inner();
@@ -433,7 +453,7 @@ pub async fn run(
         }
         _ => {
             return Err(CliError::Usage(
-                "with --node, this command is not available yet (zone create|status|check|add-replica|remove-replica, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples, token, pipe are)".into(),
+                "with --node, this command is not available yet (zone create|list|status|check|destroy|add-replica|remove-replica, gc, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples, token, pipe are)".into(),
             ))
         }
     }

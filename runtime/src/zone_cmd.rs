@@ -1,6 +1,7 @@
 //! `nexus zone …` and `nexus gc`.
 
 use nexus_kernel::check::CheckReport;
+use nexus_kernel::content::GcReport;
 use nexus_kernel::driver::ZoneStatus;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::types::ZoneId;
@@ -11,12 +12,40 @@ use crate::error::{CliError, CliResult};
 use crate::output;
 use crate::session::Acting;
 
-#[derive(Serialize)]
-struct ZoneRow {
+/// A row of `nexus zone list`.
+#[derive(Serialize, serde::Deserialize)]
+pub struct ZoneRow {
     name: String,
     created: i64,
     applied_index: u64,
     replicas: Vec<u64>,
+}
+
+impl ZoneRow {
+    pub fn of(k: &Kernel, r: &nexus_kernel::kernel::ZoneRecord) -> CliResult<Self> {
+        Ok(ZoneRow {
+            applied_index: k.zone_state(&r.id)?.applied_index()?,
+            name: r.id.to_string(),
+            created: r.created,
+            replicas: r.replicas.iter().map(|(id, _)| *id).collect(),
+        })
+    }
+}
+
+pub fn print_list(rows: &[ZoneRow], json: bool) -> CliResult {
+    if json {
+        return output::json(&rows);
+    }
+    println!("{:<24} {:<20} {:>10}", "ZONE", "CREATED", "APPLIED");
+    for r in rows {
+        println!(
+            "{:<24} {:<20} {:>10}",
+            r.name,
+            output::time(r.created),
+            r.applied_index
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
@@ -41,27 +70,12 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
             print_status(&name, &status, json)?;
         }
         ZoneCmd::List { json } => {
-            let mut rows = Vec::new();
-            for r in k.zone_records()? {
-                rows.push(ZoneRow {
-                    applied_index: k.zone_state(&r.id)?.applied_index()?,
-                    name: r.id.to_string(),
-                    created: r.created,
-                    replicas: r.replicas.iter().map(|(id, _)| *id).collect(),
-                });
-            }
-            if json {
-                return output::json(&rows);
-            }
-            println!("{:<24} {:<20} {:>10}", "ZONE", "CREATED", "APPLIED");
-            for r in rows {
-                println!(
-                    "{:<24} {:<20} {:>10}",
-                    r.name,
-                    output::time(r.created),
-                    r.applied_index
-                );
-            }
+            let rows = k
+                .zone_records()?
+                .iter()
+                .map(|r| ZoneRow::of(k, r))
+                .collect::<CliResult<Vec<_>>>()?;
+            print_list(&rows, json)?;
         }
         ZoneCmd::Check { name, deep, json } => {
             let report = k.check_zone(&acting.task(k, &name)?, deep).await?;
@@ -85,12 +99,19 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: ZoneCmd) -> CliResult {
 /// GC spans every zone on the node, so it runs as a task in each zone in
 /// turn to prove `admin` on all of them.
 pub async fn gc(k: &Kernel, acting: &Acting, json: bool) -> CliResult {
+    print_gc(&collect(k, acting).await?, json)
+}
+
+pub async fn collect(k: &Kernel, acting: &Acting) -> CliResult<GcReport> {
     let tasks = k
         .zone_records()?
         .iter()
         .map(|z| acting.task(k, z.id.as_str()))
         .collect::<CliResult<Vec<_>>>()?;
-    let r = k.gc(&tasks).await?;
+    Ok(k.gc(&tasks).await?)
+}
+
+pub fn print_gc(r: &GcReport, json: bool) -> CliResult {
     if json {
         return output::json(&r);
     }

@@ -884,3 +884,30 @@ fn pipes_and_tokens_work_through_a_node() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
 }
+
+#[test]
+fn a_zone_is_destroyed_on_every_node_through_one() {
+    let c = Cluster::with_zone(3, "1,2,3");
+    let scratch = tempfile::tempdir().unwrap();
+    c.put_bodies(1, 0..3, scratch.path());
+    let list = c.ok(2, &["zone", "list", "--json"], Duration::from_secs(5));
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows[0]["name"], "z1");
+    // Every node shares one object store: no node can tell garbage.
+    let out = c.cli(0, &["gc"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shared"));
+
+    let out = c.cli(1, &["zone", "destroy", "z1"]);
+    assert_eq!(out.status.code(), Some(2), "destroy needs --yes");
+    let out = c.ok(
+        1,
+        &["zone", "destroy", "z1", "--yes"],
+        Duration::from_secs(30),
+    );
+    assert!(out.contains("destroyed zone z1"), "{out}");
+    for i in 0..3 {
+        let out = c.cli(i, &["fs", "ls", "--zone", "z1", "/"]);
+        assert_eq!(out.status.code(), Some(3), "node {} still has z1", i + 1);
+    }
+}

@@ -185,6 +185,29 @@ impl NodeApi {
         Ok((token, task, r, replica))
     }
 
+    /// Asks `node`, just removed from `zone`, to delete its copy; the
+    /// warning (also logged) if it could not be told.
+    async fn tell_to_leave(&self, node: ReplicaId, zone: &str, token: &str) -> Option<String> {
+        let leave = Self::forwarded(
+            ZoneRef {
+                zone: zone.to_owned(),
+            },
+            token,
+        );
+        let left = match (self.peer(node).await, leave) {
+            (Ok(mut peer), Ok(leave)) => peer.leave_zone(leave).await.map(drop),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let e = left.err()?;
+        let warning = format!(
+            "node {node} was removed from zone {zone} but could not be told to delete its copy \
+             ({}); it no longer takes part in the group",
+            e.message()
+        );
+        tracing::warn!("{warning}");
+        Some(warning)
+    }
+
     fn membership_reply(
         status: nexus_kernel::driver::ZoneStatus,
         warning: Option<String>,
@@ -274,6 +297,59 @@ impl Node for NodeApi {
     async fn zone_status(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
         let task = self.task(&req, &req.get_ref().zone)?;
         json(&self.kernel.zone_status(&task).await.map_err(status)?)
+    }
+
+    async fn zone_list(&self, req: Request<Empty>) -> Result<Response<JsonReply>, Status> {
+        let claims = self
+            .kernel
+            .verify_token(&Self::bearer(&req)?)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        // A token sees its own zone only.
+        let rows = match self.kernel.zone_record(&claims.zone) {
+            Ok(r) => vec![crate::zone_cmd::ZoneRow::of(&self.kernel, &r).map_err(cli_status)?],
+            Err(_) => Vec::new(),
+        };
+        json(&rows)
+    }
+
+    async fn destroy_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
+        let token = Self::bearer(&req)?;
+        let task = self.task(&req, &req.get_ref().zone)?;
+        let zone = req.into_inner().zone;
+        let me = self.kernel.node_id();
+        self.kernel.may_destroy(&task).map_err(status)?;
+        let group = self.kernel.zone_status(&task).await.map_err(status)?;
+        for node in group
+            .voters
+            .iter()
+            .chain(&group.learners)
+            .filter(|n| **n != me)
+        {
+            self.kernel
+                .remove_replica(&task, *node)
+                .await
+                .map_err(status)?;
+            self.tell_to_leave(*node, &zone, &token).await;
+        }
+        self.kernel.destroy_zone(&task).map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn gc(&self, req: Request<Empty>) -> Result<Response<JsonReply>, Status> {
+        let claims = self
+            .kernel
+            .verify_token(&Self::bearer(&req)?)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let acting = crate::session::Acting {
+            principal: claims.principal,
+            caps: claims.caps,
+            zone: Some(claims.zone),
+        };
+        json(
+            &crate::zone_cmd::collect(&self.kernel, &acting)
+                .await
+                .map_err(cli_status)?,
+        )
     }
 
     async fn zone_check(
@@ -382,26 +458,7 @@ impl Node for NodeApi {
             .await
             .map_err(status)?;
         // The removal has committed; the removed node deletes its copy.
-        let zone = ZoneRef {
-            zone: r.zone.clone(),
-        };
-        let left = match self.peer(node).await {
-            Ok(mut peer) => peer
-                .leave_zone(Self::forwarded(zone, &token)?)
-                .await
-                .map(drop),
-            Err(e) => Err(e),
-        };
-        let warning = left.err().map(|e| {
-            format!(
-                "node {node} was removed from zone {} but could not be told to delete its                  copy ({}); it no longer takes part in the group",
-                r.zone,
-                e.message()
-            )
-        });
-        if let Some(w) = &warning {
-            tracing::warn!("{w}");
-        }
+        let warning = self.tell_to_leave(node, &r.zone, &token).await;
         let after = self.kernel.zone_status(&task).await.map_err(status)?;
         Self::membership_reply(after, warning)
     }
