@@ -629,6 +629,7 @@ impl Kernel {
             // Open handles on the zone see it as stopped from here on.
             zone.driver.stop();
         }
+        self.transport.forget_zone(id);
         self.pipes.forget_zone(id);
         self.catalog.remove(id.as_str())?;
         self.db.drop_tree(tree_name(id))?;

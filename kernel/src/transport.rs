@@ -24,6 +24,11 @@ pub trait Transport: Send + Sync + 'static {
     fn reports_snapshots(&self) -> bool {
         false
     }
+
+    /// This node's replica of `zone` is gone (removed, destroyed): what it
+    /// queued must not reach peers, where it would pass for a later replica
+    /// of the zone on this node.
+    fn forget_zone(&self, _zone: &ZoneId) {}
 }
 
 /// The transport of a node that shares its zones with nobody. A one-voter

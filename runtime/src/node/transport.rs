@@ -36,8 +36,36 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 struct Link {
-    queue: mpsc::Sender<Envelope>,
+    queue: mpsc::Sender<Queued>,
     dropped: AtomicU64,
+}
+
+/// A queued envelope, with the generation of its zone's local replica.
+struct Queued {
+    generation: u64,
+    env: Envelope,
+}
+
+/// Generations of this node's replicas, by zone: bumped when a replica is
+/// dropped, so that what it queued (say, for a peer that is unreachable)
+/// is never sent on behalf of a later replica of the same zone here.
+#[derive(Default)]
+struct Generations(std::sync::RwLock<HashMap<String, u64>>);
+
+impl Generations {
+    fn current(&self, zone: &str) -> u64 {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(zone).copied().unwrap_or(0)
+    }
+
+    fn bump(&self, zone: &str) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *map.entry(zone.to_owned()).or_default() += 1;
+    }
+
+    fn is_current(&self, q: &Queued) -> bool {
+        self.current(&q.env.zone) == q.generation
+    }
 }
 
 /// Called with (zone, peer, delivered) when a streamed snapshot lands or fails.
@@ -61,6 +89,7 @@ pub struct GrpcTransport {
     /// Fault injection: peers this node's messages do not reach.
     cut: std::sync::RwLock<HashSet<ReplicaId>>,
     snapshots: Arc<Snapshots>,
+    generations: Arc<Generations>,
     /// Raft messages handed to the links so far.
     sent: AtomicU64,
     /// The runtime the links run on (`send` is called from zone threads).
@@ -79,12 +108,14 @@ impl GrpcTransport {
     /// Starts a link task per peer (`node id`, `host:port`) on the current
     /// tokio runtime.
     pub fn start(me: ReplicaId, peers: &[(ReplicaId, String)]) -> Arc<GrpcTransport> {
+        let generations = Arc::new(Generations::default());
         let links = peers
             .iter()
             .filter(|(id, _)| *id != me)
             .map(|(id, addr)| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                tokio::spawn(run_link(me, *id, addr.clone(), rx));
+                let gens = generations.clone();
+                tokio::spawn(run_link(me, *id, addr.clone(), rx, gens));
                 (
                     *id,
                     Link {
@@ -100,6 +131,7 @@ impl GrpcTransport {
             urls: peers.iter().map(|(id, addr)| (*id, url(addr))).collect(),
             cut: Default::default(),
             snapshots: Arc::default(),
+            generations,
             sent: AtomicU64::new(0),
             rt: tokio::runtime::Handle::current(),
         })
@@ -246,7 +278,8 @@ impl Transport for GrpcTransport {
                 message,
             };
             self.sent.fetch_add(1, Ordering::Relaxed);
-            if link.queue.try_send(env).is_err() {
+            let generation = self.generations.current(zone.as_str());
+            if link.queue.try_send(Queued { generation, env }).is_err() {
                 link.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -254,6 +287,10 @@ impl Transport for GrpcTransport {
 
     fn reports_snapshots(&self) -> bool {
         self.snapshots.reporter.get().is_some()
+    }
+
+    fn forget_zone(&self, zone: &ZoneId) {
+        self.generations.bump(zone.as_str());
     }
 }
 
@@ -302,7 +339,13 @@ async fn stream_snapshot(
 }
 
 /// Keeps one stream to `to` open and feeds it batches from `queue`.
-async fn run_link(me: ReplicaId, to: ReplicaId, addr: String, mut queue: mpsc::Receiver<Envelope>) {
+async fn run_link(
+    me: ReplicaId,
+    to: ReplicaId,
+    addr: String,
+    mut queue: mpsc::Receiver<Queued>,
+    generations: Arc<Generations>,
+) {
     let url = url(&addr);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -331,16 +374,21 @@ async fn run_link(me: ReplicaId, to: ReplicaId, addr: String, mut queue: mpsc::R
             let Some(first) = queue.recv().await else {
                 return; // the transport is gone
             };
-            let mut bytes = first.message.len();
-            let mut envelopes = vec![first];
-            while envelopes.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-                match queue.try_recv() {
-                    Ok(e) => {
-                        bytes += e.message.len();
-                        envelopes.push(e);
-                    }
-                    Err(_) => break,
+            let mut bytes = 0;
+            let mut envelopes = Vec::new();
+            let mut next = Some(first);
+            while let Some(q) = next {
+                if generations.is_current(&q) {
+                    bytes += q.env.message.len();
+                    envelopes.push(q.env);
                 }
+                if envelopes.len() >= MAX_BATCH || bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+                next = queue.try_recv().ok();
+            }
+            if envelopes.is_empty() {
+                continue;
             }
             let batch = Batch {
                 from_node: me,
@@ -377,5 +425,27 @@ async fn watch_acks(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_dropped_replica_queued_is_not_sent() {
+        let gens = Generations::default();
+        let queued = |zone: &str| Queued {
+            generation: gens.current(zone),
+            env: Envelope {
+                zone: zone.to_owned(),
+                message: Vec::new(),
+            },
+        };
+        let (old, other) = (queued("z1"), queued("z2"));
+        gens.bump("z1");
+        assert!(!gens.is_current(&old));
+        assert!(gens.is_current(&other));
+        assert!(gens.is_current(&queued("z1")));
     }
 }
