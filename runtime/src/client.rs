@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use nexus_kernel::KernelError;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CheckRequest, CreateZoneRequest, Empty, IssueRequest, MountRequest, PathRequest,
+    CheckRequest, Companion, CreateZoneRequest, Empty, IssueRequest, MountRequest, PathRequest,
     PipeCatRequest, PipeCreateRequest, PutRequest, RenameRequest, Replica, ReplicaChange,
     RunRequest, TokenRef, TupleRequest, VerifyRequest, ZoneCheckRequest, ZoneRef,
 };
@@ -67,13 +67,20 @@ fn replica(spec: &str) -> CliResult<Replica> {
 /// ends as the run did on the node.
 async fn run_agent(c: &mut Client, args: crate::cli::RunArgs) -> CliResult<i32> {
     use nexus_proto::node::run_event::Event;
-    if !args.with.is_empty() {
-        return Err(CliError::Usage(
-            "--with runs agents together in one process: not with --node yet".into(),
-        ));
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| CliError::local(path.display().to_string(), e))
+    };
+    let mut with = Vec::new();
+    for spec in &args.with {
+        let (path, args) = crate::run_cmd::companion(spec)?;
+        with.push(Companion {
+            agent: read(&path)?,
+            name: path.display().to_string(),
+            args,
+        });
     }
     let path = &args.agent;
-    let agent = std::fs::read(path).map_err(|e| CliError::local(path.display().to_string(), e))?;
+    let agent = read(path)?;
     let req = c.request(RunRequest {
         zone: args.zone.zone,
         agent,
@@ -83,6 +90,7 @@ async fn run_agent(c: &mut Client, args: crate::cli::RunArgs) -> CliResult<i32> 
         timeout: args.timeout.unwrap_or_default(),
         memory: args.memory.unwrap_or_default(),
         fuel: args.fuel,
+        with,
     })?;
     let mut events = c.inner.run(req).await.map_err(cli_error)?.into_inner();
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());

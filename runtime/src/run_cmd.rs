@@ -50,7 +50,7 @@ pub(crate) fn env_pair(kv: &str) -> CliResult<(String, String)> {
 }
 
 /// `--with "AGENT.wasm ARGS..."`: a path and its arguments.
-fn companion(spec: &str) -> CliResult<(PathBuf, Vec<String>)> {
+pub(crate) fn companion(spec: &str) -> CliResult<(PathBuf, Vec<String>)> {
     let mut words = spec.split_whitespace();
     match words.next() {
         Some(path) => Ok((PathBuf::from(path), words.map(str::to_owned).collect())),
@@ -196,22 +196,32 @@ pub async fn run(kernel: &Arc<Kernel>, explicit: Option<&Acting>, args: RunArgs)
             Ok(r) => r.map_err(CliError::from),
             Err(e) => Err(CliError::Failed(format!("{}: {e}", path.display()))),
         };
-        results.push((path, r));
+        results.push((path.display().to_string(), r));
     }
-    // The first failure wins, else the first non-zero exit; every other
-    // agent's failure is reported here (the chosen one by the caller).
+    let (outcome, others) = settle(results);
+    for line in others {
+        eprintln!("{line}");
+    }
+    outcome
+}
+
+/// The outcome of agents run together: the first failure in command-line
+/// order, else the first non-zero exit, else 0; and a line for each other
+/// agent that failed or exited non-zero.
+pub(crate) fn settle(results: Vec<(String, CliResult<i32>)>) -> (CliResult<i32>, Vec<String>) {
     let chosen = results
         .iter()
         .position(|(_, r)| r.is_err())
         .or_else(|| results.iter().position(|(_, r)| !matches!(r, Ok(0))));
     let mut outcome = Ok(0);
-    for (i, (path, r)) in results.into_iter().enumerate() {
+    let mut others = Vec::new();
+    for (i, (name, r)) in results.into_iter().enumerate() {
         match r {
             _ if Some(i) == chosen => outcome = r,
             Ok(0) => {}
-            Ok(code) => eprintln!("nexus: {} exited with {code}", path.display()),
-            Err(e) => eprintln!("nexus: {}: {e}", path.display()),
+            Ok(code) => others.push(format!("nexus: {name} exited with {code}")),
+            Err(e) => others.push(format!("nexus: {name}: {e}")),
         }
     }
-    outcome
+    (outcome, others)
 }

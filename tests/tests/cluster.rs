@@ -911,3 +911,71 @@ fn a_zone_is_destroyed_on_every_node_through_one() {
         assert_eq!(out.status.code(), Some(3), "node {} still has z1", i + 1);
     }
 }
+
+#[test]
+fn agents_run_together_on_a_node_with_with() {
+    let c = Cluster::with_zone(2, "1,2");
+    let producer = nexus_tests::guest("examples/pipeline/producer");
+    let consumer = nexus_tests::guest("examples/pipeline/consumer");
+    let with = consumer.display().to_string();
+    let out = c.cli(
+        1,
+        &[
+            "run",
+            producer.to_str().unwrap(),
+            "--zone",
+            "z1",
+            "--timeout",
+            "60s",
+            "--with",
+            &with,
+            "--",
+            "2000",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let n: u128 = 2000;
+    let sum = n * (n + 1) * (2 * n + 1) / 6;
+    assert!(stdout.contains("producer: sent 2000 jobs"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("consumer: 2000 jobs, sum of squares {sum}")),
+        "{stdout}"
+    );
+    let results = c.ok(
+        0,
+        &[
+            "fs",
+            "cat",
+            "--zone",
+            "z1",
+            "--linearizable",
+            "/output/results.txt",
+        ],
+        Duration::from_secs(5),
+    );
+    assert_eq!(results.lines().count(), 2001);
+    // A companion's failure is reported, and decides the exit code.
+    let pipes = nexus_tests::guest("guests/pipes");
+    let bad = format!("{} bogus", pipes.display());
+    let out = c.cli(
+        1,
+        &[
+            "run",
+            pipes.to_str().unwrap(),
+            "--zone",
+            "z1",
+            "--with",
+            &bad,
+            "--",
+            "sleep",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command bogus"));
+}

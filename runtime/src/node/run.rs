@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
 use nexus_proto::node::run_event::Event;
-use nexus_proto::node::{Exit, RunEvent, RunRequest};
+use nexus_proto::node::{Companion, Exit, RunEvent, RunRequest};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -79,7 +79,8 @@ impl Runner {
         rx
     }
 
-    /// Runs the agent; `None` if the client went away first.
+    /// Runs the agent and its companions; `None` if the client went away
+    /// first.
     async fn run(
         &self,
         task: Task,
@@ -102,36 +103,80 @@ impl Runner {
             .iter()
             .map(|kv| run_cmd::env_pair(kv))
             .collect::<CliResult<Vec<_>>>()?;
-        let name = nonempty(&req.name).unwrap_or_else(|| "agent.wasm".into());
         let host = self.host(limits.fuel.is_some())?;
-        // Compiling is CPU work: off the async threads.
-        let (h, bytes, shown) = (host.clone(), req.agent, name.clone());
-        let pre = tokio::task::spawn_blocking(move || h.prepare(&h.load_bytes(bytes, shown)?))
-            .await
-            .map_err(|e| CliError::Failed(format!("compiling the agent: {e}")))??;
-        let mut argv = vec![name];
-        argv.extend(req.args);
+        let main = Companion {
+            agent: req.agent,
+            name: req.name,
+            args: req.args,
+        };
+        // Every agent is compiled, and has its task, before any starts.
+        let mut agents = Vec::new();
+        for (i, a) in std::iter::once(main).chain(req.with).enumerate() {
+            let name = nonempty(&a.name).unwrap_or_else(|| "agent.wasm".into());
+            // Compiling is CPU work: off the async threads.
+            let (h, bytes, shown) = (host.clone(), a.agent, name.clone());
+            let pre = tokio::task::spawn_blocking(move || h.prepare(&h.load_bytes(bytes, shown)?))
+                .await
+                .map_err(|e| CliError::Failed(format!("compiling {name}: {e}")))??;
+            let task = match i {
+                0 => task.clone(),
+                _ => self.kernel.spawn_child(&task, task.caps())?,
+            };
+            let mut argv = vec![name];
+            argv.extend(a.args);
+            agents.push((pre, task, argv));
+        }
 
-        let (stdout, out) = tokio::io::duplex(EVENT_BYTES);
-        let (stderr, err) = tokio::io::duplex(EVENT_BYTES);
-        let pumps = [
-            tokio::spawn(pump(out, tx.clone(), Event::Stdout)),
-            tokio::spawn(pump(err, tx.clone(), Event::Stderr)),
-        ];
-        let stdio = Stdio::Streams { stdout, stderr };
-        let kernel = self.kernel.clone();
-        let running = host.run(&pre, kernel, task, &argv, &env, &limits, stdio);
-        let outcome = tokio::select! {
-            r = running => r,
+        let mut pumps = Vec::new();
+        let mut running = Vec::new();
+        let mut names = Vec::new();
+        for (pre, task, argv) in agents {
+            let (stdout, out) = tokio::io::duplex(EVENT_BYTES);
+            let (stderr, err) = tokio::io::duplex(EVENT_BYTES);
+            pumps.push(tokio::spawn(pump(out, tx.clone(), Event::Stdout)));
+            pumps.push(tokio::spawn(pump(err, tx.clone(), Event::Stderr)));
+            let (host, kernel, env, limits) = (
+                host.clone(),
+                self.kernel.clone(),
+                env.clone(),
+                limits.clone(),
+            );
+            names.push(argv[0].clone());
+            // Each agent on its own task, so they run in parallel.
+            running.push(tokio::spawn(async move {
+                let stdio = Stdio::Streams { stdout, stderr };
+                host.run(&pre, kernel, task, &argv, &env, &limits, stdio)
+                    .await
+                    .map_err(CliError::from)
+            }));
+        }
+        let stop: Vec<_> = running.iter().map(|j| j.abort_handle()).collect();
+        let joined = tokio::select! {
+            r = futures::future::join_all(running) => r,
             _ = tx.closed() => {
-                tracing::info!("the client of a run went away; the agent was stopped");
+                // Dropping an agent's store detaches its pipes and timers.
+                stop.iter().for_each(|a| a.abort());
+                tracing::info!("the client of a run went away; its agents were stopped");
                 return Ok(None);
             }
         };
-        // The agent's store is gone, so its streams are closed: the pumps
-        // end once they have sent everything it wrote.
+        let results = names
+            .into_iter()
+            .zip(joined)
+            .map(|(name, r)| {
+                let r = r.unwrap_or_else(|e| Err(CliError::Failed(format!("{name}: {e}"))));
+                (name, r)
+            })
+            .collect();
+        // The agents' stores are gone, so their streams are closed: the
+        // pumps end once they have sent everything written.
         for p in pumps {
             let _ = p.await;
+        }
+        let (outcome, others) = run_cmd::settle(results);
+        for line in others {
+            let event = Some(Event::Stderr(format!("{line}\n").into_bytes()));
+            let _ = tx.send(Ok(RunEvent { event })).await;
         }
         Ok(Some(outcome?))
     }
