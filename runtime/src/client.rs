@@ -269,7 +269,10 @@ pub async fn run(
             c.inner.create_zone(req).await.map_err(cli_error)?;
             println!("created zone {name}");
         }
-        KernelCommand::Zone(ZoneCmd::AddReplica { name, replica: spec }) => {
+        KernelCommand::Zone(ZoneCmd::AddReplica {
+            name,
+            replica: spec,
+        }) => {
             let req = c.request(ReplicaChange {
                 zone: name.clone(),
                 replica: Some(replica(&spec)?),
@@ -310,7 +313,12 @@ pub async fn run(
         }
         KernelCommand::Zone(ZoneCmd::Check { name, deep, json }) => {
             let req = c.request(ZoneCheckRequest { zone: name, deep })?;
-            let reply = c.inner.zone_check(req).await.map_err(cli_error)?.into_inner();
+            let reply = c
+                .inner
+                .zone_check(req)
+                .await
+                .map_err(cli_error)?
+                .into_inner();
             crate::zone_cmd::print_check(&parse(&reply.json)?, json)?;
         }
         KernelCommand::Zone(ZoneCmd::Status { name, json }) => {
@@ -360,7 +368,15 @@ pub async fn run(
             ..
         }) => {
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
-            println!("{}", c.inner.stat(req).await.map_err(cli_error)?.into_inner().json);
+            println!(
+                "{}",
+                c.inner
+                    .stat(req)
+                    .await
+                    .map_err(cli_error)?
+                    .into_inner()
+                    .json
+            );
         }
         KernelCommand::Fs(FsCmd::Ls {
             zone,
@@ -369,7 +385,15 @@ pub async fn run(
             ..
         }) => {
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
-            println!("{}", c.inner.list(req).await.map_err(cli_error)?.into_inner().json);
+            println!(
+                "{}",
+                c.inner
+                    .list(req)
+                    .await
+                    .map_err(cli_error)?
+                    .into_inner()
+                    .json
+            );
         }
         KernelCommand::Fs(FsCmd::Rm {
             zone,
@@ -418,16 +442,18 @@ pub async fn run(
             let reply = c.inner.tuples(req).await.map_err(cli_error)?.into_inner();
             crate::access_cmd::print_tuples(parse(&reply.json)?, json)?;
         }
-        KernelCommand::Token(TokenCmd::Revoke {
-            id,
-            zone: Some(zone),
-        }) => {
+        // Through a node a revocation is always the zone's (replicated):
+        // without --zone, the caller's token's zone.
+        KernelCommand::Token(TokenCmd::Revoke { id, zone }) => {
             let req = c.request(TokenRef {
-                zone: zone.clone(),
+                zone: zone.clone().unwrap_or_default(),
                 id: id.clone(),
             })?;
             c.inner.revoke_token(req).await.map_err(cli_error)?;
-            println!("revoked token {id} in zone {zone}");
+            match zone {
+                Some(zone) => println!("revoked token {id} in zone {zone}"),
+                None => println!("revoked token {id} in the token's zone"),
+            }
         }
         KernelCommand::Token(TokenCmd::Issue {
             zone,
@@ -441,15 +467,44 @@ pub async fn run(
                 ttl: ttl.clone(),
                 caps,
             })?;
-            let reply = c.inner.issue_token(req).await.map_err(cli_error)?.into_inner();
+            let reply = c
+                .inner
+                .issue_token(req)
+                .await
+                .map_err(cli_error)?
+                .into_inner();
             crate::access_cmd::print_issued(&parse(&reply.json)?, &ttl, json)?;
         }
         KernelCommand::Token(TokenCmd::Verify { token, json }) => {
             let req = c.request(VerifyRequest { token })?;
-            let reply = c.inner.verify_token(req).await.map_err(cli_error)?.into_inner();
+            let reply = c
+                .inner
+                .verify_token(req)
+                .await
+                .map_err(cli_error)?
+                .into_inner();
             crate::access_cmd::print_claims(&parse(&reply.json)?, json)?;
         }
         KernelCommand::Pipe(cmd) => pipe(&mut c, cmd).await?,
+        KernelCommand::Stress(args) => {
+            crate::stress::check(&args)?;
+            let req = c.request(path(&args.zone.zone, &args.dir, true, false))?;
+            c.inner.mkdir(req).await.map_err(cli_error)?;
+            let zone = args.zone.zone.clone();
+            crate::stress::storm(&args, |dest, data| {
+                let mut inner = c.inner.clone();
+                let req = c.request(PutRequest {
+                    zone: zone.clone(),
+                    path: dest,
+                    data,
+                });
+                async move {
+                    inner.put(req?).await.map_err(cli_error)?;
+                    Ok(())
+                }
+            })
+            .await?;
+        }
         KernelCommand::Run(args) => return run_agent(&mut c, args).await,
         KernelCommand::Mount { zone, path, target } => {
             let req = c.request(MountRequest {
@@ -458,11 +513,6 @@ pub async fn run(
                 target,
             })?;
             c.inner.mount(req).await.map_err(cli_error)?;
-        }
-        _ => {
-            return Err(CliError::Usage(
-                "with --node, this command is not available yet (zone create|list|status|check|destroy|add-replica|remove-replica, gc, fs mkdir|put|get|cat|stat|ls|rm|mv, mount, run, grant, revoke, check, tuples, token, pipe are)".into(),
-            ))
         }
     }
     Ok(0)

@@ -21,15 +21,39 @@ pub fn content(n: u64, size: usize) -> Vec<u8> {
 }
 
 pub async fn run(k: &Kernel, acting: &Acting, args: StressArgs) -> CliResult {
+    check(&args)?;
+    let z = acting.task(k, &args.zone.zone)?;
+    k.mkdir_all(&z, &args.dir).await?;
+    storm(&args, |path, data| {
+        let z = z.clone();
+        async move {
+            let h = k.open_path(&z, &path, OpenOptions::CREATE).await?;
+            k.write(&z, &h, 0, &data).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub fn check(args: &StressArgs) -> CliResult {
     if args.concurrency == 0 {
         return Err(CliError::Usage("--concurrency must be at least 1".into()));
     }
-    let z = acting.task(k, &args.zone.zone)?;
-    k.mkdir_all(&z, &args.dir).await?;
+    Ok(())
+}
+
+/// The storm itself: `--concurrency` workers write `--count` files through
+/// `write` (embedded: the kernel; client mode: the node), each
+/// acknowledged on stdout once `write` returned.
+pub async fn storm<W, Fut>(args: &StressArgs, write: W) -> CliResult
+where
+    W: Fn(String, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = CliResult>,
+{
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let workers = (0..args.concurrency).map(|_| {
-        let (z, next, out, dir) = (z.clone(), next.clone(), out.clone(), args.dir.clone());
+        let (next, out, dir, write) = (next.clone(), out.clone(), args.dir.clone(), &write);
         async move {
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -38,9 +62,9 @@ pub async fn run(k: &Kernel, acting: &Acting, args: StressArgs) -> CliResult {
                 }
                 let path = format!("{}/f{n:08}", dir.trim_end_matches('/'));
                 let data = content(n, args.size);
-                let h = k.open_path(&z, &path, OpenOptions::CREATE).await?;
-                k.write(&z, &h, 0, &data).await?;
-                let line = format!("ack {path} {}\n", blake3::hash(&data).to_hex());
+                let hash = blake3::hash(&data).to_hex();
+                write(path.clone(), data).await?;
+                let line = format!("ack {path} {hash}\n");
                 let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                 o.write_all(line.as_bytes())
                     .and_then(|_| o.flush())

@@ -883,6 +883,29 @@ fn pipes_and_tokens_work_through_a_node() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
+    // Revoked through a node without --zone: in the caller's zone.
+    let claims = c.ok(
+        0,
+        &["token", "verify", issued.trim(), "--json"],
+        Duration::from_secs(5),
+    );
+    let id = serde_json::from_str::<serde_json::Value>(&claims).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.ok(1, &["token", "revoke", &id], Duration::from_secs(5));
+    let until = Instant::now() + Duration::from_secs(10);
+    while c
+        .cli(0, &["token", "verify", issued.trim()])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < until,
+            "node 1 still takes the revoked token"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -890,6 +913,43 @@ fn a_zone_is_destroyed_on_every_node_through_one() {
     let c = Cluster::with_zone(3, "1,2,3");
     let scratch = tempfile::tempdir().unwrap();
     c.put_bodies(1, 0..3, scratch.path());
+    // The load generator, through a node: every ack is a committed file.
+    let acks = c.ok(
+        1,
+        &[
+            "stress",
+            "--zone",
+            "z1",
+            "--count",
+            "40",
+            "--concurrency",
+            "4",
+            "--size",
+            "100",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        acks.lines()
+            .filter(|l| l.starts_with("ack /stress/f"))
+            .count(),
+        40
+    );
+    let ls = c.ok(
+        2,
+        &[
+            "fs",
+            "ls",
+            "--zone",
+            "z1",
+            "--linearizable",
+            "/stress",
+            "--json",
+        ],
+        Duration::from_secs(5),
+    );
+    let entries: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 40);
     let list = c.ok(2, &["zone", "list", "--json"], Duration::from_secs(5));
     let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(rows[0]["name"], "z1");

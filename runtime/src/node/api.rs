@@ -612,7 +612,17 @@ impl Node for NodeApi {
     }
 
     async fn revoke_token(&self, req: Request<TokenRef>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+        // No zone named: the caller's token's zone.
+        let zone = match req.get_ref().zone.as_str() {
+            "" => self
+                .kernel
+                .verify_token(&Self::bearer(&req)?)
+                .map_err(|e| Status::unauthenticated(e.to_string()))?
+                .zone
+                .to_string(),
+            named => named.to_owned(),
+        };
+        let task = self.task(&req, &zone)?;
         self.kernel
             .revoke_token(&task, &req.get_ref().id)
             .await
