@@ -192,12 +192,6 @@ fn ls(k: &Kernel, z: &Task, path: &str, json: bool) -> CliResult {
 /// Writes to a temporary sibling, then renames over `dest`: readers see the
 /// old file or the whole new one, never a partial upload.
 async fn put(k: &Kernel, z: &Task, src: &str, dest: &str) -> CliResult {
-    let (parent, name) = nexus_kernel::path::split_parent(dest)?;
-    let tmp = format!(
-        "{}/.{name}.nexus-put-{:016x}",
-        parent.trim_end_matches('/'),
-        rand::random::<u64>()
-    );
     let mut input: Box<dyn Read> = if src == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -208,9 +202,28 @@ async fn put(k: &Kernel, z: &Task, src: &str, dest: &str) -> CliResult {
     } else {
         std::fs::metadata(src).ok().map(|m| m.len())
     };
+    replace(k, z, &mut input, src, dest, &progress(total, "put")).await
+}
+
+/// Writes `input` to a temporary file beside `dest`, then renames it over
+/// `dest`: a reader sees the old content or the new, never a mix, and a
+/// failed copy leaves `dest` as it was. (`fs put`, here and through a node.)
+pub async fn replace<R: Read + ?Sized>(
+    k: &Kernel,
+    z: &Task,
+    input: &mut R,
+    src: &str,
+    dest: &str,
+    bar: &ProgressBar,
+) -> CliResult {
+    let (parent, name) = nexus_kernel::path::split_parent(dest)?;
+    let tmp = format!(
+        "{}/.{name}.nexus-put-{:016x}",
+        parent.trim_end_matches('/'),
+        rand::random::<u64>()
+    );
     let h = k.open_path(z, &tmp, OpenOptions::CREATE_NEW).await?;
-    let bar = progress(total, "put");
-    let copied = copy_in(k, z, &h, &mut input, src, &bar).await;
+    let copied = copy_in(k, z, &h, input, src, bar).await;
     bar.finish_and_clear();
     if let Err(e) = copied {
         let _ = k.unlink(z, &tmp).await;
@@ -223,11 +236,11 @@ async fn put(k: &Kernel, z: &Task, src: &str, dest: &str) -> CliResult {
     Ok(())
 }
 
-async fn copy_in(
+async fn copy_in<R: Read + ?Sized>(
     k: &Kernel,
     z: &Task,
     h: &Handle,
-    input: &mut dyn Read,
+    input: &mut R,
     src: &str,
     bar: &ProgressBar,
 ) -> CliResult {

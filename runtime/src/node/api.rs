@@ -12,7 +12,7 @@ use nexus_kernel::kernel::Kernel;
 use nexus_kernel::replica::Role;
 use nexus_kernel::token::Claims;
 use nexus_kernel::types::{ReplicaId, ZoneId};
-use nexus_kernel::vfs::{OpenOptions, MAX_PAGE, MAX_READ};
+use nexus_kernel::vfs::{MAX_PAGE, MAX_READ};
 use nexus_kernel::{ErrorCode, KernelError};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
@@ -484,19 +484,17 @@ impl Node for NodeApi {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<Empty>, Status> {
         let task = self.task(&req, &req.get_ref().zone)?;
         let r = req.into_inner();
-        let opts = OpenOptions {
-            truncate: true,
-            ..OpenOptions::CREATE
-        };
-        let h = self
-            .kernel
-            .open_path(&task, &r.path, opts)
-            .await
-            .map_err(status)?;
-        self.kernel
-            .write(&task, &h, 0, &r.data)
-            .await
-            .map_err(status)?;
+        let bar = indicatif::ProgressBar::hidden();
+        crate::fs_cmd::replace(
+            &self.kernel,
+            &task,
+            &mut r.data.as_slice(),
+            "the request",
+            &r.path,
+            &bar,
+        )
+        .await
+        .map_err(cli_status)?;
         Ok(Response::new(Empty {}))
     }
 
