@@ -129,6 +129,9 @@ pub struct ZoneRecord {
     /// Set when this node joined the group after it was created
     /// (`nexus zone add-replica`): its role there.
     pub joined_as: Option<Role>,
+    /// Which replica of the zone on this node this is (random; see
+    /// [`MemberInfo`](crate::replica::MemberInfo)); 0 in older records.
+    pub incarnation: u64,
 }
 
 /// A catalog entry as written before `joined_as` existed.
@@ -149,6 +152,7 @@ impl ZoneRecord {
                     created: v1.created,
                     replicas: v1.replicas,
                     joined_as: None,
+                    incarnation: 0,
                 }),
                 Err(_) => Err(e.into()),
             },
@@ -439,6 +443,7 @@ impl Kernel {
             created: now(),
             replicas,
             joined_as: joining,
+            incarnation: rand::random::<u64>() | 1,
         };
         let inserted = self.catalog.compare_and_swap(
             id.as_str(),
@@ -482,8 +487,15 @@ impl Kernel {
     /// A leader's messages (appends, heartbeats, snapshots) are taken from
     /// any peer: a replica that has not yet heard of a member's addition
     /// must still follow it once it leads, and Raft's terms decide whom to
-    /// follow.
-    pub fn deliver(&self, zone: &ZoneId, msg: raft::prelude::Message) -> Result<()> {
+    /// follow. `incarnation` is the sending replica's (0: not said): a
+    /// message from an earlier replica of a member's node, removed since,
+    /// is refused.
+    pub fn deliver(
+        &self,
+        zone: &ZoneId,
+        msg: raft::prelude::Message,
+        incarnation: u64,
+    ) -> Result<()> {
         use raft::prelude::MessageType::{MsgAppend, MsgHeartbeat, MsgSnapshot};
         if msg.to != self.cfg.replica_id {
             return Err(KernelError::Invalid(format!(
@@ -493,11 +505,20 @@ impl Kernel {
         }
         let z = self.zone(zone)?;
         let from_leader = matches!(msg.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot);
-        if !from_leader && !z.members.contains(msg.from) {
-            return Err(KernelError::Access(format!(
-                "zone {zone}: node {} is not one of its replicas",
-                msg.from
-            )));
+        match z.members.info(msg.from) {
+            Some(m) if m.incarnation != 0 && incarnation != 0 && m.incarnation != incarnation => {
+                return Err(KernelError::Access(format!(
+                    "zone {zone}: a message from an earlier replica of node {}",
+                    msg.from
+                )));
+            }
+            None if !from_leader => {
+                return Err(KernelError::Access(format!(
+                    "zone {zone}: node {} is not one of its replicas",
+                    msg.from
+                )));
+            }
+            _ => {}
         }
         z.driver.step(msg)
     }
@@ -562,6 +583,7 @@ impl Kernel {
         rcfg.keep_entries = self.cfg.log_retention.keep_entries;
         let replica = Replica::open(self.db.clone(), tree.clone(), rcfg, &record.replicas)?;
         let members = replica.members();
+        self.transport.register_zone(id, record.incarnation);
         let driver = ZoneDriver::spawn(
             id.clone(),
             replica,

@@ -15,7 +15,7 @@ use crate::driver::ZoneStatus;
 use crate::error::{KernelError, Result};
 use crate::identity::{Permission, Task};
 use crate::kernel::Kernel;
-use crate::replica::Role;
+use crate::replica::{MemberInfo, Role};
 use crate::types::ReplicaId;
 
 /// How long a new member may take to catch up before it is promoted.
@@ -26,20 +26,20 @@ const CAUGHT_UP_LAG: u64 = 64;
 const HANDOVER: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(20);
 
-fn conf_change(kind: ConfChangeType, node: ReplicaId, role: Role) -> ConfChange {
+fn conf_change(kind: ConfChangeType, node: ReplicaId, info: MemberInfo) -> ConfChange {
     let mut cc = ConfChange::default();
     cc.set_change_type(kind);
     cc.node_id = node;
-    cc.context = role.to_context().into();
+    cc.context = info.to_context().into();
     cc
 }
 
 impl Kernel {
-    /// Adds `node` to the task's zone with `role`: as a learner, then, once
-    /// it has caught up, as a voter. Must run on the zone's leader (which
-    /// sees each replica's progress); the node must already have joined
-    /// ([`Kernel::join_running_zone`]). Needs `admin` on the zone.
-    pub async fn add_replica(&self, task: &Task, node: ReplicaId, role: Role) -> Result<()> {
+    /// Adds `node`'s replica `info` (its role, and the incarnation its
+    /// [`Kernel::join_running_zone`] reported) to the task's zone: as a
+    /// learner, then, once it has caught up, as a voter. Must run on the
+    /// zone's leader (which sees each replica's progress). Needs `admin`.
+    pub async fn add_replica(&self, task: &Task, node: ReplicaId, info: MemberInfo) -> Result<()> {
         self.require_on_zone(task, Permission::Admin, "add-replica")?;
         let zone = self.zone(task.zone())?;
         let status = self.leader_status(task).await?;
@@ -50,7 +50,7 @@ impl Kernel {
             )));
         }
         if !status.learners.contains(&node) {
-            let cc = conf_change(ConfChangeType::AddLearnerNode, node, role);
+            let cc = conf_change(ConfChangeType::AddLearnerNode, node, info);
             zone.driver.change_membership(cc).await?;
         }
         let deadline = Instant::now() + CATCH_UP;
@@ -69,7 +69,7 @@ impl Kernel {
             }
             tokio::time::sleep(POLL).await;
         }
-        let cc = conf_change(ConfChangeType::AddNode, node, role);
+        let cc = conf_change(ConfChangeType::AddNode, node, info);
         zone.driver.change_membership(cc).await?;
         self.audit(task, task.zone(), "add-replica", &node.to_string(), "ok");
         Ok(())
@@ -115,7 +115,11 @@ impl Kernel {
             zone.driver.transfer_leader(heir).await?;
             tokio::time::sleep(POLL * 5).await;
         }
-        let cc = conf_change(ConfChangeType::RemoveNode, node, Role::Voter);
+        let cc = conf_change(
+            ConfChangeType::RemoveNode,
+            node,
+            MemberInfo::first(Role::Voter),
+        );
         zone.driver.change_membership(cc).await?;
         self.audit(task, id, "remove-replica", &node.to_string(), "ok");
         Ok(())

@@ -6,7 +6,7 @@
 //! | `r\0hs`        | HardState                              |
 //! | `r\0cs`        | ConfState                              |
 //! | `r\0trunc`     | (index, term) of the last compacted entry |
-//! | `r\0roles`     | each member's role (voter, witness)     |
+//! | `r\0roles`     | each member's role and incarnation      |
 //! | `r\1` + be64 i | Entry i                                |
 //!
 //! Everything one Ready asks to persist goes into ONE `sled::Batch`, followed
@@ -20,7 +20,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use std::collections::BTreeMap;
 
 use crate::error::{KernelError, Result};
-use crate::replica::Role;
+use crate::replica::{MemberInfo, Role};
 use crate::state::ZoneState;
 use crate::types::ReplicaId;
 
@@ -29,8 +29,8 @@ const CS: &[u8] = b"r\x00cs";
 const TRUNC: &[u8] = b"r\x00trunc";
 const ROLES: &[u8] = b"r\x00roles";
 
-/// Each member's role, by node id.
-pub type Roles = BTreeMap<ReplicaId, Role>;
+/// Each member's role and incarnation, by node id.
+pub type Roster = BTreeMap<ReplicaId, MemberInfo>;
 
 fn entry_key(index: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -49,11 +49,11 @@ fn to_raft(e: KernelError) -> raft::Error {
 }
 
 /// A snapshot's payload: the state machine's key/value pairs and the
-/// members' roles (raft's ConfState has no notion of a witness).
+/// members' roles and incarnations (raft's ConfState has neither).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
     pairs: crate::state::StateDump,
-    roles: Roles,
+    roster: Roster,
 }
 
 pub struct SledRaftStorage {
@@ -62,7 +62,7 @@ pub struct SledRaftStorage {
     state: Option<ZoneState>,
     hs: HardState,
     cs: ConfState,
-    roles: Roles,
+    roster: Roster,
     trunc_index: u64,
     trunc_term: u64,
     last_index: u64,
@@ -90,12 +90,15 @@ impl SledRaftStorage {
                 cs
             }
         };
-        let roles = match tree.get(ROLES)? {
+        let roster = match tree.get(ROLES)? {
             Some(v) => postcard::from_bytes(&v)?,
             None => {
-                let roles: Roles = initial.iter().copied().collect();
-                tree.insert(ROLES, postcard::to_allocvec(&roles)?)?;
-                roles
+                let roster: Roster = initial
+                    .iter()
+                    .map(|(id, role)| (*id, MemberInfo::first(*role)))
+                    .collect();
+                tree.insert(ROLES, postcard::to_allocvec(&roster)?)?;
+                roster
             }
         };
         let (trunc_index, trunc_term) = match tree.get(TRUNC)? {
@@ -111,7 +114,7 @@ impl SledRaftStorage {
             state,
             hs,
             cs,
-            roles,
+            roster,
             trunc_index,
             trunc_term,
             last_index,
@@ -126,8 +129,8 @@ impl SledRaftStorage {
         &self.cs
     }
 
-    pub fn roles(&self) -> &Roles {
-        &self.roles
+    pub fn roster(&self) -> &Roster {
+        &self.roster
     }
 
     pub fn first(&self) -> u64 {
@@ -182,8 +185,8 @@ impl SledRaftStorage {
         if let Some(state) = &self.state {
             state.restore_into(batch, data.pairs)?;
         }
-        self.roles = data.roles;
-        batch.insert(ROLES, postcard::to_allocvec(&self.roles)?);
+        self.roster = data.roster;
+        batch.insert(ROLES, postcard::to_allocvec(&self.roster)?);
         // The snapshot's own applied index rides in its pairs; a witness
         // records it directly.
         batch.insert(crate::state::keys::APPLIED, &meta.index.to_be_bytes());
@@ -200,13 +203,13 @@ impl SledRaftStorage {
     }
 
     /// Records a configuration produced by an applied conf change.
-    pub fn set_conf_state(&mut self, cs: ConfState, roles: Roles) -> Result<()> {
+    pub fn set_conf_state(&mut self, cs: ConfState, roster: Roster) -> Result<()> {
         let mut batch = sled::Batch::default();
         batch.insert(CS, cs.write_to_bytes().map_err(pb_err)?);
-        batch.insert(ROLES, postcard::to_allocvec(&roles)?);
+        batch.insert(ROLES, postcard::to_allocvec(&roster)?);
         self.tree.apply_batch(batch)?;
         self.cs = cs;
-        self.roles = roles;
+        self.roster = roster;
         Ok(())
     }
 
@@ -319,7 +322,7 @@ impl Storage for SledRaftStorage {
         let mut snap = Snapshot {
             data: postcard::to_allocvec(&SnapshotData {
                 pairs,
-                roles: self.roles.clone(),
+                roster: self.roster.clone(),
             })
             .map_err(|e| to_raft(e.into()))?
             .into(),

@@ -25,21 +25,32 @@ pub enum Role {
     Witness,
 }
 
-impl Role {
-    /// How a conf change names the role of the replica it adds.
-    pub fn to_context(self) -> Vec<u8> {
-        match self {
-            Role::Voter => b"voter".to_vec(),
-            Role::Witness => b"witness".to_vec(),
+/// A member of a zone's group: its role, and which replica on its node it
+/// is. Replica ids are node ids, so a node removed and added again keeps
+/// its id; the incarnation (random, chosen when the node's replica is
+/// created; 0 for a group's first members, whose replicas were created
+/// together) tells the new replica's messages from the old one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemberInfo {
+    pub role: Role,
+    pub incarnation: u64,
+}
+
+impl MemberInfo {
+    pub fn first(role: Role) -> Self {
+        MemberInfo {
+            role,
+            incarnation: 0,
         }
     }
 
-    fn from_context(ctx: &[u8]) -> Role {
-        if ctx == b"witness" {
-            Role::Witness
-        } else {
-            Role::Voter
-        }
+    /// How a conf change describes the replica it adds.
+    pub fn to_context(self) -> Vec<u8> {
+        postcard::to_allocvec(&self).unwrap_or_default()
+    }
+
+    fn from_context(ctx: &[u8]) -> Self {
+        postcard::from_bytes(ctx).unwrap_or(MemberInfo::first(Role::Voter))
     }
 }
 
@@ -48,7 +59,7 @@ impl Role {
 /// appended but not yet applied. Shared with the kernel, which admits peers'
 /// messages by it; the driver thread updates it.
 #[derive(Clone, Default)]
-pub struct Members(Arc<RwLock<BTreeMap<ReplicaId, Role>>>);
+pub struct Members(Arc<RwLock<BTreeMap<ReplicaId, MemberInfo>>>);
 
 impl Members {
     pub fn contains(&self, id: ReplicaId) -> bool {
@@ -59,6 +70,10 @@ impl Members {
     }
 
     pub fn role(&self, id: ReplicaId) -> Option<Role> {
+        self.info(id).map(|m| m.role)
+    }
+
+    pub fn info(&self, id: ReplicaId) -> Option<MemberInfo> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -66,20 +81,20 @@ impl Members {
             .copied()
     }
 
-    fn set(&self, members: BTreeMap<ReplicaId, Role>) {
+    fn set(&self, members: BTreeMap<ReplicaId, MemberInfo>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = members;
     }
 }
 
-/// The nodes a conf change adds, with the role its context names.
-fn additions(e: &Entry) -> Vec<(ReplicaId, Role)> {
+/// The nodes a conf change adds, as its context describes them.
+fn additions(e: &Entry) -> Vec<(ReplicaId, MemberInfo)> {
     match decode_conf_change(e) {
         Ok(cc) => {
-            let role = Role::from_context(&cc.context);
+            let info = MemberInfo::from_context(&cc.context);
             cc.changes
                 .iter()
                 .filter(|c| c.get_change_type() != ConfChangeType::RemoveNode)
-                .map(|c| (c.node_id, role))
+                .map(|c| (c.node_id, info))
                 .collect()
         }
         Err(_) => Vec::new(),
@@ -155,8 +170,8 @@ pub struct Replica {
     state: ZoneState,
     cfg: ReplicaConfig,
     members: Members,
-    /// Nodes added by appended, not yet applied, conf changes: (index, node, role).
-    pending_adds: Vec<(u64, ReplicaId, Role)>,
+    /// Nodes added by appended, not yet applied, conf changes.
+    pending_adds: Vec<(u64, ReplicaId, MemberInfo)>,
 }
 
 impl Replica {
@@ -221,9 +236,9 @@ impl Replica {
     fn publish_members(&mut self) {
         let applied = self.raw.raft.raft_log.applied;
         self.pending_adds.retain(|(index, _, _)| *index > applied);
-        let mut members = self.raw.store().roles().clone();
-        for (_, node, role) in &self.pending_adds {
-            members.entry(*node).or_insert(*role);
+        let mut members = self.raw.store().roster().clone();
+        for (_, node, info) in &self.pending_adds {
+            members.entry(*node).or_insert(*info);
         }
         self.members.set(members);
     }
@@ -281,9 +296,9 @@ impl Replica {
         let witnesses = self
             .raw
             .store()
-            .roles()
+            .roster()
             .iter()
-            .filter(|(_, role)| **role == Role::Witness)
+            .filter(|(_, m)| m.role == Role::Witness)
             .map(|(id, _)| *id)
             .collect();
         crate::driver::ZoneStatus {
@@ -450,7 +465,7 @@ impl Replica {
                 appended_conf_change = true;
                 let adds = additions(e).into_iter();
                 self.pending_adds
-                    .extend(adds.map(|(node, role)| (e.index, node, role)));
+                    .extend(adds.map(|(node, info)| (e.index, node, info)));
             }
         }
         self.tree.apply_batch(batch)?;
@@ -534,17 +549,23 @@ impl Replica {
             .raw
             .apply_conf_change(&cc)
             .map_err(|err| KernelError::Invalid(format!("membership change: {err}")))?;
-        let added = Role::from_context(&cc.context);
-        let known = self.raw.store().roles().clone();
-        let roles = cs
+        let added = MemberInfo::from_context(&cc.context);
+        let known = self.raw.store().roster().clone();
+        // The change describes the members it names; the others keep
+        // what the changes that added them said.
+        let named: Vec<u64> = cc.changes.iter().map(|c| c.node_id).collect();
+        let roster = cs
             .voters
             .iter()
             .chain(&cs.learners)
             .chain(&cs.voters_outgoing)
             .chain(&cs.learners_next)
-            .map(|id| (*id, known.get(id).copied().unwrap_or(added)))
+            .map(|id| match known.get(id) {
+                Some(k) if !named.contains(id) => (*id, *k),
+                _ => (*id, added),
+            })
             .collect();
-        self.raw.mut_store().set_conf_state(cs, roles)
+        self.raw.mut_store().set_conf_state(cs, roster)
     }
 
     fn maybe_compact(&mut self) -> Result<()> {

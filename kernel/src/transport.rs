@@ -29,6 +29,10 @@ pub trait Transport: Send + Sync + 'static {
     /// queued must not reach peers, where it would pass for a later replica
     /// of the zone on this node.
     fn forget_zone(&self, _zone: &ZoneId) {}
+
+    /// This node's replica of `zone` is `incarnation`: messages it sends
+    /// say so, so that peers can tell them from an earlier replica's.
+    fn register_zone(&self, _zone: &ZoneId, _incarnation: u64) {}
 }
 
 /// The transport of a node that shares its zones with nobody. A one-voter

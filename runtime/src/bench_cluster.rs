@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nexus_kernel::identity::{Capabilities, Task};
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
-use nexus_kernel::replica::Role;
+use nexus_kernel::replica::{MemberInfo, Role};
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 
@@ -105,11 +105,15 @@ pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
 
     // An empty fourth node joins: learner, catch-up, promotion.
     let t = Instant::now();
-    nodes[3]
+    let joined = nodes[3]
         .kernel
         .join_running_zone(&zone, replicas, Role::Voter)
         .await?;
-    lk.add_replica(&lt, 4, Role::Voter).await?;
+    let info = MemberInfo {
+        role: Role::Voter,
+        incarnation: joined.incarnation,
+    };
+    lk.add_replica(&lt, 4, info).await?;
     let joined = t.elapsed();
     let state = nodes[li].net.snapshot_bytes();
     rows.push(timing(

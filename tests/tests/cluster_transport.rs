@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nexus_kernel::identity::{Capabilities, Principal};
 use nexus_kernel::kernel::Kernel;
-use nexus_kernel::replica::Role;
+use nexus_kernel::replica::{MemberInfo, Role};
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 use nexus_kernel::ErrorCode;
@@ -117,17 +117,20 @@ async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
         ..Default::default()
     };
     // Node 2 does not serve z1.
-    let e = k2.deliver(&z1, msg.clone()).unwrap_err();
+    let e = k2.deliver(&z1, msg.clone(), 0).unwrap_err();
     assert_eq!(e.code(), ErrorCode::NoEntry, "{e}");
     // A zone node 2 serves, but whose group does not include the sender.
     k2.join_zone(&z1, vec![(2, Role::Voter)]).await.unwrap();
     msg.from = 9;
-    let e = k2.deliver(&z1, msg.clone()).unwrap_err();
+    let e = k2.deliver(&z1, msg.clone(), 0).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Access, "{e}");
     // Addressed to another node.
     msg.from = 2;
     msg.to = 5;
-    assert_eq!(k2.deliver(&z1, msg).unwrap_err().code(), ErrorCode::Invalid);
+    assert_eq!(
+        k2.deliver(&z1, msg, 0).unwrap_err().code(),
+        ErrorCode::Invalid
+    );
     // Joining a zone this node is not part of is refused.
     let z2 = ZoneId::new("z2").unwrap();
     let e = k2.join_zone(&z2, vec![(1, Role::Voter)]).await.unwrap_err();
@@ -440,12 +443,29 @@ async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_ref
     // The first snapshot arrives corrupt and is refused; the leader sends
     // another, which node 3 installs.
     lk.net.damage_next_snapshot(Fault::Corrupt);
-    nodes[2]
+    let joined = nodes[2]
         .kernel
         .join_running_zone(&z1, first.clone(), Role::Voter)
         .await
         .unwrap();
-    lk.kernel.add_replica(&lt, 3, Role::Voter).await.unwrap();
+    let info = MemberInfo {
+        role: Role::Voter,
+        incarnation: joined.incarnation,
+    };
+    lk.kernel.add_replica(&lt, 3, info).await.unwrap();
+    // A message from an earlier replica of node 3 (another incarnation) is
+    // refused; the group knows which replica it added.
+    let mut stale = raft::prelude::Message {
+        to: leader,
+        from: 3,
+        ..Default::default()
+    };
+    stale.set_msg_type(raft::prelude::MessageType::MsgAppendResponse);
+    let e = lk
+        .kernel
+        .deliver(&z1, stale, joined.incarnation ^ 2)
+        .unwrap_err();
+    assert!(e.to_string().contains("earlier replica of node 3"), "{e}");
     let (delivered, failed) = eventually("the sender to hear the ack", || {
         let c = lk.net.snapshot_counts();
         (c.0 >= 1).then_some(c)

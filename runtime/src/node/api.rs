@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use nexus_kernel::identity::{Capabilities, Task};
 use nexus_kernel::kernel::Kernel;
-use nexus_kernel::replica::Role;
+use nexus_kernel::replica::{MemberInfo, Role};
 use nexus_kernel::token::Claims;
 use nexus_kernel::types::{ReplicaId, ZoneId};
 use nexus_kernel::vfs::{MAX_PAGE, MAX_READ};
@@ -259,6 +259,7 @@ impl Node for NodeApi {
         Ok(Response::new(ZoneReply {
             zone: r.zone,
             replicas: r.replicas,
+            incarnation: 0,
         }))
     }
 
@@ -278,6 +279,7 @@ impl Node for NodeApi {
             return Ok(Response::new(ZoneReply {
                 zone: r.zone,
                 replicas: r.replicas,
+                incarnation: 0,
             }));
         }
         let joined = if r.running {
@@ -287,10 +289,11 @@ impl Node for NodeApi {
         } else {
             self.kernel.join_zone(&claims.zone, replicas).await
         };
-        joined.map_err(status)?;
+        let record = joined.map_err(status)?;
         Ok(Response::new(ZoneReply {
             zone: r.zone,
             replicas: r.replicas,
+            incarnation: record.incarnation,
         }))
     }
 
@@ -410,15 +413,20 @@ impl Node for NodeApi {
             check_only: false,
         };
         let mut peer = self.peer(replica.node).await?;
-        match peer.join_zone(Self::forwarded(join, &token)?).await {
-            // Joined by an earlier attempt that did not finish: go on.
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-            other => {
-                other?;
-            }
-        }
+        let incarnation = match peer.join_zone(Self::forwarded(join, &token)?).await {
+            Ok(reply) => reply.into_inner().incarnation,
+            // A replica left there earlier (its removal could not tell it
+            // to go): it catches up like any other; which one it is, is
+            // not known here.
+            Err(s) if s.code() == tonic::Code::AlreadyExists => 0,
+            Err(s) => return Err(s),
+        };
+        let info = MemberInfo {
+            role: Self::role(replica.witness),
+            incarnation,
+        };
         self.kernel
-            .add_replica(&task, replica.node, Self::role(replica.witness))
+            .add_replica(&task, replica.node, info)
             .await
             .map_err(status)?;
         let after = self.kernel.zone_status(&task).await.map_err(status)?;

@@ -80,6 +80,7 @@ impl Receiver {
                 .map_err(|e| Status::data_loss(e.to_string()))?;
         }
         let bytes = assembly.received();
+        let incarnation = assembly.header.incarnation;
         let zone = ZoneId::new(&assembly.header.zone)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let msg = assembly
@@ -92,7 +93,7 @@ impl Receiver {
             )));
         }
         self.kernel
-            .deliver(&zone, msg)
+            .deliver(&zone, msg, incarnation)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(bytes)
     }
@@ -114,10 +115,12 @@ impl Receiver {
                             false,
                         ));
                     }
-                    self.kernel.deliver(&zone, msg).map_err(|e| {
-                        let transient = matches!(e, KernelError::Unavailable(_));
-                        (e.to_string(), transient)
-                    })
+                    self.kernel
+                        .deliver(&zone, msg, env.incarnation)
+                        .map_err(|e| {
+                            let transient = matches!(e, KernelError::Unavailable(_));
+                            (e.to_string(), transient)
+                        })
                 });
             match outcome {
                 Ok(()) => ack.delivered += 1,

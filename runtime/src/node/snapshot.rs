@@ -55,11 +55,12 @@ pub enum SnapshotError {
 /// damages the stream on purpose (tests and drills).
 pub fn split(
     zone: &str,
-    from: ReplicaId,
+    from: (ReplicaId, u64),
     to: ReplicaId,
     mut msg: Message,
     fault: Option<Fault>,
 ) -> Result<Vec<SnapshotChunk>, protobuf::ProtobufError> {
+    let (from, incarnation) = from;
     let data = std::mem::take(&mut msg.mut_snapshot().data);
     let header = SnapshotHeader {
         zone: zone.to_owned(),
@@ -68,6 +69,7 @@ pub fn split(
         message: msg.write_to_bytes()?,
         size: data.len() as u64,
         blake3: blake3::hash(&data).as_bytes().to_vec(),
+        incarnation,
     };
     let mut chunks: Vec<SnapshotChunk> = data
         .chunks(CHUNK)
@@ -247,7 +249,7 @@ mod tests {
     fn a_snapshot_survives_the_round_trip_at_every_size() {
         for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17] {
             let m = snapshot(len);
-            let chunks = split("z1", 1, 2, m.clone(), None).unwrap();
+            let chunks = split("z1", (1, 7), 2, m.clone(), None).unwrap();
             assert_eq!(chunks.len(), len.div_ceil(CHUNK).max(1));
             assert_eq!(assemble(chunks).unwrap(), m, "length {len}");
         }
@@ -256,12 +258,12 @@ mod tests {
     #[test]
     fn damaged_streams_are_refused() {
         let m = snapshot(3 * CHUNK + 5);
-        let corrupt = split("z1", 1, 2, m.clone(), Some(Fault::Corrupt)).unwrap();
+        let corrupt = split("z1", (1, 7), 2, m.clone(), Some(Fault::Corrupt)).unwrap();
         assert_eq!(
             assemble(corrupt),
             Err(SnapshotError::Corrupt(3 * CHUNK as u64))
         );
-        let short = split("z1", 1, 2, m.clone(), Some(Fault::Truncate)).unwrap();
+        let short = split("z1", (1, 7), 2, m.clone(), Some(Fault::Truncate)).unwrap();
         assert_eq!(
             assemble(short),
             Err(SnapshotError::Truncated {
@@ -269,18 +271,18 @@ mod tests {
                 size: 3 * CHUNK as u64 + 5
             })
         );
-        let mut swapped = split("z1", 1, 2, m.clone(), None).unwrap();
+        let mut swapped = split("z1", (1, 7), 2, m.clone(), None).unwrap();
         swapped.swap(1, 2);
         assert!(matches!(
             assemble(swapped),
             Err(SnapshotError::OutOfPlace { .. })
         ));
         // A chunk whose CRC matches its (altered) bytes still fails the hash.
-        let mut forged = split("z1", 1, 2, m.clone(), None).unwrap();
+        let mut forged = split("z1", (1, 7), 2, m.clone(), None).unwrap();
         forged[1].data[0] ^= 1;
         forged[1].crc32 = crc32fast::hash(&forged[1].data);
         assert_eq!(assemble(forged), Err(SnapshotError::HashMismatch));
-        let mut long = split("z1", 1, 2, m.clone(), None).unwrap();
+        let mut long = split("z1", (1, 7), 2, m.clone(), None).unwrap();
         long.push(SnapshotChunk {
             header: None,
             offset: 3 * CHUNK as u64 + 5,
@@ -291,7 +293,7 @@ mod tests {
             assemble(long),
             Err(SnapshotError::Overflow { .. })
         ));
-        let mut headless = split("z1", 1, 2, m, None).unwrap();
+        let mut headless = split("z1", (1, 7), 2, m, None).unwrap();
         headless[0].header = None;
         assert!(matches!(assemble(headless), Err(SnapshotError::NoHeader)));
     }

@@ -90,6 +90,9 @@ pub struct GrpcTransport {
     cut: std::sync::RwLock<HashSet<ReplicaId>>,
     snapshots: Arc<Snapshots>,
     generations: Arc<Generations>,
+    /// This node's replica of each zone (its incarnation), said in every
+    /// message it sends.
+    incarnations: std::sync::RwLock<HashMap<ZoneId, u64>>,
     /// Raft messages handed to the links so far.
     sent: AtomicU64,
     /// The runtime the links run on (`send` is called from zone threads).
@@ -132,6 +135,7 @@ impl GrpcTransport {
             cut: Default::default(),
             snapshots: Arc::default(),
             generations,
+            incarnations: Default::default(),
             sent: AtomicU64::new(0),
             rt: tokio::runtime::Handle::current(),
         })
@@ -171,6 +175,11 @@ impl GrpcTransport {
         )
     }
 
+    fn incarnation(&self, zone: &ZoneId) -> u64 {
+        let map = self.incarnations.read().unwrap_or_else(|p| p.into_inner());
+        map.get(zone).copied().unwrap_or(0)
+    }
+
     /// Streams a MsgSnapshot to its recipient on a call of its own, unless
     /// one for the same zone is already on its way there.
     fn send_snapshot(&self, zone: &ZoneId, msg: Message) {
@@ -195,7 +204,7 @@ impl GrpcTransport {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let snapshots = self.snapshots.clone();
-        let me = self.me;
+        let me = (self.me, self.incarnation(zone));
         let zone = zone.clone();
         self.rt.spawn(async move {
             let outcome = stream_snapshot(&url, &zone, me, msg, fault).await;
@@ -254,6 +263,7 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, zone: &ZoneId, msgs: Vec<Message>) {
         let cut = self.cut.read().unwrap_or_else(|p| p.into_inner());
+        let incarnation = self.incarnation(zone);
         for m in msgs {
             if cut.contains(&m.to) {
                 continue;
@@ -276,6 +286,7 @@ impl Transport for GrpcTransport {
             let env = Envelope {
                 zone: zone.to_string(),
                 message,
+                incarnation,
             };
             self.sent.fetch_add(1, Ordering::Relaxed);
             let generation = self.generations.current(zone.as_str());
@@ -291,6 +302,13 @@ impl Transport for GrpcTransport {
 
     fn forget_zone(&self, zone: &ZoneId) {
         self.generations.bump(zone.as_str());
+    }
+
+    fn register_zone(&self, zone: &ZoneId, incarnation: u64) {
+        self.incarnations
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(zone.clone(), incarnation);
     }
 }
 
@@ -311,7 +329,7 @@ async fn connect(url: String) -> Result<RaftTransportClient<tonic::transport::Ch
 async fn stream_snapshot(
     url: &str,
     zone: &ZoneId,
-    me: ReplicaId,
+    me: (ReplicaId, u64),
     msg: Message,
     fault: Option<Fault>,
 ) -> Result<u64, String> {
@@ -440,6 +458,7 @@ mod tests {
             env: Envelope {
                 zone: zone.to_owned(),
                 message: Vec::new(),
+                incarnation: 0,
             },
         };
         let (old, other) = (queued("z1"), queued("z2"));
