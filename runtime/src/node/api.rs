@@ -7,14 +7,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use nexus_kernel::identity::{Capabilities, Task};
+use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
-use nexus_kernel::replica::{MemberInfo, Role};
+use nexus_kernel::replica::Role;
 use nexus_kernel::token::Claims;
 use nexus_kernel::types::{ReplicaId, ZoneId};
 use nexus_kernel::vfs::{MAX_PAGE, MAX_READ};
 use nexus_kernel::{ErrorCode, KernelError};
-use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
     CheckRequest, CreateZoneRequest, DataReply, Empty, IssueRequest, JoinZoneRequest, JsonReply,
@@ -23,7 +22,6 @@ use nexus_proto::node::{
     ZoneCheckRequest, ZoneRef, ZoneReply,
 };
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// What `AddReplica` and `RemoveReplica` answer (as JSON).
@@ -35,6 +33,8 @@ pub struct MembershipReply {
     /// told to delete its copy).
     pub warning: Option<String>,
 }
+
+mod group;
 
 /// The one mapping from kernel errors to gRPC status codes.
 pub fn status(e: KernelError) -> Status {
@@ -149,71 +149,6 @@ impl NodeApi {
             .map(|r| (r.node, Self::role(r.witness)))
             .collect()
     }
-
-    /// A client of peer `node`.
-    async fn peer(&self, node: ReplicaId) -> Result<NodeClient<Channel>, Status> {
-        let me = self.kernel.node_id();
-        let addr = self.peers.get(&node).ok_or_else(|| {
-            Status::invalid_argument(format!("node {node} is not a peer of node {me}"))
-        })?;
-        NodeClient::connect(format!("http://{addr}"))
-            .await
-            .map_err(|e| Status::unavailable(format!("node {node}: {e}")))
-    }
-
-    /// `msg` as a request carrying the caller's token, for a peer.
-    fn forwarded<T>(msg: T, token: &str) -> Result<Request<T>, Status> {
-        let mut req = Request::new(msg);
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::invalid_argument("the token is not valid metadata"))?;
-        req.metadata_mut().insert("authorization", bearer);
-        Ok(req)
-    }
-
-    /// A membership change's token (to forward), task, request and replica.
-    fn membership_request(
-        &self,
-        req: Request<ReplicaChange>,
-    ) -> Result<(String, Task, ReplicaChange, Replica), Status> {
-        let token = Self::bearer(&req)?;
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let replica = r
-            .replica
-            .ok_or_else(|| Status::invalid_argument("which replica?"))?;
-        Ok((token, task, r, replica))
-    }
-
-    /// Asks `node`, just removed from `zone`, to delete its copy; the
-    /// warning (also logged) if it could not be told.
-    async fn tell_to_leave(&self, node: ReplicaId, zone: &str, token: &str) -> Option<String> {
-        let leave = Self::forwarded(
-            ZoneRef {
-                zone: zone.to_owned(),
-            },
-            token,
-        );
-        let left = match (self.peer(node).await, leave) {
-            (Ok(mut peer), Ok(leave)) => peer.leave_zone(leave).await.map(drop),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        let e = left.err()?;
-        let warning = format!(
-            "node {node} was removed from zone {zone} but could not be told to delete its copy \
-             ({}); it no longer takes part in the group",
-            e.message()
-        );
-        tracing::warn!("{warning}");
-        Some(warning)
-    }
-
-    fn membership_reply(
-        status: nexus_kernel::driver::ZoneStatus,
-        warning: Option<String>,
-    ) -> Result<Response<JsonReply>, Status> {
-        json(&MembershipReply { status, warning })
-    }
 }
 
 #[tonic::async_trait]
@@ -222,79 +157,32 @@ impl Node for NodeApi {
         &self,
         req: Request<CreateZoneRequest>,
     ) -> Result<Response<ZoneReply>, Status> {
-        let token = Self::bearer(&req)?;
-        // The zone does not exist yet: the token's principal will own it.
-        let claims = self.claims(&req, &req.get_ref().zone)?;
-        if !claims.caps.contains(Capabilities::ALL) {
-            return Err(Status::permission_denied(
-                "creating a zone needs a token with every capability",
-            ));
-        }
-        let r = req.into_inner();
-        let me = self.kernel.node_id();
-        let replicas = Self::replicas(&r.replicas);
-        self.kernel
-            .check_join(&claims.zone, &replicas, None)
-            .map_err(status)?;
-        // Every node is asked first, then every node joins: one refusal
-        // leaves no replica behind.
-        for check_only in [true, false] {
-            for replica in r.replicas.iter().filter(|x| x.node != me) {
-                let join = JoinZoneRequest {
-                    zone: r.zone.clone(),
-                    replicas: r.replicas.clone(),
-                    owner: claims.principal.to_string(),
-                    running: false,
-                    witness: replica.witness,
-                    check_only,
-                };
-                let mut peer = self.peer(replica.node).await?;
-                peer.join_zone(Self::forwarded(join, &token)?).await?;
-            }
-        }
-        self.kernel
-            .create_zone_on(&claims.principal, &claims.zone, replicas)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(ZoneReply {
-            zone: r.zone,
-            replicas: r.replicas,
-            incarnation: 0,
-        }))
+        self.create_zone_across(req).await
     }
 
     async fn join_zone(
         &self,
         req: Request<JoinZoneRequest>,
     ) -> Result<Response<ZoneReply>, Status> {
-        // The zone does not exist here yet.
-        let claims = self.claims(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let replicas = Self::replicas(&r.replicas);
-        let role = r.running.then(|| Self::role(r.witness));
-        if r.check_only {
-            self.kernel
-                .check_join(&claims.zone, &replicas, role)
-                .map_err(status)?;
-            return Ok(Response::new(ZoneReply {
-                zone: r.zone,
-                replicas: r.replicas,
-                incarnation: 0,
-            }));
-        }
-        let joined = if r.running {
-            self.kernel
-                .join_running_zone(&claims.zone, replicas, Self::role(r.witness))
-                .await
-        } else {
-            self.kernel.join_zone(&claims.zone, replicas).await
-        };
-        let record = joined.map_err(status)?;
-        Ok(Response::new(ZoneReply {
-            zone: r.zone,
-            replicas: r.replicas,
-            incarnation: record.incarnation,
-        }))
+        self.join_zone_across(req).await
+    }
+
+    async fn destroy_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
+        self.destroy_zone_across(req).await
+    }
+
+    async fn add_replica(
+        &self,
+        req: Request<ReplicaChange>,
+    ) -> Result<Response<JsonReply>, Status> {
+        self.add_replica_across(req).await
+    }
+
+    async fn remove_replica(
+        &self,
+        req: Request<ReplicaChange>,
+    ) -> Result<Response<JsonReply>, Status> {
+        self.remove_replica_across(req).await
     }
 
     async fn zone_status(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
@@ -313,29 +201,6 @@ impl Node for NodeApi {
             Err(_) => Vec::new(),
         };
         json(&rows)
-    }
-
-    async fn destroy_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
-        let token = Self::bearer(&req)?;
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let zone = req.into_inner().zone;
-        let me = self.kernel.node_id();
-        self.kernel.may_destroy(&task).map_err(status)?;
-        let group = self.kernel.zone_status(&task).await.map_err(status)?;
-        for node in group
-            .voters
-            .iter()
-            .chain(&group.learners)
-            .filter(|n| **n != me)
-        {
-            self.kernel
-                .remove_replica(&task, *node)
-                .await
-                .map_err(status)?;
-            self.tell_to_leave(*node, &zone, &token).await;
-        }
-        self.kernel.destroy_zone(&task).map_err(status)?;
-        Ok(Response::new(Empty {}))
     }
 
     async fn gc(&self, req: Request<Empty>) -> Result<Response<JsonReply>, Status> {
@@ -362,113 +227,6 @@ impl Node for NodeApi {
         let task = self.task(&req, &req.get_ref().zone)?;
         let deep = req.get_ref().deep;
         json(&self.kernel.check_zone(&task, deep).await.map_err(status)?)
-    }
-
-    async fn add_replica(
-        &self,
-        req: Request<ReplicaChange>,
-    ) -> Result<Response<JsonReply>, Status> {
-        let (token, task, r, replica) = self.membership_request(req)?;
-        // Only the leader sees each replica's progress: it coordinates.
-        let now = self.kernel.zone_status(&task).await.map_err(status)?;
-        let me = self.kernel.node_id();
-        if now.leader != me {
-            if now.leader == 0 {
-                return Err(Status::unavailable(format!(
-                    "zone {} has no leader right now; retry",
-                    r.zone
-                )));
-            }
-            let mut leader = self.peer(now.leader).await?;
-            return leader
-                .add_replica(Self::forwarded(
-                    ReplicaChange {
-                        zone: r.zone,
-                        replica: Some(replica),
-                    },
-                    &token,
-                )?)
-                .await;
-        }
-        if replica.node == me {
-            return Err(Status::already_exists(format!(
-                "node {me} already serves zone {}",
-                r.zone
-            )));
-        }
-        let record = self.kernel.zone_record(task.zone()).map_err(status)?;
-        let join = JoinZoneRequest {
-            zone: r.zone.clone(),
-            replicas: record
-                .replicas
-                .iter()
-                .map(|(node, role)| Replica {
-                    node: *node,
-                    witness: *role == Role::Witness,
-                })
-                .collect(),
-            owner: String::new(),
-            running: true,
-            witness: replica.witness,
-            check_only: false,
-        };
-        let mut peer = self.peer(replica.node).await?;
-        let incarnation = match peer.join_zone(Self::forwarded(join, &token)?).await {
-            Ok(reply) => reply.into_inner().incarnation,
-            // A replica left there earlier (its removal could not tell it
-            // to go): it catches up like any other; which one it is, is
-            // not known here.
-            Err(s) if s.code() == tonic::Code::AlreadyExists => 0,
-            Err(s) => return Err(s),
-        };
-        let info = MemberInfo {
-            role: Self::role(replica.witness),
-            incarnation,
-        };
-        self.kernel
-            .add_replica(&task, replica.node, info)
-            .await
-            .map_err(status)?;
-        let after = self.kernel.zone_status(&task).await.map_err(status)?;
-        Self::membership_reply(after, None)
-    }
-
-    async fn remove_replica(
-        &self,
-        req: Request<ReplicaChange>,
-    ) -> Result<Response<JsonReply>, Status> {
-        let (token, task, r, replica) = self.membership_request(req)?;
-        let node = replica.node;
-        let me = self.kernel.node_id();
-        if node == me {
-            // A removed replica may never learn that its removal committed:
-            // another member coordinates.
-            let now = self.kernel.zone_status(&task).await.map_err(status)?;
-            let other = now
-                .voters
-                .iter()
-                .copied()
-                .find(|v| *v != me && !now.witnesses.contains(v))
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "node {me} holds the last copy of zone {}'s state",
-                        r.zone
-                    ))
-                })?;
-            return self
-                .peer(other)
-                .await?
-                .remove_replica(Self::forwarded(r, &token)?)
-                .await;
-        }
-        self.kernel
-            .remove_replica(&task, node)
-            .await
-            .map_err(status)?;
-        // The removal has committed; the removed node deletes its copy.
-        let warning = self.tell_to_leave(node, &r.zone, &token).await;
-        let after = self.kernel.zone_status(&task).await.map_err(status)?;
-        Self::membership_reply(after, warning)
     }
 
     async fn leave_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
