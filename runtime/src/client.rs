@@ -365,35 +365,21 @@ pub async fn run(
             zone,
             path: p,
             read,
-            ..
+            json,
         }) => {
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
-            println!(
-                "{}",
-                c.inner
-                    .stat(req)
-                    .await
-                    .map_err(cli_error)?
-                    .into_inner()
-                    .json
-            );
+            let reply = c.inner.stat(req).await.map_err(cli_error)?.into_inner();
+            crate::fs_cmd::print_stat(&p, &parse(&reply.json)?, json)?;
         }
         KernelCommand::Fs(FsCmd::Ls {
             zone,
             path: p,
             read,
-            ..
+            json,
         }) => {
             let req = c.request(path(&zone.zone, &p, false, read.linearizable))?;
-            println!(
-                "{}",
-                c.inner
-                    .list(req)
-                    .await
-                    .map_err(cli_error)?
-                    .into_inner()
-                    .json
-            );
+            let reply = c.inner.list(req).await.map_err(cli_error)?.into_inner();
+            crate::fs_cmd::print_ls(parse(&reply.json)?, json)?;
         }
         KernelCommand::Fs(FsCmd::Rm {
             zone,

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nexus_kernel::content::CHUNK_SIZE;
 use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
-use nexus_kernel::types::{FileKind, ZoneId};
+use nexus_kernel::types::{FileKind, Stat, ZoneId};
 use nexus_kernel::vfs::{Handle, OpenOptions};
 use nexus_kernel::KernelError;
 use serde::Serialize;
@@ -35,10 +35,10 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
     }
 }
 
-#[derive(Serialize)]
-struct LsRow {
+#[derive(Serialize, serde::Deserialize)]
+pub struct LsRow {
     name: String,
-    kind: &'static str,
+    kind: String,
     ino: u64,
     size: u64,
     mtime: i64,
@@ -70,34 +70,13 @@ pub async fn run(k: &Kernel, acting: &Acting, cmd: FsCmd) -> CliResult {
             path,
             json,
             read,
-        } => ls(k, &reader(z, read).await?, &path, json),
+        } => print_ls(ls_rows(k, &reader(z, read).await?, &path)?, json),
         FsCmd::Stat {
             zone: z,
             path,
             json,
             read,
-        } => {
-            let s = k.lstat(&reader(z, read).await?, &path)?;
-            if json {
-                return output::json(&s);
-            }
-            println!("path:    {path}");
-            println!("zone:    {}", s.zone);
-            println!("inode:   {}", s.ino);
-            println!("type:    {}", s.kind.as_str());
-            println!("size:    {}", s.size);
-            println!("version: {}", s.version);
-            println!("mtime:   {}", output::time(s.mtime));
-            println!("atime:   {}", output::time(s.atime));
-            println!("ctime:   {}", output::time(s.ctime));
-            if let Some(t) = s.mount_target {
-                println!("mounts:  zone {t}");
-            }
-            if let Some(c) = s.pipe_capacity {
-                println!("capacity: {c}");
-            }
-            Ok(())
-        }
+        } => print_stat(&path, &k.lstat(&reader(z, read).await?, &path)?, json),
         FsCmd::Mkdir {
             zone: z,
             parents,
@@ -143,7 +122,31 @@ pub async fn mount(
     Ok(())
 }
 
-fn ls(k: &Kernel, z: &Task, path: &str, json: bool) -> CliResult {
+/// `fs stat`, here and in client mode.
+pub fn print_stat(path: &str, s: &Stat, json: bool) -> CliResult {
+    if json {
+        return output::json(s);
+    }
+    println!("path:    {path}");
+    println!("zone:    {}", s.zone);
+    println!("inode:   {}", s.ino);
+    println!("type:    {}", s.kind.as_str());
+    println!("size:    {}", s.size);
+    println!("version: {}", s.version);
+    println!("mtime:   {}", output::time(s.mtime));
+    println!("atime:   {}", output::time(s.atime));
+    println!("ctime:   {}", output::time(s.ctime));
+    if let Some(t) = &s.mount_target {
+        println!("mounts:  zone {t}");
+    }
+    if let Some(c) = s.pipe_capacity {
+        println!("capacity: {c}");
+    }
+    Ok(())
+}
+
+/// `fs ls`'s rows: every entry of the directory, with its size and mtime.
+pub fn ls_rows(k: &Kernel, z: &Task, path: &str) -> CliResult<Vec<LsRow>> {
     let dir = k.resolve(z, path, true)?;
     if dir.kind != FileKind::Dir {
         return Err(KernelError::NotDirectory(path.to_owned()).into());
@@ -157,7 +160,7 @@ fn ls(k: &Kernel, z: &Task, path: &str, json: bool) -> CliResult {
             let s = k.lstat(z, &child)?;
             rows.push(LsRow {
                 name: e.name,
-                kind: e.kind.as_str(),
+                kind: e.kind.as_str().to_owned(),
                 ino: e.ino,
                 size: s.size,
                 mtime: s.mtime,
@@ -169,6 +172,11 @@ fn ls(k: &Kernel, z: &Task, path: &str, json: bool) -> CliResult {
             None => break,
         }
     }
+    Ok(rows)
+}
+
+/// `fs ls`, here and in client mode.
+pub fn print_ls(rows: Vec<LsRow>, json: bool) -> CliResult {
     if json {
         return output::json(&rows);
     }

@@ -12,7 +12,7 @@ use nexus_kernel::kernel::Kernel;
 use nexus_kernel::replica::Role;
 use nexus_kernel::token::Claims;
 use nexus_kernel::types::{ReplicaId, ZoneId};
-use nexus_kernel::vfs::{MAX_PAGE, MAX_READ};
+use nexus_kernel::vfs::MAX_READ;
 use nexus_kernel::{ErrorCode, KernelError};
 use nexus_proto::node::node_server::Node;
 use nexus_proto::node::{
@@ -295,21 +295,8 @@ impl Node for NodeApi {
 
     async fn list(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
         let task = self.reader(&req).await?;
-        let path = &req.get_ref().path;
-        let mut entries = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .kernel
-                .readdir(&task, path, cursor.as_deref(), MAX_PAGE)
-                .map_err(status)?;
-            entries.extend(page.entries);
-            match page.next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
-        json(&entries)
+        let rows = crate::fs_cmd::ls_rows(&self.kernel, &task, &req.get_ref().path);
+        json(&rows.map_err(cli_status)?)
     }
 
     type RunStream = ReceiverStream<Result<RunEvent, Status>>;
