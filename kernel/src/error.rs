@@ -137,6 +137,62 @@ impl KernelError {
     }
 }
 
+/// Every kernel error by name, for carrying one across a boundary
+/// (a node's answer) and rebuilding it exactly on the other side.
+macro_rules! kinds {
+    ($($variant:ident($t:ty) = $name:literal),* $(,)?) => {
+        impl KernelError {
+            /// The error's name, e.g. `not-found`.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(KernelError::$variant(_) => $name,)*
+                }
+            }
+
+            /// What the error names: a path, a zone, an inode, a reason.
+            pub fn detail(&self) -> String {
+                match self {
+                    $(KernelError::$variant(d) => d.to_string(),)*
+                }
+            }
+
+            /// The error named `kind` with `detail`; `None` for a name or
+            /// a detail this version does not know.
+            pub fn from_kind(kind: &str, detail: &str) -> Option<KernelError> {
+                match kind {
+                    $($name => detail.parse::<$t>().ok().map(KernelError::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    NotFound(String) = "not-found",
+    Exist(String) = "exist",
+    NotDirectory(String) = "not-directory",
+    IsDirectory(String) = "is-directory",
+    NotEmpty(String) = "not-empty",
+    Access(String) = "access",
+    Invalid(String) = "invalid",
+    NameTooLong(String) = "name-too-long",
+    FileTooLarge(String) = "file-too-large",
+    Busy(String) = "busy",
+    CrossZone(String) = "cross-zone",
+    Quota(String) = "quota",
+    Unsupported(String) = "unsupported",
+    BrokenPipe(String) = "broken-pipe",
+    WouldBlock(String) = "would-block",
+    ZoneNotFound(ZoneId) = "zone-not-found",
+    ZoneExists(ZoneId) = "zone-exists",
+    Conflict(u64) = "conflict",
+    Unavailable(String) = "unavailable",
+    Storage(String) = "storage",
+    Content(String) = "content",
+    Corrupt(String) = "corrupt",
+}
+
 impl From<sled::Error> for KernelError {
     fn from(e: sled::Error) -> Self {
         KernelError::Storage(e.to_string())
@@ -184,5 +240,42 @@ mod tests {
             KernelError::NotFound("x".into()).code().as_str(),
             "no-entry"
         );
+    }
+
+    #[test]
+    fn every_error_is_rebuilt_from_its_name_and_detail() {
+        let zone = ZoneId::new("z1").unwrap();
+        let errs = [
+            KernelError::NotFound("/a".into()),
+            KernelError::Exist("/a".into()),
+            KernelError::NotDirectory("/a".into()),
+            KernelError::IsDirectory("/a".into()),
+            KernelError::NotEmpty("/a".into()),
+            KernelError::Access("no".into()),
+            KernelError::Invalid("bad".into()),
+            KernelError::NameTooLong("n".into()),
+            KernelError::FileTooLarge("f".into()),
+            KernelError::Busy("b".into()),
+            KernelError::CrossZone("c".into()),
+            KernelError::Quota("q".into()),
+            KernelError::Unsupported("u".into()),
+            KernelError::BrokenPipe("p".into()),
+            KernelError::WouldBlock("w".into()),
+            KernelError::ZoneNotFound(zone.clone()),
+            KernelError::ZoneExists(zone),
+            KernelError::Conflict(42),
+            KernelError::Unavailable("x".into()),
+            KernelError::Storage("s".into()),
+            KernelError::Content("c".into()),
+            KernelError::Corrupt("c".into()),
+        ];
+        let names: std::collections::HashSet<_> = errs.iter().map(|e| e.kind()).collect();
+        assert_eq!(names.len(), errs.len(), "names are distinct");
+        for e in errs {
+            assert_eq!(KernelError::from_kind(e.kind(), &e.detail()), Some(e));
+        }
+        assert_eq!(KernelError::from_kind("no-such-kind", "x"), None);
+        assert_eq!(KernelError::from_kind("zone-exists", "bad/zone"), None);
+        assert_eq!(KernelError::from_kind("conflict", "x"), None);
     }
 }

@@ -136,6 +136,15 @@ impl TupleSource for ZoneTuples<'_> {
     }
 }
 
+/// Who asks for a token to be signed.
+pub struct Issuer {
+    pub principal: Principal,
+    pub caps: Capabilities,
+    /// The zone a token-holding issuer is bound to; `None` for the node's
+    /// operator (or someone acting with `--as` on the data directory).
+    pub bound_to: Option<ZoneId>,
+}
+
 impl Kernel {
     /// Binds an identity to a new task in `zone`. The zone must exist.
     pub fn spawn_task(
@@ -173,6 +182,53 @@ impl Kernel {
             }
         }
         Ok(claims)
+    }
+
+    /// Signs a token for `subject` (default: the issuer) in `zone`. Only a
+    /// zone admin hands out identities in it, and never more capabilities
+    /// than the issuer's own task holds. A zone this node does not serve
+    /// yet (a cluster zone about to be created through a node) has no
+    /// admin: an issuer not bound to a zone by a token (the node's
+    /// operator, who holds the signing key anyway) may issue for it.
+    pub fn issue_token(
+        &self,
+        issuer: &Issuer,
+        subject: Option<Principal>,
+        zone: &ZoneId,
+        caps: Capabilities,
+        lifetime: Duration,
+    ) -> Result<(String, crate::token::Claims)> {
+        let bootstrap = issuer.bound_to.is_none()
+            && matches!(self.zone_record(zone), Err(KernelError::ZoneNotFound(_)));
+        let held = if bootstrap {
+            issuer.caps
+        } else {
+            if let Some(bound) = &issuer.bound_to {
+                if bound != zone {
+                    return Err(KernelError::Access(format!(
+                        "the token is for zone {bound}, not {zone}"
+                    )));
+                }
+            }
+            let task = self.spawn_task(issuer.principal.clone(), zone, issuer.caps)?;
+            let admin = self.check(&task, zone, &ObjectRef::zone(zone), Permission::Admin)?;
+            if !admin.allowed {
+                return Err(KernelError::Access(format!(
+                    "{} may not issue tokens for zone {zone} (needs admin on it)",
+                    task.principal()
+                )));
+            }
+            task.caps()
+        };
+        if !held.contains(caps) {
+            return Err(KernelError::Access(format!(
+                "cannot grant capabilities {caps} beyond your own"
+            )));
+        }
+        let subject = subject.unwrap_or_else(|| issuer.principal.clone());
+        let secs = i64::try_from(lifetime.as_secs())
+            .map_err(|_| KernelError::Invalid("token lifetime too long".into()))?;
+        self.tokens().issue(subject, zone.clone(), caps, secs)
     }
 
     /// Revokes a token of the task's zone on every node serving the zone

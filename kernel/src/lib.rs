@@ -20,6 +20,7 @@ pub mod state;
 pub mod timer;
 pub mod token;
 pub mod transport;
+pub mod tree;
 pub mod types;
 pub mod vfs;
 

@@ -43,6 +43,14 @@ impl ZoneId {
     }
 }
 
+impl std::str::FromStr for ZoneId {
+    type Err = KernelError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        ZoneId::new(name)
+    }
+}
+
 impl std::fmt::Display for ZoneId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use clap::Parser;
 use nexus_kernel::audit::{AuditSink, RecordStore};
 use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
-use nexus_runtime::{
-    access_cmd, audit_cmd, bench, client, fs_cmd, node_cmd, pipe_cmd, run_cmd, stress, zone_cmd,
-};
-
-use nexus_runtime::cli::{Cli, Command, KernelCommand};
-use nexus_runtime::error::{self, CliError, CliResult};
+use nexus_runtime::agent::host::RunLimits;
+use nexus_runtime::cli::{self, Cli, Command, KernelCommand};
+use nexus_runtime::ops::local::Local;
+use nexus_runtime::ops::remote::Remote;
+use nexus_runtime::ops::run::Hosts;
+use nexus_runtime::ops::{exit, OpError, OpResult};
 use nexus_runtime::session::Acting;
+use nexus_runtime::{bench, units};
 
 /// The audit log's SQLite file in the data directory.
 const RECORDS: &str = "records.db";
@@ -31,12 +32,12 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(error::exit::FAILURE);
+            return ExitCode::from(exit::FAILURE);
         }
     };
     match runtime.block_on(run(cli)) {
         // The agent's (or the command's) exit status; out-of-range codes fail.
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(error::exit::FAILURE)),
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE)),
         Err(e) => {
             eprintln!("error: {e}");
             if let Some(hint) = e.hint() {
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 /// `NEXUS_HOME`, else `$XDG_DATA_HOME/nexus`, else `~/.local/share/nexus`.
-fn home(given: &Option<PathBuf>) -> CliResult<PathBuf> {
+fn home(given: &Option<PathBuf>) -> OpResult<PathBuf> {
     if let Some(h) = given {
         return Ok(h.clone());
     }
@@ -58,11 +59,11 @@ fn home(given: &Option<PathBuf>) -> CliResult<PathBuf> {
     std::env::var_os("HOME")
         .filter(|v| !v.is_empty())
         .map(|h| PathBuf::from(h).join(".local/share/nexus"))
-        .ok_or_else(|| CliError::Usage("no data directory: set NEXUS_HOME".into()))
+        .ok_or_else(|| OpError::Usage("no data directory: set NEXUS_HOME".into()))
 }
 
 /// Runs the command; returns the process's exit code.
-async fn run(cli: Cli) -> CliResult<i32> {
+async fn run(cli: Cli) -> OpResult<i32> {
     let home = home(&cli.home)?;
     let cmd = match cli.command {
         // Benchmarks run on their own scratch data directory.
@@ -70,79 +71,53 @@ async fn run(cli: Cli) -> CliResult<i32> {
         // The audit log is read without opening (and locking) the kernel.
         Command::Audit(cmd) => {
             let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
-            return audit_cmd::run(&store, cmd).await.map(|()| 0);
+            return cli::audit::run(&store, cmd).await.map(|()| 0);
         }
         Command::Kernel(cmd) => cmd,
         Command::Node(cmd) => {
             let mut cfg = KernelConfig::embedded(&home);
             cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
-            return node_cmd::run(&home, cfg, cmd).await;
+            return cli::node::run(&home, cfg, cmd).await;
         }
     };
+    let as_principal = cli.as_principal.as_deref();
     if let Some(addr) = &cli.node {
-        return client::run(addr, cli.token.as_deref(), cli.as_principal.as_deref(), cmd).await;
+        let token = cli.token.as_deref().ok_or_else(|| {
+            OpError::Usage("--node needs --token (see `nexus token issue`)".into())
+        })?;
+        let remote = Remote::connect(addr, token).await?;
+        return cli::dispatch(&remote, as_principal, cmd).await;
     }
     let mut cfg = KernelConfig::embedded(&home);
     cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
     let kernel = Arc::new(Kernel::open(cfg)?);
     let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
     kernel.attach_audit(AuditSink::spawn(store))?;
-    let result = dispatch(&kernel, &cli.as_principal, &cli.token, cmd).await;
+    let result = embedded(&kernel, as_principal, cli.token.as_deref(), cmd).await;
     // Write out the audit log, stop drivers and flush, whatever happened.
     kernel.shutdown().await?;
     result
 }
 
-async fn dispatch(
+/// The command on this data directory's kernel, as the operator, `--as`
+/// or the holder of `--token`.
+async fn embedded(
     kernel: &Arc<Kernel>,
-    as_principal: &Option<String>,
-    token: &Option<String>,
+    as_principal: Option<&str>,
+    token: Option<&str>,
     cmd: KernelCommand,
-) -> CliResult<i32> {
-    let k = kernel;
-    let acting = || Acting::resolve(k, as_principal.as_deref(), token.as_deref());
-    let done = match cmd {
-        KernelCommand::Run(args) => {
-            // An agent is `agent:<file stem>` unless told otherwise.
-            let explicit = match (as_principal, token) {
-                (None, None) => None,
-                _ => Some(acting()?),
-            };
-            return run_cmd::run(k, explicit.as_ref(), args).await;
-        }
-        KernelCommand::Token(cmd) => {
-            // For `token issue`, `--as` names the token's principal; the
-            // issuer is the operator, or the holder of `--token`.
-            let issuer = Acting::resolve(k, None, token.as_deref())?;
-            access_cmd::token(k, &issuer, as_principal.as_deref(), cmd).await
-        }
-        KernelCommand::Zone(cmd) => zone_cmd::run(k, &acting()?, cmd).await,
-        KernelCommand::Fs(cmd) => fs_cmd::run(k, &acting()?, cmd).await,
-        KernelCommand::Pipe(cmd) => pipe_cmd::run(k, &acting()?, cmd).await,
-        KernelCommand::Mount { zone, path, target } => {
-            fs_cmd::mount(k, &acting()?, &zone, &path, &target).await
-        }
-        KernelCommand::Gc { json } => zone_cmd::gc(k, &acting()?, json).await,
-        KernelCommand::Stress(args) => stress::run(k, &acting()?, args).await,
-        KernelCommand::Grant(args) => access_cmd::grant(k, &acting()?, args, true).await,
-        KernelCommand::Revoke(args) => access_cmd::grant(k, &acting()?, args, false).await,
-        KernelCommand::Check {
-            zone,
-            subject,
-            permission,
-            object,
-            at,
-            json,
-        } => {
-            let query = access_cmd::CheckQuery {
-                subject: &subject,
-                permission: &permission,
-                object: &object,
-                at,
-            };
-            access_cmd::check(k, &acting()?, &zone, query, json).await
-        }
-        KernelCommand::Tuples { zone, json } => access_cmd::tuples(k, &acting()?, &zone, json),
+) -> OpResult<i32> {
+    // For `token issue`, `--as` names the token's principal, not the issuer.
+    let acting = match cmd {
+        KernelCommand::Token(_) => Acting::resolve(kernel, None, token)?,
+        _ => Acting::resolve(kernel, as_principal, token)?,
     };
-    done.map(|()| 0)
+    // Agents get the linear memory they ask for (no node-wide cap here).
+    let memory = match &cmd {
+        KernelCommand::Run(args) => args.memory.as_deref().map(units::size).transpose()?,
+        _ => None,
+    };
+    let hosts = Hosts::new(kernel, memory.unwrap_or(RunLimits::default().memory));
+    let local = Local::new(kernel.clone(), acting, Arc::new(hosts));
+    cli::dispatch(&local, as_principal, cmd).await
 }

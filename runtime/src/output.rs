@@ -4,13 +4,13 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::error::{CliError, CliResult};
+use crate::ops::{OpError, OpResult};
 
-pub fn json<T: Serialize>(value: &T) -> CliResult {
+pub fn json<T: Serialize>(value: &T) -> OpResult {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)
-        .map_err(|e| CliError::Usage(format!("json: {e}")))?;
-    writeln!(out).map_err(|e| CliError::local("stdout", e))
+        .map_err(|e| OpError::Usage(format!("json: {e}")))?;
+    writeln!(out).map_err(|e| OpError::local("stdout", e))
 }
 
 /// Nanoseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.

@@ -6,12 +6,14 @@
 //! to try permissions, like `sudo -u`). `--token` acts with a signed
 //! token's identity, limited to its zone and capabilities.
 
+use nexus_kernel::gate::Issuer;
 use nexus_kernel::identity::{Capabilities, Principal, Task};
 use nexus_kernel::kernel::Kernel;
+use nexus_kernel::token::Claims;
 use nexus_kernel::types::ZoneId;
 use nexus_kernel::KernelError;
 
-use crate::error::CliResult;
+use crate::ops::OpResult;
 
 /// `user:<login>`, from USER or LOGNAME; `user:uid-N` if neither is usable.
 pub fn operator() -> Principal {
@@ -35,6 +37,9 @@ pub struct Acting {
     pub caps: Capabilities,
     /// A token binds its holder to one zone.
     pub zone: Option<ZoneId>,
+    /// Named by `--as` or `--token` (else the operator by default, and an
+    /// agent runs as `agent:<file stem>`).
+    pub chosen: bool,
 }
 
 impl Acting {
@@ -43,14 +48,10 @@ impl Acting {
         kernel: &Kernel,
         as_principal: Option<&str>,
         token: Option<&str>,
-    ) -> CliResult<Self> {
+    ) -> OpResult<Self> {
         if let Some(t) = token {
             let claims = kernel.verify_token(t)?;
-            return Ok(Acting {
-                principal: claims.principal,
-                caps: claims.caps,
-                zone: Some(claims.zone),
-            });
+            return Ok(Acting::holder(claims));
         }
         let principal = match as_principal {
             Some(p) => Principal::parse(p)?,
@@ -60,11 +61,31 @@ impl Acting {
             principal,
             caps: Capabilities::ALL,
             zone: None,
+            chosen: as_principal.is_some(),
         })
     }
 
+    /// The holder of a verified token.
+    pub fn holder(claims: Claims) -> Self {
+        Acting {
+            principal: claims.principal,
+            caps: claims.caps,
+            zone: Some(claims.zone),
+            chosen: true,
+        }
+    }
+
+    /// This identity as the issuer of a token.
+    pub fn issuer(&self) -> Issuer {
+        Issuer {
+            principal: self.principal.clone(),
+            caps: self.caps,
+            bound_to: self.zone.clone(),
+        }
+    }
+
     /// A task in `zone` for this identity.
-    pub fn task(&self, kernel: &Kernel, zone: &str) -> CliResult<Task> {
+    pub fn task(&self, kernel: &Kernel, zone: &str) -> OpResult<Task> {
         let zone = ZoneId::new(zone)?;
         if let Some(bound) = &self.zone {
             if *bound != zone {

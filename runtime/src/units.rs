@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use crate::error::{CliError, CliResult};
+use crate::ops::{OpError, OpResult};
 
 /// Splits `30s` into (30, "s").
 fn split(s: &str) -> (&str, &str) {
     s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()))
 }
 
-pub fn duration(s: &str) -> CliResult<Duration> {
-    let bad = || CliError::Usage(format!("duration {s:?}: use e.g. 500ms, 30s, 2m, 1h or 7d"));
+pub fn duration(s: &str) -> OpResult<Duration> {
+    let bad = || OpError::Usage(format!("duration {s:?}: use e.g. 500ms, 30s, 2m, 1h or 7d"));
     let (num, unit) = split(s);
     let n: u64 = num.parse().map_err(|_| bad())?;
     let ms = match unit {
@@ -28,8 +28,8 @@ pub fn duration(s: &str) -> CliResult<Duration> {
         .ok_or_else(bad)
 }
 
-pub fn size(s: &str) -> CliResult<usize> {
-    let bad = || CliError::Usage(format!("size {s:?}: use e.g. 64KiB, 256MiB or 1GiB"));
+pub fn size(s: &str) -> OpResult<usize> {
+    let bad = || OpError::Usage(format!("size {s:?}: use e.g. 64KiB, 256MiB or 1GiB"));
     let (num, unit) = split(s);
     let n: usize = num.parse().map_err(|_| bad())?;
     let scale = match unit {

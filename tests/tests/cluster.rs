@@ -606,10 +606,12 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
     );
     assert!(note.starts_with("written by user:"), "{note}");
 
-    // Output arrives while the agent runs, not at its exit.
+    // Output arrives while the agent runs, not at its exit: the agent
+    // waits for a file the test makes only once it has read the agent's
+    // first line (were output held back until the exit, the agent would
+    // run into its timeout and the second line would never come).
     let pipes = nexus_tests::guest("guests/pipes");
     let pipes = pipes.to_str().unwrap();
-    let started = Instant::now();
     let mut child = nexus(&c.homes[0])
         .args(["--node", &c.addrs[0], "--token", &c.token])
         .args([
@@ -617,23 +619,24 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
             pipes,
             "--zone",
             "z1",
+            "--timeout",
+            "120s",
             "--",
-            "sleep-hold",
-            "1",
-            "3000",
+            "wait-for",
+            "/go",
         ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "holding 1 timers");
-    let first_line = started.elapsed();
-    assert_eq!(lines.next().unwrap().unwrap(), "woke");
-    assert!(child.wait().unwrap().success());
-    assert!(
-        first_line < Duration::from_millis(2500),
-        "the first line came after {first_line:?}, with the agent's exit"
+    assert_eq!(lines.next().unwrap().unwrap(), "waiting for /go");
+    c.ok(
+        0,
+        &["fs", "mkdir", "--zone", "z1", "/go"],
+        Duration::from_secs(5),
     );
+    assert_eq!(lines.next().unwrap().unwrap(), "found /go");
+    assert!(child.wait().unwrap().success());
 
     // Exit codes, errors and stderr as `nexus run` gives them.
     let out = c.cli(0, &["run", pipes, "--zone", "z1", "--", "bogus"]);

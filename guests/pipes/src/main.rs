@@ -192,6 +192,16 @@ fn main() {
             std::thread::sleep(Duration::from_millis(num(3)));
             println!("woke");
         }
+        // Says it is waiting, then waits until PATH exists (the test makes
+        // it only after it has read that line).
+        "wait-for" => {
+            let path = arg(2);
+            println!("waiting for {path}");
+            while std::fs::metadata(&path).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            println!("found {path}");
+        }
         // Sleeps with std, reporting the kernel clock's view of how long.
         "sleep" => {
             let start = timer::now();

@@ -1,92 +1,62 @@
-//! The client API of a node (`nexus.node.v1.Node`): every call carries a
-//! token (`authorization: Bearer …`), verified by the node; the call runs
-//! as a task of the token's principal in the token's zone, so the gate
-//! decides exactly as in embedded mode. Kernel errors map once, here, to
-//! gRPC status codes.
+//! The client API of a node (`nexus.node.v1.Node`), a thin adapter over
+//! the operations layer: every call verifies its bearer token first, then
+//! runs the operation on [`Local`] as the token's principal in the token's
+//! zone (so the gate decides exactly as in embedded mode) and converts the
+//! answer ([`wire`]); an error becomes a status carrying its fault, once,
+//! in [`wire::status`]. The calls that coordinate several nodes live in
+//! `api/group.rs`.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use nexus_kernel::identity::Task;
 use nexus_kernel::kernel::Kernel;
 use nexus_kernel::replica::Role;
 use nexus_kernel::token::Claims;
 use nexus_kernel::types::{ReplicaId, ZoneId};
-use nexus_kernel::vfs::MAX_READ;
-use nexus_kernel::{ErrorCode, KernelError};
+use nexus_kernel::KernelError;
+use nexus_proto::node as pb;
 use nexus_proto::node::node_server::Node;
-use nexus_proto::node::{
-    CheckRequest, CreateZoneRequest, DataReply, Empty, IssueRequest, JoinZoneRequest, JsonReply,
-    MountRequest, PathRequest, PipeCatRequest, PipeCreateRequest, PutRequest, RenameRequest,
-    Replica, ReplicaChange, RunEvent, RunRequest, TokenRef, TupleRequest, VerifyRequest,
-    ZoneCheckRequest, ZoneRef, ZoneReply,
-};
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-/// What `AddReplica` and `RemoveReplica` answer (as JSON).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct MembershipReply {
-    /// The zone's status on the node that made the change, afterwards.
-    pub status: nexus_kernel::driver::ZoneStatus,
-    /// Something the caller should know (a removed node that could not be
-    /// told to delete its copy).
-    pub warning: Option<String>,
-}
+use crate::ops::local::Local;
+use crate::ops::run::Hosts;
+use crate::ops::{
+    wire, AgentSpec, ByteStream, CheckQuery, OpError, Ops, Output, Range, RunIo, RunSpec,
+    TupleSpec, TRANSFER_CHUNK,
+};
+use crate::session::Acting;
 
 mod group;
 
-/// The one mapping from kernel errors to gRPC status codes.
+/// Most linear memory an agent run on a node may ask for.
+const MAX_AGENT_MEMORY: usize = 4 << 30;
+
+/// A kernel error as a status (the one mapping is [`wire::status`]).
 pub fn status(e: KernelError) -> Status {
-    let msg = e.to_string();
-    tracing::debug!("request failed: {msg}");
-    match e.code() {
-        ErrorCode::NoEntry => Status::not_found(msg),
-        ErrorCode::Access | ErrorCode::NotPermitted => Status::permission_denied(msg),
-        ErrorCode::Exist => Status::already_exists(msg),
-        ErrorCode::Invalid | ErrorCode::NameTooLong => Status::invalid_argument(msg),
-        ErrorCode::Busy | ErrorCode::NotEmpty => Status::failed_precondition(msg),
-        ErrorCode::Io if matches!(e, KernelError::Unavailable(_)) => Status::unavailable(msg),
-        _ => Status::internal(msg),
-    }
+    wire::status(&OpError::Kernel(e))
 }
 
-/// A command's error, mapped the same way.
-fn cli_status(e: crate::error::CliError) -> Status {
-    use crate::error::CliError;
-    match e {
-        CliError::Kernel(k) => status(k),
-        CliError::Usage(m) => Status::invalid_argument(m),
-        other => Status::internal(other.to_string()),
-    }
+fn refused(e: OpError) -> Status {
+    wire::status(&e)
 }
 
-fn json(v: &impl serde::Serialize) -> Result<Response<JsonReply>, Status> {
-    serde_json::to_string(v)
-        .map(|json| Response::new(JsonReply { json }))
-        .map_err(|e| Status::internal(e.to_string()))
-}
+type Reply<T> = Result<Response<T>, Status>;
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct NodeApi {
     kernel: Arc<Kernel>,
     /// Peer node id → address, for coordinating zone creation.
     peers: HashMap<ReplicaId, String>,
-    runner: Arc<super::run::Runner>,
+    hosts: Arc<Hosts>,
 }
 
 impl NodeApi {
-    /// A task for a read; linearizable if the request asks.
-    async fn reader(&self, req: &Request<PathRequest>) -> Result<Task, Status> {
-        let task = self.task(req, &req.get_ref().zone)?;
-        if req.get_ref().linearizable {
-            self.kernel.linearize(&task).await.map_err(status)?;
-        }
-        Ok(task)
-    }
-
     pub fn new(kernel: Arc<Kernel>, peers: &[(ReplicaId, String)]) -> Self {
         NodeApi {
-            runner: Arc::new(super::run::Runner::new(kernel.clone())),
+            hosts: Arc::new(Hosts::new(&kernel, MAX_AGENT_MEMORY)),
             kernel,
             peers: peers.iter().cloned().collect(),
         }
@@ -101,31 +71,24 @@ impl NodeApi {
             .ok_or_else(|| Status::unauthenticated("a token is required (nexus --token …)"))
     }
 
-    /// The request's verified token, which must be for `zone`.
-    fn claims<T>(&self, req: &Request<T>, zone: &str) -> Result<Claims, Status> {
-        let token = Self::bearer(req)?;
-        let claims = self
-            .kernel
-            .verify_token(&token)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let zone = ZoneId::new(zone).map_err(status)?;
-        if claims.zone != zone {
-            return Err(Status::permission_denied(format!(
-                "the token is for zone {}, not {zone}",
-                claims.zone
-            )));
-        }
-        Ok(claims)
+    /// The request's verified token.
+    fn verified<T>(&self, req: &Request<T>) -> Result<Claims, Status> {
+        self.kernel
+            .verify_token(&Self::bearer(req)?)
+            .map_err(status)
     }
 
-    /// The request's token as the identity commands act with.
-    fn acting<T>(&self, req: &Request<T>, zone: &str) -> Result<crate::session::Acting, Status> {
-        let claims = self.claims(req, zone)?;
-        Ok(crate::session::Acting {
-            principal: claims.principal,
-            caps: claims.caps,
-            zone: Some(claims.zone),
-        })
+    /// The request's verified token, which must be for `zone`.
+    fn claims<T>(&self, req: &Request<T>, zone: &str) -> Result<Claims, Status> {
+        let claims = self.verified(req)?;
+        let zone = ZoneId::new(zone).map_err(status)?;
+        if claims.zone != zone {
+            return Err(status(KernelError::Access(format!(
+                "the token is for zone {}, not {zone}",
+                claims.zone
+            ))));
+        }
+        Ok(claims)
     }
 
     /// A task for the request's token in `zone`.
@@ -136,6 +99,12 @@ impl NodeApi {
             .map_err(status)
     }
 
+    /// The operations as the request's token holder.
+    fn ops<T>(&self, req: &Request<T>) -> Result<Local, Status> {
+        let acting = Acting::holder(self.verified(req)?);
+        Ok(Local::new(self.kernel.clone(), acting, self.hosts.clone()))
+    }
+
     fn role(witness: bool) -> Role {
         if witness {
             Role::Witness
@@ -144,345 +113,369 @@ impl NodeApi {
         }
     }
 
-    fn replicas(list: &[Replica]) -> Vec<(ReplicaId, Role)> {
+    fn replicas(list: &[pb::Replica]) -> Vec<(ReplicaId, Role)> {
         list.iter()
             .map(|r| (r.node, Self::role(r.witness)))
             .collect()
     }
 }
 
+fn ok<T>(v: T) -> Reply<T> {
+    Ok(Response::new(v))
+}
+
+/// Bytes as data chunks; the first says how many bytes the whole holds.
+fn data_chunks(bytes: ByteStream, total: Option<u64>) -> ReplyStream<pb::DataChunk> {
+    let mut total = total;
+    bytes
+        .map(move |b| {
+            b.map(|b| pb::DataChunk {
+                data: b.to_vec(),
+                total: total.take(),
+            })
+            .map_err(refused)
+        })
+        .boxed()
+}
+
+/// The bytes of a `Put` after its header; a chunk larger than a transfer
+/// chunk is refused (it would be buffered whole).
+fn put_body(s: Streaming<pb::PutChunk>) -> ByteStream {
+    s.map(|m| {
+        let m = m.map_err(|e| OpError::Failed(format!("the upload broke off: {}", e.message())))?;
+        match m.part {
+            Some(pb::put_chunk::Part::Data(d)) if d.len() <= TRANSFER_CHUNK => Ok(d.into()),
+            Some(pb::put_chunk::Part::Data(d)) => Err(OpError::Usage(format!(
+                "an upload chunk of {} bytes (at most {TRANSFER_CHUNK})",
+                d.len()
+            ))),
+            _ => Err(OpError::Usage("a put's header came twice".into())),
+        }
+    })
+    .boxed()
+}
+
 #[tonic::async_trait]
 impl Node for NodeApi {
-    async fn create_zone(
-        &self,
-        req: Request<CreateZoneRequest>,
-    ) -> Result<Response<ZoneReply>, Status> {
+    async fn create_zone(&self, req: Request<pb::CreateZoneRequest>) -> Reply<pb::ZoneReply> {
         self.create_zone_across(req).await
     }
 
-    async fn join_zone(
-        &self,
-        req: Request<JoinZoneRequest>,
-    ) -> Result<Response<ZoneReply>, Status> {
+    async fn join_zone(&self, req: Request<pb::JoinZoneRequest>) -> Reply<pb::ZoneReply> {
         self.join_zone_across(req).await
     }
 
-    async fn destroy_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
+    async fn destroy_zone(&self, req: Request<pb::ZoneRef>) -> Reply<pb::Empty> {
         self.destroy_zone_across(req).await
     }
 
-    async fn add_replica(
-        &self,
-        req: Request<ReplicaChange>,
-    ) -> Result<Response<JsonReply>, Status> {
+    async fn add_replica(&self, req: Request<pb::ReplicaChange>) -> Reply<pb::Membership> {
         self.add_replica_across(req).await
     }
 
-    async fn remove_replica(
-        &self,
-        req: Request<ReplicaChange>,
-    ) -> Result<Response<JsonReply>, Status> {
+    async fn remove_replica(&self, req: Request<pb::ReplicaChange>) -> Reply<pb::Membership> {
         self.remove_replica_across(req).await
     }
 
-    async fn zone_status(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        json(&self.kernel.zone_status(&task).await.map_err(status)?)
-    }
-
-    async fn zone_list(&self, req: Request<Empty>) -> Result<Response<JsonReply>, Status> {
-        let claims = self
-            .kernel
-            .verify_token(&Self::bearer(&req)?)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        // A token sees its own zone only.
-        let rows = match self.kernel.zone_record(&claims.zone) {
-            Ok(r) => vec![crate::zone_cmd::ZoneRow::of(&self.kernel, &r).map_err(cli_status)?],
-            Err(_) => Vec::new(),
-        };
-        json(&rows)
-    }
-
-    async fn gc(&self, req: Request<Empty>) -> Result<Response<JsonReply>, Status> {
-        let claims = self
-            .kernel
-            .verify_token(&Self::bearer(&req)?)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let acting = crate::session::Acting {
-            principal: claims.principal,
-            caps: claims.caps,
-            zone: Some(claims.zone),
-        };
-        json(
-            &crate::zone_cmd::collect(&self.kernel, &acting)
-                .await
-                .map_err(cli_status)?,
-        )
-    }
-
-    async fn zone_check(
-        &self,
-        req: Request<ZoneCheckRequest>,
-    ) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let deep = req.get_ref().deep;
-        json(&self.kernel.check_zone(&task, deep).await.map_err(status)?)
-    }
-
-    async fn leave_zone(&self, req: Request<ZoneRef>) -> Result<Response<Empty>, Status> {
+    async fn leave_zone(&self, req: Request<pb::ZoneRef>) -> Reply<pb::Empty> {
         let task = self.task(&req, &req.get_ref().zone)?;
         self.kernel.leave_zone(&task).map_err(status)?;
-        Ok(Response::new(Empty {}))
+        ok(pb::Empty {})
     }
 
-    async fn mkdir(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let made = if r.parents {
-            self.kernel.mkdir_all(&task, &r.path).await
-        } else {
-            self.kernel.mkdir(&task, &r.path).await
-        };
-        made.map_err(status)?;
-        Ok(Response::new(Empty {}))
+    async fn zone_status(&self, req: Request<pb::ZoneRef>) -> Reply<pb::ZoneStatus> {
+        let s = self.ops(&req)?.zone_status(&req.get_ref().zone).await;
+        ok(wire::zone_status(s.map_err(refused)?))
     }
 
-    async fn put(&self, req: Request<PutRequest>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let bar = indicatif::ProgressBar::hidden();
-        crate::fs_cmd::replace(
-            &self.kernel,
-            &task,
-            &mut r.data.as_slice(),
-            "the request",
-            &r.path,
-            &bar,
-        )
-        .await
-        .map_err(cli_status)?;
-        Ok(Response::new(Empty {}))
+    async fn zone_list(&self, req: Request<pb::Empty>) -> Reply<pb::ZoneList> {
+        let rows = self.ops(&req)?.zone_list().await.map_err(refused)?;
+        ok(pb::ZoneList {
+            zones: rows.into_iter().map(wire::zone_row).collect(),
+        })
     }
 
-    async fn get(&self, req: Request<PathRequest>) -> Result<Response<DataReply>, Status> {
-        let task = self.reader(&req).await?;
-        let r = req.into_inner();
-        let h = self.kernel.resolve(&task, &r.path, true).map_err(status)?;
-        let mut data = Vec::new();
-        loop {
-            let chunk = self
-                .kernel
-                .read(&task, &h, data.len() as u64, MAX_READ)
-                .await
-                .map_err(status)?;
-            if chunk.is_empty() {
-                break;
+    async fn gc(&self, req: Request<pb::Empty>) -> Reply<pb::GcReport> {
+        let r = self.ops(&req)?.gc().await.map_err(refused)?;
+        ok(wire::gc_report(r))
+    }
+
+    async fn zone_check(&self, req: Request<pb::ZoneCheckRequest>) -> Reply<pb::CheckReport> {
+        let r = req.get_ref();
+        let report = self.ops(&req)?.zone_check(&r.zone, r.deep).await;
+        ok(wire::check_report(report.map_err(refused)?))
+    }
+
+    async fn mkdir(&self, req: Request<pb::PathRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let made = self.ops(&req)?.mkdir(&r.zone, &r.path, r.parents).await;
+        made.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
+    async fn put(&self, req: Request<Streaming<pb::PutChunk>>) -> Reply<pb::PutReply> {
+        // The token is checked before the first message is read.
+        let ops = self.ops(&req)?;
+        let mut s = req.into_inner();
+        let header = match s.message().await? {
+            Some(pb::PutChunk {
+                part: Some(pb::put_chunk::Part::Header(h)),
+            }) => h,
+            _ => {
+                let e = OpError::Usage("a put starts with its header".into());
+                return Err(refused(e));
             }
-            data.extend_from_slice(&chunk);
-        }
-        Ok(Response::new(DataReply { data }))
-    }
-
-    async fn stat(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.reader(&req).await?;
-        json(
-            &self
-                .kernel
-                .lstat(&task, &req.get_ref().path)
-                .map_err(status)?,
-        )
-    }
-
-    async fn list(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.reader(&req).await?;
-        let rows = crate::fs_cmd::ls_rows(&self.kernel, &task, &req.get_ref().path);
-        json(&rows.map_err(cli_status)?)
-    }
-
-    type RunStream = ReceiverStream<Result<RunEvent, Status>>;
-
-    async fn run(&self, req: Request<RunRequest>) -> Result<Response<Self::RunStream>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let events = self.runner.start(task, req.into_inner());
-        Ok(Response::new(ReceiverStream::new(events)))
-    }
-
-    async fn remove(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        crate::fs_cmd::remove(&self.kernel, &task, &r.path, r.parents)
+        };
+        // On its own task: a client that goes away mid-upload must not
+        // cancel the operation before it removes its temporary file (it
+        // sees the stream fail instead, and aborts).
+        let put =
+            tokio::spawn(async move { ops.put(&header.zone, &header.path, put_body(s)).await });
+        let bytes = put
             .await
-            .map_err(cli_status)?;
-        Ok(Response::new(Empty {}))
+            .map_err(|e| refused(OpError::Failed(format!("the upload stopped: {e}"))))?
+            .map_err(refused)?;
+        ok(pb::PutReply { bytes })
     }
 
-    async fn rename(&self, req: Request<RenameRequest>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+    async fn write_file(&self, req: Request<pb::WriteFileRequest>) -> Reply<pb::Empty> {
+        let ops = self.ops(&req)?;
         let r = req.into_inner();
-        self.kernel
-            .rename(&task, &r.from, &r.to)
+        ops.write_file(&r.zone, &r.path, r.data)
             .await
-            .map_err(status)?;
-        Ok(Response::new(Empty {}))
+            .map_err(refused)?;
+        ok(pb::Empty {})
     }
 
-    async fn write_tuple(&self, req: Request<TupleRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let written = crate::access_cmd::write_tuple(
-            &self.kernel,
-            &task,
-            &r.subject,
-            &r.relation,
-            &r.object,
-            r.insert,
-        )
-        .await
-        .map_err(cli_status)?;
-        json(&written)
+    type GetStream = ReplyStream<pb::DataChunk>;
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Reply<Self::GetStream> {
+        let r = req.get_ref();
+        let range = Range {
+            offset: r.offset,
+            length: r.length,
+        };
+        let ops = self.ops(&req)?;
+        let download = ops.get(&r.zone, &r.path, range, r.linearizable).await;
+        let download = download.map_err(refused)?;
+        // An empty answer still sends one chunk: it carries the size.
+        let first = futures::stream::iter([Ok(bytes::Bytes::new())]);
+        let bytes = first.chain(download.bytes).boxed();
+        ok(data_chunks(bytes, Some(download.total)))
     }
 
-    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+    async fn stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::Stat> {
+        let r = req.get_ref();
+        let s = self.ops(&req)?.stat(&r.zone, &r.path, r.linearizable).await;
+        ok(wire::stat(s.map_err(refused)?))
+    }
+
+    async fn list(&self, req: Request<pb::PathRequest>) -> Reply<pb::Listing> {
+        let r = req.get_ref();
+        let rows = self.ops(&req)?.list(&r.zone, &r.path, r.linearizable).await;
+        ok(pb::Listing {
+            entries: rows
+                .map_err(refused)?
+                .into_iter()
+                .map(wire::entry)
+                .collect(),
+        })
+    }
+
+    async fn remove(&self, req: Request<pb::PathRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let done = self.ops(&req)?.remove(&r.zone, &r.path, r.parents).await;
+        done.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
+    async fn rename(&self, req: Request<pb::RenameRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let done = self.ops(&req)?.rename(&r.zone, &r.from, &r.to).await;
+        done.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
+    async fn mount(&self, req: Request<pb::MountRequest>) -> Reply<pb::MountReply> {
+        let r = req.get_ref();
+        let ino = self.ops(&req)?.mount(&r.zone, &r.path, &r.target).await;
+        ok(pb::MountReply {
+            ino: ino.map_err(refused)?,
+        })
+    }
+
+    async fn write_tuple(&self, req: Request<pb::TupleRequest>) -> Reply<pb::Written> {
+        let ops = self.ops(&req)?;
         let r = req.into_inner();
-        let query = crate::access_cmd::CheckQuery {
-            subject: &r.subject,
-            permission: &r.permission,
-            object: &r.object,
+        let tuple = TupleSpec {
+            subject: r.subject,
+            relation: r.relation,
+            object: r.object,
+        };
+        let w = ops.write_tuple(&r.zone, tuple, r.insert).await;
+        ok(wire::written(w.map_err(refused)?))
+    }
+
+    async fn check(&self, req: Request<pb::CheckRequest>) -> Reply<pb::Decision> {
+        let ops = self.ops(&req)?;
+        let r = req.into_inner();
+        let query = CheckQuery {
+            subject: r.subject,
+            permission: r.permission,
+            object: r.object,
             at: r.at,
         };
-        let decision = crate::access_cmd::decide(&self.kernel, &task, &query)
-            .await
-            .map_err(cli_status)?;
-        json(&decision)
+        let d = ops.check(&r.zone, query).await.map_err(refused)?;
+        ok(wire::decision(d))
     }
 
-    async fn tuples(&self, req: Request<ZoneRef>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        json(&crate::access_cmd::tuple_rows(&self.kernel, &task).map_err(cli_status)?)
+    async fn tuples(&self, req: Request<pb::ZoneRef>) -> Reply<pb::TupleList> {
+        let rows = self.ops(&req)?.tuples(&req.get_ref().zone).await;
+        ok(pb::TupleList {
+            tuples: rows
+                .map_err(refused)?
+                .into_iter()
+                .map(wire::tuple_row)
+                .collect(),
+        })
     }
 
-    async fn revoke_token(&self, req: Request<TokenRef>) -> Result<Response<Empty>, Status> {
+    async fn revoke_token(&self, req: Request<pb::TokenRef>) -> Reply<pb::ZoneRef> {
+        let r = req.get_ref();
         // No zone named: the caller's token's zone.
-        let zone = match req.get_ref().zone.as_str() {
-            "" => self
-                .kernel
-                .verify_token(&Self::bearer(&req)?)
-                .map_err(|e| Status::unauthenticated(e.to_string()))?
-                .zone
-                .to_string(),
-            named => named.to_owned(),
-        };
-        let task = self.task(&req, &zone)?;
-        self.kernel
-            .revoke_token(&task, &req.get_ref().id)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(Empty {}))
+        let zone = (!r.zone.is_empty()).then_some(r.zone.as_str());
+        let done = self.ops(&req)?.token_revoke(zone, &r.id).await;
+        ok(pb::ZoneRef {
+            zone: done.map_err(refused)?.unwrap_or_default(),
+        })
     }
 
-    async fn issue_token(&self, req: Request<IssueRequest>) -> Result<Response<JsonReply>, Status> {
-        let issuer = self.acting(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
+    async fn issue_token(&self, req: Request<pb::IssueRequest>) -> Reply<pb::Issued> {
+        let r = req.get_ref();
         let principal = (!r.principal.is_empty()).then_some(r.principal.as_str());
-        let out =
-            crate::access_cmd::issue(&self.kernel, &issuer, principal, &r.zone, &r.ttl, &r.caps)
-                .map_err(cli_status)?;
-        json(&out)
+        let ttl = std::time::Duration::from_millis(r.ttl_ms);
+        let ops = self.ops(&req)?;
+        let issued = ops.token_issue(&r.zone, principal, ttl, &r.caps).await;
+        ok(wire::issued(issued.map_err(refused)?))
     }
 
-    async fn verify_token(
-        &self,
-        req: Request<VerifyRequest>,
-    ) -> Result<Response<JsonReply>, Status> {
+    async fn verify_token(&self, req: Request<pb::VerifyRequest>) -> Reply<pb::Claims> {
         // Any valid token may ask.
-        self.kernel
-            .verify_token(&Self::bearer(&req)?)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let claims = self
-            .kernel
-            .verify_token(&req.get_ref().token)
-            .map_err(status)?;
-        json(&claims)
+        let claims = self.ops(&req)?.token_verify(&req.get_ref().token).await;
+        ok(wire::claims(claims.map_err(refused)?))
     }
 
-    async fn pipe_create(
-        &self,
-        req: Request<PipeCreateRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
+    async fn pipe_create(&self, req: Request<pb::PipeCreateRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let ops = self.ops(&req)?;
+        let made = ops.pipe_create(&r.zone, &r.path, r.capacity_bytes).await;
+        made.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
+    async fn pipe_stat(&self, req: Request<pb::PathRequest>) -> Reply<pb::PipeStat> {
+        let r = req.get_ref();
+        let s = self.ops(&req)?.pipe_stat(&r.zone, &r.path).await;
+        ok(wire::pipe_stat(s.map_err(refused)?))
+    }
+
+    async fn pipe_list(&self, req: Request<pb::PathRequest>) -> Reply<pb::PipeList> {
+        let r = req.get_ref();
+        let pipes = self.ops(&req)?.pipe_list(&r.zone, &r.path).await;
+        ok(pb::PipeList {
+            pipes: pipes
+                .map_err(refused)?
+                .into_iter()
+                .map(wire::pipe_entry)
+                .collect(),
+        })
+    }
+
+    type PipeCatStream = ReplyStream<pb::DataChunk>;
+
+    async fn pipe_cat(&self, req: Request<pb::PipeCatRequest>) -> Reply<Self::PipeCatStream> {
+        let r = req.get_ref();
+        let bytes = self.ops(&req)?.pipe_cat(&r.zone, &r.path, r.follow).await;
+        ok(data_chunks(bytes.map_err(refused)?, None))
+    }
+
+    async fn pipe_remove(&self, req: Request<pb::PathRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let done = self.ops(&req)?.pipe_remove(&r.zone, &r.path).await;
+        done.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
+    type RunStream = ReplyStream<pb::RunEvent>;
+
+    /// The agents run on their own task; their output streams back as it
+    /// is written, then one exit event with the code, error and hint
+    /// `nexus run` would end with. A client that goes away stops them.
+    async fn run(&self, req: Request<pb::RunRequest>) -> Reply<Self::RunStream> {
+        use pb::run_event::Event;
+        let ops = self.ops(&req)?;
         let r = req.into_inner();
-        let capacity = crate::units::size(&r.capacity).map_err(cli_status)? as u64;
-        self.kernel
-            .mkpipe(&task, &r.path, capacity)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn pipe_stat(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        json(
-            &self
-                .kernel
-                .pipe_stat(&task, &req.get_ref().path)
-                .map_err(status)?,
-        )
-    }
-
-    async fn pipe_list(&self, req: Request<PathRequest>) -> Result<Response<JsonReply>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        json(
-            &self
-                .kernel
-                .pipe_list(&task, &req.get_ref().path)
-                .map_err(status)?,
-        )
-    }
-
-    type PipeCatStream = ReceiverStream<Result<DataReply, Status>>;
-
-    async fn pipe_cat(
-        &self,
-        req: Request<PipeCatRequest>,
-    ) -> Result<Response<Self::PipeCatStream>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let kernel = self.kernel.clone();
-        tokio::spawn(async move {
-            let sent = crate::pipe_cmd::drain(&kernel, &task, &r.path, r.follow, |data| {
-                let tx = tx.clone();
-                async move {
-                    tx.send(Ok(DataReply { data }))
-                        .await
-                        .map_err(|_| crate::error::CliError::Failed("the reader went away".into()))
-                }
+        let main = pb::Companion {
+            agent: r.agent,
+            name: r.name,
+            args: r.args,
+        };
+        let agents = std::iter::once(main)
+            .chain(r.with)
+            .map(|a| AgentSpec {
+                name: if a.name.is_empty() {
+                    "agent.wasm".into()
+                } else {
+                    a.name
+                },
+                code: a.agent,
+                args: a.args,
             })
-            .await;
-            if let Err(e) = sent {
-                let _ = tx.send(Err(cli_status(e))).await;
-            }
+            .collect();
+        let spec = RunSpec {
+            zone: r.zone,
+            agents,
+            env: r.env,
+            timeout: r.timeout_ms.map(std::time::Duration::from_millis),
+            memory: r.memory_bytes,
+            fuel: r.fuel,
+        };
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Output>(64);
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let ended = ops.run(spec, RunIo::Stream(out_tx)).await;
+            let exit = match ended {
+                // The client left; nobody to tell.
+                Ok(None) => return,
+                Ok(Some(code)) => pb::Exit {
+                    code,
+                    error: String::new(),
+                    hint: String::new(),
+                },
+                Err(e) => pb::Exit {
+                    code: i32::from(e.exit_code()),
+                    error: e.to_string(),
+                    hint: e.hint().unwrap_or_default().to_owned(),
+                },
+            };
+            let _ = exit_tx.send(exit);
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn pipe_remove(&self, req: Request<PathRequest>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        crate::pipe_cmd::remove(&self.kernel, &task, &req.get_ref().path)
-            .await
-            .map_err(cli_status)?;
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn mount(&self, req: Request<MountRequest>) -> Result<Response<Empty>, Status> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        let r = req.into_inner();
-        let target = ZoneId::new(&r.target).map_err(status)?;
-        self.kernel
-            .mount(&task, &r.path, &target)
-            .await
-            .map_err(status)?;
-        Ok(Response::new(Empty {}))
+        let output = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|o| {
+            let event = match o {
+                Output::Stdout(b) => Event::Stdout(b),
+                Output::Stderr(b) => Event::Stderr(b),
+            };
+            Ok(pb::RunEvent { event: Some(event) })
+        });
+        // The output channel closes when the run is over (every sender
+        // gone); then the exit follows.
+        let exit = futures::stream::once(exit_rx).filter_map(|e| async move {
+            e.ok().map(|exit| {
+                Ok(pb::RunEvent {
+                    event: Some(Event::Exit(exit)),
+                })
+            })
+        });
+        ok(output.chain(exit).boxed())
     }
 }

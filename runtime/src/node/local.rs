@@ -13,6 +13,8 @@ use super::transport::GrpcTransport;
 
 pub struct LocalNode {
     pub kernel: Arc<Kernel>,
+    /// Where it serves the transport and the client API.
+    pub addr: std::net::SocketAddr,
     /// Its transport, for fault injection (`cut`, `heal`).
     pub net: Arc<GrpcTransport>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -51,7 +53,7 @@ pub async fn start(
         .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
         .collect();
     let mut nodes = Vec::new();
-    for (i, (incoming, _)) in listeners.into_iter().enumerate() {
+    for (i, (incoming, addr)) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
         let mut cfg = KernelConfig::embedded(dir.join(format!("node{id}")));
         cfg.replica_id = id;
@@ -70,6 +72,7 @@ pub async fn start(
         });
         nodes.push(LocalNode {
             kernel,
+            addr,
             net,
             stop: Some(stop),
         });

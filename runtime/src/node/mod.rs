@@ -4,7 +4,10 @@
 
 pub mod api;
 pub mod local;
-pub mod run;
 pub mod server;
 pub mod snapshot;
 pub mod transport;
+
+/// A node's Raft tick: heartbeats every tick, an election after 10–20
+/// ticks without a leader, so a new leader within about a second.
+pub const NODE_TICK: std::time::Duration = std::time::Duration::from_millis(50);

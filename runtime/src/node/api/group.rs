@@ -7,13 +7,16 @@ use nexus_kernel::replica::{MemberInfo, Role};
 use nexus_kernel::types::ReplicaId;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
-    CreateZoneRequest, Empty, JoinZoneRequest, JsonReply, Replica, ReplicaChange, ZoneRef,
+    CreateZoneRequest, Empty, JoinZoneRequest, Membership, Replica, ReplicaChange, ZoneRef,
     ZoneReply,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{json, status, MembershipReply, NodeApi};
+use super::{status, NodeApi};
+use crate::node::transport::MAX_MESSAGE;
+use crate::ops::wire;
+use nexus_kernel::KernelError;
 
 impl NodeApi {
     pub(super) async fn create_zone_across(
@@ -24,9 +27,9 @@ impl NodeApi {
         // The zone does not exist yet: the token's principal will own it.
         let claims = self.claims(&req, &req.get_ref().zone)?;
         if !claims.caps.contains(Capabilities::ALL) {
-            return Err(Status::permission_denied(
-                "creating a zone needs a token with every capability",
-            ));
+            return Err(status(KernelError::Access(
+                "creating a zone needs a token with every capability".into(),
+            )));
         }
         let r = req.into_inner();
         let me = self.kernel.node_id();
@@ -124,17 +127,17 @@ impl NodeApi {
     pub(super) async fn add_replica_across(
         &self,
         req: Request<ReplicaChange>,
-    ) -> Result<Response<JsonReply>, Status> {
+    ) -> Result<Response<Membership>, Status> {
         let (token, task, r, replica) = self.membership_request(req)?;
         // Only the leader sees each replica's progress: it coordinates.
         let now = self.kernel.zone_status(&task).await.map_err(status)?;
         let me = self.kernel.node_id();
         if now.leader != me {
             if now.leader == 0 {
-                return Err(Status::unavailable(format!(
+                return Err(status(KernelError::Unavailable(format!(
                     "zone {} has no leader right now; retry",
                     r.zone
-                )));
+                ))));
             }
             let mut leader = self.peer(now.leader).await?;
             return leader
@@ -148,10 +151,10 @@ impl NodeApi {
                 .await;
         }
         if replica.node == me {
-            return Err(Status::already_exists(format!(
+            return Err(status(KernelError::Exist(format!(
                 "node {me} already serves zone {}",
                 r.zone
-            )));
+            ))));
         }
         let record = self.kernel.zone_record(task.zone()).map_err(status)?;
         let join = JoinZoneRequest {
@@ -193,7 +196,7 @@ impl NodeApi {
     pub(super) async fn remove_replica_across(
         &self,
         req: Request<ReplicaChange>,
-    ) -> Result<Response<JsonReply>, Status> {
+    ) -> Result<Response<Membership>, Status> {
         let (token, task, r, replica) = self.membership_request(req)?;
         let node = replica.node;
         let me = self.kernel.node_id();
@@ -207,10 +210,10 @@ impl NodeApi {
                 .copied()
                 .find(|v| *v != me && !now.witnesses.contains(v))
                 .ok_or_else(|| {
-                    Status::failed_precondition(format!(
+                    status(KernelError::Busy(format!(
                         "node {me} holds the last copy of zone {}'s state",
                         r.zone
-                    ))
+                    )))
                 })?;
             return self
                 .peer(other)
@@ -232,19 +235,27 @@ impl NodeApi {
     async fn peer(&self, node: ReplicaId) -> Result<NodeClient<Channel>, Status> {
         let me = self.kernel.node_id();
         let addr = self.peers.get(&node).ok_or_else(|| {
-            Status::invalid_argument(format!("node {node} is not a peer of node {me}"))
+            status(KernelError::Invalid(format!(
+                "node {node} is not a peer of node {me}"
+            )))
         })?;
         NodeClient::connect(format!("http://{addr}"))
             .await
-            .map_err(|e| Status::unavailable(format!("node {node}: {e}")))
+            .map(|c| {
+                c.max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE)
+            })
+            .map_err(|e| status(KernelError::Unavailable(format!("node {node}: {e}"))))
     }
 
     /// `msg` as a request carrying the caller's token, for a peer.
     fn forwarded<T>(msg: T, token: &str) -> Result<Request<T>, Status> {
         let mut req = Request::new(msg);
-        let bearer = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::invalid_argument("the token is not valid metadata"))?;
+        let bearer = format!("Bearer {token}").parse().map_err(|_| {
+            status(KernelError::Invalid(
+                "the token is not valid metadata".into(),
+            ))
+        })?;
         req.metadata_mut().insert("authorization", bearer);
         Ok(req)
     }
@@ -259,7 +270,7 @@ impl NodeApi {
         let r = req.into_inner();
         let replica = r
             .replica
-            .ok_or_else(|| Status::invalid_argument("which replica?"))?;
+            .ok_or_else(|| status(KernelError::Invalid("which replica?".into())))?;
         Ok((token, task, r, replica))
     }
 
@@ -289,7 +300,8 @@ impl NodeApi {
     fn membership_reply(
         status: nexus_kernel::driver::ZoneStatus,
         warning: Option<String>,
-    ) -> Result<Response<JsonReply>, Status> {
-        json(&MembershipReply { status, warning })
+    ) -> Result<Response<Membership>, Status> {
+        let m = crate::ops::Membership { status, warning };
+        Ok(Response::new(wire::membership(m)))
     }
 }

@@ -171,7 +171,8 @@ pub struct BenchArgs {
     /// run, guest file I/O, pipes, timers).
     #[arg(long)]
     pub guest: Option<PathBuf>,
-    /// Run only these groups (default: all): kernel, gate, agents, pipes, cluster.
+    /// Run only these groups (default: all): kernel, gate, agents, pipes,
+    /// cluster, transfer.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]
@@ -370,12 +371,20 @@ pub enum FsCmd {
         src: String,
         dest: String,
     },
-    /// Copy a zone file to a local file (or `-` for stdout).
+    /// Copy a zone file (or a range of it) to a local file (or `-` for stdout).
     Get {
         #[command(flatten)]
         zone: ZoneArg,
         src: String,
         dest: String,
+        /// Start at this byte.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// At most this many bytes (default: to the end).
+        #[arg(long)]
+        length: Option<u64>,
+        #[command(flatten)]
+        read: ReadArg,
     },
     /// Print a zone file to stdout.
     Cat {

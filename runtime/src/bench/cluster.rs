@@ -19,15 +19,15 @@ use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 
 use crate::bench::{create_storm, percentile, row, row_lower_better, Row};
-use crate::error::{CliError, CliResult};
 use crate::node::local;
-use crate::node_cmd::NODE_TICK;
+use crate::node::NODE_TICK;
+use crate::ops::{OpError, OpResult};
 
-fn fail(e: impl std::fmt::Display) -> CliError {
-    CliError::Failed(format!("cluster benchmark: {e}"))
+fn fail(e: impl std::fmt::Display) -> OpError {
+    OpError::Failed(format!("cluster benchmark: {e}"))
 }
 
-pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
+pub async fn cluster(scratch: &Path, scale: usize) -> OpResult<Vec<Row>> {
     let dir = scratch.join("cluster");
     let mut nodes = local::start(&dir, 4, |cfg| {
         cfg.driver.tick = NODE_TICK;
@@ -48,7 +48,7 @@ pub async fn cluster(scratch: &Path, scale: usize) -> CliResult<Vec<Row>> {
         .create_zone_on(&me, &zone, replicas.clone())
         .await?;
     let task =
-        |k: &Kernel| -> CliResult<Task> { Ok(k.spawn_task(me.clone(), &zone, Capabilities::ALL)?) };
+        |k: &Kernel| -> OpResult<Task> { Ok(k.spawn_task(me.clone(), &zone, Capabilities::ALL)?) };
     let leader = nodes[0]
         .kernel
         .zone_status(&task(&nodes[0].kernel)?)
@@ -156,14 +156,14 @@ fn timing(name: &str, took: Duration) -> Row {
 }
 
 /// Stats of `/hot` from every core.
-fn stat_rate(k: &Kernel, t: &Task, n: usize) -> CliResult<f64> {
+fn stat_rate(k: &Kernel, t: &Task, n: usize) -> OpResult<f64> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per = n / threads;
     let started = Instant::now();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| -> CliResult<()> {
+                s.spawn(|| -> OpResult<()> {
                     for _ in 0..per {
                         std::hint::black_box(k.stat(t, "/hot")?);
                     }
@@ -174,7 +174,7 @@ fn stat_rate(k: &Kernel, t: &Task, n: usize) -> CliResult<f64> {
         for h in handles {
             h.join().map_err(|_| fail("a stat thread panicked"))??;
         }
-        Ok::<_, CliError>(())
+        Ok::<_, OpError>(())
     })?;
     Ok((per * threads) as f64 / started.elapsed().as_secs_f64())
 }

@@ -13,14 +13,14 @@ use nexus_kernel::vfs::OpenOptions;
 
 use crate::agent::host::{Host, RunLimits, Stdio};
 use crate::bench::{percentile, row, Row};
-use crate::error::{CliError, CliResult};
+use crate::ops::{OpError, OpResult};
 
-fn fail(e: impl std::fmt::Display) -> CliError {
-    CliError::Failed(format!("agent benchmark: {e}"))
+fn fail(e: impl std::fmt::Display) -> OpError {
+    OpError::Failed(format!("agent benchmark: {e}"))
 }
 
 /// (stat, read, write) ops/s from a `results.txt` of nanoseconds.
-fn rates(results: &str, n: usize) -> CliResult<[f64; 3]> {
+fn rates(results: &str, n: usize) -> OpResult<[f64; 3]> {
     let ns: Vec<f64> = results
         .split_whitespace()
         .filter_map(|v| v.parse().ok())
@@ -36,7 +36,7 @@ pub async fn agents(
     guest: &Path,
     scratch: &Path,
     scale: usize,
-) -> CliResult<Vec<Row>> {
+) -> OpResult<Vec<Row>> {
     let (zone, owner, bench) = crate::bench::agent_zone(k, "agents").await?;
     let host = Host::new(&scratch.join("components"), false, 64 << 20)?;
     let pre = host.prepare(&host.load(guest)?)?;
@@ -165,7 +165,7 @@ mod stock {
     use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
     use super::{fail, rates};
-    use crate::error::CliResult;
+    use crate::ops::OpResult;
 
     struct Stock {
         ctx: WasiCtx,
@@ -181,7 +181,7 @@ mod stock {
         }
     }
 
-    pub fn io(guest: &Path, scratch: &Path, files: usize) -> CliResult<Option<[f64; 3]>> {
+    pub fn io(guest: &Path, scratch: &Path, files: usize) -> OpResult<Option<[f64; 3]>> {
         let dir = scratch.join("stock");
         std::fs::create_dir_all(dir.join("io")).map_err(fail)?;
         for i in 0..files {
@@ -222,10 +222,10 @@ mod stock {
 mod stock {
     use std::path::Path;
 
-    use crate::error::CliResult;
+    use crate::ops::OpResult;
 
     /// No baseline in a normal build: it needs wasmtime-wasi's host filesystem.
-    pub fn io(_: &Path, _: &Path, _: usize) -> CliResult<Option<[f64; 3]>> {
+    pub fn io(_: &Path, _: &Path, _: usize) -> OpResult<Option<[f64; 3]>> {
         Ok(None)
     }
 }

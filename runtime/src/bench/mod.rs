@@ -14,8 +14,13 @@ use nexus_kernel::types::ZoneId;
 use nexus_kernel::vfs::OpenOptions;
 use serde::Serialize;
 
+mod agents;
+mod cluster;
+mod pipes;
+mod transfer;
+
 use crate::cli::BenchArgs;
-use crate::error::{CliError, CliResult};
+use crate::ops::{OpError, OpResult};
 use crate::output;
 
 #[derive(Serialize)]
@@ -56,7 +61,7 @@ pub(crate) fn row_lower_better(name: &str, nexus: f64, baseline: f64, unit: &'st
 /// A fresh zone `name` for agent benchmarks, owned by the operator, in
 /// which `agent:bench` is an editor; returns the zone, an owner's task and
 /// the agent's principal.
-pub(crate) async fn agent_zone(k: &Kernel, name: &str) -> CliResult<(ZoneId, Task, Principal)> {
+pub(crate) async fn agent_zone(k: &Kernel, name: &str) -> OpResult<(ZoneId, Task, Principal)> {
     let zone = ZoneId::new(name)?;
     let me = crate::session::operator();
     k.create_zone(&me, &zone).await?;
@@ -76,11 +81,11 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-fn io(e: std::io::Error) -> CliError {
-    CliError::local("bench directory", e)
+fn io(e: std::io::Error) -> OpError {
+    OpError::local("bench directory", e)
 }
 
-pub async fn run(args: BenchArgs) -> CliResult {
+pub async fn run(args: BenchArgs) -> OpResult {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = tempfile::tempdir_in(&base).map_err(io)?;
     let scale = if args.quick { 10 } else { 1 };
@@ -88,7 +93,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
         scratch.path().join("nexus"),
     ))?);
     let raw =
-        sled::open(scratch.path().join("raw-sled")).map_err(|e| CliError::Failed(e.to_string()))?;
+        sled::open(scratch.path().join("raw-sled")).map_err(|e| OpError::Failed(e.to_string()))?;
     let zone = ZoneId::new("bench")?;
     let me = crate::session::operator();
     kernel.create_zone(&me, &zone).await?;
@@ -109,14 +114,17 @@ pub async fn run(args: BenchArgs) -> CliResult {
     if let Some(guest) = &args.guest {
         let dir = scratch.path();
         if wanted("agents") {
-            rows.extend(crate::bench_agents::agents(&kernel, guest, dir, scale).await?);
+            rows.extend(agents::agents(&kernel, guest, dir, scale).await?);
         }
         if wanted("pipes") {
-            rows.extend(crate::bench_pipes::pipes(&kernel, guest, dir, scale).await?);
+            rows.extend(pipes::pipes(&kernel, guest, dir, scale).await?);
         }
     }
     if wanted("cluster") {
-        rows.extend(crate::bench_cluster::cluster(scratch.path(), scale).await?);
+        rows.extend(cluster::cluster(scratch.path(), scale).await?);
+    }
+    if wanted("transfer") {
+        rows.extend(transfer::transfer(scratch.path(), scale).await?);
     }
     kernel.shutdown().await?;
     if args.json {
@@ -155,7 +163,7 @@ pub async fn run(args: BenchArgs) -> CliResult {
 }
 
 /// Hot-file stat from every core vs raw sled gets of one key.
-async fn stat(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: usize) -> CliResult<Row> {
+async fn stat(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: usize) -> OpResult<Row> {
     k.mkdir_all(z, "/bench/hot").await?;
     k.open_path(z, "/bench/hot/file.txt", OpenOptions::CREATE)
         .await?;
@@ -174,9 +182,9 @@ async fn stat(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: usize) -> CliResult<
     let nexus = (per * threads) as f64 / started.elapsed().as_secs_f64();
     let tree = raw
         .open_tree("t")
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(|e| OpError::Failed(e.to_string()))?;
     tree.insert(b"hot-key", vec![0u8; 64])
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(|e| OpError::Failed(e.to_string()))?;
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -205,7 +213,7 @@ pub(crate) async fn create_storm(
     dir: &str,
     callers: u64,
     per: u64,
-) -> CliResult<(f64, Vec<Duration>)> {
+) -> OpResult<(f64, Vec<Duration>)> {
     k.mkdir(z, dir).await?;
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
@@ -219,20 +227,20 @@ pub(crate) async fn create_storm(
                         .await?;
                     lat.push(t.elapsed());
                 }
-                Ok::<_, CliError>(lat)
+                Ok::<_, OpError>(lat)
             })
         })
         .collect();
     let mut lat = Vec::new();
     for t in tasks {
-        lat.extend(t.await.map_err(|e| CliError::Failed(e.to_string()))??);
+        lat.extend(t.await.map_err(|e| OpError::Failed(e.to_string()))??);
     }
     let rate = lat.len() as f64 / started.elapsed().as_secs_f64();
     lat.sort();
     Ok((rate, lat))
 }
 
-async fn creates(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: u64) -> CliResult<Vec<Row>> {
+async fn creates(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: u64) -> OpResult<Vec<Row>> {
     let mut rows = Vec::new();
     for callers in [1u64, 64] {
         let per = if callers == 1 { n / 10 } else { n / callers };
@@ -240,7 +248,7 @@ async fn creates(k: &Arc<Kernel>, z: &Task, raw: &sled::Db, n: u64) -> CliResult
 
         let tree = raw
             .open_tree(format!("creates{callers}"))
-            .map_err(|e| CliError::Failed(e.to_string()))?;
+            .map_err(|e| OpError::Failed(e.to_string()))?;
         let started = Instant::now();
         let mut base_lat = Vec::new();
         std::thread::scope(|s| {
@@ -285,7 +293,7 @@ async fn file_io(
     scratch: &std::path::Path,
     size: usize,
     count: usize,
-) -> CliResult<Vec<Row>> {
+) -> OpResult<Vec<Row>> {
     use std::io::Write;
     let label = if size >= 1 << 20 {
         format!("{} MiB", size >> 20)
@@ -384,7 +392,7 @@ fn rate(n: usize, f: impl FnMut()) -> f64 {
 /// The gate: check latency over 100,000 tuples at inheritance depths 1, 3
 /// and 5 (cached and uncached), token verification, and what the gate adds
 /// to a stat.
-async fn gate(k: &Arc<Kernel>, scale: usize) -> CliResult<Vec<Row>> {
+async fn gate(k: &Arc<Kernel>, scale: usize) -> OpResult<Vec<Row>> {
     let zone = ZoneId::new("gate")?;
     let me = crate::session::operator();
     k.create_zone(&me, &zone).await?;
@@ -443,7 +451,7 @@ async fn gate(k: &Arc<Kernel>, scale: usize) -> CliResult<Vec<Row>> {
         let who = Principal::parse(&format!("user:depth{depth}"))?;
         let task = k.spawn_task(who.clone(), &zone, Capabilities::ALL)?;
         if !k.check(&task, &zone, &target, Permission::Read)?.allowed {
-            return Err(CliError::Failed(format!(
+            return Err(OpError::Failed(format!(
                 "benchmark set-up: the depth-{depth} grant does not apply"
             )));
         }
@@ -492,7 +500,7 @@ async fn gate(k: &Arc<Kernel>, scale: usize) -> CliResult<Vec<Row>> {
 }
 
 #[cfg(feature = "gate-off-baseline")]
-fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> CliResult<Row> {
+fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> OpResult<Row> {
     let gated = rate(n, || {
         std::hint::black_box(k.stat(owner, file).expect("stat"));
     });
@@ -508,7 +516,7 @@ fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> CliResult<R
 }
 
 #[cfg(not(feature = "gate-off-baseline"))]
-fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> CliResult<Row> {
+fn stat_gate_cost(k: &Kernel, owner: &Task, file: &str, n: usize) -> OpResult<Row> {
     let gated = rate(n, || {
         std::hint::black_box(k.stat(owner, file).expect("stat"));
     });

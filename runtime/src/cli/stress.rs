@@ -5,12 +5,8 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::vfs::OpenOptions;
-
-use crate::cli::StressArgs;
-use crate::error::{CliError, CliResult};
-use crate::session::Acting;
+use super::args::StressArgs;
+use crate::ops::{OpError, OpResult, Ops};
 
 /// The bytes of file `n`: distinct per file, so a mix-up is detected.
 pub fn content(n: u64, size: usize) -> Vec<u8> {
@@ -20,35 +16,29 @@ pub fn content(n: u64, size: usize) -> Vec<u8> {
         .collect()
 }
 
-pub async fn run(k: &Kernel, acting: &Acting, args: StressArgs) -> CliResult {
+pub async fn run(ops: &dyn Ops, args: StressArgs) -> OpResult {
     check(&args)?;
-    let z = acting.task(k, &args.zone.zone)?;
-    k.mkdir_all(&z, &args.dir).await?;
-    storm(&args, |path, data| {
-        let z = z.clone();
-        async move {
-            let h = k.open_path(&z, &path, OpenOptions::CREATE).await?;
-            k.write(&z, &h, 0, &data).await?;
-            Ok(())
-        }
+    let zone = args.zone.zone.as_str();
+    ops.mkdir(zone, &args.dir, true).await?;
+    storm(&args, |path, data| async move {
+        ops.write_file(zone, &path, data).await
     })
     .await
 }
 
-pub fn check(args: &StressArgs) -> CliResult {
+fn check(args: &StressArgs) -> OpResult {
     if args.concurrency == 0 {
-        return Err(CliError::Usage("--concurrency must be at least 1".into()));
+        return Err(OpError::Usage("--concurrency must be at least 1".into()));
     }
     Ok(())
 }
 
 /// The storm itself: `--concurrency` workers write `--count` files through
-/// `write` (embedded: the kernel; client mode: the node), each
-/// acknowledged on stdout once `write` returned.
-pub async fn storm<W, Fut>(args: &StressArgs, write: W) -> CliResult
+/// `write`, each acknowledged on stdout once `write` returned.
+async fn storm<W, Fut>(args: &StressArgs, write: W) -> OpResult
 where
     W: Fn(String, Vec<u8>) -> Fut,
-    Fut: std::future::Future<Output = CliResult>,
+    Fut: std::future::Future<Output = OpResult>,
 {
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -58,7 +48,7 @@ where
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if n >= args.count {
-                    return Ok::<_, CliError>(());
+                    return Ok::<_, OpError>(());
                 }
                 let path = format!("{}/f{n:08}", dir.trim_end_matches('/'));
                 let data = content(n, args.size);
@@ -68,7 +58,7 @@ where
                 let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                 o.write_all(line.as_bytes())
                     .and_then(|_| o.flush())
-                    .map_err(|e| CliError::local("stdout", e))?;
+                    .map_err(|e| OpError::local("stdout", e))?;
             }
         }
     });

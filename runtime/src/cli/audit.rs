@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use nexus_kernel::audit::{RecordStore, StoredRecord};
 
-use crate::cli::AuditCmd;
-use crate::error::{CliError, CliResult};
+use super::args::AuditCmd;
+use crate::ops::{OpError, OpResult};
 use crate::output;
 
-fn print(r: &StoredRecord, json: bool) -> CliResult {
+fn print(r: &StoredRecord, json: bool) -> OpResult {
     if json {
-        let line = serde_json::to_string(r).map_err(|e| CliError::Usage(format!("json: {e}")))?;
+        let line = serde_json::to_string(r).map_err(|e| OpError::Usage(format!("json: {e}")))?;
         println!("{line}");
     } else {
         let a = &r.record;
@@ -29,7 +29,7 @@ fn print(r: &StoredRecord, json: bool) -> CliResult {
     Ok(())
 }
 
-pub async fn run(store: &RecordStore, cmd: AuditCmd) -> CliResult {
+pub async fn run(store: &RecordStore, cmd: AuditCmd) -> OpResult {
     let AuditCmd::Tail {
         zone,
         follow,

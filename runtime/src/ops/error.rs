@@ -1,4 +1,6 @@
-//! The CLI boundary: kernel errors become one message and one exit code.
+//! The operations layer's one error type: a kernel error (with its
+//! `ErrorCode`) or a refusal of the request itself, each with the message,
+//! exit code and hint every front-end gives for it.
 
 use nexus_kernel::{ErrorCode, KernelError};
 
@@ -15,7 +17,7 @@ pub mod exit {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub enum OpError {
     #[error("{0}")]
     Kernel(#[from] KernelError),
     #[error("{path}: {source}")]
@@ -36,9 +38,9 @@ pub enum CliError {
     Denied,
 }
 
-impl CliError {
+impl OpError {
     pub fn local(path: impl Into<String>, source: std::io::Error) -> Self {
-        CliError::Local {
+        OpError::Local {
             path: path.into(),
             source,
         }
@@ -46,20 +48,20 @@ impl CliError {
 
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Kernel(e) => match e.code() {
+            OpError::Kernel(e) => match e.code() {
                 ErrorCode::NoEntry => exit::NOT_FOUND,
                 ErrorCode::Access | ErrorCode::NotPermitted => exit::DENIED,
                 ErrorCode::Exist | ErrorCode::NotEmpty | ErrorCode::Busy => exit::CONFLICT,
                 _ => exit::FAILURE,
             },
-            CliError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            OpError::Local { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 exit::NOT_FOUND
             }
-            CliError::Local { .. } => exit::FAILURE,
-            CliError::Usage(_) => 2,
-            CliError::Failed(_) => exit::FAILURE,
-            CliError::Denied => exit::DENIED,
-            CliError::Run(e) => match e {
+            OpError::Local { .. } => exit::FAILURE,
+            OpError::Usage(_) => 2,
+            OpError::Failed(_) => exit::FAILURE,
+            OpError::Denied => exit::DENIED,
+            OpError::Run(e) => match e {
                 crate::agent::host::RunError::Read { source, .. }
                     if source.kind() == std::io::ErrorKind::NotFound =>
                 {
@@ -77,16 +79,16 @@ impl CliError {
     /// What to do about it, where there is something useful to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            CliError::Kernel(KernelError::ZoneNotFound(_)) => {
+            OpError::Kernel(KernelError::ZoneNotFound(_)) => {
                 Some("create it with `nexus zone create NAME`")
             }
-            CliError::Kernel(KernelError::Busy(m)) if m.contains("in use by another") => {
+            OpError::Kernel(KernelError::Busy(m)) if m.contains("in use by another") => {
                 Some("wait for the other nexus command to finish, or point NEXUS_HOME elsewhere")
             }
-            CliError::Kernel(KernelError::NotEmpty(_)) => {
+            OpError::Kernel(KernelError::NotEmpty(_)) => {
                 Some("use `nexus fs rm -r` to remove a directory and its contents")
             }
-            CliError::Kernel(KernelError::Access(_)) => {
+            OpError::Kernel(KernelError::Access(_)) => {
                 Some("`nexus tuples` lists grants, `nexus grant` adds one, `nexus check` explains a decision")
             }
             _ => None,
@@ -94,4 +96,4 @@ impl CliError {
     }
 }
 
-pub type CliResult<T = ()> = Result<T, CliError>;
+pub type OpResult<T = ()> = Result<T, OpError>;

@@ -9,22 +9,19 @@ use std::sync::Arc;
 use nexus_kernel::kernel::{Kernel, KernelConfig};
 use nexus_kernel::types::ReplicaId;
 
-use crate::cli::NodeCmd;
-use crate::error::{CliError, CliResult};
+use super::args::NodeCmd;
 use crate::node::server::{bind, serve};
 use crate::node::transport::GrpcTransport;
-
-/// A node's Raft tick: heartbeats every tick, an election after 10–20
-/// ticks without a leader, so a new leader within about a second.
-pub const NODE_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+use crate::node::NODE_TICK;
+use crate::ops::{OpError, OpResult};
 
 /// How long calls in flight may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `ID@HOST:PORT` → (id, address).
-pub fn parse_peer(spec: &str) -> CliResult<(ReplicaId, String)> {
+pub fn parse_peer(spec: &str) -> OpResult<(ReplicaId, String)> {
     let bad = || {
-        CliError::Usage(format!(
+        OpError::Usage(format!(
             "peer {spec:?}: use ID@HOST:PORT, e.g. 2@10.0.0.2:2126"
         ))
     };
@@ -36,7 +33,7 @@ pub fn parse_peer(spec: &str) -> CliResult<(ReplicaId, String)> {
     Ok((id, addr.to_owned()))
 }
 
-pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult<i32> {
+pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> OpResult<i32> {
     let NodeCmd::Start {
         id,
         listen,
@@ -44,22 +41,22 @@ pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult
         witness,
     } = cmd;
     if id == 0 {
-        return Err(CliError::Usage("--id must be 1 or more".into()));
+        return Err(OpError::Usage("--id must be 1 or more".into()));
     }
     let peers = peers
         .iter()
         .filter(|p| !p.is_empty())
         .map(|p| parse_peer(p))
-        .collect::<CliResult<Vec<_>>>()?;
+        .collect::<OpResult<Vec<_>>>()?;
     if let Some((clash, _)) = peers.iter().find(|(p, _)| *p == id) {
-        return Err(CliError::Usage(format!(
+        return Err(OpError::Usage(format!(
             "--peers names node {clash}, which is this node's own --id"
         )));
     }
     let addr: SocketAddr = listen
         .parse()
-        .map_err(|_| CliError::Usage(format!("--listen {listen:?}: use HOST:PORT")))?;
-    let (incoming, local) = bind(addr).map_err(|e| CliError::local(&listen, e))?;
+        .map_err(|_| OpError::Usage(format!("--listen {listen:?}: use HOST:PORT")))?;
+    let (incoming, local) = bind(addr).map_err(|e| OpError::local(&listen, e))?;
     let mut cfg = cfg_base;
     cfg.replica_id = id;
     cfg.driver.tick = NODE_TICK;
@@ -107,6 +104,6 @@ pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> CliResult
         } => Ok(()),
     };
     kernel.shutdown().await?;
-    served.map_err(|e| CliError::Failed(format!("node server: {e}")))?;
+    served.map_err(|e| OpError::Failed(format!("node server: {e}")))?;
     Ok(0)
 }

@@ -17,10 +17,10 @@ use nexus_kernel::types::ZoneId;
 use crate::agent::host::Stdio as AgentStdio;
 use crate::agent::host::{Host, RunLimits};
 use crate::bench::{agent_zone, percentile, row, row_lower_better, Row};
-use crate::error::{CliError, CliResult};
+use crate::ops::{OpError, OpResult};
 
-fn fail(e: impl std::fmt::Display) -> CliError {
-    CliError::Failed(format!("pipe benchmark: {e}"))
+fn fail(e: impl std::fmt::Display) -> OpError {
+    OpError::Failed(format!("pipe benchmark: {e}"))
 }
 
 fn unix_ns() -> u64 {
@@ -53,14 +53,14 @@ struct Bench {
 }
 
 impl Bench {
-    fn task(&self) -> CliResult<Task> {
+    fn task(&self) -> OpResult<Task> {
         Ok(self
             .k
             .spawn_task(self.agent.clone(), &self.zone, Capabilities::ALL)?)
     }
 
     /// Runs agents at the same time on `host`; fails if any fails.
-    async fn together(&self, host: &Arc<Host>, guest: &Path, runs: Vec<Vec<String>>) -> CliResult {
+    async fn together(&self, host: &Arc<Host>, guest: &Path, runs: Vec<Vec<String>>) -> OpResult {
         let pre = host.prepare(&host.load(guest)?)?;
         let jobs: Vec<_> = runs
             .into_iter()
@@ -77,7 +77,7 @@ impl Bench {
                         AgentStdio::Inherit,
                     )
                     .await
-                    .map_err(CliError::from)
+                    .map_err(OpError::from)
                 })
             })
             .collect();
@@ -96,7 +96,7 @@ pub async fn pipes(
     guest: &Path,
     scratch: &Path,
     scale: usize,
-) -> CliResult<Vec<Row>> {
+) -> OpResult<Vec<Row>> {
     let (zone, owner, agent) = agent_zone(k, "pipes").await?;
     let b = Bench {
         k: k.clone(),
@@ -115,7 +115,7 @@ pub async fn pipes(
 }
 
 /// Two agents stream `bytes` through a pipe in 64 KiB writes.
-async fn throughput(b: &Bench, host: &Arc<Host>, guest: &Path, bytes: u64) -> CliResult<Row> {
+async fn throughput(b: &Bench, host: &Arc<Host>, guest: &Path, bytes: u64) -> OpResult<Row> {
     b.k.mkpipe(&b.owner, "/stream", 1 << 20).await?;
     let g = guest.display().to_string();
     let t = Instant::now();
@@ -166,7 +166,7 @@ async fn throughput(b: &Bench, host: &Arc<Host>, guest: &Path, bytes: u64) -> Cl
 }
 
 /// One-byte round trips between two agents over two pipes.
-async fn ping_pong(b: &Bench, host: &Arc<Host>, guest: &Path, n: usize) -> CliResult<Vec<Row>> {
+async fn ping_pong(b: &Bench, host: &Arc<Host>, guest: &Path, n: usize) -> OpResult<Vec<Row>> {
     b.k.mkpipe(&b.owner, "/ping", 4096).await?;
     b.k.mkpipe(&b.owner, "/pong", 4096).await?;
     let g = guest.display().to_string();
@@ -209,7 +209,7 @@ async fn ping_pong(b: &Bench, host: &Arc<Host>, guest: &Path, n: usize) -> CliRe
     Ok(vec![r, base])
 }
 
-fn native_ping_pong(n: usize) -> CliResult<Vec<Duration>> {
+fn native_ping_pong(n: usize) -> OpResult<Vec<Duration>> {
     let (mut ping_r, mut ping_w) = std::io::pipe().map_err(fail)?;
     let (mut pong_r, mut pong_w) = std::io::pipe().map_err(fail)?;
     let echo = std::thread::spawn(move || {
@@ -237,7 +237,7 @@ fn native_ping_pong(n: usize) -> CliResult<Vec<Duration>> {
 /// `n` agents asleep on timers, due `spread` apart (zero: all at one
 /// instant); how late each woke, and the memory they took while asleep.
 /// Baseline: `n` tokio tasks doing the same.
-async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> CliResult<Vec<Row>> {
+async fn sleepers(b: &Bench, guest: &Path, scratch: &Path, n: usize) -> OpResult<Vec<Row>> {
     let host = Arc::new(Host::with_capacity(
         &scratch.join("components"),
         false,
@@ -282,7 +282,7 @@ async fn agents_asleep(
     guest: &Path,
     n: usize,
     spread: Duration,
-) -> CliResult<(Vec<Duration>, f64)> {
+) -> OpResult<(Vec<Duration>, f64)> {
     let pre = host.prepare(&host.load(guest)?)?;
     let pipe = format!("/late-{}", spread.as_nanos());
     b.k.mkpipe(&b.owner, &pipe, (n as u64 * 8).max(4096))
