@@ -5,7 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; this only tells prost-build
     // which protoc to run.
-    unsafe { std::env::set_var("PROTOC", protoc) };
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("PROTOC", protoc)
+    };
     let protos = ["nexus/transport.proto", "nexus/node.proto"];
     tonic_prost_build::configure().compile_protos(&protos, &["."])?;
     for p in protos {

@@ -16,21 +16,21 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditSink;
-use crate::command::ZoneCommand;
-use crate::content::ContentStore;
-use crate::driver::{DriverConfig, ZoneDriver};
+use crate::access::audit::AuditSink;
+use crate::access::gate::PermCache;
+use crate::access::identity::{Permission, Principal, Task};
+use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
+use crate::access::token::TokenAuthority;
+use crate::consensus::driver::{DriverConfig, ZoneDriver};
+use crate::consensus::replica::{Members, Replica, ReplicaConfig, Role};
+use crate::consensus::transport::{LocalOnly, Transport};
 use crate::error::{KernelError, Result};
-use crate::gate::PermCache;
-use crate::identity::{Permission, Principal, Task};
-use crate::pipe::PipeTable;
-use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
-use crate::replica::{Members, Replica, ReplicaConfig, Role};
-use crate::state::ZoneState;
-use crate::timer::TimerDriver;
-use crate::token::TokenAuthority;
-use crate::transport::{LocalOnly, Transport};
-use crate::types::{Ino, ReplicaId, Timestamp, ZoneId};
+use crate::files::content::ContentStore;
+use crate::ipc::pipe::PipeTable;
+use crate::ipc::timer::TimerDriver;
+use crate::types::{now, Ino, ReplicaId, Timestamp, ZoneId};
+use crate::zone::command::ZoneCommand;
+use crate::zone::state::ZoneState;
 
 /// Where file content lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub struct ZoneRecord {
     /// (`nexus zone add-replica`): its role there.
     pub joined_as: Option<Role>,
     /// Which replica of the zone on this node this is (random; see
-    /// [`MemberInfo`](crate::replica::MemberInfo)); 0 in older records.
+    /// [`MemberInfo`](crate::consensus::replica::MemberInfo)); 0 in older records.
     pub incarnation: u64,
 }
 
@@ -182,7 +182,7 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub async fn propose(&self, cmd: ZoneCommand) -> Result<crate::command::Applied> {
+    pub async fn propose(&self, cmd: ZoneCommand) -> Result<crate::zone::command::Applied> {
         self.driver.propose(cmd).await
     }
 }
@@ -220,13 +220,6 @@ fn held_by_another_process(e: &std::io::Error) -> bool {
             .and_then(|inner| inner.downcast_ref::<std::io::Error>())
             .is_some_and(held_by_another_process)
         || e.to_string().contains("could not acquire lock")
-}
-
-pub fn now() -> Timestamp {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as Timestamp)
-        .unwrap_or(0)
 }
 
 impl Kernel {
@@ -541,7 +534,7 @@ impl Kernel {
 
     /// This node's view of the task's zone group (leader, term, commit and
     /// applied index, each replica's lag). Needs `read` on the zone.
-    pub async fn zone_status(&self, task: &Task) -> Result<crate::driver::ZoneStatus> {
+    pub async fn zone_status(&self, task: &Task) -> Result<crate::consensus::driver::ZoneStatus> {
         self.require_on_zone(task, Permission::Read, "status")?;
         self.zone(task.zone())?.driver.status().await
     }

@@ -1,27 +1,35 @@
 //! The Nexus kernel. See ARCHITECTURE.md at the repository root.
+//!
+//! Subsystems, each a folder: `consensus` (Raft groups), `zone` (the
+//! deterministic state machine), `files` (VFS, content, fsck/GC), `access`
+//! (identity, ReBAC, gate, tokens, audit), `ipc` (pipes, timers); `kernel`
+//! ties them into a node's [`Kernel`]. What other crates use is exported
+//! here, at the root.
 
-pub mod audit;
-pub mod check;
-pub mod command;
-pub mod content;
-pub mod driver;
+pub mod access;
+pub mod consensus;
 pub mod error;
-pub mod gate;
-pub mod identity;
+pub mod files;
+pub mod ipc;
 pub mod kernel;
-pub mod membership;
-pub mod path;
-pub mod pipe;
-pub mod raftstore;
-pub mod rebac;
-pub mod replica;
+#[cfg(feature = "sim")]
 pub mod sim;
-pub mod state;
-pub mod timer;
-pub mod token;
-pub mod transport;
-pub mod tree;
 pub mod types;
-pub mod vfs;
+pub mod zone;
 
+pub use access::audit::{AuditSink, RecordStore, StoredRecord};
+pub use access::gate::Issuer;
+pub use access::identity::{Capabilities, Permission, Pid, Principal, Task};
+pub use access::rebac::{Namespace, ObjectRef, Relation, Subject, Tuple};
+pub use access::token::Claims;
+pub use consensus::driver::{ReplicaProgress, ZoneStatus};
+pub use consensus::replica::{MemberInfo, Role};
+pub use consensus::transport::Transport;
 pub use error::{ErrorCode, KernelError, Result};
+pub use files::check::CheckReport;
+pub use files::content::{GcReport, CHUNK_SIZE, INLINE_MAX};
+pub use files::vfs::{Handle, OpenOptions};
+pub use ipc::pipe::{Attached, PipeEnd, PipeMode, PipeRead, PipeStat, PIPE_BUF};
+pub use ipc::timer::{TaskTimers, Timer, TimerError, DEFAULT_TIMER_LIMIT};
+pub use kernel::{Kernel, KernelConfig, ObjectStoreConfig, ZoneRecord};
+pub use types::{now, DirListing, FileKind, ReplicaId, Stat, ZoneId};

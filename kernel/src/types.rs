@@ -189,6 +189,15 @@ pub struct DirListing {
     pub kind: FileKind,
 }
 
+/// The wall clock, in nanoseconds since the Unix epoch (for proposers and
+/// records; the state machine never reads it).
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as Timestamp)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

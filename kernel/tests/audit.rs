@@ -1,11 +1,14 @@
 //! The audit log on SQLite: denials and mutations are recorded, in order,
 //! and a clean shutdown loses none of them.
 
-use nexus_kernel::audit::{AuditSink, RecordStore};
-use nexus_kernel::identity::{Capabilities, Principal};
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::types::ZoneId;
-use nexus_kernel::vfs::OpenOptions;
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use nexus_kernel::OpenOptions;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{AuditSink, RecordStore};
+use nexus_kernel::{Capabilities, Principal};
+use nexus_kernel::{Kernel, KernelConfig};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn denials_and_mutations_are_recorded_and_survive_shutdown() {

@@ -2,8 +2,11 @@
 //! witness on real sled, over a network that drops, delays and partitions.
 //! A failing run prints its seed; `NEXUS_SIM_SEED=N` replays it.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use nexus_kernel::sim::network::Faults;
 use nexus_kernel::sim::{with_seed, SimCluster, TICK_EVERY};
-use nexus_kernel::transport::Faults;
 
 const VOTERS: [u64; 3] = [1, 2, 3];
 const WITNESS: [u64; 1] = [4];

@@ -1,12 +1,15 @@
 //! The gate on every VFS operation: denied by default, allowed by tuples,
 //! never a partial effect, revocation immediate.
 
-use nexus_kernel::identity::{Capabilities, Permission, Principal, Task};
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
-use nexus_kernel::types::ZoneId;
-use nexus_kernel::vfs::OpenOptions;
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use nexus_kernel::OpenOptions;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Permission, Principal, Task};
 use nexus_kernel::{ErrorCode, KernelError};
+use nexus_kernel::{Kernel, KernelConfig};
+use nexus_kernel::{ObjectRef, Relation, Subject, Tuple};
 
 fn p(s: &str) -> Principal {
     Principal::parse(s).unwrap()

@@ -2,15 +2,18 @@
 //! broken pipe, atomicity under concurrent writers, the gate, checkpoints,
 //! and a property test against a plain queue.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_kernel::identity::{Capabilities, Principal, Task};
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::pipe::{PipeMode, PipeRead, PIPE_BUF};
-use nexus_kernel::rebac::{Relation, Subject, Tuple};
-use nexus_kernel::types::ZoneId;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Principal, Task};
 use nexus_kernel::{ErrorCode, KernelError};
+use nexus_kernel::{Kernel, KernelConfig};
+use nexus_kernel::{PipeMode, PipeRead, PIPE_BUF};
+use nexus_kernel::{Relation, Subject, Tuple};
 
 fn p(s: &str) -> Principal {
     Principal::parse(s).unwrap()

@@ -3,15 +3,18 @@
 //! random tuples, nested and cyclic groups; every (object, name, principal)
 //! must get the same answer.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use nexus_kernel::identity::{Permission, Principal};
-use nexus_kernel::rebac::{
+use nexus_kernel::access::rebac::{
     rules, Decision, Evaluator, Name, ObjectRef, Relation, Subject, Term, Tuple, TupleSource,
 };
 use nexus_kernel::Result;
+use nexus_kernel::{Permission, Principal};
 use proptest::prelude::*;
 
 #[derive(Debug)]
@@ -153,7 +156,7 @@ fn world() -> impl Strategy<Value = World> {
         let mut tuples = Vec::new();
         for (pick, rel, to_group, g, u) in raw {
             let object = objects[pick.index(objects.len())].clone();
-            let relation = if object.ns == nexus_kernel::rebac::Namespace::Group {
+            let relation = if object.ns == nexus_kernel::access::rebac::Namespace::Group {
                 Relation::Member
             } else {
                 [Relation::Owner, Relation::Editor, Relation::Viewer][rel]

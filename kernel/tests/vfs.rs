@@ -1,11 +1,14 @@
 //! The zone VFS on real sled and a real object store (local disk or memory).
 
-use nexus_kernel::content::{CHUNK_SIZE, INLINE_MAX};
-use nexus_kernel::identity::{Capabilities, Principal, Task};
-use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
-use nexus_kernel::types::{FileKind, ZoneId};
-use nexus_kernel::vfs::OpenOptions;
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use nexus_kernel::OpenOptions;
+use nexus_kernel::{Capabilities, Principal, Task};
 use nexus_kernel::{ErrorCode, KernelError};
+use nexus_kernel::{FileKind, ZoneId};
+use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
+use nexus_kernel::{CHUNK_SIZE, INLINE_MAX};
 
 fn kernel(dir: &std::path::Path) -> Kernel {
     Kernel::open(KernelConfig::embedded(dir)).unwrap()

@@ -3,14 +3,17 @@
 //! a POSIX-like tree. Each operation must give the same result (the same
 //! error code on failure), and the final trees must be identical.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
-use nexus_kernel::content::CHUNK_SIZE;
-use nexus_kernel::identity::{Capabilities, Principal, Task};
-use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
-use nexus_kernel::types::{FileKind, ZoneId};
-use nexus_kernel::vfs::OpenOptions;
 use nexus_kernel::ErrorCode;
+use nexus_kernel::OpenOptions;
+use nexus_kernel::CHUNK_SIZE;
+use nexus_kernel::{Capabilities, Principal, Task};
+use nexus_kernel::{FileKind, ZoneId};
+use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone, PartialEq)]

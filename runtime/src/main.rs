@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use nexus_kernel::audit::{AuditSink, RecordStore};
-use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
+use nexus_kernel::{AuditSink, RecordStore};
+use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 use nexus_runtime::agent::host::RunLimits;
 use nexus_runtime::cli::{self, Cli, Command, KernelCommand};
 use nexus_runtime::ops::local::Local;

@@ -6,12 +6,12 @@
 //! to try permissions, like `sudo -u`). `--token` acts with a signed
 //! token's identity, limited to its zone and capabilities.
 
-use nexus_kernel::gate::Issuer;
-use nexus_kernel::identity::{Capabilities, Principal, Task};
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::token::Claims;
-use nexus_kernel::types::ZoneId;
+use nexus_kernel::Claims;
+use nexus_kernel::Issuer;
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Principal, Task};
 
 use crate::ops::OpResult;
 

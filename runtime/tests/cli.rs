@@ -1,6 +1,9 @@
 //! The `nexus` command as a user meets it: real processes on a real data
 //! directory, checking output, JSON and exit codes.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -2,6 +2,9 @@
 //! binary: mutations and denials land there, and `nexus audit tail` reads
 //! them back.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use nexus_tests::{nexus, PgServer};
 
 #[test]

@@ -3,6 +3,10 @@
 //! through a survivor within a bounded time, the killed node restarted and
 //! caught up, every acknowledged write on every replica.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -637,6 +641,34 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
     );
     assert_eq!(lines.next().unwrap().unwrap(), "found /go");
     assert!(child.wait().unwrap().success());
+
+    // Stdin streams to the agent (several chunks' worth), as it does
+    // embedded; without stdin the agent reads end-of-file.
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let hash = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut child = nexus(&c.homes[0])
+        .args(["--node", &c.addrs[0], "--token", &c.token])
+        .args(["run", pipes, "--zone", "z1", "--", "stdin-sum"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("3000000 bytes, fnv {hash:016x}\n")
+    );
+    let out = c.cli(0, &["run", pipes, "--zone", "z1", "--", "stdin-sum"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0 bytes, fnv cbf29ce484222325\n"
+    );
 
     // Exit codes, errors and stderr as `nexus run` gives them.
     let out = c.cli(0, &["run", pipes, "--zone", "z1", "--", "bogus"]);

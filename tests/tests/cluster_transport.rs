@@ -2,14 +2,17 @@
 //! process, each with its own data directory, `GrpcTransport` and server,
 //! share a zone; a write through one is read on another; refusals.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::{Capabilities, Principal};
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::replica::{MemberInfo, Role};
-use nexus_kernel::types::ZoneId;
-use nexus_kernel::vfs::OpenOptions;
 use nexus_kernel::ErrorCode;
+use nexus_kernel::Kernel;
+use nexus_kernel::OpenOptions;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Principal};
+use nexus_kernel::{MemberInfo, Role};
 use nexus_runtime::node::local::{self, LocalNode};
 
 /// Three (or `n`) nodes in this process, fast ticks, short timeouts.
@@ -251,7 +254,7 @@ mod linearizability {
     //! recurse, backtrack; memoized on what is done and the value).
 
     use super::*;
-    use nexus_kernel::identity::Task;
+    use nexus_kernel::Task;
     use rand::{Rng, SeedableRng};
     use std::collections::HashSet;
 

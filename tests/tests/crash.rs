@@ -3,14 +3,17 @@
 //! kill, every write it acknowledged must be present and intact, and
 //! `nexus zone check` must find the zone consistent.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::Capabilities;
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::rebac::Subject;
-use nexus_kernel::types::ZoneId;
+use nexus_kernel::Capabilities;
+use nexus_kernel::Subject;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Kernel, KernelConfig};
 use nexus_tests::nexus;
 use rand::{Rng, SeedableRng};
 

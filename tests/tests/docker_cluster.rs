@@ -5,6 +5,9 @@
 //! every replica converges. Clients run inside the containers
 //! (`docker exec`), so each node is reachable whatever its network.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

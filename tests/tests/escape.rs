@@ -2,6 +2,9 @@
 //! its sandbox under the real `nexus run`. Every attempt must fail the right
 //! way, and the host, the zone and other zones must be untouched.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use nexus_tests::{guest, nexus};

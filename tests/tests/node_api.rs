@@ -5,13 +5,16 @@
 //! attacks a client can make on the API (no token, a put without its
 //! header, an oversized chunk, an upload that breaks off).
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use nexus_kernel::identity::{Capabilities, Principal};
-use nexus_kernel::types::ZoneId;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Principal};
 use nexus_proto::node as pb;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_runtime::node::local::{self, LocalNode};
@@ -475,4 +478,51 @@ async fn a_read_stream_the_client_leaves_stops_on_the_node() {
     drop(bytes);
     // The node still answers (nothing is stuck on the abandoned stream).
     n.remote.stat("z1", "/big", false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_must_start_with_what_to_run() {
+    let n = node().await;
+    let mut c = raw(&n).await;
+    let stdin_first = pb::RunInput {
+        input: Some(pb::run_input::Input::Stdin(b"hello".to_vec())),
+    };
+    let s = c
+        .run(with_token(futures::stream::iter([stdin_first]), &n.token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    // Nothing at all.
+    let s = c
+        .run(with_token(futures::stream::iter(Vec::new()), &n.token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+    // Not a WebAssembly file: the run's own error, as its exit event.
+    let start = pb::RunInput {
+        input: Some(pb::run_input::Input::Start(pb::RunRequest {
+            zone: "z1".into(),
+            agent: b"#!/bin/sh".to_vec(),
+            name: "x.wasm".into(),
+            ..Default::default()
+        })),
+    };
+    let mut events = c
+        .run(with_token(futures::stream::iter([start]), &n.token))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut exit = None;
+    while let Some(e) = events.message().await.unwrap() {
+        if let Some(pb::run_event::Event::Exit(x)) = e.event {
+            exit = Some(x);
+        }
+    }
+    let exit = exit.expect("an exit event");
+    assert_eq!(exit.code, 1);
+    assert!(
+        exit.error.contains("not a WebAssembly file"),
+        "{}",
+        exit.error
+    );
 }

@@ -3,15 +3,18 @@
 //! only the process itself can observe (the timer driver, a virtual clock),
 //! by the runtime library in this process.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::{Capabilities, Principal};
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::types::ZoneId;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Principal};
+use nexus_kernel::{Kernel, KernelConfig};
 use nexus_runtime::agent::host::Stdio as AgentStdio;
 use nexus_runtime::agent::host::{Host, RunLimits};
 use nexus_tests::{guest, nexus};
@@ -343,7 +346,7 @@ fn in_process(virtual_clock: bool) -> (tempfile::TempDir, Arc<Kernel>, Host) {
     (dir, k, host)
 }
 
-async fn agent_zone(k: &Kernel) -> nexus_kernel::identity::Task {
+async fn agent_zone(k: &Kernel) -> nexus_kernel::Task {
     let z1 = ZoneId::new("z1").unwrap();
     let owner = Principal::parse("user:owner").unwrap();
     k.create_zone(&owner, &z1).await.unwrap();

@@ -1,6 +1,9 @@
 //! `nexus run`: real agents built from examples/ for wasm32-wasip2, run by
 //! the real binary, their only I/O the kernel.
 
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Output;
 
 use nexus_tests::{guest, nexus};

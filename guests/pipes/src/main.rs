@@ -192,6 +192,18 @@ fn main() {
             std::thread::sleep(Duration::from_millis(num(3)));
             println!("woke");
         }
+        // Reads stdin to its end; prints its length and FNV-1a hash.
+        "stdin-sum" => {
+            let mut data = Vec::new();
+            std::io::stdin().read_to_end(&mut data).unwrap_or_else(|e| {
+                println!("stdin failed: {:?}", e.kind());
+                exit(1)
+            });
+            let hash = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            println!("{} bytes, fnv {hash:016x}", data.len());
+        }
         // Says it is waiting, then waits until PATH exists (the test makes
         // it only after it has read that line).
         "wait-for" => {

@@ -6,12 +6,12 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use nexus_kernel::identity::Task;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::pipe::{PipeEnd, PipeMode};
-use nexus_kernel::types::{DirListing, FileKind, Stat};
-use nexus_kernel::vfs::{Handle, OpenOptions};
+use nexus_kernel::Kernel;
+use nexus_kernel::Task;
+use nexus_kernel::{DirListing, FileKind, Stat};
 use nexus_kernel::{ErrorCode as K, KernelError};
+use nexus_kernel::{Handle, OpenOptions};
+use nexus_kernel::{PipeEnd, PipeMode};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
@@ -146,7 +146,7 @@ fn to_stat(s: &Stat) -> DescriptorStat {
 fn timestamp(t: NewTimestamp) -> FsResult<Option<i64>> {
     Ok(match t {
         NewTimestamp::NoChange => None,
-        NewTimestamp::Now => Some(nexus_kernel::kernel::now()),
+        NewTimestamp::Now => Some(nexus_kernel::now()),
         NewTimestamp::Timestamp(d) => {
             let ns = i64::try_from(d.seconds)
                 .ok()

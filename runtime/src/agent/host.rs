@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_kernel::identity::Task;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::timer::DEFAULT_TIMER_LIMIT;
+use nexus_kernel::Kernel;
+use nexus_kernel::Task;
+use nexus_kernel::DEFAULT_TIMER_LIMIT;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
 };
-use wasmtime_wasi::cli::AsyncStdoutStream;
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::p2::bindings::{cli, clocks, random, CommandPre};
@@ -64,9 +64,10 @@ pub enum RunError {
 pub enum Stdio {
     /// This process's own.
     Inherit,
-    /// Writers the caller reads the other ends of (`nexus run --node`
-    /// streams them to the client); stdin is empty.
+    /// Pipes the caller holds the other ends of (`nexus run --node`
+    /// streams them to and from the client); no stdin reads as empty.
     Streams {
+        stdin: Option<tokio::io::DuplexStream>,
         stdout: tokio::io::DuplexStream,
         stderr: tokio::io::DuplexStream,
     },
@@ -265,6 +266,7 @@ impl Host {
             // SAFETY: the file was written by `Component::serialize` of this
             // same engine configuration (the hash is in its name), in the
             // node's private data directory.
+            #[allow(unsafe_code)]
             if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &cached) } {
                 return Ok(c);
             }
@@ -327,8 +329,15 @@ impl Host {
             Stdio::Inherit => {
                 wasi.inherit_stdin().inherit_stdout().inherit_stderr();
             }
-            Stdio::Streams { stdout, stderr } => {
-                // No stdin: it reads end-of-file.
+            Stdio::Streams {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                // Without a stdin it reads end-of-file.
+                if let Some(stdin) = stdin {
+                    wasi.stdin(AsyncStdinStream::new(stdin));
+                }
                 wasi.stdout(AsyncStdoutStream::new(STREAM_BUDGET, stdout))
                     .stderr(AsyncStdoutStream::new(STREAM_BUDGET, stderr));
             }

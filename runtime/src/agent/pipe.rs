@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nexus_kernel::identity::Task;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::pipe::{PipeEnd, PipeMode, PipeRead};
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::Task;
+use nexus_kernel::{PipeEnd, PipeMode, PipeRead};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::poll::{subscribe, DynPollable, Pollable};
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
@@ -181,7 +181,7 @@ impl OutputStream for PipeOutputStream {
 /// What a `pipe-end` resource is in the table.
 pub type PipeEndResource = Arc<PipeEnd>;
 
-fn to_wit_stat(s: nexus_kernel::pipe::PipeStat) -> PipeStat {
+fn to_wit_stat(s: nexus_kernel::PipeStat) -> PipeStat {
     PipeStat {
         capacity: s.capacity,
         occupancy: s.occupancy,

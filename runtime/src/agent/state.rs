@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use nexus_kernel::identity::Task;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::timer::TaskTimers;
+use nexus_kernel::Kernel;
+use nexus_kernel::Task;
+use nexus_kernel::TaskTimers;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

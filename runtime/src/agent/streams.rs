@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use nexus_kernel::identity::Task;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::vfs::Handle;
+use nexus_kernel::Handle;
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::Task;
 use tokio::task::JoinHandle;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nexus_kernel::timer::{Timer, TimerError};
+use nexus_kernel::{Timer, TimerError};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::poll::{subscribe, DynPollable, Pollable};
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::Capabilities;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::vfs::OpenOptions;
+use nexus_kernel::Capabilities;
+use nexus_kernel::Kernel;
+use nexus_kernel::OpenOptions;
 
 use crate::agent::host::{Host, RunLimits, Stdio};
 use crate::bench::{percentile, row, Row};

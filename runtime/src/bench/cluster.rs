@@ -12,11 +12,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::{Capabilities, Task};
-use nexus_kernel::kernel::{Kernel, KernelConfig, ObjectStoreConfig};
-use nexus_kernel::replica::{MemberInfo, Role};
-use nexus_kernel::types::ZoneId;
-use nexus_kernel::vfs::OpenOptions;
+use nexus_kernel::OpenOptions;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Task};
+use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
+use nexus_kernel::{MemberInfo, Role};
 
 use crate::bench::{create_storm, percentile, row, row_lower_better, Row};
 use crate::node::local;

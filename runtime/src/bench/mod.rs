@@ -7,11 +7,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nexus_kernel::identity::{Capabilities, Permission, Principal, Task};
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
-use nexus_kernel::types::ZoneId;
-use nexus_kernel::vfs::OpenOptions;
+use nexus_kernel::OpenOptions;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Permission, Principal, Task};
+use nexus_kernel::{Kernel, KernelConfig};
+use nexus_kernel::{ObjectRef, Relation, Subject, Tuple};
 use serde::Serialize;
 
 mod agents;

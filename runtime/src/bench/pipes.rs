@@ -9,10 +9,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nexus_kernel::identity::{Capabilities, Principal, Task};
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::pipe::{PipeMode, PipeRead};
-use nexus_kernel::types::ZoneId;
+use nexus_kernel::Kernel;
+use nexus_kernel::ZoneId;
+use nexus_kernel::{Capabilities, Principal, Task};
+use nexus_kernel::{PipeMode, PipeRead};
 
 use crate::agent::host::Stdio as AgentStdio;
 use crate::agent::host::{Host, RunLimits};

@@ -1,7 +1,7 @@
 //! `nexus grant|revoke|check|tuples|token …`: the gate from the command
 //! line; arguments in, the operation, output out.
 
-use nexus_kernel::token::Claims;
+use nexus_kernel::Claims;
 
 use super::args::{TokenCmd, TupleArgs};
 use crate::ops::{CheckQuery, Decision, Issued, OpError, OpResult, Ops, TupleRow, TupleSpec};

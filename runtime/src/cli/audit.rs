@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use nexus_kernel::audit::{RecordStore, StoredRecord};
+use nexus_kernel::{RecordStore, StoredRecord};
 
 use super::args::AuditCmd;
 use crate::ops::{OpError, OpResult};

@@ -2,7 +2,7 @@
 
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use nexus_kernel::types::Stat;
+use nexus_kernel::Stat;
 use tokio::io::AsyncWriteExt;
 
 use super::args::FsCmd;

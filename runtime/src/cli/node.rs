@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use nexus_kernel::kernel::{Kernel, KernelConfig};
-use nexus_kernel::types::ReplicaId;
+use nexus_kernel::ReplicaId;
+use nexus_kernel::{Kernel, KernelConfig};
 
 use super::args::NodeCmd;
 use crate::node::server::{bind, serve};

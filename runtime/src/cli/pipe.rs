@@ -1,7 +1,7 @@
 //! `nexus pipe create|stat|ls|cat|rm`: arguments in, the operation, output out.
 
 use futures::StreamExt;
-use nexus_kernel::pipe::PipeStat;
+use nexus_kernel::PipeStat;
 use tokio::io::AsyncWriteExt;
 
 use super::args::PipeCmd;

@@ -1,8 +1,8 @@
 //! `nexus zone …` and `nexus gc`: arguments in, the operation, output out.
 
-use nexus_kernel::check::CheckReport;
-use nexus_kernel::content::GcReport;
-use nexus_kernel::driver::ZoneStatus;
+use nexus_kernel::CheckReport;
+use nexus_kernel::GcReport;
+use nexus_kernel::ZoneStatus;
 
 use super::args::ZoneCmd;
 use crate::ops::{Membership, OpError, OpResult, Ops, ReplicaSpec, ZoneRow};

@@ -11,12 +11,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use nexus_kernel::identity::Task;
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::replica::Role;
-use nexus_kernel::token::Claims;
-use nexus_kernel::types::{ReplicaId, ZoneId};
+use nexus_kernel::Claims;
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::Role;
+use nexus_kernel::Task;
+use nexus_kernel::{ReplicaId, ZoneId};
 use nexus_proto::node as pb;
 use nexus_proto::node::node_server::Node;
 use tonic::{Request, Response, Status, Streaming};
@@ -136,6 +136,16 @@ fn data_chunks(bytes: ByteStream, total: Option<u64>) -> ReplyStream<pb::DataChu
             .map_err(refused)
         })
         .boxed()
+}
+
+/// A run's stdin: the messages after the first. Anything but a chunk of
+/// at most a transfer chunk ends it (the agent reads end-of-file).
+fn stdin_of(s: Streaming<pb::RunInput>) -> ByteStream {
+    s.map(|m| match m.map(|m| m.input) {
+        Ok(Some(pb::run_input::Input::Stdin(d))) if d.len() <= TRANSFER_CHUNK => Ok(d.into()),
+        _ => Err(OpError::Usage("a run's stdin ended early".into())),
+    })
+    .boxed()
 }
 
 /// The bytes of a `Put` after its header; a chunk larger than a transfer
@@ -408,13 +418,24 @@ impl Node for NodeApi {
 
     type RunStream = ReplyStream<pb::RunEvent>;
 
-    /// The agents run on their own task; their output streams back as it
-    /// is written, then one exit event with the code, error and hint
+    /// The agents run on their own task; the first message starts them,
+    /// the rest feed the first agent's stdin; their output streams back as
+    /// it is written, then one exit event with the code, error and hint
     /// `nexus run` would end with. A client that goes away stops them.
-    async fn run(&self, req: Request<pb::RunRequest>) -> Reply<Self::RunStream> {
+    async fn run(&self, req: Request<Streaming<pb::RunInput>>) -> Reply<Self::RunStream> {
         use pb::run_event::Event;
+        // The token is checked before the first message is read.
         let ops = self.ops(&req)?;
-        let r = req.into_inner();
+        let mut input = req.into_inner();
+        let r = match input.message().await? {
+            Some(pb::RunInput {
+                input: Some(pb::run_input::Input::Start(r)),
+            }) => r,
+            _ => {
+                let e = OpError::Usage("a run starts with what to run".into());
+                return Err(refused(e));
+            }
+        };
         let main = pb::Companion {
             agent: r.agent,
             name: r.name,
@@ -443,7 +464,11 @@ impl Node for NodeApi {
         let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Output>(64);
         let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let ended = ops.run(spec, RunIo::Stream(out_tx)).await;
+            let io = RunIo::Stream {
+                output: out_tx,
+                stdin: Some(stdin_of(input)),
+            };
+            let ended = ops.run(spec, io).await;
             let exit = match ended {
                 // The client left; nobody to tell.
                 Ok(None) => return,

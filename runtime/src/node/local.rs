@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use nexus_kernel::kernel::{Kernel, KernelConfig};
 use nexus_kernel::Result;
+use nexus_kernel::{Kernel, KernelConfig};
 
 use super::server::{bind, serve};
 use super::transport::GrpcTransport;

@@ -10,9 +10,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::types::{ReplicaId, ZoneId};
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::{ReplicaId, ZoneId};
 use nexus_proto::transport::raft_transport_server::{RaftTransport, RaftTransportServer};
 use nexus_proto::transport::{Batch, BatchAck, Refusal, SnapshotAck, SnapshotChunk};
 use protobuf::Message as _;

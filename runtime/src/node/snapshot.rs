@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use nexus_kernel::types::ReplicaId;
+use nexus_kernel::ReplicaId;
 use nexus_proto::transport::{SnapshotChunk, SnapshotHeader};
 use protobuf::Message as _;
 use raft::prelude::Message;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use nexus_kernel::transport::Transport;
-use nexus_kernel::types::{ReplicaId, ZoneId};
+use nexus_kernel::Transport;
+use nexus_kernel::{ReplicaId, ZoneId};
 use nexus_proto::transport::raft_transport_client::RaftTransportClient;
 use nexus_proto::transport::{Batch, Envelope};
 use protobuf::Message as _;
@@ -143,7 +143,7 @@ impl GrpcTransport {
 
     /// Reports the fate of each streamed snapshot to `kernel`'s zones
     /// (held weakly: the kernel owns this transport).
-    pub fn report_to(&self, kernel: &Arc<nexus_kernel::kernel::Kernel>) {
+    pub fn report_to(&self, kernel: &Arc<nexus_kernel::Kernel>) {
         let kernel = Arc::downgrade(kernel);
         let report: SnapshotReporter = Box::new(move |zone, to, delivered| {
             if let Some(k) = kernel.upgrade() {

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use nexus_kernel::check::CheckReport;
-use nexus_kernel::content::GcReport;
-use nexus_kernel::driver::ZoneStatus;
-use nexus_kernel::identity::{Capabilities, Permission, Principal, Task};
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::pipe::{PipeEnd, PipeMode, PipeRead, PipeStat};
-use nexus_kernel::rebac::{ObjectRef, Relation, Subject, Tuple};
-use nexus_kernel::token::Claims;
-use nexus_kernel::types::{FileKind, Stat, ZoneId};
-use nexus_kernel::vfs::{Handle, OpenOptions};
+use nexus_kernel::CheckReport;
+use nexus_kernel::Claims;
+use nexus_kernel::GcReport;
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::ZoneStatus;
+use nexus_kernel::{Capabilities, Permission, Principal, Task};
+use nexus_kernel::{FileKind, Stat, ZoneId};
+use nexus_kernel::{Handle, OpenOptions};
+use nexus_kernel::{ObjectRef, Relation, Subject, Tuple};
+use nexus_kernel::{PipeEnd, PipeMode, PipeRead, PipeStat};
 
 use super::run::Hosts;
 use super::{
@@ -58,7 +58,7 @@ impl Local {
         Ok(task)
     }
 
-    fn zone_row(&self, r: &nexus_kernel::kernel::ZoneRecord) -> OpResult<ZoneRow> {
+    fn zone_row(&self, r: &nexus_kernel::ZoneRecord) -> OpResult<ZoneRow> {
         Ok(ZoneRow {
             applied_index: self.kernel.zone_state(&r.id)?.applied_index()?,
             name: r.id.to_string(),

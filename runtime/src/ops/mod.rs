@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use nexus_kernel::check::CheckReport;
-use nexus_kernel::content::GcReport;
-use nexus_kernel::driver::ZoneStatus;
-use nexus_kernel::pipe::PipeStat;
-use nexus_kernel::token::Claims;
-use nexus_kernel::types::Stat;
+use nexus_kernel::CheckReport;
+use nexus_kernel::Claims;
+use nexus_kernel::GcReport;
+use nexus_kernel::PipeStat;
+use nexus_kernel::Stat;
+use nexus_kernel::ZoneStatus;
 use serde::{Deserialize, Serialize};
 
 pub mod error;
@@ -29,7 +29,7 @@ pub mod wire;
 pub use error::{exit, OpError, OpResult};
 
 /// Bytes per chunk of a transfer, both ways (the content store's chunk).
-pub const TRANSFER_CHUNK: usize = nexus_kernel::content::CHUNK_SIZE as usize;
+pub const TRANSFER_CHUNK: usize = nexus_kernel::CHUNK_SIZE as usize;
 
 /// Bytes in bounded chunks, in order.
 pub type ByteStream = BoxStream<'static, OpResult<Bytes>>;
@@ -182,8 +182,13 @@ pub enum RunIo {
     /// This process's own streams.
     Inherit,
     /// Chunks sent as they are written (a node streaming a run back); the
-    /// run stops when the receiver goes away.
-    Stream(tokio::sync::mpsc::Sender<Output>),
+    /// run stops when the receiver goes away. `stdin`, if any, is the first
+    /// agent's standard input (its end is end-of-file); the others read
+    /// none.
+    Stream {
+        output: tokio::sync::mpsc::Sender<Output>,
+        stdin: Option<ByteStream>,
+    },
 }
 
 /// A chunk an agent wrote.

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use nexus_kernel::check::CheckReport;
-use nexus_kernel::content::GcReport;
-use nexus_kernel::driver::ZoneStatus;
-use nexus_kernel::pipe::PipeStat;
-use nexus_kernel::token::Claims;
-use nexus_kernel::types::Stat;
+use nexus_kernel::CheckReport;
+use nexus_kernel::Claims;
+use nexus_kernel::GcReport;
 use nexus_kernel::KernelError;
+use nexus_kernel::PipeStat;
+use nexus_kernel::Stat;
+use nexus_kernel::ZoneStatus;
 use nexus_proto::node as pb;
 use nexus_proto::node::node_client::NodeClient;
 use tonic::transport::Channel;
@@ -70,6 +70,49 @@ fn path(zone: &str, path: &str, parents: bool, linearizable: bool) -> pb::PathRe
         path: path.to_owned(),
         parents,
         linearizable,
+    }
+}
+
+/// This process's stdin as chunks, read on a thread of its own (a read
+/// of a terminal blocks; the thread must not hold up the exit).
+fn process_stdin() -> ByteStream {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<OpResult<Bytes>>(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let chunk = match stdin.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(Bytes::copy_from_slice(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(OpError::local("stdin", e)),
+            };
+            if tx.blocking_send(chunk).is_err() {
+                return;
+            }
+        }
+    });
+    tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+/// Sends stdin's chunks after a run's start, until stdin ends (or fails:
+/// the agent then reads end-of-file) or the call is over.
+async fn forward_stdin(mut stdin: ByteStream, tx: tokio::sync::mpsc::Sender<pb::RunInput>) {
+    while let Some(Ok(chunk)) = stdin.next().await {
+        let input = Some(pb::run_input::Input::Stdin(chunk.to_vec()));
+        if tx.send(pb::RunInput { input }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -421,7 +464,7 @@ impl Ops for Remote {
         let main = agents
             .next()
             .ok_or_else(|| OpError::Usage("nothing to run".into()))?;
-        let req = self.request(pb::RunRequest {
+        let start = pb::run_input::Input::Start(pb::RunRequest {
             zone: spec.zone,
             agent: main.code,
             name: main.name,
@@ -438,7 +481,24 @@ impl Ops for Remote {
                 })
                 .collect(),
         });
-        let mut events = self.node().run(req).await.map_err(op_error)?.into_inner();
+        let (output, stdin) = match io {
+            RunIo::Inherit => (None, process_stdin()),
+            RunIo::Stream { output, stdin } => (
+                Some(output),
+                stdin.unwrap_or_else(|| futures::stream::empty().boxed()),
+            ),
+        };
+        // The start, then stdin as it comes (a bounded channel: what the
+        // node has not taken yet is not read).
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let _ = tx.send(pb::RunInput { input: Some(start) }).await;
+        let forward = tokio::spawn(forward_stdin(stdin, tx));
+        let req = self.request(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        ));
+        let events = self.node().run(req).await;
+        let mut events = events.map_err(op_error)?.into_inner();
+        let _stop_forwarding = AbortOnDrop(forward);
         while let Some(event) = events.message().await.map_err(op_error)? {
             let out = match event.event {
                 Some(Event::Stdout(b)) => Output::Stdout(b),
@@ -454,7 +514,7 @@ impl Ops for Remote {
                 }
                 None => continue,
             };
-            if !super::run::deliver(&io, out).await {
+            if !super::run::deliver(output.as_ref(), out).await {
                 return Ok(None);
             }
         }

@@ -9,10 +9,10 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use nexus_kernel::identity::{Capabilities, Permission, Principal, Task};
-use nexus_kernel::kernel::Kernel;
-use nexus_kernel::rebac::ObjectRef;
+use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::ObjectRef;
+use nexus_kernel::{Capabilities, Permission, Principal, Task};
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::sync::mpsc;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -192,18 +192,33 @@ pub async fn run(
         })
         .collect();
 
+    let (output, mut stdin) = match io {
+        RunIo::Inherit => (None, None),
+        RunIo::Stream { output, stdin } => (Some(output), stdin),
+    };
     let mut pumps = Vec::new();
     let mut running = Vec::new();
     let mut names = Vec::new();
     for a in prepared {
-        let stdio = match &io {
-            RunIo::Inherit => Stdio::Inherit,
-            RunIo::Stream(tx) => {
+        let stdio = match &output {
+            None => Stdio::Inherit,
+            Some(tx) => {
                 let (stdout, out) = tokio::io::duplex(OUTPUT_CHUNK);
                 let (stderr, err) = tokio::io::duplex(OUTPUT_CHUNK);
                 pumps.push(tokio::spawn(pump(out, tx.clone(), Output::Stdout)));
                 pumps.push(tokio::spawn(pump(err, tx.clone(), Output::Stderr)));
-                Stdio::Streams { stdout, stderr }
+                // The first agent's stdin; it is fed as the agent reads
+                // (the pipe's buffer is the backpressure). Not waited for.
+                let stdin = stdin.take().map(|bytes| {
+                    let (reader, writer) = tokio::io::duplex(OUTPUT_CHUNK);
+                    tokio::spawn(feed(bytes, writer));
+                    reader
+                });
+                Stdio::Streams {
+                    stdin,
+                    stdout,
+                    stderr,
+                }
             }
         };
         let (host, kernel, env, limits) =
@@ -218,9 +233,9 @@ pub async fn run(
     }
     let stop: Vec<_> = running.iter().map(|j| j.abort_handle()).collect();
     let gone = async {
-        match &io {
-            RunIo::Stream(tx) => tx.closed().await,
-            RunIo::Inherit => std::future::pending().await,
+        match &output {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
         }
     };
     let joined = tokio::select! {
@@ -247,9 +262,9 @@ pub async fn run(
     }
     let (outcome, others) = settle(results);
     for line in others {
-        match &io {
-            RunIo::Inherit => eprintln!("{line}"),
-            RunIo::Stream(tx) => {
+        match &output {
+            None => eprintln!("{line}"),
+            Some(tx) => {
                 let _ = tx
                     .send(Output::Stderr(format!("{line}\n").into_bytes()))
                     .await;
@@ -280,6 +295,19 @@ fn settle(results: Vec<(String, OpResult<i32>)>) -> (OpResult<i32>, Vec<String>)
     (outcome, others)
 }
 
+/// Writes `bytes` into an agent's stdin until they end (then the agent
+/// reads end-of-file) or the agent is gone.
+async fn feed(mut bytes: super::ByteStream, mut to: DuplexStream) {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    while let Some(Ok(chunk)) = bytes.next().await {
+        if to.write_all(&chunk).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
 /// Sends what the agent writes to `from` as chunks, until it closes.
 async fn pump(mut from: DuplexStream, tx: mpsc::Sender<Output>, kind: fn(Vec<u8>) -> Output) {
     let mut buf = vec![0u8; OUTPUT_CHUNK];
@@ -295,12 +323,12 @@ async fn pump(mut from: DuplexStream, tx: mpsc::Sender<Output>, kind: fn(Vec<u8>
     }
 }
 
-/// Hands a chunk of an agent's output to where the run's output goes;
+/// Hands a chunk of an agent's output to `to`, or this process's streams;
 /// `false` once nobody receives it any more.
-pub async fn deliver(io: &RunIo, out: Output) -> bool {
+pub async fn deliver(to: Option<&mpsc::Sender<Output>>, out: Output) -> bool {
     use std::io::Write;
-    match io {
-        RunIo::Inherit => {
+    match to {
+        None => {
             // A closed stdout or stderr loses the output, not the run.
             let _ = match out {
                 Output::Stdout(b) => {
@@ -311,6 +339,6 @@ pub async fn deliver(io: &RunIo, out: Output) -> bool {
             };
             true
         }
-        RunIo::Stream(tx) => tx.send(out).await.is_ok(),
+        Some(output) => output.send(out).await.is_ok(),
     }
 }

@@ -5,14 +5,14 @@
 //! identical embedded and through a node. Anything a peer sends that does
 //! not decode is an error, never a panic.
 
-use nexus_kernel::check::CheckReport;
-use nexus_kernel::content::GcReport;
-use nexus_kernel::driver::{ReplicaProgress, ZoneStatus};
-use nexus_kernel::identity::{Capabilities, Principal};
-use nexus_kernel::pipe::{Attached, PipeMode, PipeStat};
-use nexus_kernel::token::Claims;
-use nexus_kernel::types::{FileKind, Stat, ZoneId};
+use nexus_kernel::CheckReport;
+use nexus_kernel::Claims;
+use nexus_kernel::GcReport;
 use nexus_kernel::KernelError;
+use nexus_kernel::{Attached, PipeMode, PipeStat};
+use nexus_kernel::{Capabilities, Principal};
+use nexus_kernel::{FileKind, Stat, ZoneId};
+use nexus_kernel::{ReplicaProgress, ZoneStatus};
 use nexus_proto::node as pb;
 use prost::Message;
 use tonic::{Code, Status};

@@ -2,9 +2,9 @@
 //! (creating a zone on several nodes, adding and removing replicas,
 //! destroying a zone everywhere) and the node-to-node calls they make.
 
-use nexus_kernel::identity::{Capabilities, Task};
-use nexus_kernel::replica::{MemberInfo, Role};
-use nexus_kernel::types::ReplicaId;
+use nexus_kernel::ReplicaId;
+use nexus_kernel::{Capabilities, Task};
+use nexus_kernel::{MemberInfo, Role};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
     CreateZoneRequest, Empty, JoinZoneRequest, Membership, Replica, ReplicaChange, ZoneRef,
@@ -298,7 +298,7 @@ impl NodeApi {
     }
 
     fn membership_reply(
-        status: nexus_kernel::driver::ZoneStatus,
+        status: nexus_kernel::ZoneStatus,
         warning: Option<String>,
     ) -> Result<Response<Membership>, Status> {
         let m = crate::ops::Membership { status, warning };

@@ -20,8 +20,8 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::access::identity::{Capabilities, Principal};
 use crate::error::{KernelError, Result};
-use crate::identity::{Capabilities, Principal};
 use crate::types::ZoneId;
 
 const PREFIX: &str = "nxt1";
@@ -84,7 +84,7 @@ fn key_id(key: &VerifyingKey) -> [u8; 8] {
 }
 
 fn unix_now() -> i64 {
-    crate::kernel::now() / 1_000_000_000
+    crate::types::now() / 1_000_000_000
 }
 
 /// A node's token authority: its key, the verified-token cache and the

@@ -10,11 +10,11 @@ use protobuf::Message as _;
 use raft::prelude::*;
 use raft::StateRole;
 
-use crate::command::{Applied, ZoneCommand};
+use crate::consensus::raftstore::SledRaftStorage;
 use crate::error::{KernelError, Result};
-use crate::raftstore::SledRaftStorage;
-use crate::state::ZoneState;
 use crate::types::ReplicaId;
+use crate::zone::command::{Applied, ZoneCommand};
+use crate::zone::state::ZoneState;
 
 /// How a replica participates in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -272,13 +272,13 @@ impl Replica {
     }
 
     /// This replica's view of the group, for `nexus zone status`.
-    pub fn status(&self) -> crate::driver::ZoneStatus {
+    pub fn status(&self) -> crate::consensus::driver::ZoneStatus {
         let raft = &self.raw.raft;
         let commit = raft.raft_log.committed;
         let mut progress: Vec<_> = if self.is_leader() {
             raft.prs()
                 .iter()
-                .map(|(id, pr)| crate::driver::ReplicaProgress {
+                .map(|(id, pr)| crate::consensus::driver::ReplicaProgress {
                     replica: *id,
                     matched: pr.matched,
                     lag: commit.saturating_sub(pr.matched),
@@ -301,7 +301,7 @@ impl Replica {
             .filter(|(_, m)| m.role == Role::Witness)
             .map(|(id, _)| *id)
             .collect();
-        crate::driver::ZoneStatus {
+        crate::consensus::driver::ZoneStatus {
             replica: self.cfg.id,
             role: match raft.state {
                 StateRole::Leader => "leader",

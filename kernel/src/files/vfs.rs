@@ -11,14 +11,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::command::{Applied, NewInode, ZoneCommand};
-use crate::content::{CHUNK_SIZE, INLINE_MAX};
+use crate::access::identity::{Permission, Task};
+use crate::access::rebac::ObjectRef;
 use crate::error::{KernelError, Result};
-use crate::identity::{Permission, Task};
-use crate::kernel::{now, Kernel, Zone};
-use crate::path::{self, Step};
-use crate::rebac::ObjectRef;
+use crate::files::content::{CHUNK_SIZE, INLINE_MAX};
+use crate::files::path::{self, Step};
+use crate::kernel::{Kernel, Zone};
+use crate::types::now;
 use crate::types::{ChunkRef, DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
+use crate::zone::command::{Applied, NewInode, ZoneCommand};
 
 /// Largest file size accepted (1 TiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 40;

@@ -13,11 +13,11 @@ use std::time::Duration;
 use raft::prelude::{ConfChange, Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::command::{Applied, ZoneCommand};
+use crate::consensus::replica::Replica;
+use crate::consensus::transport::Transport;
 use crate::error::{KernelError, Result};
-use crate::replica::Replica;
-use crate::transport::Transport;
 use crate::types::{ReplicaId, ZoneId};
+use crate::zone::command::{Applied, ZoneCommand};
 
 /// Most inputs taken into one Ready (bounds the batch and the latency).
 const MAX_BATCH: usize = 4096;

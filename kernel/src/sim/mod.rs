@@ -2,7 +2,10 @@
 //! manner of raft-rs's own test `Network`: replicas are [`Replica`] cores on
 //! real sled, messages travel a seeded [`SimNetwork`], and virtual time moves
 //! only when the harness steps. The same seed replays the same run, so a
-//! failure is reproduced from the seed it prints.
+//! failure is reproduced from the seed it prints. Built with the `sim`
+//! feature only (the kernel's own tests enable it).
+
+pub mod network;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,12 +14,13 @@ use raft::prelude::MessageType;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::command::{NewInode, ZoneCommand};
+use crate::consensus::replica::{Replica, ReplicaConfig, Role};
+use crate::consensus::transport::Transport;
 use crate::error::Result;
-use crate::replica::{Replica, ReplicaConfig, Role};
-use crate::state::StateDump;
-use crate::transport::{Faults, SimNetwork, Transport};
 use crate::types::{ReplicaId, ZoneId, ROOT_INO};
+use crate::zone::command::{NewInode, ZoneCommand};
+use crate::zone::state::StateDump;
+use network::{Faults, SimNetwork};
 
 /// Steps between two raft ticks.
 pub const TICK_EVERY: u64 = 5;

@@ -19,10 +19,10 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use std::collections::BTreeMap;
 
+use crate::consensus::replica::{MemberInfo, Role};
 use crate::error::{KernelError, Result};
-use crate::replica::{MemberInfo, Role};
-use crate::state::ZoneState;
 use crate::types::ReplicaId;
+use crate::zone::state::ZoneState;
 
 const HS: &[u8] = b"r\x00hs";
 const CS: &[u8] = b"r\x00cs";
@@ -52,7 +52,7 @@ fn to_raft(e: KernelError) -> raft::Error {
 /// members' roles and incarnations (raft's ConfState has neither).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
-    pairs: crate::state::StateDump,
+    pairs: crate::zone::state::StateDump,
     roster: Roster,
 }
 
@@ -189,7 +189,7 @@ impl SledRaftStorage {
         batch.insert(ROLES, postcard::to_allocvec(&self.roster)?);
         // The snapshot's own applied index rides in its pairs; a witness
         // records it directly.
-        batch.insert(crate::state::keys::APPLIED, &meta.index.to_be_bytes());
+        batch.insert(crate::zone::state::keys::APPLIED, &meta.index.to_be_bytes());
         self.trunc_index = meta.index;
         self.trunc_term = meta.term;
         self.last_index = meta.index;

@@ -4,9 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipe::Checkpoint;
-use crate::rebac::Tuple;
+use crate::access::rebac::Tuple;
 use crate::types::{ChunkRef, Ino, Inode, Timestamp, ZoneId};
+use crate::zone::pipe_record::Checkpoint;
 
 /// What kind of inode `Create` makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::content::{hash_hex, GcReport, CHUNK_SIZE};
+use crate::access::identity::{Permission, Task};
 use crate::error::{KernelError, Result};
-use crate::identity::{Permission, Task};
+use crate::files::content::{hash_hex, GcReport, CHUNK_SIZE};
 use crate::kernel::Kernel;
 use crate::types::{FileKind, Ino, InodeBody, ROOT_INO};
 

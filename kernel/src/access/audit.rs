@@ -246,7 +246,7 @@ impl AuditSink {
                 let dropped = lost.swap(0, Ordering::Relaxed);
                 if dropped > 0 {
                     batch.push(AuditRecord {
-                        time: crate::kernel::now(),
+                        time: crate::types::now(),
                         zone: String::new(),
                         pid: 0,
                         principal: String::new(),

@@ -15,8 +15,8 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::identity::{Permission, Principal};
 use crate::error::{KernelError, Result};
-use crate::identity::{Permission, Principal};
 use crate::types::{FileKind, Ino, ZoneId, ROOT_INO};
 
 /// How many userset hops (group within group) a check follows.

@@ -3,11 +3,11 @@
 //! is replaced atomically through a hidden sibling, and a tree is removed
 //! deepest entries first.
 
+use crate::access::identity::Task;
 use crate::error::{KernelError, Result};
-use crate::identity::Task;
+use crate::files::vfs::{Handle, OpenOptions};
 use crate::kernel::Kernel;
 use crate::types::FileKind;
-use crate::vfs::{Handle, OpenOptions};
 
 /// A file being written beside its destination: a reader of the
 /// destination sees the old content until [`Replacement::commit`] renames
@@ -62,7 +62,7 @@ impl Kernel {
     /// Starts replacing (or creating) the file at `dest`; needs `write` on
     /// its directory (and, at commit, on a file it replaces).
     pub async fn begin_replace(&self, task: &Task, dest: &str) -> Result<Replacement<'_>> {
-        let (parent, name) = crate::path::split_parent(dest)?;
+        let (parent, name) = crate::files::path::split_parent(dest)?;
         let tmp = format!(
             "{}/.{name}.nexus-put-{:016x}",
             parent.trim_end_matches('/'),

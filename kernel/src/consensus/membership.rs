@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use raft::prelude::{ConfChange, ConfChangeType};
 
-use crate::driver::ZoneStatus;
+use crate::access::identity::{Permission, Task};
+use crate::consensus::driver::ZoneStatus;
+use crate::consensus::replica::{MemberInfo, Role};
 use crate::error::{KernelError, Result};
-use crate::identity::{Permission, Task};
 use crate::kernel::Kernel;
-use crate::replica::{MemberInfo, Role};
 use crate::types::ReplicaId;
 
 /// How long a new member may take to catch up before it is promoted.

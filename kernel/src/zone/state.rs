@@ -10,17 +10,17 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use crate::command::{Applied, NewInode, ZoneCommand};
+use crate::access::identity::Principal;
+use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::error::{KernelError, Result};
-use crate::identity::Principal;
-use crate::pipe::PipeRecord;
-use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::types::{ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ROOT_INO};
+use crate::zone::command::{Applied, NewInode, ZoneCommand};
+use crate::zone::pipe_record::PipeRecord;
 
 /// Key layout of the state half of a zone tree.
 pub(crate) mod keys {
-    use crate::identity::Principal;
-    use crate::rebac::{ObjectRef, Relation, Subject, Tuple};
+    use crate::access::identity::Principal;
+    use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
     use crate::types::Ino;
 
     pub const STATE_PREFIX: &[u8] = b"s";
@@ -499,7 +499,7 @@ impl Tx<'_> {
         for t in insert {
             if let Some(ino) = t.object.ino() {
                 let inode = self.get_inode(ino)?;
-                if crate::rebac::Namespace::of_kind(inode.kind()) != t.object.ns {
+                if crate::access::rebac::Namespace::of_kind(inode.kind()) != t.object.ns {
                     return Err(KernelError::Invalid(format!(
                         "{} is a {}, not a {}",
                         t.object,
@@ -659,7 +659,7 @@ impl Tx<'_> {
                 Ok(Applied::Inode(inode))
             }
             ZoneCommand::RevokeToken { id } => {
-                crate::token::check_id(id)?;
+                crate::access::token::check_id(id)?;
                 self.insert(keys::revoked(id), Vec::new());
                 Ok(Applied::Done)
             }
@@ -674,7 +674,7 @@ impl Tx<'_> {
         new: &NewInode,
         now: i64,
     ) -> Result<Applied> {
-        crate::path::check_new_name(name)?;
+        crate::files::path::check_new_name(name)?;
         let mut parent_inode = self.get_dir(parent)?;
         if self.dentry(parent, name)?.is_some() {
             return Err(KernelError::Exist(name.to_owned()));
@@ -726,7 +726,7 @@ impl Tx<'_> {
         dst_name: &str,
         now: i64,
     ) -> Result<Applied> {
-        crate::path::check_new_name(dst_name)?;
+        crate::files::path::check_new_name(dst_name)?;
         let src_dir = self.get_dir(src_parent)?;
         let dst_dir = self.get_dir(dst_parent)?;
         let entry = self

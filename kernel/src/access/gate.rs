@@ -13,17 +13,18 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::audit::AuditRecord;
-use crate::command::ZoneCommand;
-use crate::error::{KernelError, Result};
-use crate::identity::{Capabilities, Permission, Principal, Task};
-use crate::kernel::{now, Kernel};
-use crate::rebac::{
+use crate::access::audit::AuditRecord;
+use crate::access::identity::{Capabilities, Permission, Principal, Task};
+use crate::access::rebac::{
     parent_object, Decision, Evaluator, Name, Namespace, ObjectRef, Relation, Subject, Tuple,
     TupleSource,
 };
-use crate::state::ZoneState;
+use crate::error::{KernelError, Result};
+use crate::kernel::Kernel;
+use crate::types::now;
 use crate::types::ZoneId;
+use crate::zone::command::ZoneCommand;
+use crate::zone::state::ZoneState;
 
 /// Cached decisions at most, per node.
 const CACHE_MAX: usize = 100_000;
@@ -155,7 +156,7 @@ impl Kernel {
     ) -> Result<Task> {
         let record = self.zone_record(zone)?;
         let me = self.node_id();
-        if record.role_of(me) == Some(crate::replica::Role::Witness) {
+        if record.role_of(me) == Some(crate::consensus::replica::Role::Witness) {
             // Nothing to read or check here: the state lives on the voters.
             return Err(KernelError::Unavailable(format!(
                 "node {me} keeps only the log of zone {zone} (a witness); ask a voter"
@@ -169,7 +170,7 @@ impl Kernel {
     /// by the operator) and, where this node serves the token's zone, that
     /// the zone's admins have not revoked it (a revocation replicated with
     /// the zone, so every node serving it refuses the token).
-    pub fn verify_token(&self, token: &str) -> Result<crate::token::Claims> {
+    pub fn verify_token(&self, token: &str) -> Result<crate::access::token::Claims> {
         let claims = self.tokens().verify(token)?;
         // (A witness applies nothing, so its state holds no revocations;
         // it refuses every task anyway.)
@@ -197,7 +198,7 @@ impl Kernel {
         zone: &ZoneId,
         caps: Capabilities,
         lifetime: Duration,
-    ) -> Result<(String, crate::token::Claims)> {
+    ) -> Result<(String, crate::access::token::Claims)> {
         let bootstrap = issuer.bound_to.is_none()
             && matches!(self.zone_record(zone), Err(KernelError::ZoneNotFound(_)));
         let held = if bootstrap {
@@ -234,11 +235,11 @@ impl Kernel {
     /// Revokes a token of the task's zone on every node serving the zone
     /// (through the zone's log). Needs `admin` on the zone.
     pub async fn revoke_token(&self, task: &Task, id: &str) -> Result<()> {
-        crate::token::check_id(id)?;
+        crate::access::token::check_id(id)?;
         self.require_on_zone(task, Permission::Admin, "revoke-token")?;
         let id = id.to_owned();
         self.zone(task.zone())?
-            .propose(crate::command::ZoneCommand::RevokeToken { id: id.clone() })
+            .propose(crate::zone::command::ZoneCommand::RevokeToken { id: id.clone() })
             .await?;
         self.audit(task, task.zone(), "revoke-token", &id, "ok");
         Ok(())

@@ -1,0 +1,9 @@
+//! Files: path parsing, the zone VFS (resolution across mounts and every
+//! file operation), whole-file and whole-tree operations, the content store
+//! (chunks by hash in an object store), and fsck/GC.
+
+pub mod check;
+pub mod content;
+pub mod path;
+pub mod tree;
+pub mod vfs;
