@@ -3,19 +3,21 @@
 //! Subsystems, each a folder: `consensus` (Raft groups), `zone` (the
 //! deterministic state machine), `files` (VFS, content, fsck/GC), `access`
 //! (identity, ReBAC, gate, tokens, audit), `ipc` (pipes, timers); `kernel`
-//! ties them into a node's [`Kernel`]. What other crates use is exported
-//! here, at the root.
+//! ties them into a node's [`Kernel`]. The subsystems are crate-private:
+//! what other crates use is exported here, at the root (and the ReBAC
+//! evaluator, for its model test, and the simulation harness, behind the
+//! `sim` feature).
 
 pub mod access;
-pub mod consensus;
-pub mod error;
-pub mod files;
-pub mod ipc;
-pub mod kernel;
+pub(crate) mod consensus;
+pub(crate) mod error;
+pub(crate) mod files;
+pub(crate) mod ipc;
+pub(crate) mod kernel;
 #[cfg(feature = "sim")]
 pub mod sim;
-pub mod types;
-pub mod zone;
+pub(crate) mod types;
+pub(crate) mod zone;
 
 pub use access::audit::{AuditSink, RecordStore, StoredRecord};
 pub use access::gate::Issuer;

@@ -137,10 +137,6 @@ impl SledRaftStorage {
         self.trunc_index + 1
     }
 
-    pub fn last(&self) -> u64 {
-        self.last_index
-    }
-
     /// Stages one Ready's durable writes in `batch`: an incoming snapshot
     /// (installed over state and log), new entries (truncating any
     /// conflicting suffix), and the hard state.
