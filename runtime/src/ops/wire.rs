@@ -467,19 +467,43 @@ mod tests {
     #[test]
     fn every_error_crosses_the_wire_unchanged() {
         let zone = ZoneId::new("z1").unwrap();
-        let errors = vec![
-            OpError::Kernel(KernelError::NotFound("/a".into())),
-            OpError::Kernel(KernelError::NotEmpty("/d".into())),
-            OpError::Kernel(KernelError::ZoneNotFound(zone.clone())),
-            OpError::Kernel(KernelError::ZoneExists(zone)),
-            OpError::Kernel(KernelError::Conflict(7)),
-            OpError::Kernel(KernelError::Unavailable("no leader".into())),
+        // Every kernel error, then the layer's own.
+        let kernel = [
+            KernelError::NotFound("/a".into()),
+            KernelError::Exist("/a".into()),
+            KernelError::NotDirectory("/a".into()),
+            KernelError::IsDirectory("/a".into()),
+            KernelError::NotEmpty("/d".into()),
+            KernelError::Access("no".into()),
+            KernelError::Invalid("bad".into()),
+            KernelError::NameTooLong("n".into()),
+            KernelError::FileTooLarge("f".into()),
+            KernelError::Busy("in use by another nexus".into()),
+            KernelError::CrossZone("c".into()),
+            KernelError::Quota("q".into()),
+            KernelError::Unsupported("u".into()),
+            KernelError::BrokenPipe("p".into()),
+            KernelError::WouldBlock("w".into()),
+            KernelError::ZoneNotFound(zone.clone()),
+            KernelError::ZoneExists(zone),
+            KernelError::Conflict(7),
+            KernelError::Unavailable("no leader".into()),
+            KernelError::Storage("s".into()),
+            KernelError::Content("c".into()),
+            KernelError::Corrupt("c".into()),
+        ];
+        let mut errors: Vec<OpError> = kernel.into_iter().map(OpError::Kernel).collect();
+        errors.extend([
             OpError::Usage("bad flag".into()),
             OpError::Failed("inconsistent".into()),
             OpError::Denied,
-        ];
+        ]);
         for e in errors {
             let back = op_error(status(&e));
+            if let (OpError::Kernel(a), OpError::Kernel(b)) = (&back, &e) {
+                assert_eq!(a, b);
+                assert_eq!(a.code(), b.code());
+            }
             assert_eq!(back.to_string(), e.to_string());
             assert_eq!(back.exit_code(), e.exit_code());
             assert_eq!(back.hint(), e.hint());
