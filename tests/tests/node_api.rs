@@ -526,3 +526,23 @@ async fn a_run_must_start_with_what_to_run() {
         exit.error
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_created_through_a_node_without_replicas_is_that_nodes_alone() {
+    let n = node().await;
+    let owner = Principal::parse("user:owner").unwrap();
+    let z9 = ZoneId::new("z9").unwrap();
+    let (token, _) = n
+        .node
+        .kernel
+        .tokens()
+        .issue(owner, z9, Capabilities::ALL, 3600)
+        .unwrap();
+    let remote = Remote::connect(&n.node.addr.to_string(), &token)
+        .await
+        .unwrap();
+    remote.zone_create("z9", &[]).await.unwrap();
+    let status = remote.zone_status("z9").await.unwrap();
+    assert_eq!(status.voters, vec![1]);
+    remote.mkdir("z9", "/here", false).await.unwrap();
+}

@@ -171,9 +171,9 @@ fn transfer_blocking(dir: &Path, scale: usize) -> OpResult<Vec<Row>> {
     let create = client(&["zone", "create", "t"]);
     let create: Vec<&str> = create.iter().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ok(&node_home, &create).is_err() {
+    while let Err(e) = ok(&node_home, &create) {
         if Instant::now() > deadline {
-            return Err(OpError::Failed("the bench node did not start".into()));
+            return Err(OpError::Failed(format!("the bench node: {e}")));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

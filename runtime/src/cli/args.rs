@@ -273,7 +273,8 @@ pub enum ZoneCmd {
     Create {
         name: String,
         /// With --node: the nodes whose replicas form the zone's Raft
-        /// group, e.g. 1,2,3 (a `w` suffix makes a witness: 1,2,3w).
+        /// group, e.g. 1,2,3 (a `w` suffix makes a witness: 1,2,3w);
+        /// without: that node alone.
         #[arg(long, value_delimiter = ',')]
         replicas: Vec<String>,
     },

@@ -31,8 +31,15 @@ impl NodeApi {
                 "creating a zone needs a token with every capability".into(),
             )));
         }
-        let r = req.into_inner();
+        let mut r = req.into_inner();
         let me = self.kernel.node_id();
+        // No replicas named: a zone on this node alone.
+        if r.replicas.is_empty() {
+            r.replicas.push(Replica {
+                node: me,
+                witness: false,
+            });
+        }
         let replicas = Self::replicas(&r.replicas);
         self.kernel
             .check_join(&claims.zone, &replicas, None)
