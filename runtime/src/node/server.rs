@@ -205,6 +205,7 @@ pub async fn serve(
     let raft = RaftService::new(kernel.clone(), peers.iter().map(|(id, _)| *id));
     let api = super::api::NodeApi::new(kernel, peers);
     tonic::transport::Server::builder()
+        .http2_adaptive_window(Some(true))
         .add_service(
             RaftTransportServer::new(raft)
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -223,7 +224,9 @@ pub async fn serve(
 pub fn bind(
     addr: SocketAddr,
 ) -> std::io::Result<(tonic::transport::server::TcpIncoming, SocketAddr)> {
-    let incoming = tonic::transport::server::TcpIncoming::bind(addr)?;
+    // Accepted connections as `node::channel` makes its own (the server's
+    // own `tcp_nodelay` does not apply to an incoming it is given).
+    let incoming = tonic::transport::server::TcpIncoming::bind(addr)?.with_nodelay(Some(true));
     let local = incoming.local_addr()?;
     Ok((incoming, local))
 }

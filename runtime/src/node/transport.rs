@@ -315,10 +315,11 @@ impl Transport for GrpcTransport {
 /// A client of the peer at `url` that sends and accepts messages up to
 /// [`MAX_MESSAGE`].
 async fn connect(url: String) -> Result<RaftTransportClient<tonic::transport::Channel>, String> {
-    RaftTransportClient::connect(url)
+    super::channel(url)
         .await
         .map(|c| {
-            c.max_decoding_message_size(MAX_MESSAGE)
+            RaftTransportClient::new(c)
+                .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE)
         })
         .map_err(|e| e.to_string())

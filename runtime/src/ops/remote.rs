@@ -43,9 +43,10 @@ impl Remote {
         } else {
             format!("http://{addr}")
         };
-        let client = NodeClient::connect(url)
+        let channel = crate::node::channel(url)
             .await
-            .map_err(|e| KernelError::Unavailable(format!("node {addr}: {e}")))?
+            .map_err(|e| KernelError::Unavailable(format!("node {addr}: {e}")))?;
+        let client = NodeClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok(Remote { client, bearer })

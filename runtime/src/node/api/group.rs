@@ -246,10 +246,11 @@ impl NodeApi {
                 "node {node} is not a peer of node {me}"
             )))
         })?;
-        NodeClient::connect(format!("http://{addr}"))
+        crate::node::channel(format!("http://{addr}"))
             .await
             .map(|c| {
-                c.max_decoding_message_size(MAX_MESSAGE)
+                NodeClient::new(c)
+                    .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE)
             })
             .map_err(|e| status(KernelError::Unavailable(format!("node {node}: {e}"))))
