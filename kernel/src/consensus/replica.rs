@@ -62,6 +62,7 @@ impl MemberInfo {
 pub struct Members(Arc<RwLock<BTreeMap<ReplicaId, MemberInfo>>>);
 
 impl Members {
+    #[cfg(any(test, feature = "sim"))]
     pub fn contains(&self, id: ReplicaId) -> bool {
         self.0
             .read()
@@ -247,6 +248,7 @@ impl Replica {
         self.cfg.id
     }
 
+    #[cfg(any(test, feature = "sim"))]
     pub fn state(&self) -> &ZoneState {
         &self.state
     }
@@ -259,10 +261,12 @@ impl Replica {
         self.raw.raft.leader_id
     }
 
+    #[cfg(any(test, feature = "sim"))]
     pub fn term(&self) -> u64 {
         self.raw.raft.term
     }
 
+    #[cfg(any(test, feature = "sim"))]
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
     }
@@ -348,6 +352,7 @@ impl Replica {
         }
     }
 
+    #[cfg(any(test, feature = "sim"))]
     pub fn first_log_index(&self) -> u64 {
         self.raw.store().first()
     }
