@@ -16,9 +16,6 @@ use nexus_runtime::ops::{exit, OpError, OpResult};
 use nexus_runtime::session::Acting;
 use nexus_runtime::{bench, units};
 
-/// The audit log's SQLite file in the data directory.
-const RECORDS: &str = "records.db";
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -70,14 +67,16 @@ async fn run(cli: Cli) -> OpResult<i32> {
         Command::Bench(args) => return bench::run(args).await.map(|()| 0),
         // The audit log is read without opening (and locking) the kernel.
         Command::Audit(cmd) => {
-            let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
+            let store =
+                RecordStore::open(cli.record_store.as_deref(), &home.join(cli::audit::RECORDS))
+                    .await?;
             return cli::audit::run(&store, cmd).await.map(|()| 0);
         }
         Command::Kernel(cmd) => cmd,
         Command::Node(cmd) => {
             let mut cfg = KernelConfig::embedded(&home);
             cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
-            return cli::node::run(&home, cfg, cmd).await;
+            return cli::node::run(&home, cfg, cli.record_store.as_deref(), cmd).await;
         }
     };
     let as_principal = cli.as_principal.as_deref();
@@ -91,7 +90,8 @@ async fn run(cli: Cli) -> OpResult<i32> {
     let mut cfg = KernelConfig::embedded(&home);
     cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
     let kernel = Arc::new(Kernel::open(cfg)?);
-    let store = RecordStore::open(cli.record_store.as_deref(), &home.join(RECORDS)).await?;
+    let store =
+        RecordStore::open(cli.record_store.as_deref(), &home.join(cli::audit::RECORDS)).await?;
     kernel.attach_audit(AuditSink::spawn(store))?;
     let result = embedded(&kernel, as_principal, cli.token.as_deref(), cmd).await;
     // Write out the audit log, stop drivers and flush, whatever happened.

@@ -1074,3 +1074,56 @@ fn agents_run_together_on_a_node_with_with() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command bogus"));
 }
+
+#[test]
+fn a_node_keeps_an_audit_log_of_what_it_serves() {
+    let c = Cluster::with_zone(1, "1");
+    c.ok(
+        0,
+        &["fs", "mkdir", "--zone", "z1", "/audited"],
+        Duration::from_secs(10),
+    );
+    // agent:bot's token reads, but no tuple grants it anything in z1.
+    let out = nexus(&c.homes[0])
+        .args(["--node", &c.addrs[0], "--token", &c.token_bot.0])
+        .args(["fs", "ls", "--zone", "z1", "/audited"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    // The node's record store, read while the node runs; its writer
+    // batches, so the records arrive shortly after.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = nexus(&c.homes[0])
+            .args(["audit", "tail", "--json", "-n", "200"])
+            .output()
+            .unwrap();
+        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let has = |op: &str, result: &str, who: &str| {
+            records.iter().any(|r| {
+                r["op"] == op && r["result"] == result && r["principal"].as_str() == Some(who)
+            })
+        };
+        let owner = records
+            .iter()
+            .find(|r| r["op"] == "mkdir")
+            .and_then(|r| r["principal"].as_str())
+            .unwrap_or("?")
+            .to_owned();
+        if has("mkdir", "ok", &owner)
+            && records
+                .iter()
+                .any(|r| r["result"] == "denied" && r["principal"] == "agent:bot")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the node's audit log lacks the mkdir or the denial: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

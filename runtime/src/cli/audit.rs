@@ -9,6 +9,9 @@ use super::args::AuditCmd;
 use crate::ops::{OpError, OpResult};
 use crate::output;
 
+/// The audit log's SQLite file in a data directory (embedded or a node's).
+pub const RECORDS: &str = "records.db";
+
 fn print(r: &StoredRecord, json: bool) -> OpResult {
     if json {
         let line = serde_json::to_string(r).map_err(|e| OpError::Usage(format!("json: {e}")))?;

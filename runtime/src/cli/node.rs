@@ -1,13 +1,14 @@
 //! `nexus node start`: this data directory as a node of a cluster, serving
 //! the Raft transport and the client API on one address until SIGINT or
-//! SIGTERM, then shutting down cleanly.
+//! SIGTERM, then shutting down cleanly; like the embedded default it keeps
+//! an audit log (`records.db`, or `--record-store`).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use nexus_kernel::ReplicaId;
-use nexus_kernel::{Kernel, KernelConfig};
+use nexus_kernel::{AuditSink, Kernel, KernelConfig, RecordStore};
 
 use super::args::NodeCmd;
 use crate::node::server::{bind, serve};
@@ -33,7 +34,12 @@ pub fn parse_peer(spec: &str) -> OpResult<(ReplicaId, String)> {
     Ok((id, addr.to_owned()))
 }
 
-pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> OpResult<i32> {
+pub async fn run(
+    home: &Path,
+    cfg_base: KernelConfig,
+    record_store: Option<&str>,
+    cmd: NodeCmd,
+) -> OpResult<i32> {
     let NodeCmd::Start {
         id,
         listen,
@@ -62,7 +68,11 @@ pub async fn run(home: &Path, cfg_base: KernelConfig, cmd: NodeCmd) -> OpResult<
     cfg.driver.tick = NODE_TICK;
     cfg.witness_only = witness;
     let transport = GrpcTransport::start(id, &peers);
+    // A node keeps an audit log like the embedded default: every gated
+    // operation and mutation it serves.
+    let records = RecordStore::open(record_store, &home.join(super::audit::RECORDS)).await?;
     let kernel = Arc::new(Kernel::open_with_transport(cfg, transport.clone())?);
+    kernel.attach_audit(AuditSink::spawn(records))?;
     transport.report_to(&kernel);
     eprintln!(
         "{} {id} serving {} on {local} (peers: {})",
