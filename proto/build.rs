@@ -10,7 +10,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::env::set_var("PROTOC", protoc)
     };
     let protos = ["nexus/transport.proto", "nexus/node.proto"];
-    tonic_prost_build::configure().compile_protos(&protos, &["."])?;
+    // File bytes travel as `Bytes`: a chunk is not copied into a fresh
+    // vector on its way through.
+    tonic_prost_build::configure()
+        .bytes(".nexus.node.v1.DataChunk.data")
+        .bytes(".nexus.node.v1.PutChunk.data")
+        .compile_protos(&protos, &["."])?;
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

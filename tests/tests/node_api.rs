@@ -358,7 +358,7 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
 
 fn data_chunk(d: Vec<u8>) -> pb::PutChunk {
     pb::PutChunk {
-        part: Some(pb::put_chunk::Part::Data(d)),
+        part: Some(pb::put_chunk::Part::Data(d.into())),
     }
 }
 

@@ -130,7 +130,7 @@ fn data_chunks(bytes: ByteStream, total: Option<u64>) -> ReplyStream<pb::DataChu
     bytes
         .map(move |b| {
             b.map(|b| pb::DataChunk {
-                data: b.to_vec(),
+                data: b,
                 total: total.take(),
             })
             .map_err(refused)
@@ -154,7 +154,7 @@ fn put_body(s: Streaming<pb::PutChunk>) -> ByteStream {
     s.map(|m| {
         let m = m.map_err(|e| OpError::Failed(format!("the upload broke off: {}", e.message())))?;
         match m.part {
-            Some(pb::put_chunk::Part::Data(d)) if d.len() <= TRANSFER_CHUNK => Ok(d.into()),
+            Some(pb::put_chunk::Part::Data(d)) if d.len() <= TRANSFER_CHUNK => Ok(d),
             Some(pb::put_chunk::Part::Data(d)) => Err(OpError::Usage(format!(
                 "an upload chunk of {} bytes (at most {TRANSFER_CHUNK})",
                 d.len()

@@ -126,7 +126,7 @@ async fn upload(mut data: ByteStream, tx: Chunks) -> Option<(OpError, Chunks)> {
         match piece {
             Ok(b) => {
                 let chunk = pb::PutChunk {
-                    part: Some(pb::put_chunk::Part::Data(b.to_vec())),
+                    part: Some(pb::put_chunk::Part::Data(b)),
                 };
                 if tx.send(chunk).await.is_err() {
                     return None;
@@ -140,8 +140,7 @@ async fn upload(mut data: ByteStream, tx: Chunks) -> Option<(OpError, Chunks)> {
 
 /// A stream of data chunks as bytes.
 fn chunks(s: Streaming<pb::DataChunk>) -> ByteStream {
-    s.map(|c| c.map(|c| Bytes::from(c.data)).map_err(op_error))
-        .boxed()
+    s.map(|c| c.map(|c| c.data).map_err(op_error)).boxed()
 }
 
 #[tonic::async_trait]
@@ -295,7 +294,7 @@ impl Ops for Remote {
         let total = first
             .total
             .ok_or_else(|| OpError::Failed("the node's answer did not say its size".into()))?;
-        let head = futures::stream::iter([Ok(Bytes::from(first.data))]);
+        let head = futures::stream::iter([Ok(first.data)]);
         Ok(Download {
             total,
             bytes: head.chain(chunks(s)).boxed(),
