@@ -496,6 +496,8 @@ impl Kernel {
                 msg.to, self.cfg.replica_id
             )));
         }
+        crate::consensus::admission::check(&msg)
+            .map_err(|r| KernelError::Invalid(format!("zone {zone}: {r}")))?;
         let z = self.zone(zone)?;
         let from_leader = matches!(msg.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot);
         match z.members.info(msg.from) {

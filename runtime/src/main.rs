@@ -9,6 +9,7 @@ use nexus_kernel::{AuditSink, RecordStore};
 use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 use nexus_runtime::agent::host::RunLimits;
 use nexus_runtime::cli::{self, Cli, Command, KernelCommand};
+use nexus_runtime::node::tls;
 use nexus_runtime::ops::local::Local;
 use nexus_runtime::ops::remote::Remote;
 use nexus_runtime::ops::run::Hosts;
@@ -73,6 +74,7 @@ async fn run(cli: Cli) -> OpResult<i32> {
             return cli::audit::run(&store, cmd).await.map(|()| 0);
         }
         Command::Kernel(cmd) => cmd,
+        Command::Cluster(cmd) => return cli::cluster::run(cmd).map(|()| 0),
         Command::Node(cmd) => {
             let mut cfg = KernelConfig::embedded(&home);
             cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;
@@ -84,7 +86,11 @@ async fn run(cli: Cli) -> OpResult<i32> {
         let token = cli.token.as_deref().ok_or_else(|| {
             OpError::Usage("--node needs --token (see `nexus token issue`)".into())
         })?;
-        let remote = Remote::connect(addr, token).await?;
+        let ca = cli
+            .ca
+            .clone()
+            .unwrap_or_else(|| home.join("tls").join(tls::CA_CERT));
+        let remote = Remote::connect(addr, token, tls::client_config(&ca)?).await?;
         return cli::dispatch(&remote, as_principal, cmd).await;
     }
     let mut cfg = KernelConfig::embedded(&home);

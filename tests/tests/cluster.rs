@@ -29,6 +29,16 @@ struct Cluster {
     witnesses: Vec<usize>,
 }
 
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -94,6 +104,20 @@ impl Cluster {
         for h in &homes[1..] {
             std::fs::create_dir_all(h).unwrap();
             std::fs::copy(homes[0].join("node.key"), h.join("node.key")).unwrap();
+        }
+        // The cluster's CA, and each node's certificate in its data
+        // directory's `tls` (where `node start` and `--node` look).
+        let ca = dir.path().join("ca");
+        run_ok(nexus(&homes[0]).args(["cluster", "ca", "--dir"]).arg(&ca));
+        for (i, h) in homes.iter().enumerate() {
+            run_ok(
+                nexus(h)
+                    .args(["cluster", "cert", "--id", &(i + 1).to_string()])
+                    .arg("--ca-dir")
+                    .arg(&ca)
+                    .arg("--out")
+                    .arg(h.join("tls")),
+            );
         }
         let shared = dir.path().join("content");
         let mut c = Cluster {

@@ -55,6 +55,17 @@ impl DockerCluster {
             "token", "issue", "--zone", "z1", "--ttl", "1h", "--caps", "all",
         ]));
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        // The cluster's CA and a certificate per node (mounted at /data/tls).
+        let ca = dir.path().join("ca");
+        let tls = dir.path().join("tls");
+        run(nexus(&keys).args(["cluster", "ca", "--dir"]).arg(&ca));
+        for i in 1..=3 {
+            run(nexus(&keys)
+                .args(["cluster", "cert", "--id", &i.to_string(), "--ca-dir"])
+                .arg(&ca)
+                .arg("--out")
+                .arg(tls.join(format!("n{i}"))));
+        }
         let port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
@@ -66,6 +77,7 @@ impl DockerCluster {
         let env = vec![
             ("NEXUS_IMAGE", image.clone()),
             ("NEXUS_KEY", keys.join("node.key").display().to_string()),
+            ("NEXUS_TLS", tls.display().to_string()),
             ("NEXUS_PORT_1", port()),
             ("NEXUS_PORT_2", port()),
             ("NEXUS_PORT_3", port()),

@@ -18,6 +18,7 @@ use nexus_kernel::{Capabilities, Principal};
 use nexus_proto::node as pb;
 use nexus_proto::node::node_client::NodeClient;
 use nexus_runtime::node::local::{self, LocalNode};
+use nexus_runtime::node::tls;
 use nexus_runtime::ops::local::Local;
 use nexus_runtime::ops::remote::Remote;
 use nexus_runtime::ops::run::Hosts;
@@ -50,7 +51,8 @@ async fn node() -> Node {
         .unwrap();
     let hosts = Arc::new(Hosts::new(&node.kernel, 64 << 20));
     let local = Local::new(node.kernel.clone(), Acting::holder(claims), hosts);
-    let remote = Remote::connect(&node.addr.to_string(), &token)
+    let tls = tls::client_config(&local::ca_cert(dir.path())).unwrap();
+    let remote = Remote::connect(&node.addr.to_string(), &token, tls)
         .await
         .unwrap();
     Node {
@@ -344,9 +346,11 @@ async fn files_larger_than_any_message_stream_both_ways() {
 
 /// A raw client of the node, for requests the `nexus` client never makes.
 async fn raw(n: &Node) -> NodeClient<tonic::transport::Channel> {
-    NodeClient::connect(format!("http://{}", n.node.addr))
-        .await
-        .unwrap()
+    let tls = tls::client_config(&local::ca_cert(n._dir.path())).unwrap();
+    let addr = n.node.addr.to_string();
+    let dialer = tls::Dialer::Client(tls);
+    let channel = tls::channel(&dialer, &addr, tls::ANY_NODE).await;
+    NodeClient::new(channel.unwrap())
 }
 
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
@@ -538,7 +542,8 @@ async fn a_zone_created_through_a_node_without_replicas_is_that_nodes_alone() {
         .tokens()
         .issue(owner, z9, Capabilities::ALL, 3600)
         .unwrap();
-    let remote = Remote::connect(&n.node.addr.to_string(), &token)
+    let tls = tls::client_config(&local::ca_cert(n._dir.path())).unwrap();
+    let remote = Remote::connect(&n.node.addr.to_string(), &token, tls)
         .await
         .unwrap();
     remote.zone_create("z9", &[]).await.unwrap();

@@ -21,8 +21,8 @@ use crate::access::rebac::{
 };
 use crate::error::{KernelError, Result};
 use crate::kernel::Kernel;
-use crate::types::now;
 use crate::types::ZoneId;
+use crate::types::{now, ReplicaId};
 use crate::zone::command::ZoneCommand;
 use crate::zone::state::ZoneState;
 
@@ -400,12 +400,32 @@ impl Kernel {
 
     /// Records an event if an audit log is attached.
     pub(crate) fn audit(&self, task: &Task, zone: &ZoneId, op: &str, path: &str, result: &str) {
+        let principal = task.principal().to_string();
+        self.record(task.pid(), principal, zone, op, path, result);
+    }
+
+    /// Records what another node asked of this one (a membership call
+    /// between nodes, authenticated by the caller's certificate): the
+    /// principal is `node:ID`, with no task.
+    pub fn audit_node(&self, by: ReplicaId, zone: &ZoneId, op: &str, result: &str) {
+        self.record(0, format!("node:{by}"), zone, op, "/", result);
+    }
+
+    fn record(
+        &self,
+        pid: u64,
+        principal: String,
+        zone: &ZoneId,
+        op: &str,
+        path: &str,
+        result: &str,
+    ) {
         if let Some(sink) = self.audit.get() {
             sink.record(AuditRecord {
                 time: now(),
                 zone: zone.to_string(),
-                pid: task.pid(),
-                principal: task.principal().to_string(),
+                pid,
+                principal,
                 op: op.to_owned(),
                 path: path.to_owned(),
                 result: result.to_owned(),

@@ -365,10 +365,17 @@ fn run(
                     }
                     Input::Step(m) => {
                         if let Err(e) = replica.step(m) {
-                            tracing::warn!(%zone, "raft step failed: {e}");
+                            tracing::error!(%zone, "raft step failed: {e}");
                         }
                     }
                 }
+            }
+            // Nothing more runs on a replica whose raft-rs panicked: the
+            // zone stops here (callers are told it is stopped) and reopens
+            // from its durable state when the node next opens it.
+            if replica.is_poisoned() {
+                tracing::error!(%zone, "zone stopped on this node: restart the node to reopen it");
+                return;
             }
             while replica.has_ready() {
                 let mut snapshots_sent = Vec::new();

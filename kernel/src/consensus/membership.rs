@@ -16,7 +16,7 @@ use crate::consensus::driver::ZoneStatus;
 use crate::consensus::replica::{MemberInfo, Role};
 use crate::error::{KernelError, Result};
 use crate::kernel::Kernel;
-use crate::types::ReplicaId;
+use crate::types::{ReplicaId, ZoneId};
 
 /// How long a new member may take to catch up before it is promoted.
 const CATCH_UP: Duration = Duration::from_secs(120);
@@ -35,6 +35,12 @@ fn conf_change(kind: ConfChangeType, node: ReplicaId, info: MemberInfo) -> ConfC
 }
 
 impl Kernel {
+    /// Whether the task may add or remove replicas of its zone (`admin`):
+    /// a coordinator asks before it involves another node.
+    pub fn may_change_membership(&self, task: &Task) -> Result<()> {
+        self.require_on_zone(task, Permission::Admin, "add-replica")
+    }
+
     /// Adds `node`'s replica `info` (its role, and the incarnation its
     /// [`Kernel::join_running_zone`] reported) to the task's zone: as a
     /// learner, then, once it has caught up, as a voter. Must run on the
@@ -125,13 +131,22 @@ impl Kernel {
         Ok(())
     }
 
-    /// Deletes this node's replica of the task's zone, once the member that
-    /// removed it from the group has seen the removal commit (a removed
-    /// replica may never hear of it itself). Needs `admin`.
-    pub fn leave_zone(&self, task: &Task) -> Result<()> {
-        self.require_on_zone(task, Permission::Admin, "leave-zone")?;
-        self.drop_local_replica(task.zone())?;
-        self.audit(task, task.zone(), "leave-zone", "/", "ok");
+    /// Deletes this node's replica of `id` at the request of node `by`:
+    /// the member that committed this node's removal tells it to go (a
+    /// removed replica may never learn of its removal through the log).
+    /// Only between nodes: `by` is the node its certificate proves, and it
+    /// must be another member of the group as this replica knows it.
+    pub fn leave_zone_for(&self, id: &ZoneId, by: ReplicaId) -> Result<()> {
+        let zone = self.zone(id)?;
+        if by == self.node_id() || zone.members.info(by).is_none() {
+            self.audit_node(by, id, "leave-zone", "denied");
+            return Err(KernelError::Access(format!(
+                "node {by} is not another member of zone {id}: it cannot remove node {}'s replica",
+                self.node_id()
+            )));
+        }
+        self.drop_local_replica(id)?;
+        self.audit_node(by, id, "leave-zone", "ok");
         Ok(())
     }
 

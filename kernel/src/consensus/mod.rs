@@ -4,6 +4,7 @@
 //! trait the node plugs a network into. No I/O but the zone's own sled
 //! tree and the transport.
 
+pub mod admission;
 pub mod driver;
 pub mod membership;
 pub mod raftstore;

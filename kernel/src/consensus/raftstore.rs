@@ -56,6 +56,12 @@ struct SnapshotData {
     roster: Roster,
 }
 
+/// Whether a snapshot's payload decodes: one that does not is refused
+/// before raft-rs takes it (its installation could only fail).
+pub fn snapshot_decodes(data: &[u8]) -> bool {
+    postcard::from_bytes::<SnapshotData>(data).is_ok()
+}
+
 pub struct SledRaftStorage {
     tree: sled::Tree,
     /// `None` on a witness: it keeps the log but has no state machine.

@@ -10,7 +10,8 @@ use protobuf::Message as _;
 use raft::prelude::*;
 use raft::StateRole;
 
-use crate::consensus::raftstore::SledRaftStorage;
+use crate::consensus::admission;
+use crate::consensus::raftstore::{self, SledRaftStorage};
 use crate::error::{KernelError, Result};
 use crate::types::ReplicaId;
 use crate::zone::command::{Applied, ZoneCommand};
@@ -173,6 +174,11 @@ pub struct Replica {
     members: Members,
     /// Nodes added by appended, not yet applied, conf changes.
     pending_adds: Vec<(u64, ReplicaId, MemberInfo)>,
+    /// Peers' messages refused by admission.
+    refused: u64,
+    /// raft-rs panicked stepping a message: its memory is not to be
+    /// trusted, the replica must be reopened.
+    poisoned: bool,
 }
 
 impl Replica {
@@ -223,6 +229,8 @@ impl Replica {
             cfg,
             members: Members::default(),
             pending_adds: Vec::new(),
+            refused: 0,
+            poisoned: false,
         };
         replica.publish_members();
         Ok(replica)
@@ -373,26 +381,75 @@ impl Replica {
         self.raw.tick();
     }
 
+    /// Steps a peer's message, if it passes admission (its shape, and
+    /// against this replica's term and log); a refused one is dropped and
+    /// counted, and raft-rs never sees it.
     pub fn step(&mut self, msg: Message) -> Result<()> {
-        // A leader never tells a follower of a commit beyond the entries it
-        // acknowledged, so such a heartbeat was meant for an earlier
-        // replica of this node (removed, then added again empty) and was
-        // still on its way. raft-rs would panic on it; it is dropped.
-        if msg.get_msg_type() == MessageType::MsgHeartbeat
-            && msg.commit > self.raw.raft.raft_log.last_index()
-        {
-            tracing::debug!(
-                from = msg.from,
-                "dropped a heartbeat committing past this replica's log (stale)"
-            );
+        let admitted = admission::check(&msg).and_then(|()| {
+            let raft = &self.raw.raft;
+            let own = admission::Own {
+                term: raft.term,
+                last_index: raft.raft_log.last_index(),
+                committed: raft.raft_log.committed,
+                leads: raft.state == StateRole::Leader,
+                term_at: |i| raft.raft_log.term(i).ok(),
+            };
+            admission::check_against(&msg, &own)
+        });
+        let admitted = admitted.and_then(|()| {
+            let garbled = msg.get_msg_type() == MessageType::MsgSnapshot
+                && !raftstore::snapshot_decodes(&msg.get_snapshot().data);
+            match garbled {
+                true => Err(admission::Refused("a snapshot that does not decode".into())),
+                false => Ok(()),
+            }
+        });
+        if let Err(refused) = admitted {
+            self.refused += 1;
+            tracing::debug!(from = msg.from, "refused a raft message: {refused}");
             return Ok(());
         }
-        match self.raw.step(msg) {
+        let from = msg.from;
+        // Admission stops every shape raft-rs is known to panic on, but a
+        // lying member (one with a valid certificate) can still drive it
+        // into states it asserts against. Such a panic stops this replica,
+        // never the node: raft-rs changes only memory while stepping (the
+        // Ready loop persists), so the replica reopens from its last
+        // durable state.
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.raw.step(msg)));
+        let Ok(stepped) = stepped else {
+            self.poisoned = true;
+            return Err(KernelError::Storage(format!(
+                "a message from node {from} made raft-rs panic: this replica stops and \
+                 reopens from its durable state"
+            )));
+        };
+        match stepped {
             Ok(()) => Ok(()),
-            // A message from a peer that is not (or no longer) in the group.
-            Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
-            Err(e) => Err(KernelError::Storage(format!("raft step: {e}"))),
+            // The replica's storage failed: that is this node's problem.
+            Err(e @ (raft::Error::Io(_) | raft::Error::Store(_))) => {
+                Err(KernelError::Storage(format!("raft step: {e}")))
+            }
+            // Anything else is the message's: from a peer that is not (or no
+            // longer) in the group, a proposal for a follower, a conf change
+            // that does not decode or apply. Refused like the rest.
+            Err(e) => {
+                self.refused += 1;
+                tracing::debug!("raft refused a peer's message: {e}");
+                Ok(())
+            }
         }
+    }
+
+    /// Whether raft-rs panicked in this replica (it must be reopened).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Peers' messages refused by admission so far.
+    #[cfg(feature = "sim")]
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Proposes a command tagged with `id`; its result comes back from a

@@ -10,7 +10,7 @@ pub mod network;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use raft::prelude::MessageType;
+use raft::prelude::{Message, MessageType};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -54,6 +54,8 @@ pub struct SimCluster {
     leaders: BTreeMap<u64, ReplicaId>,
     /// (step, leader, term, commit) per replica whenever it changes: the run's fingerprint.
     pub trace: Vec<(u64, ReplicaId, u64, u64)>,
+    /// Messages were injected (`inject`): members may have lied.
+    forged: bool,
 }
 
 fn scratch_dir() -> tempfile::TempDir {
@@ -115,6 +117,7 @@ impl SimCluster {
             acked: Vec::new(),
             leaders: BTreeMap::new(),
             trace: Vec::new(),
+            forged: false,
         };
         let ids: Vec<_> = c.nodes.keys().copied().collect();
         for id in ids {
@@ -274,7 +277,7 @@ impl SimCluster {
                     }
                 }
             }
-            if is_leader {
+            if is_leader && !self.forged {
                 let prev = self.leaders.insert(term, id);
                 assert!(
                     prev.is_none() || prev == Some(id),
@@ -301,6 +304,23 @@ impl SimCluster {
         }
         self.bootstrap_root();
         Ok(())
+    }
+
+    /// Steps `m` at its recipient as if it had come from the network (a
+    /// forged or garbled message: admission tests). Raft's safety assumes
+    /// honest members, so from now on the harness no longer asserts it
+    /// (one leader per term); it still asserts that nothing panics.
+    pub fn inject(&mut self, m: Message) -> Result<()> {
+        self.forged = true;
+        match self.nodes.get_mut(&m.to).and_then(|n| n.replica.as_mut()) {
+            Some(r) => r.step(m),
+            None => Ok(()),
+        }
+    }
+
+    /// Messages `id`'s replica refused at admission so far.
+    pub fn refused(&self, id: ReplicaId) -> u64 {
+        self.replica(id).map_or(0, Replica::refused)
     }
 
     pub fn run(&mut self, steps: u64) -> Result<()> {

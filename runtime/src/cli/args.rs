@@ -34,9 +34,13 @@ pub struct Cli {
     #[arg(long, env = "NEXUS_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Talk to this node (`host:port`) instead of the local data directory;
-    /// needs `--token`.
+    /// needs `--token`. The connection is TLS, checked against `--ca`.
     #[arg(long, env = "NEXUS_NODE", global = true, value_name = "ADDR")]
     pub node: Option<String>,
+    /// The cluster CA's certificate, which nodes' certificates must chain
+    /// to (default: `tls/ca.crt` in the data directory).
+    #[arg(long, env = "NEXUS_CA", global = true, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +54,9 @@ pub enum Command {
     /// Run this data directory as a node of a cluster.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// The cluster's certificate authority: node certificates, revocation.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -73,6 +80,54 @@ pub enum NodeCmd {
         /// --replicas and add-replica).
         #[arg(long)]
         witness: bool,
+        /// This node's TLS directory (`nexus cluster cert --out`):
+        /// `node.crt`, `node.key`, `ca.crt`, `ca.crl`; re-read on SIGHUP.
+        /// Default: `tls` in the data directory.
+        #[arg(long, env = "NEXUS_TLS", value_name = "DIR")]
+        tls: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCmd {
+    /// Create the cluster's certificate authority in DIR (its key stays
+    /// there: keep it off the nodes).
+    Ca {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// How long the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Issue node ID's certificate into its TLS directory (with the CA's
+    /// certificate and revocation list). Issuing again for the same node
+    /// rotates its certificate: send the node SIGHUP, then revoke the old one.
+    Cert {
+        /// The CA directory (`nexus cluster ca --dir`).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+        /// The node's TLS directory to write (its `--tls`).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Further names or addresses the certificate is valid for.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// How long the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke a node certificate: it is refused by every node given the
+    /// new revocation list (copy the CA's `ca.crl` into each node's TLS
+    /// directory and send it SIGHUP), on new and open connections alike.
+    Revoke {
+        /// The CA directory (`nexus cluster ca --dir`).
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// The certificate file to revoke.
+        cert: PathBuf,
     },
 }
 

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod args;
 pub mod audit;
+pub mod cluster;
 pub mod fs;
 pub mod node;
 pub mod pipe;

@@ -1,7 +1,8 @@
 //! `nexus node start`: this data directory as a node of a cluster, serving
 //! the Raft transport and the client API on one address until SIGINT or
 //! SIGTERM, then shutting down cleanly; like the embedded default it keeps
-//! an audit log (`records.db`, or `--record-store`).
+//! an audit log (`records.db`, or `--record-store`). Everything it serves
+//! and dials is TLS (`--tls`, re-read on SIGHUP).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,6 +13,7 @@ use nexus_kernel::{AuditSink, Kernel, KernelConfig, RecordStore};
 
 use super::args::NodeCmd;
 use crate::node::server::{bind, serve};
+use crate::node::tls::NodeTls;
 use crate::node::transport::GrpcTransport;
 use crate::node::NODE_TICK;
 use crate::ops::{OpError, OpResult};
@@ -45,6 +47,7 @@ pub async fn run(
         listen,
         peers,
         witness,
+        tls,
     } = cmd;
     if id == 0 {
         return Err(OpError::Usage("--id must be 1 or more".into()));
@@ -62,12 +65,13 @@ pub async fn run(
     let addr: SocketAddr = listen
         .parse()
         .map_err(|_| OpError::Usage(format!("--listen {listen:?}: use HOST:PORT")))?;
+    let tls = NodeTls::load(&tls.unwrap_or_else(|| home.join("tls")), id)?;
     let (incoming, local) = bind(addr).map_err(|e| OpError::local(&listen, e))?;
     let mut cfg = cfg_base;
     cfg.replica_id = id;
     cfg.driver.tick = NODE_TICK;
     cfg.witness_only = witness;
-    let transport = GrpcTransport::start(id, &peers);
+    let transport = GrpcTransport::start(tls.clone(), &peers);
     // A node keeps an audit log like the embedded default: every gated
     // operation and mutation it serves.
     let records = RecordStore::open(record_store, &home.join(super::audit::RECORDS)).await?;
@@ -75,7 +79,7 @@ pub async fn run(
     kernel.attach_audit(AuditSink::spawn(records))?;
     transport.report_to(&kernel);
     eprintln!(
-        "{} {id} serving {} on {local} (peers: {})",
+        "{} {id} serving {} on {local} over TLS (peers: {})",
         if witness { "witness node" } else { "node" },
         home.display(),
         peers
@@ -102,8 +106,9 @@ pub async fn run(
         }
         let _ = signalled.send(true);
     });
+    reload_on_hangup(tls.clone());
     let mut graceful = stopping.clone();
-    let server = serve(kernel.clone(), &peers, incoming, async move {
+    let server = serve(kernel.clone(), tls, &peers, incoming, async move {
         let _ = graceful.wait_for(|s| *s).await;
     });
     let served = tokio::select! {
@@ -116,4 +121,23 @@ pub async fn run(
     kernel.shutdown().await?;
     served.map_err(|e| OpError::Failed(format!("node server: {e}")))?;
     Ok(0)
+}
+
+/// Re-reads the TLS directory at each SIGHUP (a rotated certificate, a
+/// new revocation list); a directory that does not load leaves the
+/// material in use as it was.
+fn reload_on_hangup(tls: Arc<NodeTls>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("SIGHUP cannot be caught: the TLS directory is read at start only");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => eprintln!("reloaded TLS material from {}", tls.dir().display()),
+                Err(e) => eprintln!("TLS reload refused, the material in use stays: {e}"),
+            }
+        }
+    });
 }

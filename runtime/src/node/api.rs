@@ -29,6 +29,8 @@ use crate::ops::{
 };
 use crate::session::Acting;
 
+use super::tls::NodeTls;
+
 mod group;
 
 /// Most linear memory an agent run on a node may ask for.
@@ -48,16 +50,20 @@ type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 pub struct NodeApi {
     kernel: Arc<Kernel>,
+    /// This node's certificate and trust: calls to peers, and the check
+    /// that a membership call comes from a certified node.
+    tls: Arc<NodeTls>,
     /// Peer node id → address, for coordinating zone creation.
     peers: HashMap<ReplicaId, String>,
     hosts: Arc<Hosts>,
 }
 
 impl NodeApi {
-    pub fn new(kernel: Arc<Kernel>, peers: &[(ReplicaId, String)]) -> Self {
+    pub fn new(kernel: Arc<Kernel>, tls: Arc<NodeTls>, peers: &[(ReplicaId, String)]) -> Self {
         NodeApi {
             hosts: Arc::new(Hosts::new(&kernel, MAX_AGENT_MEMORY)),
             kernel,
+            tls,
             peers: peers.iter().cloned().collect(),
         }
     }
@@ -172,7 +178,7 @@ impl Node for NodeApi {
     }
 
     async fn join_zone(&self, req: Request<pb::JoinZoneRequest>) -> Reply<pb::ZoneReply> {
-        self.join_zone_across(req).await
+        self.join_zone_for_peer(req).await
     }
 
     async fn destroy_zone(&self, req: Request<pb::ZoneRef>) -> Reply<pb::Empty> {
@@ -188,9 +194,7 @@ impl Node for NodeApi {
     }
 
     async fn leave_zone(&self, req: Request<pb::ZoneRef>) -> Reply<pb::Empty> {
-        let task = self.task(&req, &req.get_ref().zone)?;
-        self.kernel.leave_zone(&task).map_err(status)?;
-        ok(pb::Empty {})
+        self.leave_zone_for_peer(req).await
     }
 
     async fn zone_status(&self, req: Request<pb::ZoneRef>) -> Reply<pb::ZoneStatus> {

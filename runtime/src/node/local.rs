@@ -1,15 +1,27 @@
 //! Several nodes in one process, each with its own data directory, talking
-//! Raft over real gRPC on loopback: what the cluster benchmark and the
-//! in-process cluster tests run.
+//! Raft over real gRPC and mutual TLS on loopback: what the cluster
+//! benchmark and the in-process cluster tests run. The cluster's CA lives
+//! in `dir/ca`; node ID's TLS directory is `dir/nodeID/tls`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use nexus_kernel::Result;
 use nexus_kernel::{Kernel, KernelConfig};
+use nexus_kernel::{KernelError, Result};
 
 use super::server::{bind, serve};
+use super::tls::authority::Authority;
+use super::tls::{NodeTls, TlsError, CA_CERT, CA_KEY};
 use super::transport::GrpcTransport;
+
+/// The cluster CA's certificate of the nodes started in `dir`, for clients.
+pub fn ca_cert(dir: &Path) -> std::path::PathBuf {
+    dir.join("ca").join(CA_CERT)
+}
+
+fn tls_error(e: TlsError) -> KernelError {
+    KernelError::Invalid(format!("cluster TLS: {e}"))
+}
 
 pub struct LocalNode {
     pub kernel: Arc<Kernel>,
@@ -17,6 +29,8 @@ pub struct LocalNode {
     pub addr: std::net::SocketAddr,
     /// Its transport, for fault injection (`cut`, `heal`).
     pub net: Arc<GrpcTransport>,
+    /// Its TLS directory and trust (reload after changing the files).
+    pub tls: Arc<NodeTls>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -52,20 +66,31 @@ pub async fn start(
         .enumerate()
         .map(|(i, (_, addr))| (i as u64 + 1, addr.to_string()))
         .collect();
+    let ca_dir = dir.join("ca");
+    let ca = if ca_dir.join(CA_KEY).exists() {
+        Authority::open(&ca_dir)
+    } else {
+        Authority::create(&ca_dir, 3650)
+    }
+    .map_err(tls_error)?;
     let mut nodes = Vec::new();
     for (i, (incoming, addr)) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
-        let mut cfg = KernelConfig::embedded(dir.join(format!("node{id}")));
+        let home = dir.join(format!("node{id}"));
+        let tls_dir = home.join("tls");
+        ca.issue_node(id, &[], 365, &tls_dir).map_err(tls_error)?;
+        let tls = NodeTls::load(&tls_dir, id).map_err(tls_error)?;
+        let mut cfg = KernelConfig::embedded(home);
         cfg.replica_id = id;
         configure(&mut cfg);
-        let net = GrpcTransport::start(id, &peers);
+        let net = GrpcTransport::start(tls.clone(), &peers);
         let kernel = Arc::new(Kernel::open_with_transport(cfg, net.clone())?);
         net.report_to(&kernel);
         let others: Vec<_> = peers.iter().filter(|p| p.0 != id).cloned().collect();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let k = kernel.clone();
+        let (k, t) = (kernel.clone(), tls.clone());
         tokio::spawn(async move {
-            serve(k, &others, incoming, async {
+            serve(k, t, &others, incoming, async {
                 let _ = stopped.await;
             })
             .await
@@ -74,6 +99,7 @@ pub async fn start(
             kernel,
             addr,
             net,
+            tls,
             stop: Some(stop),
         });
     }

@@ -1,5 +1,6 @@
 //! The receiving side of the Raft transport: a peer's batches are checked
-//! (a known peer, addressed to this node) and each envelope is handed to its
+//! (a known peer, proved by its certificate to be the node it says it is,
+//! addressed to this node) and each envelope is handed to its
 //! zone through [`Kernel::deliver`], which refuses zones this node does not
 //! serve and senders that are not replicas of the zone. Every refusal is
 //! logged and reported back in the batch's ack; nothing refused reaches a
@@ -22,6 +23,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::snapshot::Assembly;
+use super::tls::{NodeTls, Peer};
 use super::transport::MAX_MESSAGE;
 
 /// The service; cheap to clone (each stream's task holds one).
@@ -30,22 +32,44 @@ pub struct RaftService(Arc<Receiver>);
 
 pub struct Receiver {
     kernel: Arc<Kernel>,
+    tls: Arc<NodeTls>,
     peers: HashSet<ReplicaId>,
 }
 
 impl RaftService {
-    pub fn new(kernel: Arc<Kernel>, peers: impl IntoIterator<Item = ReplicaId>) -> Self {
+    pub fn new(
+        kernel: Arc<Kernel>,
+        tls: Arc<NodeTls>,
+        peers: impl IntoIterator<Item = ReplicaId>,
+    ) -> Self {
         RaftService(Arc::new(Receiver {
             kernel,
+            tls,
             peers: peers.into_iter().collect(),
         }))
     }
 }
 
+/// The node a connection's certificate proves its peer to be, if it is a
+/// node's, valid now and not revoked.
+pub fn certified_node(tls: &NodeTls, peer: Option<&Peer>) -> Result<ReplicaId, Status> {
+    let peer = peer.ok_or_else(|| Status::unauthenticated("not a TLS connection"))?;
+    tls.current()
+        .node_of(peer)
+        .map_err(|why| Status::unauthenticated(format!("{}: {why}", peer.remote)))
+}
+
 impl Receiver {
-    /// Checks a batch's or snapshot's header: from a known peer, to this node.
-    fn admit(&self, from: ReplicaId, to: ReplicaId) -> Result<(), Status> {
+    /// Checks a batch's or snapshot's header: from the node the
+    /// connection's certificate names, a known peer, to this node.
+    fn admit(&self, peer: Option<&Peer>, from: ReplicaId, to: ReplicaId) -> Result<(), Status> {
         let me = self.kernel.node_id();
+        let certified = certified_node(&self.tls, peer)?;
+        if from != certified {
+            return Err(Status::permission_denied(format!(
+                "node {certified} sent a message as node {from}"
+            )));
+        }
         if from == me {
             return Err(Status::failed_precondition(format!(
                 "node id clash: a peer claims to be node {me}, which is this node"
@@ -66,14 +90,18 @@ impl Receiver {
 
     /// Puts an incoming snapshot together, checks it and hands it to its
     /// zone; returns the bytes received.
-    async fn install(&self, mut inbound: Streaming<SnapshotChunk>) -> Result<u64, Status> {
+    async fn install(
+        &self,
+        peer: Option<&Peer>,
+        mut inbound: Streaming<SnapshotChunk>,
+    ) -> Result<u64, Status> {
         let first = inbound
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
         let mut assembly = Assembly::start(first).map_err(|e| Status::data_loss(e.to_string()))?;
         let (from, to) = (assembly.header.from_node, assembly.header.to_node);
-        self.admit(from, to)?;
+        self.admit(peer, from, to)?;
         while let Some(chunk) = inbound.message().await? {
             assembly
                 .push(chunk)
@@ -150,6 +178,7 @@ impl RaftTransport for RaftService {
         &self,
         request: Request<Streaming<Batch>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let peer = Peer::of(&request).cloned();
         let mut inbound = request.into_inner();
         let (acks, stream) = mpsc::channel(16);
         let svc = self.0.clone();
@@ -163,7 +192,9 @@ impl RaftTransport for RaftService {
                         return;
                     }
                 };
-                if let Err(refused) = svc.admit(batch.from_node, batch.to_node) {
+                // Every batch: a certificate revoked or expired since the
+                // handshake stops the stream.
+                if let Err(refused) = svc.admit(peer.as_ref(), batch.from_node, batch.to_node) {
                     tracing::warn!(
                         from = batch.from_node,
                         "refused a raft stream: {}",
@@ -184,7 +215,8 @@ impl RaftTransport for RaftService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
-        match self.0.install(request.into_inner()).await {
+        let peer = Peer::of(&request).cloned();
+        match self.0.install(peer.as_ref(), request.into_inner()).await {
             Ok(bytes) => Ok(Response::new(SnapshotAck { bytes })),
             Err(refused) => {
                 tracing::warn!("refused a snapshot: {}", refused.message());
@@ -194,16 +226,17 @@ impl RaftTransport for RaftService {
     }
 }
 
-/// Serves the Raft transport and the client API on `listener` until
-/// `shutdown` resolves. `peers` are the other nodes (id, address).
+/// Serves the Raft transport and the client API over TLS on `listener`
+/// until `shutdown` resolves. `peers` are the other nodes (id, address).
 pub async fn serve(
     kernel: Arc<Kernel>,
+    tls: Arc<NodeTls>,
     peers: &[(ReplicaId, String)],
-    listener: tonic::transport::server::TcpIncoming,
+    listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let raft = RaftService::new(kernel.clone(), peers.iter().map(|(id, _)| *id));
-    let api = super::api::NodeApi::new(kernel, peers);
+    let raft = RaftService::new(kernel.clone(), tls.clone(), peers.iter().map(|(id, _)| *id));
+    let api = super::api::NodeApi::new(kernel, tls.clone(), peers);
     tonic::transport::Server::builder()
         .http2_adaptive_window(Some(true))
         .add_service(
@@ -216,17 +249,15 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(listener, shutdown)
+        .serve_with_incoming_shutdown(super::tls::accept::incoming(listener, tls), shutdown)
         .await
 }
 
 /// Binds `addr` (port 0 picks a free one); returns the listener and its address.
-pub fn bind(
-    addr: SocketAddr,
-) -> std::io::Result<(tonic::transport::server::TcpIncoming, SocketAddr)> {
-    // Accepted connections as `node::channel` makes its own (the server's
-    // own `tcp_nodelay` does not apply to an incoming it is given).
-    let incoming = tonic::transport::server::TcpIncoming::bind(addr)?.with_nodelay(Some(true));
-    let local = incoming.local_addr()?;
-    Ok((incoming, local))
+pub fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
 }

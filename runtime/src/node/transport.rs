@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
 use super::snapshot::{self, Fault};
+use super::tls::{self, Dialer, NodeTls};
 
 /// Messages queued for one peer at most; beyond that they are dropped.
 pub const PEER_QUEUE: usize = 8192;
@@ -84,8 +85,9 @@ struct Snapshots {
 
 pub struct GrpcTransport {
     me: ReplicaId,
+    dialer: Dialer,
     links: HashMap<ReplicaId, Link>,
-    urls: HashMap<ReplicaId, String>,
+    addrs: HashMap<ReplicaId, String>,
     /// Fault injection: peers this node's messages do not reach.
     cut: std::sync::RwLock<HashSet<ReplicaId>>,
     snapshots: Arc<Snapshots>,
@@ -99,18 +101,12 @@ pub struct GrpcTransport {
     rt: tokio::runtime::Handle,
 }
 
-fn url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
 impl GrpcTransport {
     /// Starts a link task per peer (`node id`, `host:port`) on the current
-    /// tokio runtime.
-    pub fn start(me: ReplicaId, peers: &[(ReplicaId, String)]) -> Arc<GrpcTransport> {
+    /// tokio runtime; links are mutual TLS with this node's certificate.
+    pub fn start(tls: Arc<NodeTls>, peers: &[(ReplicaId, String)]) -> Arc<GrpcTransport> {
+        let me = tls.current().node;
+        let dialer = Dialer::Node(tls);
         let generations = Arc::new(Generations::default());
         let links = peers
             .iter()
@@ -118,7 +114,8 @@ impl GrpcTransport {
             .map(|(id, addr)| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
                 let gens = generations.clone();
-                tokio::spawn(run_link(me, *id, addr.clone(), rx, gens));
+                let link = run_link(dialer.clone(), me, *id, addr.clone(), rx, gens);
+                tokio::spawn(link);
                 (
                     *id,
                     Link {
@@ -130,8 +127,9 @@ impl GrpcTransport {
             .collect();
         Arc::new(GrpcTransport {
             me,
+            dialer,
             links,
-            urls: peers.iter().map(|(id, addr)| (*id, url(addr))).collect(),
+            addrs: peers.iter().map(|(id, a)| (*id, a.clone())).collect(),
             cut: Default::default(),
             snapshots: Arc::default(),
             generations,
@@ -184,7 +182,7 @@ impl GrpcTransport {
     /// one for the same zone is already on its way there.
     fn send_snapshot(&self, zone: &ZoneId, msg: Message) {
         let to = msg.to;
-        let Some(url) = self.urls.get(&to).cloned() else {
+        let Some(addr) = self.addrs.get(&to).cloned() else {
             return;
         };
         let key = (to, zone.clone());
@@ -206,8 +204,9 @@ impl GrpcTransport {
         let snapshots = self.snapshots.clone();
         let me = (self.me, self.incarnation(zone));
         let zone = zone.clone();
+        let dialer = self.dialer.clone();
         self.rt.spawn(async move {
-            let outcome = stream_snapshot(&url, &zone, me, msg, fault).await;
+            let outcome = stream_snapshot(&dialer, &addr, &zone, me, msg, fault).await;
             let delivered = match outcome {
                 Ok(bytes) => {
                     snapshots.delivered.fetch_add(1, Ordering::Relaxed);
@@ -312,10 +311,14 @@ impl Transport for GrpcTransport {
     }
 }
 
-/// A client of the peer at `url` that sends and accepts messages up to
+/// A client of peer `to` at `addr` that sends and accepts messages up to
 /// [`MAX_MESSAGE`].
-async fn connect(url: String) -> Result<RaftTransportClient<tonic::transport::Channel>, String> {
-    super::channel(url)
+async fn connect(
+    dialer: &Dialer,
+    to: ReplicaId,
+    addr: &str,
+) -> Result<RaftTransportClient<tonic::transport::Channel>, String> {
+    tls::channel(dialer, addr, &tls::node_name(to))
         .await
         .map(|c| {
             RaftTransportClient::new(c)
@@ -328,7 +331,8 @@ async fn connect(url: String) -> Result<RaftTransportClient<tonic::transport::Ch
 /// Streams one snapshot, logging progress; Ok (its size) once the peer has
 /// verified it and handed it to its replica.
 async fn stream_snapshot(
-    url: &str,
+    dialer: &Dialer,
+    addr: &str,
     zone: &ZoneId,
     me: (ReplicaId, u64),
     msg: Message,
@@ -340,7 +344,7 @@ async fn stream_snapshot(
     let count = chunks.len();
     tracing::info!(%zone, to, "sending a snapshot: {size} bytes in {count} chunks");
     let started = Instant::now();
-    let mut client = connect(url.to_owned()).await?;
+    let mut client = connect(dialer, to, addr).await?;
     let zone_name = zone.to_string();
     let stream = futures::stream::iter(chunks.into_iter().enumerate().map(move |(i, c)| {
         if count >= 10 && (i + 1) % (count / 10) == 0 {
@@ -359,19 +363,19 @@ async fn stream_snapshot(
 
 /// Keeps one stream to `to` open and feeds it batches from `queue`.
 async fn run_link(
+    dialer: Dialer,
     me: ReplicaId,
     to: ReplicaId,
     addr: String,
     mut queue: mpsc::Receiver<Queued>,
     generations: Arc<Generations>,
 ) {
-    let url = url(&addr);
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let mut client = match connect(url.clone()).await {
+        let mut client = match connect(&dialer, to, &addr).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::debug!(to, %url, "raft link: connect failed: {e}");
+                tracing::debug!(to, %addr, "raft link: connect failed: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -381,7 +385,7 @@ async fn run_link(
         let acks = match client.exchange(ReceiverStream::new(outbound)).await {
             Ok(r) => r.into_inner(),
             Err(e) => {
-                tracing::warn!(to, %url, "raft link refused: {e}");
+                tracing::warn!(to, %addr, "raft link refused: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;

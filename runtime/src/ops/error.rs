@@ -33,6 +33,9 @@ pub enum OpError {
     Failed(String),
     #[error("{0}")]
     Run(#[from] crate::agent::host::RunError),
+    /// Cluster TLS material missing, unreadable or refused.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::node::tls::TlsError),
     /// `nexus check` answered "denied" (already printed).
     #[error("access denied")]
     Denied,
@@ -59,7 +62,7 @@ impl OpError {
             }
             OpError::Local { .. } => exit::FAILURE,
             OpError::Usage(_) => 2,
-            OpError::Failed(_) => exit::FAILURE,
+            OpError::Failed(_) | OpError::Tls(_) => exit::FAILURE,
             OpError::Denied => exit::DENIED,
             OpError::Run(e) => match e {
                 crate::agent::host::RunError::Read { source, .. }
@@ -91,6 +94,10 @@ impl OpError {
             OpError::Kernel(KernelError::Access(_)) => {
                 Some("`nexus tuples` lists grants, `nexus grant` adds one, `nexus check` explains a decision")
             }
+            OpError::Tls(_) => Some(
+                "a cluster's TLS material comes from `nexus cluster ca` and `nexus cluster cert`; \
+                 clients name the CA's certificate with --ca",
+            ),
             _ => None,
         }
     }

@@ -1,5 +1,6 @@
-//! [`Ops`] over a node's gRPC API (`--node ADDR --token T`): each method is
-//! one call, authenticated by the token; file and pipe bytes stream both
+//! [`Ops`] over a node's gRPC API (`--node ADDR --token T`), over TLS
+//! checked against the cluster CA: each method is one call, authenticated
+//! by the token; file and pipe bytes stream both
 //! ways in chunks of at most [`TRANSFER_CHUNK`] bytes (gRPC flow control is
 //! the backpressure); a failure comes back as the error the embedded
 //! command gives ([`wire::op_error`]).
@@ -20,6 +21,7 @@ use nexus_proto::node::node_client::NodeClient;
 use tonic::transport::Channel;
 use tonic::{Request, Streaming};
 
+use crate::node::tls;
 use crate::node::transport::MAX_MESSAGE;
 
 use super::wire::{self, op_error};
@@ -34,16 +36,18 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub async fn connect(addr: &str, token: &str) -> OpResult<Self> {
+    /// Connects to the node at `addr` over TLS, trusting the cluster CA in
+    /// `tls`; every call carries `token`.
+    pub async fn connect(
+        addr: &str,
+        token: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> OpResult<Self> {
         let bearer = format!("Bearer {token}")
             .parse()
             .map_err(|_| OpError::Usage("the token has characters a header cannot carry".into()))?;
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let channel = crate::node::channel(url)
+        let dialer = tls::Dialer::Client(tls);
+        let channel = tls::channel(&dialer, addr, tls::ANY_NODE)
             .await
             .map_err(|e| KernelError::Unavailable(format!("node {addr}: {e}")))?;
         let client = NodeClient::new(channel)

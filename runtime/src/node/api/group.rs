@@ -1,10 +1,18 @@
 //! Zones across nodes: the calls one node coordinates with the others
 //! (creating a zone on several nodes, adding and removing replicas,
 //! destroying a zone everywhere) and the node-to-node calls they make.
+//!
+//! `JoinZone` and `LeaveZone` are between nodes only: the caller is the
+//! node its certificate proves, never a token's holder, and each is
+//! audited on the node that carries it out as `node:ID`. A coordinator
+//! checks the user's authority before it asks any node to join, so a
+//! refused request leaves no replica behind. `AddReplica` and
+//! `RemoveReplica` forwarded to another member carry the caller's token,
+//! so that member gates them as the caller.
 
-use nexus_kernel::ReplicaId;
 use nexus_kernel::{Capabilities, Task};
 use nexus_kernel::{MemberInfo, Role};
+use nexus_kernel::{ReplicaId, ZoneId};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{
     CreateZoneRequest, Empty, JoinZoneRequest, Membership, Replica, ReplicaChange, ZoneRef,
@@ -14,6 +22,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{status, NodeApi};
+use crate::node::server::certified_node;
+use crate::node::tls::{self, Dialer, Peer};
 use crate::node::transport::MAX_MESSAGE;
 use crate::ops::wire;
 use nexus_kernel::KernelError;
@@ -23,7 +33,6 @@ impl NodeApi {
         &self,
         req: Request<CreateZoneRequest>,
     ) -> Result<Response<ZoneReply>, Status> {
-        let token = Self::bearer(&req)?;
         // The zone does not exist yet: the token's principal will own it.
         let claims = self.claims(&req, &req.get_ref().zone)?;
         if !claims.caps.contains(Capabilities::ALL) {
@@ -57,7 +66,7 @@ impl NodeApi {
                     check_only,
                 };
                 let mut peer = self.peer(replica.node).await?;
-                peer.join_zone(Self::forwarded(join, &token)?).await?;
+                peer.join_zone(join).await?;
             }
         }
         self.kernel
@@ -71,18 +80,20 @@ impl NodeApi {
         }))
     }
 
-    pub(super) async fn join_zone_across(
+    /// A node asks this one to take a replica of a zone: one it is
+    /// creating, or a running zone's group it is adding this node to.
+    pub(super) async fn join_zone_for_peer(
         &self,
         req: Request<JoinZoneRequest>,
     ) -> Result<Response<ZoneReply>, Status> {
-        // The zone does not exist here yet.
-        let claims = self.claims(&req, &req.get_ref().zone)?;
+        let by = self.certified_peer(&req)?;
         let r = req.into_inner();
+        let zone = ZoneId::new(&r.zone).map_err(status)?;
         let replicas = Self::replicas(&r.replicas);
         let role = r.running.then(|| Self::role(r.witness));
         if r.check_only {
             self.kernel
-                .check_join(&claims.zone, &replicas, role)
+                .check_join(&zone, &replicas, role)
                 .map_err(status)?;
             return Ok(Response::new(ZoneReply {
                 zone: r.zone,
@@ -92,11 +103,13 @@ impl NodeApi {
         }
         let joined = if r.running {
             self.kernel
-                .join_running_zone(&claims.zone, replicas, Self::role(r.witness))
+                .join_running_zone(&zone, replicas, Self::role(r.witness))
                 .await
         } else {
-            self.kernel.join_zone(&claims.zone, replicas).await
+            self.kernel.join_zone(&zone, replicas).await
         };
+        let outcome = if joined.is_ok() { "ok" } else { "refused" };
+        self.kernel.audit_node(by, &zone, "join-zone", outcome);
         let record = joined.map_err(status)?;
         Ok(Response::new(ZoneReply {
             zone: r.zone,
@@ -109,7 +122,6 @@ impl NodeApi {
         &self,
         req: Request<ZoneRef>,
     ) -> Result<Response<Empty>, Status> {
-        let token = Self::bearer(&req)?;
         let task = self.task(&req, &req.get_ref().zone)?;
         let zone = req.into_inner().zone;
         let me = self.kernel.node_id();
@@ -125,7 +137,7 @@ impl NodeApi {
                 .remove_replica(&task, *node)
                 .await
                 .map_err(status)?;
-            self.tell_to_leave(*node, &zone, &token).await;
+            self.tell_to_leave(*node, &zone).await;
         }
         self.kernel.destroy_zone(&task).map_err(status)?;
         Ok(Response::new(Empty {}))
@@ -136,6 +148,8 @@ impl NodeApi {
         req: Request<ReplicaChange>,
     ) -> Result<Response<Membership>, Status> {
         let (token, task, r, replica) = self.membership_request(req)?;
+        // Refused before any node is asked to join: nothing is left behind.
+        self.kernel.may_change_membership(&task).map_err(status)?;
         // Only the leader sees each replica's progress: it coordinates.
         let now = self.kernel.zone_status(&task).await.map_err(status)?;
         let me = self.kernel.node_id();
@@ -180,7 +194,7 @@ impl NodeApi {
             check_only: false,
         };
         let mut peer = self.peer(replica.node).await?;
-        let incarnation = match peer.join_zone(Self::forwarded(join, &token)?).await {
+        let incarnation = match peer.join_zone(join).await {
             Ok(reply) => reply.into_inner().incarnation,
             // A replica left there earlier (its removal could not tell it
             // to go): it catches up like any other; which one it is, is
@@ -233,7 +247,7 @@ impl NodeApi {
             .await
             .map_err(status)?;
         // The removal has committed; the removed node deletes its copy.
-        let warning = self.tell_to_leave(node, &r.zone, &token).await;
+        let warning = self.tell_to_leave(node, &r.zone).await;
         let after = self.kernel.zone_status(&task).await.map_err(status)?;
         Self::membership_reply(after, warning)
     }
@@ -246,7 +260,7 @@ impl NodeApi {
                 "node {node} is not a peer of node {me}"
             )))
         })?;
-        crate::node::channel(format!("http://{addr}"))
+        tls::channel(&Dialer::Node(self.tls.clone()), addr, &tls::node_name(node))
             .await
             .map(|c| {
                 NodeClient::new(c)
@@ -284,16 +298,13 @@ impl NodeApi {
 
     /// Asks `node`, just removed from `zone`, to delete its copy; the
     /// warning (also logged) if it could not be told.
-    async fn tell_to_leave(&self, node: ReplicaId, zone: &str, token: &str) -> Option<String> {
-        let leave = Self::forwarded(
-            ZoneRef {
-                zone: zone.to_owned(),
-            },
-            token,
-        );
-        let left = match (self.peer(node).await, leave) {
-            (Ok(mut peer), Ok(leave)) => peer.leave_zone(leave).await.map(drop),
-            (Err(e), _) | (_, Err(e)) => Err(e),
+    async fn tell_to_leave(&self, node: ReplicaId, zone: &str) -> Option<String> {
+        let leave = ZoneRef {
+            zone: zone.to_owned(),
+        };
+        let left = match self.peer(node).await {
+            Ok(mut peer) => peer.leave_zone(leave).await.map(drop),
+            Err(e) => Err(e),
         };
         let e = left.err()?;
         let warning = format!(
@@ -303,6 +314,31 @@ impl NodeApi {
         );
         tracing::warn!("{warning}");
         Some(warning)
+    }
+
+    /// A node asks this one to delete its replica of a zone (it removed
+    /// this node from the group).
+    pub(super) async fn leave_zone_for_peer(
+        &self,
+        req: Request<ZoneRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let by = self.certified_peer(&req)?;
+        let zone = ZoneId::new(&req.get_ref().zone).map_err(status)?;
+        self.kernel.leave_zone_for(&zone, by).map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    /// The node the request's connection is certified to come from, which
+    /// must be one of this node's peers.
+    fn certified_peer<T>(&self, req: &Request<T>) -> Result<ReplicaId, Status> {
+        let by = certified_node(&self.tls, Peer::of(req))?;
+        if !self.peers.contains_key(&by) {
+            return Err(Status::permission_denied(format!(
+                "node {by} is not a peer of node {}",
+                self.kernel.node_id()
+            )));
+        }
+        Ok(by)
     }
 
     fn membership_reply(
