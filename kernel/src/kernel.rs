@@ -480,9 +480,11 @@ impl Kernel {
     /// A leader's messages (appends, heartbeats, snapshots) are taken from
     /// any peer: a replica that has not yet heard of a member's addition
     /// must still follow it once it leads, and Raft's terms decide whom to
-    /// follow. `incarnation` is the sending replica's (0: not said): a
+    /// follow (the transport has proved the sender is a node of the
+    /// cluster). `incarnation` is the sending replica's (0: not said): a
     /// message from an earlier replica of a member's node, removed since,
-    /// is refused.
+    /// is refused. Then the message must pass admission
+    /// (`consensus::admission`).
     pub fn deliver(
         &self,
         zone: &ZoneId,
@@ -496,8 +498,6 @@ impl Kernel {
                 msg.to, self.cfg.replica_id
             )));
         }
-        crate::consensus::admission::check(&msg)
-            .map_err(|r| KernelError::Invalid(format!("zone {zone}: {r}")))?;
         let z = self.zone(zone)?;
         let from_leader = matches!(msg.get_msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot);
         match z.members.info(msg.from) {
@@ -515,6 +515,10 @@ impl Kernel {
             }
             _ => {}
         }
+        // Its shape, before it is queued (the sender hears why); checks
+        // against the replica's own state follow on its thread.
+        crate::consensus::admission::check(&msg)
+            .map_err(|r| KernelError::Invalid(format!("zone {zone}: {r}")))?;
         z.driver.step(msg)
     }
 
