@@ -6,7 +6,9 @@
 //!   holds one zone's Raft log and state (its own keyspace, shared with no
 //!   other zone).
 //! - `content/`: chunks, when the object store is the local disk.
-//! - `node.key`: the node's token signing key (mode 0600).
+//! - `issuer.key`: the operator's token signing key (mode 0600), on the
+//!   embedded default only; a cluster node refuses to start with one.
+//! - `issuers`: the public keys whose tokens it accepts (`nexus issuer`).
 //! - `records.db`: the audit log (SQLite), unless a PostgreSQL URL is set.
 
 use std::collections::HashMap;
@@ -85,6 +87,10 @@ pub struct KernelConfig {
     /// When zone logs are compacted (applied entries before the kept tail);
     /// a replica further behind than the log reaches catches up by snapshot.
     pub log_retention: LogRetention,
+    /// Whether this data directory signs tokens with its own issuer key
+    /// (the embedded default: the operator's machine). A cluster node does
+    /// not: it holds issuers' public keys only.
+    pub signs_tokens: bool,
 }
 
 /// How much Raft log a replica keeps (see [`ReplicaConfig`]).
@@ -114,6 +120,7 @@ impl KernelConfig {
             virtual_clock: false,
             witness_only: false,
             log_retention: LogRetention::default(),
+            signs_tokens: true,
         }
     }
 }
@@ -257,7 +264,7 @@ impl Kernel {
         } else {
             TimerDriver::real().map_err(|e| KernelError::Storage(format!("timer thread: {e}")))?
         };
-        let tokens = TokenAuthority::open(&cfg.home.join("node.key"), db.open_tree("revoked")?)?;
+        let tokens = TokenAuthority::open(&cfg.home, db.open_tree("revoked")?, cfg.signs_tokens)?;
         Ok(Kernel {
             cfg,
             tokens,

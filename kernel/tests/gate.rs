@@ -8,7 +8,7 @@ use nexus_kernel::OpenOptions;
 use nexus_kernel::ZoneId;
 use nexus_kernel::{Capabilities, Permission, Principal, Task};
 use nexus_kernel::{ErrorCode, KernelError};
-use nexus_kernel::{Kernel, KernelConfig};
+use nexus_kernel::{Issuer, Kernel, KernelConfig};
 use nexus_kernel::{ObjectRef, Relation, Subject, Tuple};
 
 fn p(s: &str) -> Principal {
@@ -233,6 +233,103 @@ async fn crossing_a_mount_needs_enter_on_the_target_zone() {
     // Mounting a zone needs enter on it: the bot cannot mount z1's owner-only z3.
     k.create_zone(&p("user:owner"), &z("z3")).await.unwrap();
     denied(k.mount(bot, "/m3", &z("z3")).await);
+}
+
+/// Issue 12's attack: the admin of zone b alone mints a token for
+/// `user:alice` in b, and with it mounts alice's zone a into b, or crosses
+/// a mount of a that is there, to read alice's files. A token binds its
+/// holder to the zones it names: both are refused.
+#[tokio::test]
+async fn a_token_binds_its_holder_to_the_zones_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kernel::open(KernelConfig::embedded(dir.path())).unwrap();
+    let (alice, bob) = (p("user:alice"), p("user:bob"));
+    k.create_zone(&alice, &z("a")).await.unwrap();
+    k.create_zone(&bob, &z("b")).await.unwrap();
+    let alice_a = k
+        .spawn_task(alice.clone(), &z("a"), Capabilities::ALL)
+        .unwrap();
+    let f = k.open_path(&alice_a, "/diary", CREATE).await.unwrap();
+    k.write(&alice_a, &f, 0, b"dear diary").await.unwrap();
+
+    // Bob, holding a token for b, mints one for alice in b.
+    let bob_in_b = Issuer {
+        principal: bob.clone(),
+        caps: Capabilities::ALL,
+        bound_to: Some(z("b")),
+        reach: Vec::new(),
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let (token, _) = k
+        .issue_token(
+            &bob_in_b,
+            Some(alice.clone()),
+            &z("b"),
+            Vec::new(),
+            Capabilities::ALL,
+            hour,
+        )
+        .unwrap();
+    let posing = k
+        .spawn_holder_task(&k.verify_token(&token).unwrap())
+        .unwrap();
+    // Mounting a into b with it: refused.
+    denied(k.mount(&posing, "/a", &z("a")).await);
+    // A mount of a in b made by someone entitled to (alice herself, not
+    // bound by a token, once bob lets her write in b): not crossed either.
+    let write_b = Tuple {
+        object: ObjectRef::zone(&z("b")),
+        relation: Relation::Editor,
+        subject: Subject::Principal(alice.clone()),
+    };
+    let bob_b = k
+        .spawn_task(bob.clone(), &z("b"), Capabilities::ALL)
+        .unwrap();
+    k.write_tuples(&bob_b, vec![write_b], vec![]).await.unwrap();
+    let alice_b = k
+        .spawn_task(alice.clone(), &z("b"), Capabilities::ALL)
+        .unwrap();
+    k.mount(&alice_b, "/a", &z("a")).await.unwrap();
+    assert_eq!(k.stat(&alice_b, "/a/diary").unwrap().size, 10);
+    denied(k.stat(&posing, "/a/diary"));
+    denied(k.readdir(&posing, "/a", None, 10));
+    // Nor can bob name zone a in a token: he is no admin there.
+    denied(k.issue_token(
+        &bob_in_b,
+        Some(alice.clone()),
+        &z("b"),
+        vec![z("a")],
+        Capabilities::ALL,
+        hour,
+    ));
+    // A token that names a, from an issuer who administers both zones,
+    // does lead through the mount (the gate still checks `enter`).
+    let owner_b = Tuple {
+        object: ObjectRef::zone(&z("b")),
+        relation: Relation::Owner,
+        subject: Subject::Principal(alice.clone()),
+    };
+    k.write_tuples(&bob_b, vec![owner_b], vec![]).await.unwrap();
+    let alice_operator = Issuer {
+        principal: alice.clone(),
+        caps: Capabilities::ALL,
+        bound_to: None,
+        reach: Vec::new(),
+    };
+    let (both, _) = k
+        .issue_token(
+            &alice_operator,
+            None,
+            &z("b"),
+            vec![z("a")],
+            Capabilities::ALL,
+            hour,
+        )
+        .unwrap();
+    let holder = k
+        .spawn_holder_task(&k.verify_token(&both).unwrap())
+        .unwrap();
+    assert_eq!(k.stat(&holder, "/a/diary").unwrap().size, 10);
 }
 
 #[tokio::test]

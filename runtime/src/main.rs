@@ -75,6 +75,7 @@ async fn run(cli: Cli) -> OpResult<i32> {
         }
         Command::Kernel(cmd) => cmd,
         Command::Cluster(cmd) => return cli::cluster::run(cmd).map(|()| 0),
+        Command::Issuer(cmd) => return cli::issuer::run(&home, cmd).map(|()| 0),
         Command::Node(cmd) => {
             let mut cfg = KernelConfig::embedded(&home);
             cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;

@@ -35,8 +35,10 @@ pub fn operator() -> Principal {
 pub struct Acting {
     pub principal: Principal,
     pub caps: Capabilities,
-    /// A token binds its holder to one zone.
+    /// A token binds its holder to one zone...
     pub zone: Option<ZoneId>,
+    /// ...and to the other zones it names, which mounts may lead into.
+    pub reach: Vec<ZoneId>,
     /// Named by `--as` or `--token` (else the operator by default, and an
     /// agent runs as `agent:<file stem>`).
     pub chosen: bool,
@@ -61,6 +63,7 @@ impl Acting {
             principal,
             caps: Capabilities::ALL,
             zone: None,
+            reach: Vec::new(),
             chosen: as_principal.is_some(),
         })
     }
@@ -71,6 +74,7 @@ impl Acting {
             principal: claims.principal,
             caps: claims.caps,
             zone: Some(claims.zone),
+            reach: claims.reach,
             chosen: true,
         }
     }
@@ -81,20 +85,22 @@ impl Acting {
             principal: self.principal.clone(),
             caps: self.caps,
             bound_to: self.zone.clone(),
+            reach: self.reach.clone(),
         }
     }
 
     /// A task in `zone` for this identity.
     pub fn task(&self, kernel: &Kernel, zone: &str) -> OpResult<Task> {
         let zone = ZoneId::new(zone)?;
-        if let Some(bound) = &self.zone {
-            if *bound != zone {
-                return Err(KernelError::Access(format!(
-                    "the token is for zone {bound}, not {zone}"
-                ))
-                .into());
-            }
+        let Some(bound) = &self.zone else {
+            return Ok(kernel.spawn_task(self.principal.clone(), &zone, self.caps)?);
+        };
+        if *bound != zone {
+            return Err(
+                KernelError::Access(format!("the token is for zone {bound}, not {zone}")).into(),
+            );
         }
-        Ok(kernel.spawn_task(self.principal.clone(), &zone, self.caps)?)
+        let reach = self.reach.clone();
+        Ok(kernel.spawn_bound_task(self.principal.clone(), &zone, self.caps, reach)?)
     }
 }

@@ -69,27 +69,23 @@ impl Cluster {
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        // A bootstrap token from node 1's key, which every node shares.
-        let out = nexus(&homes[0])
-            .args([
-                "token", "issue", "--zone", "z1", "--ttl", "1h", "--caps", "all",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let out = nexus(&homes[0])
+        // Tokens are signed on the operator's machine (its own data
+        // directory, `op`); every node trusts the operator's public key.
+        let op = dir.path().join("op");
+        // The main token also names z2, so its holder may mount z2 in z1.
+        let token = run_ok(nexus(&op).args([
+            "token", "issue", "--zone", "z1", "--reach", "z2", "--ttl", "1h", "--caps", "all",
+        ]))
+        .trim()
+        .to_owned();
+        let out = nexus(&op)
             .args([
                 "token", "issue", "--zone", "z2", "--ttl", "1h", "--caps", "all",
             ])
             .output()
             .unwrap();
         let token_z2 = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-        let out = nexus(&homes[0])
+        let out = nexus(&op)
             .args(["--as", "agent:bot", "token", "issue", "--zone", "z1"])
             .args(["--caps", "read,enter"])
             .output()
@@ -101,9 +97,10 @@ impl Cluster {
             String::from_utf8(out.stdout).unwrap().trim().to_owned(),
             bot_id,
         );
-        for h in &homes[1..] {
-            std::fs::create_dir_all(h).unwrap();
-            std::fs::copy(homes[0].join("node.key"), h.join("node.key")).unwrap();
+        let shown = run_ok(nexus(&op).args(["issuer", "show"]));
+        let key = shown.split_whitespace().next().unwrap().to_owned();
+        for h in &homes {
+            run_ok(nexus(h).args(["issuer", "trust", &key]));
         }
         // The cluster's CA, and each node's certificate in its data
         // directory's `tls` (where `node start` and `--node` look).
@@ -163,8 +160,13 @@ impl Cluster {
 
     /// `nexus --node (node i) --token … ARGS`.
     fn cli(&self, i: usize, args: &[&str]) -> Output {
+        self.cli_as(i, &self.token, args)
+    }
+
+    /// `nexus --node (node i) --token TOKEN ARGS`.
+    fn cli_as(&self, i: usize, token: &str, args: &[&str]) -> Output {
         let mut c: Command = nexus(&self.homes[i]);
-        c.args(["--node", &self.addrs[i], "--token", &self.token]);
+        c.args(["--node", &self.addrs[i], "--token", token]);
         c.args(args).output().unwrap()
     }
 
@@ -451,7 +453,12 @@ fn a_mount_to_a_zone_another_node_does_not_serve_says_so() {
         &["mount", "--zone", "z1", "/shared", "z2"],
         Duration::from_secs(10),
     );
-    // Node 1 serves both: the mount leads into z2.
+    // Node 1 serves both: the mount leads into z2, for a token naming z2;
+    // the bot's token names z1 alone.
+    let out = c.cli_as(0, &c.token_bot.0, &["fs", "ls", "--zone", "z1", "/shared"]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not name zone z2"), "{err}");
     let ls = c.ok(
         0,
         &["fs", "ls", "--zone", "z1", "/shared"],
@@ -714,7 +721,7 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
     );
     assert_eq!(out.status.code(), Some(124));
     assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
-    let not_wasm = c.homes[0].join("node.key");
+    let not_wasm = c.homes[0].join("tls").join("node.crt");
     let out = c.cli(0, &["run", not_wasm.to_str().unwrap(), "--zone", "z1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly file"));
@@ -911,28 +918,20 @@ fn pipes_and_tokens_work_through_a_node() {
     let out = c.cli(0, &["pipe", "stat", "--zone", "z1", "/jobs"]);
     assert_eq!(out.status.code(), Some(3));
 
-    // A token issued through node 2 verifies through node 1.
-    let issued = c.ok(
-        1,
-        &[
-            "--as",
-            "agent:bot",
-            "token",
-            "issue",
-            "--zone",
-            "z1",
-            "--caps",
-            "read",
-        ],
-        Duration::from_secs(5),
-    );
+    // Nodes hold no signing key: no token is issued through one.
+    let out = c.cli(1, &["--as", "agent:bot", "token", "issue", "--zone", "z1"]);
+    assert_eq!(out.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("holds no signing key"), "{said}");
+    // The operator's token for agent:bot verifies through node 1.
+    let issued = c.token_bot.0.clone();
     let verified = c.ok(
         0,
         &["token", "verify", issued.trim()],
         Duration::from_secs(5),
     );
     assert!(
-        verified.starts_with("valid: agent:bot in zone z1 (read)"),
+        verified.starts_with("valid: agent:bot in zone z1 (read,enter)"),
         "{verified}"
     );
     // A reader's token cannot mint more.
@@ -1108,11 +1107,7 @@ fn a_node_keeps_an_audit_log_of_what_it_serves() {
         Duration::from_secs(10),
     );
     // agent:bot's token reads, but no tuple grants it anything in z1.
-    let out = nexus(&c.homes[0])
-        .args(["--node", &c.addrs[0], "--token", &c.token_bot.0])
-        .args(["fs", "ls", "--zone", "z1", "/audited"])
-        .output()
-        .unwrap();
+    let out = c.cli_as(0, &c.token_bot.0, &["fs", "ls", "--zone", "z1", "/audited"]);
     assert_eq!(out.status.code(), Some(4));
     // The node's record store, read while the node runs; its writer
     // batches, so the records arrive shortly after.
@@ -1150,4 +1145,62 @@ fn a_node_keeps_an_audit_log_of_what_it_serves() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_node_holds_no_signing_key_and_a_retired_key_is_refused_after_sighup() {
+    let c = Cluster::with_zone(2, "1,2");
+    c.ok(0, &["zone", "status", "z1"], Duration::from_secs(5));
+    // The operator retires the key that signed every token of the test,
+    // on node 1, which re-reads its keys on SIGHUP.
+    let op = c.homes[0].parent().unwrap().join("op");
+    let shown = run_ok(nexus(&op).args(["issuer", "show"]));
+    let kid = shown
+        .split("key id ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches([')', '\n']);
+    run_ok(nexus(&c.homes[0]).args(["issuer", "retire", kid]));
+    let pid = c.nodes[0].as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = c.cli(0, &["zone", "status", "z1"]);
+        if out.status.code() == Some(4) {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("retired"), "{err}");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "node 1 still takes the retired key's tokens"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Node 2 was not told: it still takes them.
+    c.ok(1, &["zone", "status", "z1"], Duration::from_secs(5));
+
+    // A data directory holding a signing key does not start as a node.
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("h");
+    assert!(nexus(&home)
+        .args(["issuer", "show"])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir_all(home.join("tls")).unwrap();
+    for f in ["ca.crt", "node.crt", "node.key"] {
+        std::fs::copy(c.homes[0].join("tls").join(f), home.join("tls").join(f)).unwrap();
+    }
+    let out = nexus(&home)
+        .args(["node", "start", "--id", "1", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("signing key"), "{err}");
 }

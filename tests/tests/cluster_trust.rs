@@ -118,7 +118,7 @@ async fn outsiders_and_impostors_are_refused() {
     let (token, _) = nodes[0]
         .kernel
         .tokens()
-        .issue(owner, z1, nexus_kernel::Capabilities::ALL, 3600)
+        .issue(owner, z1, Vec::new(), nexus_kernel::Capabilities::ALL, 3600)
         .unwrap();
     let client = Dialer::Client(tls::client_config(&local::ca_cert(dir.path())).unwrap());
     let channel = tls::channel(&client, &addr, tls::ANY_NODE).await.unwrap();
@@ -208,4 +208,50 @@ async fn a_revoked_certificate_is_refused_on_new_and_open_connections() {
 
 fn tokio_stream_of(rx: tokio::sync::mpsc::Receiver<Batch>) -> impl futures::Stream<Item = Batch> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_works_and_the_old_one_can_be_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(dir.path()).await;
+    let tls3 = dir.path().join("node3/tls");
+    let old = dir.path().join("old-node3.crt");
+    std::fs::copy(tls3.join(tls::NODE_CERT), &old).unwrap();
+    // The operator issues node 3 a new certificate; node 3 reloads.
+    let ca = Authority::open(&dir.path().join("ca")).unwrap();
+    let new = ca.issue_node(3, &[], 30, &tls3).unwrap();
+    nodes[2].tls.reload().unwrap();
+    // The old one is revoked; node 1 gets the list and reloads.
+    let revoked = ca.revoke(&old).unwrap();
+    assert_ne!(revoked.info.serial, new.info.serial);
+    std::fs::copy(
+        &revoked.files[0],
+        dir.path().join("node1/tls").join(tls::CRL),
+    )
+    .unwrap();
+    nodes[0].tls.reload().unwrap();
+    // Node 3, with its new certificate, is heard.
+    let node3 = Dialer::Node(nodes[2].tls.clone());
+    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
+        .await
+        .unwrap();
+    // Node 3's data directory with a certificate for another node, or a
+    // revoked one, does not load.
+    ca.issue_node(2, &[], 30, &dir.path().join("elsewhere"))
+        .unwrap();
+    std::fs::copy(
+        dir.path().join("elsewhere").join(tls::NODE_CERT),
+        tls3.join(tls::NODE_CERT),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.path().join("elsewhere").join(tls::NODE_KEY),
+        tls3.join(tls::NODE_KEY),
+    )
+    .unwrap();
+    assert!(
+        nodes[2].tls.reload().is_err(),
+        "node 3 loaded node 2's certificate"
+    );
+    assert!(NodeTls::load(&tls3, 3).is_err());
 }

@@ -55,6 +55,12 @@ impl DockerCluster {
             "token", "issue", "--zone", "z1", "--ttl", "1h", "--caps", "all",
         ]));
         let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        // The nodes trust the operator's public key only.
+        let shown = run(nexus(&keys).args(["issuer", "show"]));
+        let key = String::from_utf8(shown.stdout).unwrap();
+        let key = key.split_whitespace().next().unwrap().to_owned();
+        let trust = dir.path().join("trust");
+        run(nexus(&trust).args(["issuer", "trust", &key]));
         // The cluster's CA and a certificate per node (mounted at /data/tls).
         let ca = dir.path().join("ca");
         let tls = dir.path().join("tls");
@@ -76,7 +82,7 @@ impl DockerCluster {
         };
         let env = vec![
             ("NEXUS_IMAGE", image.clone()),
-            ("NEXUS_KEY", keys.join("node.key").display().to_string()),
+            ("NEXUS_ISSUERS", trust.join("issuers").display().to_string()),
             ("NEXUS_TLS", tls.display().to_string()),
             ("NEXUS_PORT_1", port()),
             ("NEXUS_PORT_2", port()),

@@ -47,7 +47,7 @@ async fn node() -> Node {
     let (token, claims) = node
         .kernel
         .tokens()
-        .issue(owner, z1, Capabilities::ALL, 3600)
+        .issue(owner, z1, Vec::new(), Capabilities::ALL, 3600)
         .unwrap();
     let hosts = Arc::new(Hosts::new(&node.kernel, 64 << 20));
     let local = Local::new(node.kernel.clone(), Acting::holder(claims), hosts);
@@ -278,7 +278,13 @@ async fn answers_are_the_same_embedded_and_through_a_node() {
         json(&r.zone_list().await.unwrap())
     );
     let issued = r
-        .token_issue("z1", Some("agent:bot"), Duration::from_secs(60), "read")
+        .token_issue(
+            "z1",
+            Some("agent:bot"),
+            Duration::from_secs(60),
+            "read",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -360,6 +366,12 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     r
 }
 
+fn end_chunk(bytes: u64) -> pb::PutChunk {
+    pb::PutChunk {
+        part: Some(pb::put_chunk::Part::End(pb::PutEnd { bytes })),
+    }
+}
+
 fn data_chunk(d: Vec<u8>) -> pb::PutChunk {
     pb::PutChunk {
         part: Some(pb::put_chunk::Part::Data(d.into())),
@@ -434,6 +446,19 @@ async fn malformed_and_broken_uploads_change_nothing() {
         assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
         let e = nexus_runtime::ops::wire::op_error(s);
         assert_eq!(e.exit_code(), 2, "{e}");
+    }
+    // An upload whose stream ends without its end marker (however the
+    // client's transport ended it), or whose end disagrees with what
+    // arrived: nothing is written.
+    for body in [
+        vec![header("/f"), data_chunk(vec![5; 10])],
+        vec![header("/f"), data_chunk(vec![5; 10]), end_chunk(11)],
+    ] {
+        let s = c
+            .put(with_token(futures::stream::iter(body), &n.token))
+            .await
+            .unwrap_err();
+        assert!(s.message().contains("nothing was written"), "{s:?}");
     }
     // An upload that breaks off (the client's source fails mid-way): the
     // node sees the call cancelled.
@@ -540,7 +565,7 @@ async fn a_zone_created_through_a_node_without_replicas_is_that_nodes_alone() {
         .node
         .kernel
         .tokens()
-        .issue(owner, z9, Capabilities::ALL, 3600)
+        .issue(owner, z9, Vec::new(), Capabilities::ALL, 3600)
         .unwrap();
     let tls = tls::client_config(&local::ca_cert(n._dir.path())).unwrap();
     let remote = Remote::connect(&n.node.addr.to_string(), &token, tls)

@@ -144,6 +144,8 @@ pub struct Issuer {
     /// The zone a token-holding issuer is bound to; `None` for the node's
     /// operator (or someone acting with `--as` on the data directory).
     pub bound_to: Option<ZoneId>,
+    /// The other zones a token-holding issuer's token names.
+    pub reach: Vec<ZoneId>,
 }
 
 impl Kernel {
@@ -163,7 +165,34 @@ impl Kernel {
             )));
         }
         let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
-        Ok(Task::new(pid, principal, zone.clone(), caps, None))
+        Ok(Task::new(pid, principal, zone.clone(), caps, None, None))
+    }
+
+    /// A task for the holder of a verified token: its principal, zone and
+    /// capabilities, bound to the zones the token names.
+    pub fn spawn_holder_task(&self, claims: &crate::access::token::Claims) -> Result<Task> {
+        let reach = claims.reach.clone();
+        self.spawn_bound_task(claims.principal.clone(), &claims.zone, claims.caps, reach)
+    }
+
+    /// A task bound by a token to `zone` and the zones in `reach`: a mount
+    /// into any other zone is refused to it (and to its children).
+    pub fn spawn_bound_task(
+        &self,
+        principal: Principal,
+        zone: &ZoneId,
+        caps: Capabilities,
+        reach: Vec<ZoneId>,
+    ) -> Result<Task> {
+        let task = self.spawn_task(principal, zone, caps)?;
+        Ok(Task::new(
+            task.pid(),
+            task.principal().clone(),
+            task.zone().clone(),
+            task.caps(),
+            None,
+            Some(reach),
+        ))
     }
 
     /// Verifies a token (this node's key, intact, unexpired, not revoked
@@ -185,27 +214,42 @@ impl Kernel {
         Ok(claims)
     }
 
-    /// Signs a token for `subject` (default: the issuer) in `zone`. Only a
-    /// zone admin hands out identities in it, and never more capabilities
-    /// than the issuer's own task holds. A zone this node does not serve
-    /// yet (a cluster zone about to be created through a node) has no
-    /// admin: an issuer not bound to a zone by a token (the node's
-    /// operator, who holds the signing key anyway) may issue for it.
+    /// Signs a token for `subject` (default: the issuer) in `zone`, also
+    /// reaching the zones in `reach` through mounts. Only an admin of
+    /// each named zone hands out identities in it, never with more
+    /// capabilities than the issuer's own task holds there, and a token's
+    /// holder never names a zone its own token does not. A zone this node
+    /// does not serve yet (a cluster zone about to be created through a
+    /// node) has no admin: the operator (an issuer not bound by a token)
+    /// may issue for it.
     pub fn issue_token(
         &self,
         issuer: &Issuer,
         subject: Option<Principal>,
         zone: &ZoneId,
+        reach: Vec<ZoneId>,
         caps: Capabilities,
         lifetime: Duration,
     ) -> Result<(String, crate::access::token::Claims)> {
+        for named in std::iter::once(zone).chain(&reach) {
+            self.may_issue_in(issuer, named, caps)?;
+        }
+        let subject = subject.unwrap_or_else(|| issuer.principal.clone());
+        let secs = i64::try_from(lifetime.as_secs())
+            .map_err(|_| KernelError::Invalid("token lifetime too long".into()))?;
+        self.tokens()
+            .issue(subject, zone.clone(), reach, caps, secs)
+    }
+
+    /// Whether `issuer` may name `zone` in a token with `caps`.
+    fn may_issue_in(&self, issuer: &Issuer, zone: &ZoneId, caps: Capabilities) -> Result<()> {
         let bootstrap = issuer.bound_to.is_none()
             && matches!(self.zone_record(zone), Err(KernelError::ZoneNotFound(_)));
         let held = if bootstrap {
             issuer.caps
         } else {
             if let Some(bound) = &issuer.bound_to {
-                if bound != zone {
+                if bound != zone && !issuer.reach.contains(zone) {
                     return Err(KernelError::Access(format!(
                         "the token is for zone {bound}, not {zone}"
                     )));
@@ -226,10 +270,7 @@ impl Kernel {
                 "cannot grant capabilities {caps} beyond your own"
             )));
         }
-        let subject = subject.unwrap_or_else(|| issuer.principal.clone());
-        let secs = i64::try_from(lifetime.as_secs())
-            .map_err(|_| KernelError::Invalid("token lifetime too long".into()))?;
-        self.tokens().issue(subject, zone.clone(), caps, secs)
+        Ok(())
     }
 
     /// Revokes a token of the task's zone on every node serving the zone
@@ -260,6 +301,7 @@ impl Kernel {
             parent.zone().clone(),
             caps,
             Some(parent.pid()),
+            parent.reach().cloned(),
         ))
     }
 

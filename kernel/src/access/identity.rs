@@ -150,6 +150,10 @@ pub struct Task {
     zone: ZoneId,
     caps: Capabilities,
     parent: Option<Pid>,
+    /// The zones a token bound its holder to (its own and those it names);
+    /// `None`: not bound by a token (the data directory's operator, or an
+    /// agent it runs), so the gate alone decides where mounts lead.
+    reach: Option<Vec<ZoneId>>,
 }
 
 impl Task {
@@ -159,6 +163,7 @@ impl Task {
         zone: ZoneId,
         caps: Capabilities,
         parent: Option<Pid>,
+        reach: Option<Vec<ZoneId>>,
     ) -> Self {
         Task {
             pid,
@@ -166,7 +171,23 @@ impl Task {
             zone,
             caps,
             parent,
+            reach,
         }
+    }
+
+    /// Whether a mount may lead this task into `zone` (the gate still
+    /// decides, with `enter`): always, unless a token bound the task to
+    /// zones that do not include it.
+    pub fn may_reach(&self, zone: &ZoneId) -> bool {
+        *zone == self.zone
+            || self
+                .reach
+                .as_ref()
+                .is_none_or(|reach| reach.iter().any(|z| z == zone))
+    }
+
+    pub(crate) fn reach(&self) -> Option<&Vec<ZoneId>> {
+        self.reach.as_ref()
     }
 
     pub fn pid(&self) -> Pid {

@@ -214,6 +214,13 @@ impl Kernel {
         let InodeBody::Mount { target } = inode.body else {
             return Err(KernelError::Corrupt(format!("inode {ino} is not a mount")));
         };
+        if !task.may_reach(&target) {
+            self.audit(task, &target, "enter", p, "denied");
+            return Err(KernelError::Access(format!(
+                "{p}: the token binding this task to zone {} does not name zone {target}",
+                task.zone()
+            )));
+        }
         if self.zone_record(&target).is_ok() {
             self.require(
                 task,
@@ -351,6 +358,13 @@ impl Kernel {
     /// `enter` on the target zone as well as `write` on the directory.
     pub async fn mount(&self, task: &Task, p: &str, target: &ZoneId) -> Result<Handle> {
         self.zone_record(target)?;
+        if !task.may_reach(target) {
+            self.audit(task, target, "mount", p, "denied");
+            return Err(KernelError::Access(format!(
+                "{p}: the token binding this task to zone {} does not name zone {target}",
+                task.zone()
+            )));
+        }
         self.require(
             task,
             target,

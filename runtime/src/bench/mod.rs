@@ -480,6 +480,7 @@ async fn gate(k: &Arc<Kernel>, scale: usize) -> OpResult<Vec<Row>> {
     let (token, _) = k.tokens().issue(
         Principal::parse("agent:bench")?,
         zone.clone(),
+        Vec::new(),
         Capabilities::ALL,
         3600,
     )?;

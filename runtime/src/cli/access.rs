@@ -96,11 +96,12 @@ pub async fn token(ops: &dyn Ops, for_principal: Option<&str>, cmd: TokenCmd) ->
             zone,
             ttl,
             caps,
+            reach,
             json,
         } => {
             let lifetime = crate::units::duration(&ttl)?;
             let out = ops
-                .token_issue(&zone.zone, for_principal, lifetime, &caps)
+                .token_issue(&zone.zone, for_principal, lifetime, &caps, &reach)
                 .await?;
             print_issued(&out, &ttl, json)
         }

@@ -57,6 +57,9 @@ pub enum Command {
     /// The cluster's certificate authority: node certificates, revocation.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Token signing keys: this data directory's, and those it trusts.
+    #[command(subcommand)]
+    Issuer(IssuerCmd),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -86,6 +89,25 @@ pub enum NodeCmd {
         #[arg(long, env = "NEXUS_TLS", value_name = "DIR")]
         tls: Option<PathBuf>,
     },
+}
+
+/// Tokens are signed where an issuer key is (the operator's machine:
+/// `issuer.key` in its data directory) and verified by every node with the
+/// public keys in its `issuers` file; a cluster node holds no signing key.
+#[derive(Subcommand)]
+pub enum IssuerCmd {
+    /// Print this data directory's signing key's public half (`nxk1.…`)
+    /// and key id, creating the key on first use.
+    Show,
+    /// Accept tokens signed by KEY (`nxk1.…`) in this data directory (a
+    /// running node: after SIGHUP).
+    Trust { key: String },
+    /// Refuse tokens signed by KEY (its `nxk1.…` text or its key id) from
+    /// now on (a running node: after SIGHUP); a retired key stays retired.
+    Retire { key: String },
+    /// Replace this data directory's signing key with a new one; the old
+    /// one stays trusted here until retired.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -286,6 +308,11 @@ pub enum TokenCmd {
         /// Capabilities the token carries: read,write,enter,admin or all.
         #[arg(long, default_value = "all")]
         caps: String,
+        /// Other zones the holder may enter through mounts (comma-separated;
+        /// the issuer needs admin on each). A token names its zones: a
+        /// mount into any other zone is refused to its holder.
+        #[arg(long, value_delimiter = ',')]
+        reach: Vec<String>,
         #[arg(long)]
         json: bool,
     },

@@ -7,6 +7,7 @@ pub mod args;
 pub mod audit;
 pub mod cluster;
 pub mod fs;
+pub mod issuer;
 pub mod node;
 pub mod pipe;
 pub mod run;

@@ -71,6 +71,8 @@ pub async fn run(
     cfg.replica_id = id;
     cfg.driver.tick = NODE_TICK;
     cfg.witness_only = witness;
+    // Verify everywhere, sign in one place: a node holds public keys only.
+    cfg.signs_tokens = false;
     let transport = GrpcTransport::start(tls.clone(), &peers);
     // A node keeps an audit log like the embedded default: every gated
     // operation and mutation it serves.
@@ -106,7 +108,7 @@ pub async fn run(
         }
         let _ = signalled.send(true);
     });
-    reload_on_hangup(tls.clone());
+    reload_on_hangup(tls.clone(), kernel.clone());
     let mut graceful = stopping.clone();
     let server = serve(kernel.clone(), tls, &peers, incoming, async move {
         let _ = graceful.wait_for(|s| *s).await;
@@ -123,10 +125,10 @@ pub async fn run(
     Ok(0)
 }
 
-/// Re-reads the TLS directory at each SIGHUP (a rotated certificate, a
-/// new revocation list); a directory that does not load leaves the
-/// material in use as it was.
-fn reload_on_hangup(tls: Arc<NodeTls>) {
+/// Re-reads the TLS directory and the trusted issuer keys at each SIGHUP
+/// (a rotated certificate, a new revocation list, a key trusted or
+/// retired); what does not load leaves what is in use as it was.
+fn reload_on_hangup(tls: Arc<NodeTls>, kernel: Arc<Kernel>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("SIGHUP cannot be caught: the TLS directory is read at start only");
@@ -137,6 +139,10 @@ fn reload_on_hangup(tls: Arc<NodeTls>) {
             match tls.reload() {
                 Ok(()) => eprintln!("reloaded TLS material from {}", tls.dir().display()),
                 Err(e) => eprintln!("TLS reload refused, the material in use stays: {e}"),
+            }
+            match kernel.tokens().reload_keys() {
+                Ok(()) => eprintln!("reloaded the trusted issuer keys"),
+                Err(e) => eprintln!("issuer keys reload refused, the keys in use stay: {e}"),
             }
         }
     });

@@ -100,9 +100,7 @@ impl NodeApi {
     /// A task for the request's token in `zone`.
     fn task<T>(&self, req: &Request<T>, zone: &str) -> Result<Task, Status> {
         let claims = self.claims(req, zone)?;
-        self.kernel
-            .spawn_task(claims.principal, &claims.zone, claims.caps)
-            .map_err(status)
+        self.kernel.spawn_holder_task(&claims).map_err(status)
     }
 
     /// The operations as the request's token holder.
@@ -154,21 +152,63 @@ fn stdin_of(s: Streaming<pb::RunInput>) -> ByteStream {
     .boxed()
 }
 
-/// The bytes of a `Put` after its header; a chunk larger than a transfer
-/// chunk is refused (it would be buffered whole).
+/// The bytes of a `Put` after its header, passed on by a task of their
+/// own. A chunk larger than a transfer chunk is refused (it would be
+/// buffered whole), and the upload is complete only at its end marker,
+/// whose count must match: a stream that ends without it (a client that
+/// broke off, whatever its transport made of that) ends the bytes with
+/// an error, so a partial upload is never committed.
 fn put_body(s: Streaming<pb::PutChunk>) -> ByteStream {
-    s.map(|m| {
-        let m = m.map_err(|e| OpError::Failed(format!("the upload broke off: {}", e.message())))?;
-        match m.part {
-            Some(pb::put_chunk::Part::Data(d)) if d.len() <= TRANSFER_CHUNK => Ok(d),
-            Some(pb::put_chunk::Part::Data(d)) => Err(OpError::Usage(format!(
-                "an upload chunk of {} bytes (at most {TRANSFER_CHUNK})",
-                d.len()
-            ))),
-            _ => Err(OpError::Usage("a put's header came twice".into())),
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(pass_put_body(s, tx));
+    tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
+}
+
+async fn pass_put_body(
+    mut s: Streaming<pb::PutChunk>,
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, OpError>>,
+) {
+    use pb::put_chunk::Part;
+    let mut received = 0u64;
+    let refusal = loop {
+        let part = match s.message().await {
+            Ok(Some(m)) => m.part,
+            Ok(None) => {
+                break OpError::Failed(
+                    "the upload broke off before its end: nothing was written".into(),
+                )
+            }
+            Err(e) => break OpError::Failed(format!("the upload broke off: {}", e.message())),
+        };
+        match part {
+            Some(Part::Data(d)) if d.len() <= TRANSFER_CHUNK => {
+                received += d.len() as u64;
+                if tx.send(Ok(d)).await.is_err() {
+                    return;
+                }
+            }
+            Some(Part::Data(d)) => {
+                break OpError::Usage(format!(
+                    "an upload chunk of {} bytes (at most {TRANSFER_CHUNK})",
+                    d.len()
+                ))
+            }
+            Some(Part::End(end)) if end.bytes == received => match s.message().await {
+                // Complete: the bytes end here.
+                Ok(None) => return,
+                _ => break OpError::Usage("an upload went on after its end".into()),
+            },
+            Some(Part::End(end)) => {
+                break OpError::Failed(format!(
+                    "the upload says it held {} bytes, {received} arrived: nothing was written",
+                    end.bytes
+                ))
+            }
+            Some(Part::Header(_)) => break OpError::Usage("a put's header came twice".into()),
+            None => break OpError::Usage("an upload message with nothing in it".into()),
         }
-    })
-    .boxed()
+    };
+    let _ = tx.send(Err(refusal)).await;
 }
 
 #[tonic::async_trait]
@@ -369,7 +409,9 @@ impl Node for NodeApi {
         let principal = (!r.principal.is_empty()).then_some(r.principal.as_str());
         let ttl = std::time::Duration::from_millis(r.ttl_ms);
         let ops = self.ops(&req)?;
-        let issued = ops.token_issue(&r.zone, principal, ttl, &r.caps).await;
+        let issued = ops
+            .token_issue(&r.zone, principal, ttl, &r.caps, &r.reach)
+            .await;
         ok(wire::issued(issued.map_err(refused)?))
     }
 

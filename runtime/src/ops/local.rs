@@ -359,13 +359,19 @@ impl Ops for Local {
         principal: Option<&str>,
         ttl: Duration,
         caps: &str,
+        reach: &[String],
     ) -> OpResult<Issued> {
         let zone = ZoneId::new(zone)?;
         let subject = principal.map(Principal::parse).transpose()?;
         let caps = Capabilities::parse(caps)?;
-        let (token, claims) =
-            self.kernel
-                .issue_token(&self.acting.issuer(), subject, &zone, caps, ttl)?;
+        let reach = reach
+            .iter()
+            .map(|z| ZoneId::new(z))
+            .collect::<nexus_kernel::Result<_>>()?;
+        let issuer = self.acting.issuer();
+        let (token, claims) = self
+            .kernel
+            .issue_token(&issuer, subject, &zone, reach, caps, ttl)?;
         Ok(Issued { token, claims })
     }
 

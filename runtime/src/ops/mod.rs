@@ -242,12 +242,15 @@ pub trait Ops: Send + Sync {
     async fn tuples(&self, zone: &str) -> OpResult<Vec<TupleRow>>;
 
     /// Signs a token for `principal` (default: the caller) in `zone`.
+    /// Signs a token for `principal` (default: the caller) in `zone`,
+    /// also reaching the zones in `reach` through mounts.
     async fn token_issue(
         &self,
         zone: &str,
         principal: Option<&str>,
         ttl: Duration,
         caps: &str,
+        reach: &[String],
     ) -> OpResult<Issued>;
     async fn token_verify(&self, token: &str) -> OpResult<Claims>;
     /// Revokes a token: in `zone` (replicated, needs admin); without one,

@@ -126,9 +126,11 @@ type Chunks = tokio::sync::mpsc::Sender<pb::PutChunk>;
 /// Sends `data` as `Put` messages; on a read error, returns it with the
 /// sender still open (so the upload does not look complete).
 async fn upload(mut data: ByteStream, tx: Chunks) -> Option<(OpError, Chunks)> {
+    let mut bytes = 0u64;
     while let Some(piece) = data.next().await {
         match piece {
             Ok(b) => {
+                bytes += b.len() as u64;
                 let chunk = pb::PutChunk {
                     part: Some(pb::put_chunk::Part::Data(b)),
                 };
@@ -139,6 +141,11 @@ async fn upload(mut data: ByteStream, tx: Chunks) -> Option<(OpError, Chunks)> {
             Err(e) => return Some((e, tx)),
         }
     }
+    // Only now is the upload complete.
+    let end = pb::PutChunk {
+        part: Some(pb::put_chunk::Part::End(pb::PutEnd { bytes })),
+    };
+    let _ = tx.send(end).await;
     None
 }
 
@@ -237,10 +244,10 @@ impl Ops for Remote {
                 path: p.to_owned(),
             })),
         };
-        // The bytes go out through a bounded channel (backpressure). A
-        // local read error must not end the upload as if it were complete:
-        // the call is dropped first (the node sees it cancelled and leaves
-        // the file as it was), then the channel.
+        // The bytes go out through a bounded channel (backpressure), then
+        // the end marker. A local read error must not end the upload as if
+        // it were complete: the call is dropped (the node sees it cancelled,
+        // or ending without its end marker, and leaves the file as it was).
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let _ = tx.send(header).await;
         let mut pump = tokio::spawn(upload(data, tx));
@@ -433,12 +440,14 @@ impl Ops for Remote {
         principal: Option<&str>,
         ttl: Duration,
         caps: &str,
+        reach: &[String],
     ) -> OpResult<Issued> {
         let req = self.request(pb::IssueRequest {
             zone: zone.to_owned(),
             principal: principal.unwrap_or_default().to_owned(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             caps: caps.to_owned(),
+            reach: reach.to_vec(),
         });
         let i = self.node().issue_token(req).await.map_err(op_error)?;
         wire::from_issued(i.into_inner())

@@ -116,6 +116,7 @@ fn bind(kernel: &Kernel, acting: &Acting, spec: &RunSpec) -> OpResult<Vec<Task>>
                 principal: default_principal(Path::new(&agent.name)),
                 caps: Capabilities::ALL,
                 zone: None,
+                reach: Vec::new(),
                 chosen: false,
             }
             .task(kernel, &spec.zone)?,

@@ -432,6 +432,7 @@ pub fn claims(c: Claims) -> pb::Claims {
         caps: c.caps.to_string(),
         issued: c.issued,
         expires: c.expires,
+        reach: c.reach.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -443,6 +444,7 @@ pub fn from_claims(c: pb::Claims) -> OpResult<Claims> {
         caps: Capabilities::parse(&c.caps).map_err(|_| bad("capability set"))?,
         issued: c.issued,
         expires: c.expires,
+        reach: c.reach.iter().map(|z| zone(z)).collect::<OpResult<_>>()?,
     })
 }
 
