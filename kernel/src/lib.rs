@@ -19,8 +19,8 @@ pub mod sim;
 pub(crate) mod types;
 pub(crate) mod zone;
 
-pub use access::audit::{AuditSink, RecordStore, StoredRecord};
-pub use access::gate::Issuer;
+pub use access::audit::{AuditRecord, AuditSink, RecordStore, StoredRecord};
+pub use access::gate::{Issuer, AUDIT_PAGE};
 pub use access::identity::{Capabilities, Permission, Pid, Principal, Task};
 pub use access::rebac::{Namespace, ObjectRef, Relation, Subject, Tuple};
 pub use access::token::keys as issuer_keys;

@@ -66,12 +66,19 @@ async fn run(cli: Cli) -> OpResult<i32> {
     let cmd = match cli.command {
         // Benchmarks run on their own scratch data directory.
         Command::Bench(args) => return bench::run(args).await.map(|()| 0),
-        // The audit log is read without opening (and locking) the kernel.
+        // The audit log is read without opening (and locking) the kernel,
+        // or through a node.
         Command::Audit(cmd) => {
+            if let Some(addr) = &cli.node {
+                let remote = connect(cli.token.as_deref(), cli.ca.as_deref(), &home, addr).await?;
+                let source = cli::audit::Source::Node(&remote);
+                return cli::audit::run(source, cmd).await.map(|()| 0);
+            }
             let store =
                 RecordStore::open(cli.record_store.as_deref(), &home.join(cli::audit::RECORDS))
                     .await?;
-            return cli::audit::run(&store, cmd).await.map(|()| 0);
+            let source = cli::audit::Source::Store(&store);
+            return cli::audit::run(source, cmd).await.map(|()| 0);
         }
         Command::Kernel(cmd) => cmd,
         Command::Cluster(cmd) => return cli::cluster::run(cmd).map(|()| 0),
@@ -84,14 +91,7 @@ async fn run(cli: Cli) -> OpResult<i32> {
     };
     let as_principal = cli.as_principal.as_deref();
     if let Some(addr) = &cli.node {
-        let token = cli.token.as_deref().ok_or_else(|| {
-            OpError::Usage("--node needs --token (see `nexus token issue`)".into())
-        })?;
-        let ca = cli
-            .ca
-            .clone()
-            .unwrap_or_else(|| home.join("tls").join(tls::CA_CERT));
-        let remote = Remote::connect(addr, token, tls::client_config(&ca)?).await?;
+        let remote = connect(cli.token.as_deref(), cli.ca.as_deref(), &home, addr).await?;
         return cli::dispatch(&remote, as_principal, cmd).await;
     }
     let mut cfg = KernelConfig::embedded(&home);
@@ -104,6 +104,21 @@ async fn run(cli: Cli) -> OpResult<i32> {
     // Write out the audit log, stop drivers and flush, whatever happened.
     kernel.shutdown().await?;
     result
+}
+
+/// `--node ADDR`: a client of that node, over TLS checked against `--ca`,
+/// authenticated by `--token`.
+async fn connect(
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+    home: &std::path::Path,
+    addr: &str,
+) -> OpResult<Remote> {
+    let token = token
+        .ok_or_else(|| OpError::Usage("--node needs --token (see `nexus token issue`)".into()))?;
+    let default_ca = home.join("tls").join(tls::CA_CERT);
+    let ca = ca.unwrap_or(&default_ca);
+    Remote::connect(addr, token, tls::client_config(ca)?).await
 }
 
 /// The command on this data directory's kernel, as the operator, `--as`

@@ -376,7 +376,7 @@ fn tokens_carry_an_identity_and_are_refused_with_a_reason() {
         2
     );
 
-    let key = std::fs::metadata(h.0.path().join("node.key")).unwrap();
+    let key = std::fs::metadata(h.0.path().join("issuer.key")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
 }

@@ -1100,7 +1100,7 @@ fn agents_run_together_on_a_node_with_with() {
 
 #[test]
 fn a_node_keeps_an_audit_log_of_what_it_serves() {
-    let c = Cluster::with_zone(1, "1");
+    let c = Cluster::with_zone(2, "1,2");
     c.ok(
         0,
         &["fs", "mkdir", "--zone", "z1", "/audited"],
@@ -1109,42 +1109,50 @@ fn a_node_keeps_an_audit_log_of_what_it_serves() {
     // agent:bot's token reads, but no tuple grants it anything in z1.
     let out = c.cli_as(0, &c.token_bot.0, &["fs", "ls", "--zone", "z1", "/audited"]);
     assert_eq!(out.status.code(), Some(4));
-    // The node's record store, read while the node runs; its writer
-    // batches, so the records arrive shortly after.
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = nexus(&c.homes[0])
-            .args(["audit", "tail", "--json", "-n", "200"])
-            .output()
-            .unwrap();
-        let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let records = |out: Output| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let has = |op: &str, result: &str, who: &str| {
-            records.iter().any(|r| {
-                r["op"] == op && r["result"] == result && r["principal"].as_str() == Some(who)
-            })
-        };
-        let owner = records
-            .iter()
-            .find(|r| r["op"] == "mkdir")
-            .and_then(|r| r["principal"].as_str())
-            .unwrap_or("?")
-            .to_owned();
-        if has("mkdir", "ok", &owner)
-            && records
+            .collect()
+    };
+    let tail = ["audit", "tail", "--json", "-n", "200"];
+    // Node 1's record store, read directly while the node runs, and
+    // through the node (for an admin of the zone); node 2's has the
+    // replica node 1 asked it to take. The writers batch, so the records
+    // arrive shortly after.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let direct = records(nexus(&c.homes[0]).args(tail).output().unwrap());
+        let through = records(c.cli(0, &[&tail[..], &["--zone", "z1"]].concat()));
+        let node2 = records(nexus(&c.homes[1]).args(tail).output().unwrap());
+        let complete = |records: &[serde_json::Value]| {
+            let owner = records
                 .iter()
-                .any(|r| r["result"] == "denied" && r["principal"] == "agent:bot")
-        {
+                .find(|r| r["op"] == "mkdir")
+                .and_then(|r| r["principal"].as_str())
+                .unwrap_or("?");
+            records
+                .iter()
+                .any(|r| r["op"] == "mkdir" && r["result"] == "ok" && r["principal"] == owner)
+                && records
+                    .iter()
+                    .any(|r| r["result"] == "denied" && r["principal"] == "agent:bot")
+        };
+        let joined = node2
+            .iter()
+            .any(|r| r["op"] == "join-zone" && r["principal"] == "node:1" && r["result"] == "ok");
+        if complete(&direct) && complete(&through) && joined {
             break;
         }
         assert!(
             Instant::now() < until,
-            "the node's audit log lacks the mkdir or the denial: {records:?}"
+            "an audit log lacks the mkdir, the denial or the join: {direct:?} {through:?} {node2:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Reading the log needs admin on the zone.
+    let out = c.cli_as(0, &c.token_bot.0, &[&tail[..], &["--zone", "z1"]].concat());
+    assert_eq!(out.status.code(), Some(4));
 }
 
 #[test]

@@ -221,6 +221,8 @@ enum Msg {
 
 /// The hot path's handle on the audit log.
 pub struct AuditSink {
+    /// Where the writer writes; read back by `Kernel::audit_tail`.
+    store: RecordStore,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     overflow: std::sync::Arc<AtomicU64>,
@@ -232,6 +234,7 @@ impl AuditSink {
         let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
         let overflow = std::sync::Arc::new(AtomicU64::new(0));
         let lost = overflow.clone();
+        let reader = store.clone();
         let writer = tokio::spawn(async move {
             let mut inbox = Vec::with_capacity(BATCH);
             let mut batch = Vec::with_capacity(BATCH);
@@ -266,10 +269,15 @@ impl AuditSink {
             }
         });
         AuditSink {
+            store: reader,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             overflow,
         }
+    }
+
+    pub fn store(&self) -> &RecordStore {
+        &self.store
     }
 
     pub fn record(&self, r: AuditRecord) {

@@ -137,6 +137,9 @@ impl TupleSource for ZoneTuples<'_> {
     }
 }
 
+/// Audit records one `audit_tail` returns at most.
+pub const AUDIT_PAGE: i64 = 1000;
+
 /// Who asks for a token to be signed.
 pub struct Issuer {
     pub principal: Principal,
@@ -271,6 +274,25 @@ impl Kernel {
             )));
         }
         Ok(())
+    }
+
+    /// The audit records of the task's zone in this node's record store
+    /// (after record `after`, oldest first; or the newest), at most
+    /// [`AUDIT_PAGE`]. Needs `admin` on the zone: the log shows what every
+    /// principal did.
+    pub async fn audit_tail(
+        &self,
+        task: &Task,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::access::audit::StoredRecord>> {
+        self.require_on_zone(task, Permission::Admin, "audit")?;
+        let sink = self.audit.get().ok_or_else(|| {
+            KernelError::Unavailable(format!("node {} keeps no audit log", self.node_id()))
+        })?;
+        let zone = task.zone().to_string();
+        let limit = limit.clamp(0, AUDIT_PAGE);
+        sink.store().tail(Some(&zone), after, limit).await
     }
 
     /// Revokes a token of the task's zone on every node serving the zone

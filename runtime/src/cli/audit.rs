@@ -1,12 +1,13 @@
 //! `nexus audit tail`: reads the record store directly, so it works while
-//! another `nexus` process holds the data directory.
+//! another `nexus` process holds the data directory; with `--node`, a
+//! zone's records in that node's log (for an admin of the zone).
 
 use std::time::Duration;
 
 use nexus_kernel::{RecordStore, StoredRecord};
 
 use super::args::AuditCmd;
-use crate::ops::{OpError, OpResult};
+use crate::ops::{OpError, OpResult, Ops};
 use crate::output;
 
 /// The audit log's SQLite file in a data directory (embedded or a node's).
@@ -32,7 +33,35 @@ fn print(r: &StoredRecord, json: bool) -> OpResult {
     Ok(())
 }
 
-pub async fn run(store: &RecordStore, cmd: AuditCmd) -> OpResult {
+/// Where `audit tail` reads: the record store itself (the data
+/// directory's, or `--record-store`), or a node, for one zone.
+pub enum Source<'a> {
+    Store(&'a RecordStore),
+    Node(&'a dyn Ops),
+}
+
+impl Source<'_> {
+    async fn tail(
+        &self,
+        zone: Option<&str>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> OpResult<Vec<StoredRecord>> {
+        match self {
+            Source::Store(store) => Ok(store.tail(zone, after, limit).await?),
+            Source::Node(ops) => {
+                let zone = zone.ok_or_else(|| {
+                    OpError::Usage(
+                        "through a node, audit tail needs --zone (a zone you administer)".into(),
+                    )
+                })?;
+                ops.audit_tail(zone, after, limit).await
+            }
+        }
+    }
+}
+
+pub async fn run(source: Source<'_>, cmd: AuditCmd) -> OpResult {
     let AuditCmd::Tail {
         zone,
         follow,
@@ -40,7 +69,7 @@ pub async fn run(store: &RecordStore, cmd: AuditCmd) -> OpResult {
         json,
     } = cmd;
     let mut last = 0;
-    for r in store.tail(zone.as_deref(), None, lines.max(0)).await? {
+    for r in source.tail(zone.as_deref(), None, lines.max(0)).await? {
         last = r.id;
         print(&r, json)?;
     }
@@ -50,7 +79,7 @@ pub async fn run(store: &RecordStore, cmd: AuditCmd) -> OpResult {
     // Until interrupted.
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        for r in store.tail(zone.as_deref(), Some(last), 1000).await? {
+        for r in source.tail(zone.as_deref(), Some(last), 1000).await? {
             last = r.id;
             print(&r, json)?;
         }

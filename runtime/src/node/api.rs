@@ -249,6 +249,19 @@ impl Node for NodeApi {
         })
     }
 
+    async fn audit_tail(&self, req: Request<pb::AuditTailRequest>) -> Reply<pb::AuditRecords> {
+        let r = req.get_ref();
+        let after = (r.after > 0).then_some(r.after);
+        let records = self.ops(&req)?.audit_tail(&r.zone, after, r.limit).await;
+        ok(pb::AuditRecords {
+            records: records
+                .map_err(refused)?
+                .into_iter()
+                .map(wire::audit_record)
+                .collect(),
+        })
+    }
+
     async fn gc(&self, req: Request<pb::Empty>) -> Reply<pb::GcReport> {
         let r = self.ops(&req)?.gc().await.map_err(refused)?;
         ok(wire::gc_report(r))

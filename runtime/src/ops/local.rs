@@ -12,6 +12,7 @@ use nexus_kernel::Claims;
 use nexus_kernel::GcReport;
 use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::StoredRecord;
 use nexus_kernel::ZoneStatus;
 use nexus_kernel::{Capabilities, Permission, Principal, Task};
 use nexus_kernel::{FileKind, Stat, ZoneId};
@@ -135,6 +136,16 @@ impl Ops for Local {
 
     /// GC spans every zone on the node, so it runs as a task in each zone
     /// in turn to prove `admin` on all of them.
+    async fn audit_tail(
+        &self,
+        zone: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> OpResult<Vec<StoredRecord>> {
+        let task = self.task(zone)?;
+        Ok(self.kernel.audit_tail(&task, after, limit).await?)
+    }
+
     async fn gc(&self) -> OpResult<GcReport> {
         let tasks = self
             .kernel

@@ -17,6 +17,7 @@ use nexus_kernel::Claims;
 use nexus_kernel::GcReport;
 use nexus_kernel::PipeStat;
 use nexus_kernel::Stat;
+use nexus_kernel::StoredRecord;
 use nexus_kernel::ZoneStatus;
 use serde::{Deserialize, Serialize};
 
@@ -209,6 +210,14 @@ pub trait Ops: Send + Sync {
     async fn add_replica(&self, zone: &str, replica: ReplicaSpec) -> OpResult<Membership>;
     async fn remove_replica(&self, zone: &str, node: u64) -> OpResult<Membership>;
     async fn gc(&self) -> OpResult<GcReport>;
+    /// The zone's audit records in the log of the node that answers
+    /// (after record `after`, oldest first; or the newest `limit`).
+    async fn audit_tail(
+        &self,
+        zone: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> OpResult<Vec<StoredRecord>>;
 
     async fn mkdir(&self, zone: &str, path: &str, parents: bool) -> OpResult;
     /// Creates or atomically replaces `path` with `data`; the bytes written.

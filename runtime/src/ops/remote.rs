@@ -15,6 +15,7 @@ use nexus_kernel::GcReport;
 use nexus_kernel::KernelError;
 use nexus_kernel::PipeStat;
 use nexus_kernel::Stat;
+use nexus_kernel::StoredRecord;
 use nexus_kernel::ZoneStatus;
 use nexus_proto::node as pb;
 use nexus_proto::node::node_client::NodeClient;
@@ -224,6 +225,25 @@ impl Ops for Remote {
         });
         let m = self.node().remove_replica(req).await.map_err(op_error)?;
         wire::from_membership(m.into_inner())
+    }
+
+    async fn audit_tail(
+        &self,
+        zone: &str,
+        after: Option<i64>,
+        limit: i64,
+    ) -> OpResult<Vec<StoredRecord>> {
+        let req = self.request(pb::AuditTailRequest {
+            zone: zone.to_owned(),
+            after: after.unwrap_or(0),
+            limit,
+        });
+        let r = self.node().audit_tail(req).await.map_err(op_error)?;
+        Ok(r.into_inner()
+            .records
+            .into_iter()
+            .map(wire::from_audit_record)
+            .collect())
     }
 
     async fn gc(&self) -> OpResult<GcReport> {

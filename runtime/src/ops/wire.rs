@@ -10,6 +10,7 @@ use nexus_kernel::Claims;
 use nexus_kernel::GcReport;
 use nexus_kernel::KernelError;
 use nexus_kernel::{Attached, PipeMode, PipeStat};
+use nexus_kernel::{AuditRecord, StoredRecord};
 use nexus_kernel::{Capabilities, Principal};
 use nexus_kernel::{FileKind, Stat, ZoneId};
 use nexus_kernel::{ReplicaProgress, ZoneStatus};
@@ -421,6 +422,35 @@ pub fn from_tuple_row(t: pb::TupleRow) -> TupleRow {
         relation: t.relation,
         subject: t.subject,
         path: t.path,
+    }
+}
+
+pub fn audit_record(r: StoredRecord) -> pb::AuditRecord {
+    let a = r.record;
+    pb::AuditRecord {
+        id: r.id,
+        time: a.time,
+        zone: a.zone,
+        pid: a.pid,
+        principal: a.principal,
+        op: a.op,
+        path: a.path,
+        result: a.result,
+    }
+}
+
+pub fn from_audit_record(r: pb::AuditRecord) -> StoredRecord {
+    StoredRecord {
+        id: r.id,
+        record: AuditRecord {
+            time: r.time,
+            zone: r.zone,
+            pid: r.pid,
+            principal: r.principal,
+            op: r.op,
+            path: r.path,
+            result: r.result,
+        },
     }
 }
 
