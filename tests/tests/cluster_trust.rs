@@ -255,3 +255,85 @@ async fn a_rotated_certificate_works_and_the_old_one_can_be_revoked() {
     );
     assert!(NodeTls::load(&tls3, 3).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_snapshot_and_a_refused_add_replica_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(dir.path()).await;
+    // A snapshot "from node 2" (term 1000, index 10^6) sent with node 3's
+    // certificate: refused before any of it is read.
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = 2;
+    m.to = 1;
+    m.term = 1000;
+    m.mut_snapshot().mut_metadata().index = 1_000_000;
+    m.mut_snapshot().mut_metadata().term = 1000;
+    let chunks = nexus_runtime::node::snapshot::split("z1", (2, 0), 1, m, None).unwrap();
+    let node3 = Dialer::Node(nodes[2].tls.clone());
+    let channel = tls::channel(&node3, &nodes[0].addr.to_string(), &tls::node_name(1))
+        .await
+        .unwrap();
+    let s = RaftTransportClient::new(channel)
+        .install_snapshot(futures::stream::iter(chunks))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    let z1 = ZoneId::new("z1").unwrap();
+    let status = nodes[0]
+        .kernel
+        .zone_status(
+            &nodes[0]
+                .kernel
+                .spawn_task(owner(), &z1, nexus_kernel::Capabilities::ALL)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(status.term < 1000, "{status:?}");
+
+    // A read-only token asks node 1 to add node 3 to a zone node 3 does
+    // not serve: refused before node 3 is asked to join, so no replica is
+    // left there.
+    let z9 = ZoneId::new("z9").unwrap();
+    let replicas = vec![(1, Role::Voter), (2, Role::Voter)];
+    nodes[1]
+        .kernel
+        .join_zone(&z9, replicas.clone())
+        .await
+        .unwrap();
+    nodes[0]
+        .kernel
+        .create_zone_on(&owner(), &z9, replicas)
+        .await
+        .unwrap();
+    let reader = Principal::parse("agent:reader").unwrap();
+    let (token, _) = nodes[0]
+        .kernel
+        .tokens()
+        .issue(
+            reader,
+            z9.clone(),
+            Vec::new(),
+            nexus_kernel::Capabilities::parse("read,enter").unwrap(),
+            600,
+        )
+        .unwrap();
+    let client = tls::client_config(&local::ca_cert(dir.path())).unwrap();
+    let remote =
+        nexus_runtime::ops::remote::Remote::connect(&nodes[0].addr.to_string(), &token, client)
+            .await
+            .unwrap();
+    use nexus_runtime::ops::Ops as _;
+    let spec = nexus_runtime::ops::ReplicaSpec::parse("3").unwrap();
+    let e = remote.add_replica("z9", spec).await.unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    assert!(
+        nodes[2].kernel.zone_record(&z9).is_err(),
+        "a stray replica was left on node 3"
+    );
+}
+
+fn owner() -> Principal {
+    Principal::parse("user:owner").unwrap()
+}
