@@ -79,6 +79,11 @@ async fn outsiders_and_impostors_are_refused() {
     let nodes = three(dir.path()).await;
     let addr = nodes[0].addr.to_string();
 
+    // Connections that never say a word hold up nobody.
+    let stalled: Vec<_> = (0..32)
+        .map(|_| std::net::TcpStream::connect(nodes[0].addr).unwrap())
+        .collect();
+
     // Plaintext: the handshake fails, no call is answered.
     let plain = NodeClient::connect(format!("http://{addr}")).await;
     if let Ok(mut c) = plain {
@@ -153,6 +158,8 @@ async fn outsiders_and_impostors_are_refused() {
         .kernel
         .zone_record(&ZoneId::new("rogue").unwrap())
         .is_err());
+    // (Every call above was served while those connections waited.)
+    drop(stalled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The accepting side: TCP connections become TLS streams before the gRPC
 //! server sees a byte of them. Handshakes run on tasks of their own, at
 //! most [`MAX_HANDSHAKES`] at a time and each within [`HANDSHAKE_TIMEOUT`],
-//! so a peer that connects and stalls holds up nobody. A plaintext client,
+//! so a peer that connects and stalls holds up nobody; at most
+//! [`MAX_CONNECTIONS`] are open at once (a connection beyond is closed at
+//! accept). A plaintext client,
 //! a certificate from another CA, an expired or revoked one: the handshake
 //! fails and the connection is closed.
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -24,6 +26,8 @@ use super::{CertInfo, NodeTls};
 pub const MAX_HANDSHAKES: usize = 256;
 /// A handshake not done by then is abandoned.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once at most, handshaking or served.
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// Who is at the other end of a connection, as its handshake showed;
 /// every request on the connection carries it (`Request::extensions`).
@@ -41,10 +45,12 @@ impl Peer {
     }
 }
 
-/// An accepted connection after its handshake.
+/// An accepted connection after its handshake; it holds its place among
+/// the [`MAX_CONNECTIONS`] until dropped.
 pub struct PeerStream {
     tls: TlsStream<TcpStream>,
     peer: Peer,
+    _open: OwnedSemaphorePermit,
 }
 
 impl Connected for PeerStream {
@@ -104,6 +110,7 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -117,6 +124,10 @@ pub fn incoming(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let Ok(slot) = open.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "{MAX_CONNECTIONS} connections open: connection closed");
+                continue;
             };
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
                 tracing::warn!(%remote, "too many TLS handshakes in progress: connection closed");
@@ -150,7 +161,12 @@ pub fn incoming(
                     _ => None,
                 };
                 let peer = Peer { remote, cert };
-                let _ = tx.send(Ok(PeerStream { tls: stream, peer })).await;
+                let stream = PeerStream {
+                    tls: stream,
+                    peer,
+                    _open: slot,
+                };
+                let _ = tx.send(Ok(stream)).await;
             });
         }
     });
