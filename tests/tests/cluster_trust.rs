@@ -344,3 +344,23 @@ async fn a_forged_snapshot_and_a_refused_add_replica_change_nothing() {
 fn owner() -> Principal {
     Principal::parse("user:owner").unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(dir.path()).await;
+    let node3 = Dialer::Node(nodes[2].tls.clone());
+    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
+        .await
+        .unwrap();
+    // Node 3 gets a certificate that ends now: the one thing that changes.
+    let ca = Authority::open(&dir.path().join("ca")).unwrap();
+    let tls3 = dir.path().join("node3/tls");
+    ca.issue_node(3, &[], 0, &tls3).unwrap();
+    nodes[2].tls.reload().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The server refuses it at the handshake (the client sees the alert,
+    // or the connection closed under it, as TLS 1.3's timing has it).
+    let refused = exchange(&node3, &nodes[0], forged_batch(3, 3, 1)).await;
+    assert!(refused.is_err(), "an expired certificate was accepted");
+}
