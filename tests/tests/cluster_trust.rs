@@ -127,6 +127,13 @@ async fn outsiders_and_impostors_are_refused() {
         .unwrap();
     let client = Dialer::Client(tls::client_config(&local::ca_cert(dir.path())).unwrap());
     let channel = tls::channel(&client, &addr, tls::ANY_NODE).await.unwrap();
+    // A client's connection (TLS, no certificate) on the Raft transport:
+    // refused before a message is read.
+    let s = RaftTransportClient::new(channel.clone())
+        .exchange(futures::stream::iter([forged_batch(2, 2, 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
     let mut api = NodeClient::new(channel);
     fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);

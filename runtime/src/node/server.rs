@@ -95,6 +95,8 @@ impl Receiver {
         peer: Option<&Peer>,
         mut inbound: Streaming<SnapshotChunk>,
     ) -> Result<u64, Status> {
+        // Authenticated before a byte of it is read.
+        certified_node(&self.tls, peer)?;
         let first = inbound
             .message()
             .await?
@@ -179,6 +181,11 @@ impl RaftTransport for RaftService {
         request: Request<Streaming<Batch>>,
     ) -> Result<Response<Self::ExchangeStream>, Status> {
         let peer = Peer::of(&request).cloned();
+        // Authenticated before a byte of it is read.
+        if let Err(refused) = certified_node(&self.0.tls, peer.as_ref()) {
+            tracing::warn!("refused a raft stream: {}", refused.message());
+            return Err(refused);
+        }
         let mut inbound = request.into_inner();
         let (acks, stream) = mpsc::channel(16);
         let svc = self.0.clone();
