@@ -68,7 +68,8 @@ impl NodeApi {
         }
     }
 
-    fn bearer<T>(req: &Request<T>) -> Result<String, Status> {
+    /// The request's bearer token (not yet verified).
+    pub(super) fn bearer<T>(req: &Request<T>) -> Result<String, Status> {
         req.metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())

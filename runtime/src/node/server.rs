@@ -243,7 +243,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftService::new(kernel.clone(), tls.clone(), peers.iter().map(|(id, _)| *id));
-    let api = super::api::NodeApi::new(kernel, tls.clone(), peers);
+    let api = super::api::NodeApi::new(kernel.clone(), tls.clone(), peers);
+    let api = nexus_proto::node::node_server::NodeServer::new(api)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let (k, t) = (kernel, tls.clone());
+    let api = tonic::service::interceptor::InterceptedService::new(api, move |req| {
+        authenticated(&k, &t, req)
+    });
     tonic::transport::Server::builder()
         .http2_adaptive_window(Some(true))
         .add_service(
@@ -251,13 +258,21 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .add_service(
-            nexus_proto::node::node_server::NodeServer::new(api)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
+        .add_service(api)
         .serve_with_incoming_shutdown(super::tls::accept::incoming(listener, tls), shutdown)
         .await
+}
+
+/// Every client API call is authenticated before its message is read: a
+/// token that verifies, or a connection certified as a node's (the calls
+/// between nodes carry no token). Each call then checks what it needs.
+fn authenticated(kernel: &Kernel, tls: &NodeTls, req: Request<()>) -> Result<Request<()>, Status> {
+    if certified_node(tls, Peer::of(&req)).is_ok() {
+        return Ok(req);
+    }
+    let token = super::api::NodeApi::bearer(&req)?;
+    kernel.verify_token(&token).map_err(super::api::status)?;
+    Ok(req)
 }
 
 /// Binds `addr` (port 0 picks a free one); returns the listener and its address.
