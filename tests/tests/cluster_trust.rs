@@ -102,16 +102,28 @@ async fn outsiders_and_impostors_are_refused() {
     assert!(refused.is_err(), "a foreign CA's certificate was accepted");
 
     // Node 3's real certificate, claiming to be node 2 (in the batch, or
-    // in the message): refused.
+    // in the message): refused, a heartbeat or a proposal alike (the
+    // issue's forged MsgPropose wrote a tuple and a file into every
+    // replica).
     let node3 = Dialer::Node(nodes[2].tls.clone());
-    let s = exchange(&node3, &nodes[0], forged_batch(2, 2, 1))
-        .await
-        .unwrap_err();
-    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
-    assert!(
-        s.message().contains("node 3 sent a message as node 2"),
-        "{s:?}"
-    );
+    let mut proposal = forged_batch(2, 2, 1);
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgPropose);
+    m.from = 2;
+    m.to = 1;
+    m.mut_entries().push(raft::prelude::Entry {
+        data: b"forged".to_vec().into(),
+        ..Default::default()
+    });
+    proposal.envelopes[0].message = m.write_to_bytes().unwrap();
+    for batch in [forged_batch(2, 2, 1), proposal] {
+        let s = exchange(&node3, &nodes[0], batch).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(
+            s.message().contains("node 3 sent a message as node 2"),
+            "{s:?}"
+        );
+    }
     // Honest framing, a lie inside: refused per message (the ack says so).
     exchange(&node3, &nodes[0], forged_batch(3, 2, 1))
         .await
