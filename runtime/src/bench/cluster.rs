@@ -126,8 +126,10 @@ pub async fn cluster(scratch: &Path, scale: usize) -> OpResult<Vec<Row>> {
 
     // Failover: stop the leader (off the network, zones stopped), then
     // write through a survivor until the new leader accepts it.
-    nodes[li].kill().await?;
+    // The clock starts when the leader is told to stop: its replicas
+    // fall silent from that moment, and stopping it takes time of its own.
     let t = Instant::now();
+    nodes[li].kill().await?;
     let sk = nodes[fi].kernel.clone();
     let mut i = 0;
     loop {
