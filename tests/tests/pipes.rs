@@ -80,6 +80,23 @@ fn run_pair(home: &Path, agent: &str, args: &[&str], companion: &str) -> Output 
     run(home, &all)
 }
 
+/// The pipeline example's producer (`jobs` jobs) with `companions` beside it.
+fn pipeline(home: &Path, producer: &Path, companions: &[String], jobs: &str) -> Output {
+    let mut all = vec![
+        "run",
+        producer.to_str().unwrap(),
+        "--zone",
+        "z1",
+        "--timeout",
+        "60s",
+    ];
+    for c in companions {
+        all.extend(["--with", c.as_str()]);
+    }
+    all.extend(["--", jobs]);
+    run(home, &all)
+}
+
 fn stat_json(home: &Path, path: &str) -> serde_json::Value {
     serde_json::from_str(&ok(home, &["pipe", "stat", "--zone", "z1", path, "--json"])).unwrap()
 }
@@ -90,22 +107,7 @@ fn the_pipeline_example_runs_producer_and_consumer_together() {
     let consumer = guest("examples/pipeline/consumer");
     let dir = zone_for(&["agent:producer", "agent:consumer"]);
     let home = dir.path();
-    let with = format!("{}", consumer.display());
-    let out = run(
-        home,
-        &[
-            "run",
-            producer.to_str().unwrap(),
-            "--zone",
-            "z1",
-            "--timeout",
-            "60s",
-            "--with",
-            &with,
-            "--",
-            "20000",
-        ],
-    );
+    let out = pipeline(home, &producer, &[consumer.display().to_string()], "20000");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("producer: sent 20000 jobs"), "{stdout}");
@@ -130,6 +132,54 @@ fn the_pipeline_example_runs_producer_and_consumer_together() {
     assert_eq!(s["writers"], 0);
     let ls = ok(home, &["pipe", "ls", "--zone", "z1"]);
     assert!(ls.contains("/pipes/jobs") && ls.contains("65536"), "{ls}");
+}
+
+/// Invariant 16: a write up to the atomic size is never split. libc's
+/// `write` takes only what `check-write` grants, so the grant must cover a
+/// whole atomic write or be nothing (the writer then waits).
+#[test]
+fn small_writes_into_a_full_pipe_are_never_split() {
+    let pipes = guest("guests/pipes");
+    let dir = zone_for(&["agent:pipes"]);
+    let home = dir.path();
+    mkpipe(home, "/p", "95B");
+    let reader = format!("{} read-all /p", pipes.display());
+    let out = run_pair(
+        home,
+        pipes.to_str().unwrap(),
+        &["lines", "/p", "2000", "10"],
+        &reader,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("wrote 2000 lines, 0 short"), "{stdout}");
+    assert!(
+        stdout.contains("read 20000 bytes to end-of-file"),
+        "{stdout}"
+    );
+}
+
+/// Two producers of the pipeline example feed one consumer: every line
+/// arrives whole (the consumer refuses a garbled one).
+#[test]
+fn two_producers_never_interleave_their_lines() {
+    let producer = guest("examples/pipeline/producer");
+    let consumer = guest("examples/pipeline/consumer");
+    let dir = zone_for(&["agent:producer", "agent:consumer"]);
+    let home = dir.path();
+    let companions = [
+        format!("{} 10000", producer.display()),
+        consumer.display().to_string(),
+    ];
+    let out = pipeline(home, &producer, &companions, "10000");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let n: u128 = 10000;
+    let sum = 2 * (n * (n + 1) * (2 * n + 1) / 6);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("consumer: 20000 jobs, sum of squares {sum}")),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -64,6 +64,28 @@ fn main() {
                 });
             println!("wrote {}", num(3));
         }
+        // Writes N lines of SIZE bytes, each with one `write()` call (no
+        // retry), and counts the calls that wrote less than the whole line.
+        "lines" => {
+            let mut f = writer(&arg(2));
+            let (n, size) = (num(3), num(4) as usize);
+            let mut line = vec![b'l'; size];
+            if let Some(last) = line.last_mut() {
+                *last = b'\n';
+            }
+            let mut short = 0;
+            for _ in 0..n {
+                match f.write(&line) {
+                    Ok(w) if w == size => {}
+                    Ok(_) => short += 1,
+                    Err(e) => {
+                        println!("write failed: {:?}", e.kind());
+                        exit(1)
+                    }
+                }
+            }
+            println!("wrote {n} lines, {short} short");
+        }
         // Reads to end-of-file with std::fs.
         "read-all" => {
             let mut f = File::open(arg(2)).unwrap_or_else(|e| {

@@ -70,7 +70,8 @@ impl InputStream for PipeInputStream {
 }
 
 /// The write side of a pipe as an output stream. `check-write` grants the
-/// ring's free space; bytes a concurrent writer's race left without room
+/// ring's free space, at least an atomic write's worth (nothing when the
+/// ring is full); bytes a concurrent writer's race left without room
 /// wait in `pending` (at most one grant's worth) and go out on the next call
 /// or when the stream's pollable is awaited. `blocking-write-and-flush`
 /// (what libc's `write` uses) puts each call's bytes in the ring whole when
@@ -117,13 +118,22 @@ impl PipeOutputStream {
         }
     }
 
-    /// Room a write may use now: 0 while bytes are pending or the ring is full.
+    /// Room a write may use now: 0 while bytes are pending or the ring is
+    /// full, else the ring's free space but never less than an atomic
+    /// write. libc's `write` asks `check-write` and writes only what it is
+    /// granted, so granting a sliver would split a small write (invariant
+    /// 16); granted in full, a write up to the atomic size goes into the
+    /// ring whole (the kernel takes it all or nothing), waiting in
+    /// `pending` until it fits.
     fn permit(&mut self) -> Result<usize, KernelError> {
         self.push_pending()?;
         if !self.pending.is_empty() {
             return Ok(0);
         }
-        Ok(self.end.room()?.min(STREAM_CHUNK))
+        match self.end.room()? {
+            0 => Ok(0),
+            room => Ok(room.max(self.end.atomic()).min(STREAM_CHUNK)),
+        }
     }
 }
 

@@ -9,11 +9,17 @@ use crate::agent::host::RunError;
 use crate::ops::{AgentSpec, OpError, OpResult, Ops, RunIo, RunSpec};
 use crate::units;
 
-/// `--with "AGENT.wasm ARGS..."`: a path and its arguments.
+/// `--with "AGENT.wasm ARGS..."`: a path and its arguments, split as a
+/// shell would (quotes keep words together).
 fn companion(spec: &str) -> OpResult<(String, Vec<String>)> {
-    let mut words = spec.split_whitespace();
+    let words = shlex::split(spec).ok_or_else(|| {
+        OpError::Usage(format!(
+            "--with {spec:?}: an unclosed quote or a trailing backslash"
+        ))
+    })?;
+    let mut words = words.into_iter();
     match words.next() {
-        Some(path) => Ok((path.to_owned(), words.map(str::to_owned).collect())),
+        Some(path) => Ok((path, words.collect())),
         None => Err(OpError::Usage(
             "--with needs an agent: --with \"AGENT.wasm [ARGS...]\"".into(),
         )),
@@ -53,4 +59,20 @@ pub async fn run(ops: &dyn Ops, args: RunArgs) -> OpResult<i32> {
     };
     // Output to this process's own streams always has a receiver.
     Ok(ops.run(spec, RunIo::Inherit).await?.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::companion;
+
+    #[test]
+    fn companions_are_split_like_a_shell_would() {
+        let (path, args) = companion("b.wasm 'two words' three \"four five\"").unwrap();
+        assert_eq!(path, "b.wasm");
+        assert_eq!(args, ["two words", "three", "four five"]);
+        let (path, args) = companion("'my agent.wasm'").unwrap();
+        assert_eq!((path.as_str(), args.len()), ("my agent.wasm", 0));
+        assert!(companion("b.wasm 'unclosed").is_err());
+        assert!(companion("   ").is_err());
+    }
 }
