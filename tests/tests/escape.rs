@@ -105,6 +105,16 @@ fn paths_never_leave_the_zone() {
     assert_eq!(line(&out, "create long name"), "InvalidFilename");
     assert!(line(&out, "symlink").contains("unsupported"), "{out}");
     assert_eq!(line(&out, "hard link"), "Unsupported");
+    // As stock wasmtime-wasi 48 answers (its `open_at`): a directory is
+    // not created by `open-at`, and the sync flags are refused.
+    assert!(
+        line(&out, "open directory|create").contains("\"invalid\""),
+        "{out}"
+    );
+    assert!(
+        line(&out, "open with sync").contains("\"unsupported\""),
+        "{out}"
+    );
     s.intact();
 }
 

@@ -51,6 +51,25 @@ fn main() {
                 "hard link: {}",
                 outcome(fs::hard_link("/secret.txt", "/hard"))
             );
+            use nexus_guest::raw::wasi::filesystem::types::{
+                DescriptorFlags as D, OpenFlags as O, PathFlags,
+            };
+            let open = |name: &str, o: O, d: D| match root.open_at(PathFlags::empty(), name, o, d) {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("{e:?}"),
+            };
+            println!(
+                "open directory|create: {}",
+                open("newdir", O::DIRECTORY | O::CREATE, D::READ)
+            );
+            println!(
+                "open with sync: {}",
+                open(
+                    "synced",
+                    O::CREATE,
+                    D::READ | D::WRITE | D::FILE_INTEGRITY_SYNC
+                )
+            );
         }
         "net" => {
             println!(

@@ -422,6 +422,19 @@ impl HostDescriptor for AgentState {
         oflags: OpenFlags,
         flags: DescriptorFlags,
     ) -> FsResult<Resource<Descriptor>> {
+        // As stock wasmtime-wasi: the sync flags are refused, not silently
+        // dropped (durability is `sync`/`sync-data`), and `open-at` does
+        // not create, exclusively open or truncate a directory.
+        let sync = DescriptorFlags::FILE_INTEGRITY_SYNC
+            | DescriptorFlags::DATA_INTEGRITY_SYNC
+            | DescriptorFlags::REQUESTED_WRITE_SYNC;
+        if flags.intersects(sync) {
+            return Err(ErrorCode::Unsupported.into());
+        }
+        let shaping = OpenFlags::CREATE | OpenFlags::EXCLUSIVE | OpenFlags::TRUNCATE;
+        if oflags.contains(OpenFlags::DIRECTORY) && oflags.intersects(shaping) {
+            return Err(ErrorCode::Invalid.into());
+        }
         let p = self.desc(&fd)?.join(&path)?;
         let write = flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY);
         let opts = OpenOptions {
