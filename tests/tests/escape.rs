@@ -115,6 +115,13 @@ fn paths_never_leave_the_zone() {
         line(&out, "open with sync").contains("\"unsupported\""),
         "{out}"
     );
+    // The root directory may have its entries changed, not its bytes.
+    let flags = line(&out, "root flags");
+    assert!(flags.contains("MUTATE_DIRECTORY"), "{flags}");
+    assert!(
+        !flags.contains("| WRITE") && !flags.contains("(WRITE"),
+        "{flags}"
+    );
     s.intact();
 }
 

@@ -62,6 +62,10 @@ fn main() {
                 "open directory|create: {}",
                 open("newdir", O::DIRECTORY | O::CREATE, D::READ)
             );
+            match root.get_flags() {
+                Ok(f) => println!("root flags: {f:?}"),
+                Err(e) => println!("root flags: {e:?}"),
+            }
             println!(
                 "open with sync: {}",
                 open(

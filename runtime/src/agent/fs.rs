@@ -261,11 +261,13 @@ impl HostDescriptor for AgentState {
         if d.read {
             f |= DescriptorFlags::READ;
         }
+        // A directory is never open for writing its bytes, only for
+        // changing its entries (as stock reports it).
         if d.write {
-            f |= DescriptorFlags::WRITE;
-            if d.handle.kind == FileKind::Dir {
-                f |= DescriptorFlags::MUTATE_DIRECTORY;
-            }
+            f |= match d.handle.kind {
+                FileKind::Dir => DescriptorFlags::MUTATE_DIRECTORY,
+                _ => DescriptorFlags::WRITE,
+            };
         }
         Ok(f)
     }
