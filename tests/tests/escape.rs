@@ -115,6 +115,10 @@ fn paths_never_leave_the_zone() {
         line(&out, "open with sync").contains("\"unsupported\""),
         "{out}"
     );
+    // An empty path names nothing.
+    for attempt in ["open empty path", "stat empty path"] {
+        assert!(line(&out, attempt).contains("\"no-entry\""), "{out}");
+    }
     // The root directory may have its entries changed, not its bytes.
     let flags = line(&out, "root flags");
     assert!(flags.contains("MUTATE_DIRECTORY"), "{flags}");

@@ -62,6 +62,11 @@ fn main() {
                 "open directory|create: {}",
                 open("newdir", O::DIRECTORY | O::CREATE, D::READ)
             );
+            println!("open empty path: {}", open("", O::empty(), D::READ));
+            match root.stat_at(PathFlags::empty(), "") {
+                Ok(_) => println!("stat empty path: ok"),
+                Err(e) => println!("stat empty path: {e:?}"),
+            }
             match root.get_flags() {
                 Ok(f) => println!("root flags: {f:?}"),
                 Err(e) => println!("root flags: {e:?}"),

@@ -104,6 +104,11 @@ impl Descriptor {
         if rel.starts_with('/') {
             return Err(ErrorCode::NotPermitted.into());
         }
+        // An empty path names nothing (POSIX's ENOENT, as stock answers),
+        // not the directory itself.
+        if rel.is_empty() {
+            return Err(ErrorCode::NoEntry.into());
+        }
         Ok(format!("{}/{}", self.path.trim_end_matches('/'), rel))
     }
 }
