@@ -57,6 +57,16 @@ fn forged_batch(from: u64, claimed: u64, to: u64) -> Batch {
     }
 }
 
+/// Node 3's dialer, once node 1 has heard an honest batch from it: the
+/// control before a test changes one thing.
+async fn heard_from_node3(nodes: &[LocalNode]) -> Dialer {
+    let node3 = Dialer::Node(nodes[2].tls.clone());
+    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
+        .await
+        .unwrap();
+    node3
+}
+
 /// Sends `batch` on a Raft stream dialed with `dialer`; the first answer.
 async fn exchange(dialer: &Dialer, to: &LocalNode, batch: Batch) -> Result<(), tonic::Status> {
     let addr = to.addr.to_string();
@@ -185,11 +195,8 @@ async fn outsiders_and_impostors_are_refused() {
 async fn a_revoked_certificate_is_refused_on_new_and_open_connections() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = three(dir.path()).await;
-    let node3 = Dialer::Node(nodes[2].tls.clone());
     // Before: node 3 speaks for itself and is heard.
-    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
-        .await
-        .unwrap();
+    let node3 = heard_from_node3(&nodes).await;
     // An open stream from node 3, before the revocation.
     let channel = tls::channel(&node3, &nodes[0].addr.to_string(), &tls::node_name(1))
         .await
@@ -257,10 +264,7 @@ async fn a_rotated_certificate_works_and_the_old_one_can_be_revoked() {
     .unwrap();
     nodes[0].tls.reload().unwrap();
     // Node 3, with its new certificate, is heard.
-    let node3 = Dialer::Node(nodes[2].tls.clone());
-    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
-        .await
-        .unwrap();
+    heard_from_node3(&nodes).await;
     // Node 3's data directory with a certificate for another node, or a
     // revoked one, does not load.
     ca.issue_node(2, &[], 30, &dir.path().join("elsewhere"))
@@ -368,10 +372,7 @@ fn owner() -> Principal {
 async fn an_expired_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = three(dir.path()).await;
-    let node3 = Dialer::Node(nodes[2].tls.clone());
-    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
-        .await
-        .unwrap();
+    let node3 = heard_from_node3(&nodes).await;
     // Node 3 gets a certificate that ends now: the one thing that changes.
     let ca = Authority::open(&dir.path().join("ca")).unwrap();
     let tls3 = dir.path().join("node3/tls");

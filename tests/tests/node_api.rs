@@ -460,6 +460,18 @@ async fn malformed_and_broken_uploads_change_nothing() {
             .unwrap_err();
         assert!(s.message().contains("nothing was written"), "{s:?}");
     }
+    // Bytes after the end marker: refused, and nothing is written either.
+    let body = vec![
+        header("/f"),
+        data_chunk(vec![6; 10]),
+        end_chunk(10),
+        data_chunk(vec![6; 10]),
+    ];
+    let s = c
+        .put(with_token(futures::stream::iter(body), &n.token))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
     // An upload that breaks off (the client's source fails mid-way): the
     // node sees the call cancelled.
     let failing: Vec<OpResult<Bytes>> = vec![

@@ -266,13 +266,23 @@ pub async fn serve(
 /// Every client API call is authenticated before its message is read: a
 /// token that verifies, or a connection certified as a node's (the calls
 /// between nodes carry no token). Each call then checks what it needs.
-fn authenticated(kernel: &Kernel, tls: &NodeTls, req: Request<()>) -> Result<Request<()>, Status> {
-    if certified_node(tls, Peer::of(&req)).is_ok() {
-        return Ok(req);
+fn authenticated(
+    kernel: &Kernel,
+    tls: &NodeTls,
+    mut req: Request<()>,
+) -> Result<Request<()>, Status> {
+    match super::api::NodeApi::bearer(&req) {
+        // A caller's token (also on a call a node forwards for it): the
+        // handler takes the claims from here, one verification per call.
+        Ok(token) => {
+            let claims = kernel.verify_token(&token).map_err(super::api::status)?;
+            req.extensions_mut().insert(claims);
+            Ok(req)
+        }
+        // No token: only a node's own calls (JoinZone, LeaveZone).
+        Err(_) if certified_node(tls, Peer::of(&req)).is_ok() => Ok(req),
+        Err(no_token) => Err(no_token),
     }
-    let token = super::api::NodeApi::bearer(&req)?;
-    kernel.verify_token(&token).map_err(super::api::status)?;
-    Ok(req)
 }
 
 /// Binds `addr` (port 0 picks a free one); returns the listener and its address.

@@ -78,27 +78,35 @@ pub fn load_or_create(path: &Path) -> Result<SigningKey> {
     }
 }
 
-/// Writes a new signing key to `path` (mode 0600), replacing one there
-/// only if `replace`.
+/// Writes a new signing key to `path` (mode 0600). Without `replace`, an
+/// existing file is refused (created exclusively); with it, the new key
+/// is written beside and renamed over the old one, so a crash leaves one
+/// whole key or the other.
 pub fn create(path: &Path, replace: bool) -> Result<SigningKey> {
     let io =
         |e: std::io::Error| KernelError::Storage(format!("issuer key {}: {e}", path.display()));
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    let tmp = path.with_extension("new");
+    let target = if replace {
+        path.with_extension("new")
+    } else {
+        path.to_owned()
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(!replace)
+        .create(replace)
+        .truncate(replace)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
+        .open(&target)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => KernelError::Exist(path.display().to_string()),
+            _ => io(e),
+        })?;
     f.write_all(key.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
-    if !replace && path.exists() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(KernelError::Exist(path.display().to_string()));
+    if replace {
+        std::fs::rename(&target, path).map_err(io)?;
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
     Ok(key)
 }
 
@@ -248,9 +256,10 @@ pub fn trust(home: &Path, key: &str) -> Result<KeyInfo> {
 pub fn retire(home: &Path, key_or_kid: &str) -> Result<KeyInfo> {
     let path = home.join(TRUSTED);
     let mut ring = Keyring::load(&path)?;
-    let own = match std::fs::read(home.join(SIGNING_KEY)) {
-        Ok(_) => Some(load_or_create(&home.join(SIGNING_KEY))?.verifying_key()),
-        Err(_) => None,
+    let signing = home.join(SIGNING_KEY);
+    let own = match signing.exists() {
+        true => Some(load_or_create(&signing)?.verifying_key()),
+        false => None,
     };
     let key = ring
         .find(key_or_kid)

@@ -179,17 +179,31 @@ fn roots(cas: &[CertificateDer<'static>], path: &Path) -> Result<Arc<RootCertSto
 
 const ALPN_H2: &[u8] = b"h2";
 
+fn invalid(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Invalid(e.to_string())
+}
+
+/// A TLS 1.3 client configuration, still to be told whom it trusts.
+fn tls13_client() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>> {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(invalid)
+}
+
+/// `cfg` speaking HTTP/2, shared.
+fn h2_client(mut cfg: ClientConfig) -> Arc<ClientConfig> {
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Arc::new(cfg)
+}
+
 /// The configuration of a client that trusts the cluster CA in `ca_path`
 /// and has no certificate of its own (a CLI user; a token authenticates it).
 pub fn client_config(ca_path: &Path) -> Result<Arc<ClientConfig>> {
     let cas = read_certs(ca_path)?;
-    let mut cfg = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Invalid(e.to_string()))?
+    let cfg = tls13_client()?
         .with_root_certificates(roots(&cas, ca_path)?)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Arc::new(cfg))
+    Ok(h2_client(cfg))
 }
 
 /// A node's TLS material as last loaded: its identity, the CAs it trusts,
@@ -229,7 +243,6 @@ impl Trust {
             )));
         }
         let roots = roots(&cas, &ca_path)?;
-        let invalid = |e: &dyn std::fmt::Display| TlsError::Invalid(e.to_string());
         // Clients may come without a certificate (they bring a token); one
         // that presents a certificate must chain to the cluster CA and not
         // be revoked.
@@ -237,29 +250,26 @@ impl Trust {
             .with_crls(crls.clone())
             .allow_unauthenticated()
             .build()
-            .map_err(|e| invalid(&e))?;
+            .map_err(invalid)?;
         let mut server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| invalid(&e))?
+            .map_err(invalid)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| invalid(&e))?;
+            .map_err(invalid)?;
         server.alpn_protocols = vec![ALPN_H2.to_vec()];
         let peers = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
             .with_crls(crls)
             .build()
-            .map_err(|e| invalid(&e))?;
-        let mut client = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| invalid(&e))?
+            .map_err(invalid)?;
+        let client = tls13_client()?
             .with_webpki_verifier(peers)
             .with_client_auth_cert(chain, key)
-            .map_err(|e| invalid(&e))?;
-        client.alpn_protocols = vec![ALPN_H2.to_vec()];
+            .map_err(invalid)?;
         Ok(Trust {
             node,
             server: Arc::new(server),
-            client: Arc::new(client),
+            client: h2_client(client),
             revoked,
         })
     }
