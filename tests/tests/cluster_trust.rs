@@ -13,7 +13,7 @@ use nexus_kernel::{Principal, Role, ZoneId};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{JoinZoneRequest, Replica, ZoneRef};
 use nexus_proto::transport::raft_transport_client::RaftTransportClient;
-use nexus_proto::transport::{Batch, Envelope};
+use nexus_proto::transport::{Batch, BatchAck, Envelope};
 use nexus_runtime::node::local::{self, LocalNode};
 use nexus_runtime::node::tls::{self, authority::Authority, Dialer, NodeTls};
 use protobuf::Message as _;
@@ -61,14 +61,19 @@ fn forged_batch(from: u64, claimed: u64, to: u64) -> Batch {
 /// control before a test changes one thing.
 async fn heard_from_node3(nodes: &[LocalNode]) -> Dialer {
     let node3 = Dialer::Node(nodes[2].tls.clone());
-    exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
+    let ack = exchange(&node3, &nodes[0], forged_batch(3, 3, 1))
         .await
         .unwrap();
+    assert_eq!((ack.delivered, ack.refused.len()), (1, 0), "{ack:?}");
     node3
 }
 
 /// Sends `batch` on a Raft stream dialed with `dialer`; the first answer.
-async fn exchange(dialer: &Dialer, to: &LocalNode, batch: Batch) -> Result<(), tonic::Status> {
+async fn exchange(
+    dialer: &Dialer,
+    to: &LocalNode,
+    batch: Batch,
+) -> Result<BatchAck, tonic::Status> {
     let addr = to.addr.to_string();
     let expect = tls::node_name(to.kernel.node_id());
     let channel = tls::channel(dialer, &addr, &expect)
@@ -79,8 +84,9 @@ async fn exchange(dialer: &Dialer, to: &LocalNode, batch: Batch) -> Result<(), t
         .exchange(futures::stream::iter([batch]))
         .await?
         .into_inner();
-    acks.message().await?;
-    Ok(())
+    acks.message()
+        .await?
+        .ok_or_else(|| tonic::Status::aborted("the stream ended without an ack"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,9 +141,16 @@ async fn outsiders_and_impostors_are_refused() {
         );
     }
     // Honest framing, a lie inside: refused per message (the ack says so).
-    exchange(&node3, &nodes[0], forged_batch(3, 2, 1))
+    let ack = exchange(&node3, &nodes[0], forged_batch(3, 2, 1))
         .await
         .unwrap();
+    assert_eq!(ack.delivered, 0, "{ack:?}");
+    assert!(
+        ack.refused[0]
+            .reason
+            .contains("message from node 2 in a batch from node 3"),
+        "{ack:?}"
+    );
 
     // JoinZone and LeaveZone from a client with a full token: no.
     let owner = Principal::parse("user:owner").unwrap();
