@@ -455,6 +455,9 @@ impl Pipe {
 pub(crate) struct PipeTable {
     open: Mutex<HashMap<(ZoneId, Ino), Arc<Pipe>>>,
     checkpointer: OnceLock<()>,
+    /// Held through each checkpoint round: `close` waits out a round in
+    /// flight, whose pipes (and so the zones' storage) it holds.
+    round: tokio::sync::Mutex<()>,
     closed: AtomicBool,
 }
 
@@ -481,6 +484,7 @@ impl PipeTable {
     /// lets go of every pipe (and so of the zones' storage).
     pub(crate) async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::SeqCst);
+        let _round = self.round.lock().await;
         let r = self.checkpoint_all().await;
         self.pipes().clear();
         r
@@ -513,6 +517,7 @@ impl PipeTable {
                 loop {
                     tick.tick().await;
                     let Some(table) = table.upgrade() else { return };
+                    let _round = table.round.lock().await;
                     if table.closed.load(Ordering::SeqCst) {
                         return;
                     }
