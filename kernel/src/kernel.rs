@@ -24,6 +24,7 @@ use crate::access::identity::{Permission, Principal, Task};
 use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::access::token::TokenAuthority;
 use crate::consensus::driver::{DriverConfig, ZoneDriver};
+use crate::consensus::forward::Actor;
 use crate::consensus::replica::{Members, Replica, ReplicaConfig, Role};
 use crate::consensus::transport::{LocalOnly, Transport};
 use crate::error::{KernelError, Result};
@@ -189,8 +190,14 @@ pub struct Zone {
 }
 
 impl Zone {
-    pub async fn propose(&self, cmd: ZoneCommand) -> Result<crate::zone::command::Applied> {
-        self.driver.propose(cmd).await
+    /// Appends `cmd` to the zone's log for `by` (through the leader's node
+    /// when this replica follows) and waits until it is applied here.
+    pub(crate) async fn propose(
+        &self,
+        by: &Actor,
+        cmd: ZoneCommand,
+    ) -> Result<crate::zone::command::Applied> {
+        self.driver.propose(by, cmd).await
     }
 }
 
@@ -229,6 +236,38 @@ fn held_by_another_process(e: &std::io::Error) -> bool {
         || e.to_string().contains("could not acquire lock")
 }
 
+/// How long opening waits for a data directory's lock: sled lets go of
+/// it from background threads a moment after its last handle is dropped,
+/// so a directory this process closed just now may still be locked.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the metadata store under `home`, waiting out [`LOCK_GRACE`] for
+/// its lock; `busy` if another process holds it.
+fn open_meta(home: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        let opened = sled::Config::new()
+            .path(home.join("meta"))
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if held_by_another_process(&io) => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(KernelError::Busy(format!(
+                        "data directory {} is in use by another nexus process",
+                        home.display()
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(other) => {
+                return Err(KernelError::Storage(format!("{}: {other}", home.display())))
+            }
+        }
+    }
+}
+
 impl Kernel {
     /// Opens the node's data directory, creating it on first use. Only one
     /// process may hold a data directory at a time.
@@ -241,17 +280,7 @@ impl Kernel {
     pub fn open_with_transport(cfg: KernelConfig, transport: Arc<dyn Transport>) -> Result<Self> {
         std::fs::create_dir_all(&cfg.home)
             .map_err(|e| KernelError::Storage(format!("{}: {e}", cfg.home.display())))?;
-        let db = sled::Config::new()
-            .path(cfg.home.join("meta"))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if held_by_another_process(&io) => KernelError::Busy(format!(
-                    "data directory {} is in use by another nexus process",
-                    cfg.home.display()
-                )),
-                other => KernelError::Storage(format!("{}: {other}", cfg.home.display())),
-            })?;
+        let db = open_meta(&cfg.home)?;
         let catalog = db.open_tree("catalog")?;
         let content = match &cfg.object_store {
             ObjectStoreConfig::Local => ContentStore::local(&cfg.home.join("content"))?,
@@ -353,7 +382,7 @@ impl Kernel {
         // Until the group has a leader a proposal is dropped: retry.
         let deadline = std::time::Instant::now() + self.cfg.driver.propose_timeout;
         loop {
-            match zone.propose(init.clone()).await {
+            match zone.propose(&Actor::Node, init.clone()).await {
                 Err(KernelError::Unavailable(_)) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(self.cfg.driver.tick * 5).await;
                 }

@@ -26,8 +26,10 @@ pub use access::rebac::{Namespace, ObjectRef, Relation, Subject, Tuple};
 pub use access::token::keys as issuer_keys;
 pub use access::token::{Claims, MAX_TTL};
 pub use consensus::driver::{ReplicaProgress, ZoneStatus};
+/// The wire format of a write a follower forwards to its zone's leader.
+pub use consensus::forward::{Actor, Forwarded, MemberChange, Outcome, Proposal};
 pub use consensus::replica::{MemberInfo, Role};
-pub use consensus::transport::Transport;
+pub use consensus::transport::{ForwardReply, Transport};
 pub use error::{ErrorCode, KernelError, Result};
 pub use files::check::CheckReport;
 pub use files::content::{GcReport, CHUNK_SIZE, INLINE_MAX};
@@ -36,3 +38,4 @@ pub use ipc::pipe::{Attached, PipeEnd, PipeMode, PipeRead, PipeStat, PIPE_BUF};
 pub use ipc::timer::{TaskTimers, Timer, TimerError, DEFAULT_TIMER_LIMIT};
 pub use kernel::{Kernel, KernelConfig, ObjectStoreConfig, ZoneRecord};
 pub use types::{now, DirListing, FileKind, ReplicaId, Stat, ZoneId};
+pub use zone::command::{Applied, ZoneCommand};

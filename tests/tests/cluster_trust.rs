@@ -2,18 +2,20 @@
 //! against three in-process nodes on loopback (real gRPC, real TLS), and
 //! each now refused. A plaintext client, a certificate from another CA, a
 //! node claiming another node's id, membership calls from a client, a
-//! revoked certificate on a new connection and on one already open.
+//! revoked certificate on a new connection and on one already open, a
+//! member node forwarding writes its caller may not make.
 
 // Tests may unwrap: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use nexus_kernel::{Principal, Role, ZoneId};
+use nexus_kernel::{Actor, Capabilities, Forwarded, Outcome, Permission, Proposal, ZoneCommand};
+use nexus_kernel::{ObjectRef, Principal, Relation, Role, Subject, Tuple, ZoneId};
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{JoinZoneRequest, Replica, ZoneRef};
 use nexus_proto::transport::raft_transport_client::RaftTransportClient;
-use nexus_proto::transport::{Batch, BatchAck, Envelope};
+use nexus_proto::transport::{Batch, BatchAck, Envelope, ForwardedWrite};
 use nexus_runtime::node::local::{self, LocalNode};
 use nexus_runtime::node::tls::{self, authority::Authority, Dialer, NodeTls};
 use protobuf::Message as _;
@@ -396,4 +398,187 @@ async fn an_expired_certificate_is_refused() {
     // or the connection closed under it, as TLS 1.3's timing has it).
     let refused = exchange(&node3, &nodes[0], forged_batch(3, 3, 1)).await;
     assert!(refused.is_err(), "an expired certificate was accepted");
+}
+
+/// Sends a forwarded write (`Forward`) dialed with `dialer` to `to`.
+async fn forward(
+    dialer: &Dialer,
+    to: &LocalNode,
+    write: Vec<u8>,
+) -> Result<Outcome, tonic::Status> {
+    let channel = tls::channel(
+        dialer,
+        &to.addr.to_string(),
+        &tls::node_name(to.kernel.node_id()),
+    )
+    .await
+    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let reply = RaftTransportClient::new(channel)
+        .forward(ForwardedWrite { write })
+        .await?;
+    Ok(Outcome::decode(&reply.into_inner().outcome).unwrap())
+}
+
+fn write_tuple(actor: Actor, who: &str, relation: Relation) -> Vec<u8> {
+    let z1 = ZoneId::new("z1").unwrap();
+    let tuple = Tuple {
+        object: ObjectRef::zone(&z1),
+        relation,
+        subject: Subject::Principal(Principal::parse(who).unwrap()),
+    };
+    Forwarded {
+        zone: z1,
+        actor,
+        proposal: Proposal::Command(ZoneCommand::WriteTuples {
+            insert: vec![tuple],
+            delete: vec![],
+        }),
+    }
+    .encode()
+}
+
+fn task(principal: &str, home: &str, caps: Capabilities, reach: Option<&str>) -> Actor {
+    Actor::Task {
+        principal: Principal::parse(principal).unwrap(),
+        zone: ZoneId::new(home).unwrap(),
+        caps,
+        reach: reach.map(|z| vec![ZoneId::new(z).unwrap()]),
+    }
+}
+
+fn refused_as(outcome: &Outcome, kind: &str, says: &str) {
+    match outcome {
+        Outcome::Failed { kind: k, detail } => {
+            assert_eq!(k, kind, "{outcome:?}");
+            assert!(detail.contains(says), "{outcome:?}");
+        }
+        other => panic!("a forged write was taken: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_node_cannot_write_what_its_caller_may_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(dir.path()).await;
+    let z1 = ZoneId::new("z1").unwrap();
+    let owner = || task("user:owner", "z1", Capabilities::ALL, None);
+
+    // The control: the owner's grant, forwarded by a member to the leader,
+    // is applied there. Whoever is asked names the leader.
+    let mut leader = 1;
+    let (sender, index) = loop {
+        let sender = if leader == 1 { 2 } else { 1 };
+        let dialer = Dialer::Node(nodes[sender - 1].tls.clone());
+        let grant = write_tuple(owner(), "user:alice", Relation::Viewer);
+        match forward(&dialer, &nodes[leader - 1], grant).await.unwrap() {
+            Outcome::Applied { index, .. } => break (dialer, index),
+            Outcome::NotLeader { leader: l } if l != 0 => leader = l as usize,
+            Outcome::NotLeader { .. } => tokio::time::sleep(Duration::from_millis(50)).await,
+            Outcome::Failed { kind, detail } => panic!("the control was refused: {kind} {detail}"),
+        }
+    };
+    assert!(index > 0);
+    let target = &nodes[leader - 1];
+
+    // The forged proposal, as the leader gates it now: in the name
+    // of a principal with no rights, on the node's own account, from a
+    // token bound to another zone, with a read-only capability.
+    let mallory = task("user:mallory", "z1", Capabilities::ALL, None);
+    let o = forward(
+        &sender,
+        target,
+        write_tuple(mallory, "user:mallory", Relation::Owner),
+    )
+    .await;
+    refused_as(
+        &o.unwrap(),
+        "access",
+        "user:mallory may not change tuples of zone:z1",
+    );
+    let o = forward(
+        &sender,
+        target,
+        write_tuple(Actor::Node, "user:mallory", Relation::Owner),
+    )
+    .await;
+    refused_as(&o.unwrap(), "access", "on its own account");
+    let bound = task("user:owner", "z2", Capabilities::ALL, Some("z2"));
+    let o = forward(
+        &sender,
+        target,
+        write_tuple(bound, "user:mallory", Relation::Owner),
+    )
+    .await;
+    refused_as(&o.unwrap(), "access", "does not name zone z1");
+    let reader = task(
+        "user:owner",
+        "z1",
+        Capabilities::of(&[Permission::Read]),
+        None,
+    );
+    let o = forward(
+        &sender,
+        target,
+        write_tuple(reader, "user:mallory", Relation::Owner),
+    )
+    .await;
+    // The owner holds admin; the capability alone is missing.
+    refused_as(&o.unwrap(), "access", "user:owner may not change tuples");
+    let o = forward(&sender, target, b"\x07garbage".to_vec()).await;
+    refused_as(&o.unwrap(), "invalid", "undecodable forwarded write");
+
+    // A client's connection (no certificate) cannot call it at all.
+    let client = Dialer::Client(tls::client_config(&local::ca_cert(dir.path())).unwrap());
+    let grant = write_tuple(owner(), "user:mallory", Relation::Owner);
+    let s = forward(&client, target, grant).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}");
+
+    // Nor does a proposal inside Raft get through, even in an honest batch.
+    let node3 = heard_from_node3(&nodes).await;
+    let mut proposal = forged_batch(3, 3, 1);
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgPropose);
+    m.from = 3;
+    m.to = 1;
+    m.mut_entries().push(raft::prelude::Entry {
+        data: b"forged".to_vec().into(),
+        ..Default::default()
+    });
+    proposal.envelopes[0].message = m.write_to_bytes().unwrap();
+    let ack = exchange(&node3, &nodes[0], proposal).await.unwrap();
+    assert_eq!(ack.delivered, 0, "{ack:?}");
+    assert!(
+        ack.refused[0]
+            .reason
+            .contains("a proposal from the network"),
+        "{ack:?}"
+    );
+
+    // On every node: alice reads (the control applied everywhere), mallory
+    // owns nothing.
+    let zone = ObjectRef::zone(&z1);
+    let alice = Principal::parse("user:alice").unwrap();
+    let mallory = Principal::parse("user:mallory").unwrap();
+    for n in &nodes {
+        let mut waited = 0;
+        while !n
+            .kernel
+            .evaluate(&z1, &alice, &zone, Permission::Read)
+            .unwrap()
+            .allowed
+        {
+            assert!(
+                waited < 500,
+                "node {} never applied the grant",
+                n.kernel.node_id()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += 1;
+        }
+        let d = n
+            .kernel
+            .evaluate(&z1, &mallory, &zone, Permission::Admin)
+            .unwrap();
+        assert!(!d.allowed, "node {}: {d:?}", n.kernel.node_id());
+    }
 }

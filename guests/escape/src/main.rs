@@ -25,15 +25,18 @@ fn main() {
             ] {
                 println!("read {p}: {}", outcome(fs::read(p)));
             }
-            // `..` at the root stays at the root: this lists the zone root.
-            let names: Vec<String> = fs::read_dir("/../../..")
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            println!("list /../../..: {}", names.join(","));
+            // `..` may not climb above the directory a path is resolved
+            // from, the preopen `/` included.
+            let listed = fs::read_dir("/../../..").map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+            match listed {
+                Ok(names) => println!("list /../../..: {names}"),
+                Err(e) => println!("list /../../..: {:?}", e.kind()),
+            }
             let long = format!("/{}", "a/".repeat(3000));
             println!("read long path: {}", outcome(fs::read(&long)));
             let long_name = format!("/{}", "n".repeat(300));
@@ -78,6 +81,133 @@ fn main() {
                     O::CREATE,
                     D::READ | D::WRITE | D::FILE_INTEGRITY_SYNC
                 )
+            );
+            // A directory descriptor confines the paths resolved from it.
+            fs::create_dir_all("/a/b/c").expect("a writable zone");
+            let b = root
+                .open_at(
+                    PathFlags::empty(),
+                    "a/b",
+                    O::DIRECTORY,
+                    D::READ | D::MUTATE_DIRECTORY,
+                )
+                .expect("open a/b");
+            let under_b =
+                |name: &str| match b.open_at(PathFlags::empty(), name, O::CREATE, D::WRITE) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("{e:?}"),
+                };
+            println!("create ../x under a/b: {}", under_b("../x"));
+            println!("create c/../../x under a/b: {}", under_b("c/../../x"));
+            println!("create c/../x under a/b: {}", under_b("c/../x"));
+            match b.create_directory_at("../escaped") {
+                Ok(()) => println!("mkdir ../escaped under a/b: ok"),
+                Err(e) => println!("mkdir ../escaped under a/b: {e:?}"),
+            }
+            println!("escaped exists: {}", fs::metadata("/a/escaped").is_ok());
+            println!(
+                "open ../x at the root: {}",
+                open("../x", O::empty(), D::READ)
+            );
+        }
+        "modes" => {
+            // Access modes: what a descriptor was opened for, as stock.
+            use nexus_guest::raw::wasi::filesystem::preopens;
+            use nexus_guest::raw::wasi::filesystem::types::{
+                DescriptorFlags as D, NewTimestamp, OpenFlags as O, PathFlags,
+            };
+            let (root, _) = preopens::get_directories()
+                .into_iter()
+                .next()
+                .expect("a preopen");
+            fs::write("/m.txt", b"hello").expect("a writable zone");
+            let open = |name: &str, o: O, d: D| root.open_at(PathFlags::empty(), name, o, d);
+            let show = |r: Result<String, _>| -> String {
+                match r {
+                    Ok(s) => s,
+                    Err(e) => format!("{e:?}"),
+                }
+            };
+            let ro = open("m.txt", O::empty(), D::READ).expect("open read-only");
+            println!(
+                "set-size read-only: {}",
+                show(ro.set_size(0).map(|()| "ok".into()))
+            );
+            println!(
+                "set-times read-only: {}",
+                show(
+                    ro.set_times(NewTimestamp::NoChange, NewTimestamp::Now)
+                        .map(|()| "ok".into())
+                )
+            );
+            println!(
+                "write read-only: {}",
+                show(ro.write(b"x", 0).map(|n| n.to_string()))
+            );
+            println!(
+                "size after: {}",
+                fs::metadata("/m.txt").map(|m| m.len()).unwrap_or(99)
+            );
+            let wo = open("m.txt", O::empty(), D::WRITE).expect("open write-only");
+            println!(
+                "read write-only: {}",
+                show(wo.read(5, 0).map(|(b, _)| b.len().to_string()))
+            );
+            println!(
+                "stream write-only: {}",
+                show(wo.read_via_stream(0).map(|_| "ok".into()))
+            );
+            let neither = open("m.txt", O::empty(), D::empty()).expect("open, no flags");
+            println!(
+                "read no flags: {}",
+                show(neither.read(5, 0).map(|(b, _)| b.len().to_string()))
+            );
+            // Paths are exact: a trailing `/` names a directory.
+            for (what, r) in [
+                (
+                    "open m.txt/",
+                    open("m.txt/", O::empty(), D::READ).map(|_| "ok".into()),
+                ),
+                (
+                    "open m.txt/.",
+                    open("m.txt/.", O::empty(), D::READ).map(|_| "ok".into()),
+                ),
+                (
+                    "create new.txt/",
+                    open("new.txt/", O::CREATE, D::WRITE).map(|_| "ok".into()),
+                ),
+                (
+                    "unlink m.txt/",
+                    root.unlink_file_at("m.txt/").map(|()| "ok".into()),
+                ),
+                (
+                    "rename m.txt/",
+                    root.rename_at("m.txt/", &root, "n.txt")
+                        .map(|()| "ok".into()),
+                ),
+                (
+                    "rename to n.txt/",
+                    root.rename_at("m.txt", &root, "n.txt/")
+                        .map(|()| "ok".into()),
+                ),
+                (
+                    "rmdir m.txt/",
+                    root.remove_directory_at("m.txt/").map(|()| "ok".into()),
+                ),
+                (
+                    "mkdir d/",
+                    root.create_directory_at("d/").map(|()| "ok".into()),
+                ),
+                (
+                    "rmdir d/",
+                    root.remove_directory_at("d/").map(|()| "ok".into()),
+                ),
+            ] {
+                println!("{what}: {}", show(r));
+            }
+            println!(
+                "m.txt: {}",
+                String::from_utf8_lossy(&fs::read("/m.txt").unwrap_or_default())
             );
         }
         "net" => {

@@ -302,7 +302,10 @@ impl Kernel {
         self.require_on_zone(task, Permission::Admin, "revoke-token")?;
         let id = id.to_owned();
         self.zone(task.zone())?
-            .propose(crate::zone::command::ZoneCommand::RevokeToken { id: id.clone() })
+            .propose(
+                &task.actor(),
+                crate::zone::command::ZoneCommand::RevokeToken { id: id.clone() },
+            )
             .await?;
         self.audit(task, task.zone(), "revoke-token", &id, "ok");
         Ok(())
@@ -516,6 +519,19 @@ impl Kernel {
         r
     }
 
+    /// The object whose `admin` a change of tuple `t` in `zone` needs
+    /// (the zone, for groups); refuses a malformed tuple or another zone.
+    pub(crate) fn tuple_guard(&self, zone: &ZoneId, t: &Tuple) -> Result<ObjectRef> {
+        t.validate()?;
+        match t.object.ns {
+            Namespace::Group => Ok(ObjectRef::zone(zone)),
+            Namespace::Zone if t.object != ObjectRef::zone(zone) => Err(KernelError::Invalid(
+                format!("{} is not this task's zone {zone}", t.object),
+            )),
+            _ => Ok(t.object.clone()),
+        }
+    }
+
     /// Adds and removes tuples in the task's zone, atomically through its
     /// Raft log. Needs `admin` on each object (on the zone, for groups).
     /// Returns the zone revision that includes the change.
@@ -528,17 +544,7 @@ impl Kernel {
         let zone = task.zone().clone();
         let mut described = Vec::new();
         for t in insert.iter().chain(&delete) {
-            t.validate()?;
-            let guarded = match t.object.ns {
-                Namespace::Group => ObjectRef::zone(&zone),
-                Namespace::Zone if t.object != ObjectRef::zone(&zone) => {
-                    return Err(KernelError::Invalid(format!(
-                        "{} is not this task's zone {zone}",
-                        t.object
-                    )));
-                }
-                _ => t.object.clone(),
-            };
+            let guarded = self.tuple_guard(&zone, t)?;
             self.require(
                 task,
                 &zone,
@@ -550,7 +556,9 @@ impl Kernel {
             described.push(t.to_string());
         }
         let z = self.zone(&zone)?;
-        let r = z.propose(ZoneCommand::WriteTuples { insert, delete }).await;
+        let r = z
+            .propose(&task.actor(), ZoneCommand::WriteTuples { insert, delete })
+            .await;
         let r = self.audited(task, &zone, "write-tuples", &described.join(" "), r);
         r?;
         z.state.applied_index()

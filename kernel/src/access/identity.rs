@@ -186,6 +186,16 @@ impl Task {
                 .is_none_or(|reach| reach.iter().any(|z| z == zone))
     }
 
+    /// The task as a write forwarded to a zone's leader names it.
+    pub(crate) fn actor(&self) -> crate::consensus::forward::Actor {
+        crate::consensus::forward::Actor::Task {
+            principal: self.principal.clone(),
+            zone: self.zone.clone(),
+            caps: self.caps,
+            reach: self.reach.clone(),
+        }
+    }
+
     pub(crate) fn reach(&self) -> Option<&Vec<ZoneId>> {
         self.reach.as_ref()
     }

@@ -2,6 +2,7 @@
 //! gate every operation passes, signed tokens, and the audit log.
 
 pub(crate) mod audit;
+pub(crate) mod forwarded;
 pub(crate) mod gate;
 pub(crate) mod identity;
 /// Public for its property test against a reference model.

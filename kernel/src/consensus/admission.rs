@@ -46,11 +46,16 @@ pub fn check(m: &Message) -> Result<(), Refused> {
             m.term
         ));
     }
-    // A follower forwards proposals and read requests without a term;
-    // everything else a replica sends carries its term (raft-rs panics
-    // answering a vote request without one).
-    let forwarded = matches!(kind, MsgPropose | MsgReadIndex);
-    if forwarded != (m.term == 0) {
+    // Writes reach a leader through the forwarding call, where the leader
+    // gates them as their caller (`consensus::forward`), never inside Raft:
+    // a proposal from the network would be appended unchecked.
+    if kind == MsgPropose {
+        return refuse("a proposal from the network (writes are forwarded to the leader's node)");
+    }
+    // A follower forwards read requests without a term; everything else a
+    // replica sends carries its term (raft-rs panics answering a vote
+    // request without one).
+    if (kind == MsgReadIndex) != (m.term == 0) {
         return refuse(format!("{kind:?} with term {}", m.term));
     }
     match kind {
@@ -58,9 +63,6 @@ pub fn check(m: &Message) -> Result<(), Refused> {
         MsgHup | MsgBeat | MsgUnreachable | MsgSnapStatus | MsgCheckQuorum => {
             refuse(format!("{kind:?} is local to a node"))
         }
-        // A follower forwards a proposal to its leader (raft-rs panics on
-        // an empty one).
-        MsgPropose if m.entries.is_empty() => refuse("an empty proposal"),
         // raft-rs reads the request's context from its first entry.
         MsgReadIndex if m.entries.len() != 1 => {
             refuse(format!("a read index with {} entries", m.entries.len()))
@@ -219,7 +221,10 @@ mod tests {
         ] {
             assert!(check(&msg(kind, 1)).is_err(), "{kind:?}");
         }
-        assert!(check(&msg(MessageType::MsgPropose, 0)).is_err());
+        let mut proposal = msg(MessageType::MsgPropose, 0);
+        assert!(check(&proposal).is_err(), "an empty proposal");
+        proposal.mut_entries().push(Entry::default());
+        assert!(check(&proposal).is_err(), "a proposal from the network");
         assert!(check(&msg(MessageType::MsgReadIndex, 0)).is_err());
         assert!(check(&msg(MessageType::MsgRequestVote, 0)).is_err());
         assert!(check(&msg(MessageType::MsgSnapshot, 3)).is_err());

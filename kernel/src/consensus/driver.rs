@@ -4,15 +4,20 @@
 //! Everything queued when the loop wakes is taken before one `on_ready`, so
 //! concurrent proposals share one log batch and one flush (group commit).
 //! The thread owns the replica; sled calls block only this thread.
+//!
+//! Only a leader proposes. A write made on a follower goes to the leader's
+//! node at the application layer (`consensus::forward`), never inside
+//! Raft, and the follower answers once it has applied the entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, Message, MessageType};
+use raft::prelude::{Message, MessageType};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::consensus::forward::{Actor, Forwarded, Outcome, Proposal};
 use crate::consensus::replica::Replica;
 use crate::consensus::transport::Transport;
 use crate::error::{KernelError, Result};
@@ -25,13 +30,21 @@ const MAX_BATCH: usize = 4096;
 const QUEUE_DEPTH: usize = 16 * 1024;
 
 enum Input {
-    Propose(ZoneCommand, oneshot::Sender<Result<Applied>>),
+    Propose(Proposal, oneshot::Sender<Result<Proposed>>),
     Step(Message),
     Status(oneshot::Sender<ZoneStatus>),
     ReadIndex(oneshot::Sender<Result<u64>>),
-    ConfChange(ConfChange, oneshot::Sender<Result<Applied>>),
     TransferLeader(ReplicaId),
     SnapshotStatus(ReplicaId, bool),
+}
+
+/// What became of a proposal handed to this replica.
+#[derive(Debug)]
+pub enum Proposed {
+    /// Committed at `index`; applying it produced `applied`.
+    Applied { index: u64, applied: Applied },
+    /// This replica does not lead; `leader` is the one it knows of (0: none).
+    NotLeader(ReplicaId),
 }
 
 /// A replica's view of its zone's group (`nexus zone status`).
@@ -87,6 +100,9 @@ pub struct ZoneDriver {
     applied: tokio::sync::watch::Receiver<u64>,
     tx: Mutex<Option<mpsc::Sender<Input>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Where a follower's writes go to the leader.
+    transport: Arc<dyn Transport>,
+    tick: Duration,
     propose_timeout: Duration,
 }
 
@@ -113,15 +129,18 @@ impl ZoneDriver {
         let name = format!("zone-{zone}");
         let z = zone.clone();
         let tick = cfg.tick;
+        let t = transport.clone();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(z, replica, transport, rx, applied_tx, tick))
+            .spawn(move || run(z, replica, t, rx, applied_tx, tick))
             .map_err(|e| KernelError::Storage(format!("spawn zone driver: {e}")))?;
         Ok(ZoneDriver {
             zone,
             applied,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            transport,
+            tick,
             propose_timeout: cfg.propose_timeout,
         })
     }
@@ -134,19 +153,62 @@ impl ZoneDriver {
             .ok_or_else(|| KernelError::Unavailable(format!("zone {} is stopped", self.zone)))
     }
 
-    /// Proposes `cmd` and waits until it is applied locally; returns what
-    /// applying it produced. Success means the entry is durable on a quorum.
-    pub async fn propose(&self, cmd: ZoneCommand) -> Result<Applied> {
-        let (reply, rx) = oneshot::channel();
-        self.submit(Input::Propose(cmd, reply), rx).await
+    /// Proposes `cmd` for `by` and waits until it is applied locally;
+    /// returns what applying it produced. Success means the entry is
+    /// durable on a quorum.
+    pub async fn propose(&self, by: &Actor, cmd: ZoneCommand) -> Result<Applied> {
+        self.propose_for(by, Proposal::Command(cmd)).await
     }
 
-    /// Proposes a membership change and waits until it is applied locally.
-    pub async fn change_membership(&self, cc: ConfChange) -> Result<()> {
+    /// Proposes `proposal` here if this replica leads, or through the
+    /// leader's node (which gates it again as `by`); waits until this
+    /// replica has applied it. A leader that moves before taking the write
+    /// is followed until the proposal timeout.
+    pub async fn propose_for(&self, by: &Actor, proposal: Proposal) -> Result<Applied> {
+        let deadline = Instant::now() + self.propose_timeout;
+        let mut write = None;
+        loop {
+            let leader = match self.propose_here(proposal.clone()).await? {
+                Proposed::Applied { applied, .. } => return Ok(applied),
+                Proposed::NotLeader(leader) => leader,
+            };
+            if leader != 0 {
+                let write = write
+                    .get_or_insert_with(|| {
+                        Forwarded {
+                            zone: self.zone.clone(),
+                            actor: by.clone(),
+                            proposal: proposal.clone(),
+                        }
+                        .encode()
+                    })
+                    .clone();
+                let answer = self.transport.forward(leader, write).await?;
+                match Outcome::decode(&answer)? {
+                    Outcome::Applied { index, applied } => {
+                        self.wait_applied(index, self.propose_timeout).await?;
+                        return Ok(applied);
+                    }
+                    Outcome::Failed { kind, detail } => return Err(Outcome::error(&kind, &detail)),
+                    // It stepped down before taking the write: ask again.
+                    Outcome::NotLeader { .. } => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(KernelError::Unavailable(format!(
+                    "zone {}: no leader took the write within {:?}; retry",
+                    self.zone, self.propose_timeout
+                )));
+            }
+            tokio::time::sleep(self.tick).await;
+        }
+    }
+
+    /// Proposes `proposal` if this replica leads (and waits until it
+    /// applies); otherwise says who leads. Never forwards.
+    pub(crate) async fn propose_here(&self, proposal: Proposal) -> Result<Proposed> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Input::ConfChange(cc, reply), rx)
-            .await
-            .map(drop)
+        self.submit(Input::Propose(proposal, reply), rx).await
     }
 
     /// Asks the group to hand leadership to `to`; returns at once (watch
@@ -161,8 +223,8 @@ impl ZoneDriver {
     async fn submit(
         &self,
         input: Input,
-        rx: oneshot::Receiver<Result<Applied>>,
-    ) -> Result<Applied> {
+        rx: oneshot::Receiver<Result<Proposed>>,
+    ) -> Result<Proposed> {
         self.sender()?
             .send(input)
             .await
@@ -261,7 +323,7 @@ impl Drop for ZoneDriver {
     }
 }
 
-type Waiters = HashMap<u64, oneshot::Sender<Result<Applied>>>;
+type Waiters = HashMap<u64, oneshot::Sender<Result<Proposed>>>;
 
 /// A message that is more than a heartbeat: the group is doing something.
 fn is_traffic(m: &Message) -> bool {
@@ -286,7 +348,7 @@ fn await_apply(
     waiters: &mut Waiters,
     id: u64,
     proposed: Result<()>,
-    reply: oneshot::Sender<Result<Applied>>,
+    reply: oneshot::Sender<Result<Proposed>>,
 ) {
     match proposed {
         Ok(()) => {
@@ -343,14 +405,21 @@ fn run(
                     idle = 0;
                 }
                 match input {
-                    Input::Propose(cmd, reply) => {
-                        next_id += 1;
-                        let proposed = replica.propose(next_id, &cmd);
-                        await_apply(&mut waiters, next_id, proposed, reply);
+                    // raft-rs would forward a follower's proposal inside
+                    // Raft; the caller forwards it to the leader instead.
+                    Input::Propose(_, reply) if !replica.is_leader() => {
+                        let _ = reply.send(Ok(Proposed::NotLeader(replica.leader_id())));
                     }
-                    Input::ConfChange(cc, reply) => {
+                    Input::Propose(proposal, reply) => {
                         next_id += 1;
-                        let proposed = replica.propose_conf_change(next_id, cc);
+                        let proposed = match proposal {
+                            Proposal::Command(cmd) => replica.propose(next_id, &cmd),
+                            Proposal::Membership { change, node, info } => replica
+                                .propose_conf_change(
+                                    next_id,
+                                    Proposal::conf_change(change, node, info),
+                                ),
+                        };
                         await_apply(&mut waiters, next_id, proposed, reply);
                     }
                     Input::TransferLeader(to) => replica.transfer_leader(to),
@@ -419,9 +488,9 @@ fn run(
                 if !out.messages.is_empty() {
                     transport.send(&zone, out.messages);
                 }
-                for (id, result) in out.results {
+                for (id, index, result) in out.results {
                     if let Some(w) = waiters.remove(&id) {
-                        let _ = w.send(result);
+                        let _ = w.send(result.map(|applied| Proposed::Applied { index, applied }));
                     }
                 }
                 for (id, index) in out.reads {

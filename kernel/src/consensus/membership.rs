@@ -9,10 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use raft::prelude::{ConfChange, ConfChangeType};
-
 use crate::access::identity::{Permission, Task};
 use crate::consensus::driver::ZoneStatus;
+use crate::consensus::forward::{MemberChange, Proposal};
 use crate::consensus::replica::{MemberInfo, Role};
 use crate::error::{KernelError, Result};
 use crate::kernel::Kernel;
@@ -26,15 +25,22 @@ const CAUGHT_UP_LAG: u64 = 64;
 const HANDOVER: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(20);
 
-fn conf_change(kind: ConfChangeType, node: ReplicaId, info: MemberInfo) -> ConfChange {
-    let mut cc = ConfChange::default();
-    cc.set_change_type(kind);
-    cc.node_id = node;
-    cc.context = info.to_context().into();
-    cc
-}
-
 impl Kernel {
+    /// Proposes a membership change for `task` (through the leader's node
+    /// when this replica follows) and waits until it is applied here.
+    async fn change_members(
+        &self,
+        task: &Task,
+        change: MemberChange,
+        node: ReplicaId,
+        info: MemberInfo,
+    ) -> Result<()> {
+        let proposal = Proposal::Membership { change, node, info };
+        let zone = self.zone(task.zone())?;
+        zone.driver.propose_for(&task.actor(), proposal).await?;
+        Ok(())
+    }
+
     /// Whether the task may add or remove replicas of its zone (`admin`):
     /// a coordinator asks before it involves another node.
     pub fn may_change_membership(&self, task: &Task) -> Result<()> {
@@ -47,7 +53,6 @@ impl Kernel {
     /// zone's leader (which sees each replica's progress). Needs `admin`.
     pub async fn add_replica(&self, task: &Task, node: ReplicaId, info: MemberInfo) -> Result<()> {
         self.require_on_zone(task, Permission::Admin, "add-replica")?;
-        let zone = self.zone(task.zone())?;
         let status = self.leader_status(task).await?;
         if status.voters.contains(&node) {
             return Err(KernelError::Exist(format!(
@@ -56,8 +61,8 @@ impl Kernel {
             )));
         }
         if !status.learners.contains(&node) {
-            let cc = conf_change(ConfChangeType::AddLearnerNode, node, info);
-            zone.driver.change_membership(cc).await?;
+            self.change_members(task, MemberChange::AddLearner, node, info)
+                .await?;
         }
         let deadline = Instant::now() + CATCH_UP;
         loop {
@@ -75,8 +80,8 @@ impl Kernel {
             }
             tokio::time::sleep(POLL).await;
         }
-        let cc = conf_change(ConfChangeType::AddNode, node, info);
-        zone.driver.change_membership(cc).await?;
+        self.change_members(task, MemberChange::AddVoter, node, info)
+            .await?;
         self.audit(task, task.zone(), "add-replica", &node.to_string(), "ok");
         Ok(())
     }
@@ -121,12 +126,9 @@ impl Kernel {
             zone.driver.transfer_leader(heir).await?;
             tokio::time::sleep(POLL * 5).await;
         }
-        let cc = conf_change(
-            ConfChangeType::RemoveNode,
-            node,
-            MemberInfo::first(Role::Voter),
-        );
-        zone.driver.change_membership(cc).await?;
+        let info = MemberInfo::first(Role::Voter);
+        self.change_members(task, MemberChange::Remove, node, info)
+            .await?;
         self.audit(task, id, "remove-replica", &node.to_string(), "ok");
         Ok(())
     }

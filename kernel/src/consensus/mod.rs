@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod driver;
+pub mod forward;
 pub mod membership;
 pub mod raftstore;
 pub mod replica;

@@ -155,8 +155,9 @@ impl ReplicaConfig {
 pub struct ReadyOutput {
     /// Messages for other replicas, in the order raft-rs emitted them.
     pub messages: Vec<Message>,
-    /// Results of applied entries that carried a proposal id.
-    pub results: Vec<(u64, Result<Applied>)>,
+    /// Results of applied entries that carried a proposal id: (id, the
+    /// entry's index, result).
+    pub results: Vec<(u64, u64, Result<Applied>)>,
     /// Whether this pass installed a snapshot.
     pub installed_snapshot: bool,
     /// Answered ReadIndex requests: (request id, index to wait for).
@@ -452,9 +453,23 @@ impl Replica {
         self.refused
     }
 
+    /// Only a leader hands raft-rs a proposal: a follower's raft-rs would
+    /// forward it inside Raft, which peers refuse (see `consensus::forward`).
+    fn must_lead(&self) -> Result<()> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        Err(KernelError::Unavailable(format!(
+            "replica {} does not lead (leader: {})",
+            self.id(),
+            self.leader_id()
+        )))
+    }
+
     /// Proposes a command tagged with `id`; its result comes back from a
     /// later [`Replica::on_ready`] on whichever replica applies it with that id.
     pub fn propose(&mut self, id: u64, cmd: &ZoneCommand) -> Result<()> {
+        self.must_lead()?;
         self.raw
             .propose(id.to_be_bytes().to_vec(), cmd.encode())
             .map_err(|e| KernelError::Unavailable(format!("no leader to take the write ({e})")))
@@ -463,6 +478,7 @@ impl Replica {
     /// Proposes a membership change tagged with `id` (its result comes back
     /// like a command's).
     pub fn propose_conf_change(&mut self, id: u64, cc: ConfChange) -> Result<()> {
+        self.must_lead()?;
         self.raw
             .propose_conf_change(id.to_be_bytes().to_vec(), cc)
             .map_err(|e| KernelError::Unavailable(format!("membership change refused: {e}")))
@@ -585,7 +601,7 @@ impl Replica {
                         }
                     };
                     if let Ok(id) = <[u8; 8]>::try_from(e.context.as_ref()) {
-                        out.results.push((u64::from_be_bytes(id), result));
+                        out.results.push((u64::from_be_bytes(id), e.index, result));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -596,8 +612,11 @@ impl Replica {
                     out.membership_changed |= result.is_ok();
                     applier.mark_applied(e.index);
                     if let Ok(id) = <[u8; 8]>::try_from(e.context.as_ref()) {
-                        out.results
-                            .push((u64::from_be_bytes(id), result.map(|()| Applied::Done)));
+                        out.results.push((
+                            u64::from_be_bytes(id),
+                            e.index,
+                            result.map(|()| Applied::Done),
+                        ));
                     }
                 }
             }

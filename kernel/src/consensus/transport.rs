@@ -4,9 +4,16 @@
 //! runtime's gRPC transport, and the simulation's seeded in-memory network
 //! (`sim::network`, feature `sim`).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use raft::prelude::Message;
 
-use crate::types::ZoneId;
+use crate::error::{KernelError, Result};
+use crate::types::{ReplicaId, ZoneId};
+
+/// The leader's encoded answer to a forwarded write, when it comes.
+pub type ForwardReply = Pin<Box<dyn Future<Output = Result<Vec<u8>>> + Send + 'static>>;
 
 pub trait Transport: Send + Sync + 'static {
     /// Sends `msgs` (each names its recipient in `to`). Delivery is best
@@ -28,6 +35,18 @@ pub trait Transport: Send + Sync + 'static {
     /// This node's replica of `zone` is `incarnation`: messages it sends
     /// say so, so that peers can tell them from an earlier replica's.
     fn register_zone(&self, _zone: &ZoneId, _incarnation: u64) {}
+
+    /// Hands an encoded [`Forwarded`](crate::consensus::forward::Forwarded)
+    /// write to node `leader`'s kernel (`Kernel::take_forwarded`) and
+    /// returns its encoded answer. An error means the write's fate is
+    /// unknown.
+    fn forward(&self, leader: ReplicaId, _write: Vec<u8>) -> ForwardReply {
+        Box::pin(async move {
+            Err(KernelError::Unavailable(format!(
+                "node {leader} leads the zone and this node has no network to reach it"
+            )))
+        })
+    }
 }
 
 /// The transport of a node that shares its zones with nobody. A one-voter

@@ -45,6 +45,22 @@ pub fn parse(path: &str) -> Result<Vec<Step<'_>>> {
     Ok(steps)
 }
 
+/// Whether `path` can only name a directory: it ends in `/` or `/.`
+/// (as on POSIX, `file/` is not the file but an error).
+pub fn names_dir(path: &str) -> bool {
+    path.len() > 1 && (path.ends_with('/') || path.ends_with("/."))
+}
+
+/// Refuses a `path` that ends in `/` (or `/.`) for an entry of `kind`
+/// that is not a directory (a mount leads to one).
+pub fn check_dir_suffix(path: &str, kind: crate::types::FileKind) -> Result<()> {
+    use crate::types::FileKind;
+    if names_dir(path) && !matches!(kind, FileKind::Dir | FileKind::Mount) {
+        return Err(KernelError::NotDirectory(path.to_owned()));
+    }
+    Ok(())
+}
+
 fn check_name_len(name: &str) -> Result<()> {
     if name.len() > MAX_NAME {
         return Err(KernelError::NameTooLong(format!(
@@ -99,6 +115,20 @@ mod tests {
             ]
         );
         assert_eq!(parse("/").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_trailing_slash_or_dot_names_a_directory() {
+        use crate::types::FileKind;
+        for p in ["a/", "/a/b/", "a/.", "/a/./"] {
+            assert!(names_dir(p), "{p}");
+            assert!(check_dir_suffix(p, FileKind::Regular).is_err(), "{p}");
+            assert!(check_dir_suffix(p, FileKind::Dir).is_ok(), "{p}");
+        }
+        for p in ["/", "a", "/a/b", "a/.b", "."] {
+            assert!(!names_dir(p), "{p}");
+            assert!(check_dir_suffix(p, FileKind::Regular).is_ok(), "{p}");
+        }
     }
 
     #[test]

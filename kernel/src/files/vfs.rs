@@ -205,6 +205,7 @@ impl Kernel {
             }
         }
         let mut found = stack.pop().expect("never empty");
+        path::check_dir_suffix(p, found.kind)?;
         found.path = p.into();
         Ok(found)
     }
@@ -214,13 +215,7 @@ impl Kernel {
         let InodeBody::Mount { target } = inode.body else {
             return Err(KernelError::Corrupt(format!("inode {ino} is not a mount")));
         };
-        if !task.may_reach(&target) {
-            self.audit(task, &target, "enter", p, "denied");
-            return Err(KernelError::Access(format!(
-                "{p}: the token binding this task to zone {} does not name zone {target}",
-                task.zone()
-            )));
-        }
+        self.must_reach(task, &target, "enter", p)?;
         if self.zone_record(&target).is_ok() {
             self.require(
                 task,
@@ -297,7 +292,7 @@ impl Kernel {
                 new: new.clone(),
                 now: now(),
             };
-            match dir.zone.propose(cmd).await {
+            match dir.zone.propose(&task.actor(), cmd).await {
                 Ok(Applied::Inode(inode)) => return Ok(inode),
                 Ok(Applied::Done) => {
                     return Err(KernelError::Corrupt("create returned no inode".into()))
@@ -316,6 +311,11 @@ impl Kernel {
 
     /// Creates an inode at `p` in its parent directory.
     async fn make(&self, task: &Task, p: &str, new: NewInode) -> Result<Handle> {
+        // As POSIX `open("new/", O_CREAT)`: a file is never made at a
+        // path that names a directory.
+        if new == NewInode::Regular && path::names_dir(p) {
+            return Err(KernelError::IsDirectory(p.to_owned()));
+        }
         let (dir, name) = self.parent_of(task, p)?;
         let inode = self
             .create_in(task, &dir, name, new, p)
@@ -357,14 +357,19 @@ impl Kernel {
     /// Links zone `target` at `p`. Refused over an existing entry; needs
     /// `enter` on the target zone as well as `write` on the directory.
     pub async fn mount(&self, task: &Task, p: &str, target: &ZoneId) -> Result<Handle> {
+        self.may_mount(task, target, p)?;
+        let new = NewInode::Mount {
+            target: target.clone(),
+        };
+        let r = self.make(task, p, new).await;
+        self.audited(task, task.zone(), "mount", p, r)
+    }
+
+    /// Refuses a mount of zone `target` at `p` unless the token binding
+    /// `task` names the zone and the task may `enter` it.
+    pub(crate) fn may_mount(&self, task: &Task, target: &ZoneId, p: &str) -> Result<()> {
         self.zone_record(target)?;
-        if !task.may_reach(target) {
-            self.audit(task, target, "mount", p, "denied");
-            return Err(KernelError::Access(format!(
-                "{p}: the token binding this task to zone {} does not name zone {target}",
-                task.zone()
-            )));
-        }
+        self.must_reach(task, target, "mount", p)?;
         self.require(
             task,
             target,
@@ -372,12 +377,20 @@ impl Kernel {
             Permission::Enter,
             "mount",
             p,
-        )?;
-        let new = NewInode::Mount {
-            target: target.clone(),
-        };
-        let r = self.make(task, p, new).await;
-        self.audited(task, task.zone(), "mount", p, r)
+        )
+    }
+
+    /// Refuses (and audits) `op` at `p` leading `task` into zone `target`
+    /// unless the token binding the task names it.
+    pub(crate) fn must_reach(&self, task: &Task, target: &ZoneId, op: &str, p: &str) -> Result<()> {
+        if task.may_reach(target) {
+            return Ok(());
+        }
+        self.audit(task, target, op, p, "denied");
+        Err(KernelError::Access(format!(
+            "{p}: the token binding this task to zone {} does not name zone {target}",
+            task.zone()
+        )))
     }
 
     /// Opens `p`, creating a regular file if asked. Opening an existing
@@ -477,7 +490,7 @@ impl Kernel {
     /// Writes `data` at `offset`; returns the bytes written (all of them).
     pub async fn write(&self, task: &Task, h: &Handle, offset: u64, data: &[u8]) -> Result<u64> {
         self.gate(task, h, Permission::Write, "write", &h.path)?;
-        let r = self.change_content(h, At::Offset(offset), data).await;
+        let r = self.change_content(task, h, At::Offset(offset), data).await;
         self.audited(
             task,
             task.zone(),
@@ -490,12 +503,12 @@ impl Kernel {
     /// Appends `data` atomically at the end; returns the offset it landed at.
     pub async fn append(&self, task: &Task, h: &Handle, data: &[u8]) -> Result<u64> {
         self.gate(task, h, Permission::Write, "append", &h.path)?;
-        let r = self.change_content(h, At::End, data).await;
+        let r = self.change_content(task, h, At::End, data).await;
         self.audited(task, task.zone(), "append", &h.path, r)
     }
 
     /// Plans and commits a write, re-planning if another writer got there first.
-    async fn change_content(&self, h: &Handle, at: At, data: &[u8]) -> Result<u64> {
+    async fn change_content(&self, task: &Task, h: &Handle, at: At, data: &[u8]) -> Result<u64> {
         let _writer = self.lock_inode(&h.zone.id, h.ino).await;
         let _guard = self.content.write_guard().await;
         let len = data.len() as u64;
@@ -517,7 +530,7 @@ impl Kernel {
                 return Ok(offset);
             }
             let cmd = self.plan_write(&h.zone, &inode, offset, data).await?;
-            match h.zone.propose(cmd).await {
+            match h.zone.propose(&task.actor(), cmd).await {
                 Ok(_) => return Ok(offset),
                 Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
                 Err(e) => return Err(e),
@@ -580,11 +593,11 @@ impl Kernel {
     /// Sets the file's size, dropping or zero-extending its tail.
     pub async fn truncate(&self, task: &Task, h: &Handle, size: u64) -> Result<()> {
         self.gate(task, h, Permission::Write, "truncate", &h.path)?;
-        let r = self.set_size(h, size).await;
+        let r = self.set_size(task, h, size).await;
         self.audited(task, task.zone(), "truncate", &h.path, r)
     }
 
-    async fn set_size(&self, h: &Handle, size: u64) -> Result<()> {
+    async fn set_size(&self, task: &Task, h: &Handle, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
             return Err(KernelError::FileTooLarge(format!("{size} bytes")));
         }
@@ -627,7 +640,7 @@ impl Kernel {
                 }
                 set_content(&inode, size, None, chunks, Some(keep))
             };
-            match h.zone.propose(cmd).await {
+            match h.zone.propose(&task.actor(), cmd).await {
                 Ok(_) => return Ok(()),
                 Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
                 Err(e) => return Err(e),
@@ -667,7 +680,7 @@ impl Kernel {
             mtime,
             now: now(),
         };
-        let r = match h.zone.propose(cmd).await {
+        let r = match h.zone.propose(&task.actor(), cmd).await {
             Ok(Applied::Inode(inode)) => Ok(Stat::of(&h.zone.id, &inode)),
             Ok(Applied::Done) => Err(KernelError::Corrupt("set-times returned no inode".into())),
             Err(e) => Err(e),
@@ -704,6 +717,8 @@ impl Kernel {
         self.gate(task, &src, Permission::Write, "rename", from)?;
         self.gate(task, &dst, Permission::Write, "rename", to)?;
         if let Some(moved) = self.child(&src, src_name, from)? {
+            path::check_dir_suffix(from, moved.kind)?;
+            path::check_dir_suffix(to, moved.kind)?;
             self.gate(task, &moved, Permission::Write, "rename", from)?;
         }
         let replaced = self.child(&dst, dst_name, to)?;
@@ -717,11 +732,14 @@ impl Kernel {
             dst_name: dst_name.to_owned(),
             now: now(),
         };
-        src.zone.propose(cmd).await.map_err(|e| match e {
-            KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
-            KernelError::Invalid(m) => KernelError::Invalid(m),
-            other => with_path(other, to),
-        })?;
+        src.zone
+            .propose(&task.actor(), cmd)
+            .await
+            .map_err(|e| match e {
+                KernelError::NotFound(n) if n == src_name => KernelError::NotFound(from.to_owned()),
+                KernelError::Invalid(m) => KernelError::Invalid(m),
+                other => with_path(other, to),
+            })?;
         if let Some(gone) = replaced {
             self.pipes.removed(&gone);
         }
@@ -750,6 +768,7 @@ impl Kernel {
         self.gate(task, &parent, Permission::Write, op, p)?;
         let target = self.child(&parent, name, p)?;
         if let Some(target) = &target {
+            path::check_dir_suffix(p, target.kind)?;
             self.gate(task, target, Permission::Write, op, p)?;
         }
         let cmd = ZoneCommand::Remove {
@@ -760,7 +779,7 @@ impl Kernel {
         };
         parent
             .zone
-            .propose(cmd)
+            .propose(&task.actor(), cmd)
             .await
             .map_err(|e| with_path(e, p))?;
         if let Some(gone) = target {

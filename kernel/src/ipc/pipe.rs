@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::access::identity::{Permission, Pid, Task};
+use crate::consensus::forward::Actor;
 use crate::error::{KernelError, Result};
 use crate::files::vfs::Handle;
 use crate::kernel::{Kernel, Zone};
@@ -379,10 +380,13 @@ impl Pipe {
         };
         let r = self
             .zone
-            .propose(ZoneCommand::PipeCheckpoint {
-                ino: self.ino,
-                checkpoint: cp,
-            })
+            .propose(
+                &Actor::Node,
+                ZoneCommand::PipeCheckpoint {
+                    ino: self.ino,
+                    checkpoint: cp,
+                },
+            )
             .await;
         let mut st = self.lock();
         match r {

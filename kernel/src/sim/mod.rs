@@ -267,7 +267,7 @@ impl SimCluster {
             }
             let (term, commit, is_leader) = (r.term(), r.commit_index(), r.is_leader());
             self.net.send(&self.zone, out.messages);
-            for (pid, result) in out.results {
+            for (pid, _, result) in out.results {
                 if let Some((proposer, name)) = self.pending.get(&pid) {
                     if *proposer == id {
                         if result.is_ok() {

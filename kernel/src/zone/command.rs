@@ -77,7 +77,7 @@ pub enum ZoneCommand {
 }
 
 /// What applying a command produced, returned to the proposer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
     Inode(Inode),

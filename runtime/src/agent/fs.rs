@@ -94,9 +94,12 @@ impl Descriptor {
         end.clone().ok_or_else(|| ErrorCode::BadDescriptor.into())
     }
 
-    /// `rel` relative to this directory. Absolute paths are refused, as
-    /// WASI requires; `..` is resolved by the kernel and never leaves the
-    /// zone root (invariant 4).
+    /// `rel` relative to this directory. As WASI requires (and stock
+    /// answers, `not-permitted`), a path is confined to the directory it is
+    /// resolved from: absolute paths are refused, and so is a `..` that
+    /// would climb above it, at the preopen `/` too. (The kernel's own
+    /// rule, `..` at the zone root stays there, is for its other callers;
+    /// nothing leaves the zone either way, invariant 4.)
     fn join(&self, rel: &str) -> FsResult<String> {
         if self.handle.kind != FileKind::Dir {
             return Err(ErrorCode::NotDirectory.into());
@@ -108,6 +111,14 @@ impl Descriptor {
         // not the directory itself.
         if rel.is_empty() {
             return Err(ErrorCode::NoEntry.into());
+        }
+        let mut depth = 0usize;
+        for part in rel.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => depth = depth.checked_sub(1).ok_or(ErrorCode::NotPermitted)?,
+                _ => depth += 1,
+            }
         }
         Ok(format!("{}/{}", self.path.trim_end_matches('/'), rel))
     }
@@ -211,6 +222,16 @@ impl AgentState {
             _ => Ok(d),
         }
     }
+
+    /// A file open for reading: a write-only descriptor reads nothing
+    /// (`bad-descriptor`, POSIX's EBADF), whatever the gate would allow.
+    fn readable(&self, fd: &Resource<Descriptor>) -> FsResult<&Descriptor> {
+        let d = self.file(fd)?;
+        if !d.read {
+            return Err(ErrorCode::BadDescriptor.into());
+        }
+        Ok(d)
+    }
 }
 
 impl preopens::Host for AgentState {
@@ -281,8 +302,14 @@ impl HostDescriptor for AgentState {
         Ok(kind_type(self.desc(&fd)?.handle.kind))
     }
 
+    /// As POSIX `ftruncate`: `invalid` on a descriptor not open for
+    /// writing (stock answers the same), whatever the gate would allow.
     async fn set_size(&mut self, fd: Resource<Descriptor>, size: u64) -> FsResult<()> {
-        let h = self.file(&fd)?.handle.clone();
+        let d = self.file(&fd)?;
+        if !d.write {
+            return Err(ErrorCode::Invalid.into());
+        }
+        let h = d.handle.clone();
         self.kernel
             .truncate(&self.task, &h, size)
             .await
@@ -305,7 +332,7 @@ impl HostDescriptor for AgentState {
         len: u64,
         offset: u64,
     ) -> FsResult<(Vec<u8>, bool)> {
-        let d = self.file(&fd)?;
+        let d = self.readable(&fd)?;
         if d.handle.kind == FileKind::Pipe {
             let end = d.pipe_end(PipeMode::Read)?;
             let len = usize::try_from(len).unwrap_or(usize::MAX).min(STREAM_CHUNK);
@@ -443,9 +470,13 @@ impl HostDescriptor for AgentState {
             return Err(ErrorCode::Invalid.into());
         }
         let p = self.desc(&fd)?.join(&path)?;
-        let write = flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY);
+        // The access mode, as stock opens it: creating or truncating opens
+        // for writing, and a descriptor not asked to write reads.
+        let write = flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY)
+            || oflags.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE);
+        let read = flags.contains(DescriptorFlags::READ) || !flags.contains(DescriptorFlags::WRITE);
         let opts = OpenOptions {
-            read: flags.contains(DescriptorFlags::READ),
+            read,
             write,
             create: oflags.contains(OpenFlags::CREATE),
             exclusive: oflags.contains(OpenFlags::EXCLUSIVE),
@@ -469,7 +500,7 @@ impl HostDescriptor for AgentState {
             )))
         };
         let is_pipe = handle.kind == FileKind::Pipe;
-        let pipe_reader = if is_pipe && (opts.read || !write) {
+        let pipe_reader = if is_pipe && opts.read {
             attach(PipeMode::Read)?
         } else {
             None
@@ -543,7 +574,7 @@ impl HostDescriptor for AgentState {
         fd: Resource<Descriptor>,
         offset: u64,
     ) -> FsResult<Resource<DynInputStream>> {
-        let d = self.file(&fd)?;
+        let d = self.readable(&fd)?;
         let (k, t) = (self.kernel.clone(), self.task.clone());
         let s: DynInputStream = if d.handle.kind == FileKind::Pipe {
             Box::new(PipeInputStream::new(k, t, d.pipe_end(PipeMode::Read)?))

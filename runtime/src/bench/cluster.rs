@@ -2,8 +2,9 @@
 //! directory, talking Raft over real gRPC on loopback (`GrpcTransport` and
 //! the node server, as `nexus node start` runs them). Creates through the
 //! leader with 1 and 64 concurrent clients (baseline: the same storm on a
-//! one-node embedded zone in the same run), stat on a follower (baseline:
-//! the leader), the time a fourth, empty node takes to join the zone
+//! one-node embedded zone in the same run), the same creates made on a
+//! follower, which forwards each to the leader (baseline: on the leader),
+//! stat on a follower (baseline: the leader), the time a fourth, empty node takes to join the zone
 //! (`add-replica`; the log is compacted by then, so it catches up by a
 //! streamed snapshot), and the time from stopping the leader to a write
 //! accepted by the new one.
@@ -64,10 +65,12 @@ pub async fn cluster(scratch: &Path, scale: usize) -> OpResult<Vec<Row>> {
     let st = task(&single)?;
 
     let mut rows = Vec::new();
+    let mut on_leader = Vec::new();
     let n = 20_000 / scale as u64;
     for callers in [1u64, 64] {
         let per = if callers == 1 { n / 10 } else { n / callers };
         let (rate, lat) = create_storm(&lk, &lt, &format!("/c{callers}"), callers, per).await?;
+        on_leader.push((callers, per, rate));
         let (base, _) = create_storm(&single, &st, &format!("/c{callers}"), callers, per).await?;
         let mut r = row(
             &format!("3 nodes: creates, {callers} client(s) (vs 1 node)"),
@@ -81,11 +84,27 @@ pub async fn cluster(scratch: &Path, scale: usize) -> OpResult<Vec<Row>> {
     }
     single.shutdown().await?;
 
-    // Stat of a hot file on a follower, served by its own replica.
-    lk.open_path(&lt, "/hot", OpenOptions::CREATE).await?;
+    // The same creates made on a follower: each goes to the leader's node
+    // and is answered once the follower has applied it.
     let fi = (li + 1) % 3; // a follower among the first three
     let fk = nodes[fi].kernel.clone();
     let ft = task(&fk)?;
+    for (callers, per, leader_rate) in on_leader {
+        let dir = format!("/f{callers}");
+        let (rate, lat) = create_storm(&fk, &ft, &dir, callers, per).await?;
+        let mut r = row(
+            &format!("3 nodes: creates, {callers} client(s) on a follower (vs on the leader)"),
+            rate,
+            leader_rate,
+            "creates/s",
+        );
+        r.p50_us = Some(percentile(&lat, 0.5));
+        r.p99_us = Some(percentile(&lat, 0.99));
+        rows.push(r);
+    }
+
+    // Stat of a hot file on a follower, served by its own replica.
+    lk.open_path(&lt, "/hot", OpenOptions::CREATE).await?;
     let until = Instant::now() + Duration::from_secs(10);
     while fk.stat(&ft, "/hot").is_err() {
         if Instant::now() > until {

@@ -3,6 +3,7 @@
 //! peer carries every shared zone's messages in batches.
 
 pub mod api;
+pub mod forward;
 pub mod local;
 pub mod server;
 pub mod snapshot;

@@ -5,7 +5,11 @@
 //! serve and senders that are not replicas of the zone. Every refusal is
 //! logged and reported back in the batch's ack; nothing refused reaches a
 //! replica. Snapshots arrive on `InstallSnapshot` and reach their zone only
-//! once complete and verified (`node::snapshot`).
+//! once complete and verified (`node::snapshot`). Writes a follower makes
+//! arrive on `Forward` and are gated again by the kernel, as the task that
+//! asked for them (`Kernel::take_forwarded`). Every call on this service
+//! comes from a certified node: an interceptor refuses anything else
+//! before its message is read.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -16,6 +20,7 @@ use nexus_kernel::KernelError;
 use nexus_kernel::{ReplicaId, ZoneId};
 use nexus_proto::transport::raft_transport_server::{RaftTransport, RaftTransportServer};
 use nexus_proto::transport::{Batch, BatchAck, Refusal, SnapshotAck, SnapshotChunk};
+use nexus_proto::transport::{ForwardOutcome, ForwardedWrite};
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::mpsc;
@@ -60,6 +65,18 @@ pub fn certified_node(tls: &NodeTls, peer: Option<&Peer>) -> Result<ReplicaId, S
 }
 
 impl Receiver {
+    /// The certified node behind a call, if it is a known peer.
+    fn peer_node(&self, peer: Option<&Peer>) -> Result<ReplicaId, Status> {
+        let node = certified_node(&self.tls, peer)?;
+        if node == self.kernel.node_id() || !self.peers.contains(&node) {
+            return Err(Status::permission_denied(format!(
+                "node {node} is not a peer of node {}",
+                self.kernel.node_id()
+            )));
+        }
+        Ok(node)
+    }
+
     /// Checks a batch's or snapshot's header: from the node the
     /// connection's certificate names, a known peer, to this node.
     fn admit(&self, peer: Option<&Peer>, from: ReplicaId, to: ReplicaId) -> Result<(), Status> {
@@ -218,6 +235,19 @@ impl RaftTransport for RaftService {
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
+    async fn forward(
+        &self,
+        request: Request<ForwardedWrite>,
+    ) -> Result<Response<ForwardOutcome>, Status> {
+        let from = self.0.peer_node(Peer::of(&request))?;
+        let outcome = self
+            .0
+            .kernel
+            .take_forwarded(from, &request.get_ref().write)
+            .await;
+        Ok(Response::new(ForwardOutcome { outcome }))
+    }
+
     async fn install_snapshot(
         &self,
         request: Request<Streaming<SnapshotChunk>>,
@@ -251,13 +281,16 @@ pub async fn serve(
     let api = tonic::service::interceptor::InterceptedService::new(api, move |req| {
         authenticated(&k, &t, req)
     });
+    let raft = RaftTransportServer::new(raft)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let t = tls.clone();
+    let raft = tonic::service::interceptor::InterceptedService::new(raft, move |req| {
+        certified_node(&t, Peer::of(&req)).map(|_| req)
+    });
     tonic::transport::Server::builder()
         .http2_adaptive_window(Some(true))
-        .add_service(
-            RaftTransportServer::new(raft)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
+        .add_service(raft)
         .add_service(api)
         .serve_with_incoming_shutdown(super::tls::accept::incoming(listener, tls), shutdown)
         .await

@@ -21,6 +21,7 @@ use raft::prelude::{Message, MessageType};
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
+use super::forward::Forwarder;
 use super::snapshot::{self, Fault};
 use super::tls::{self, Dialer, NodeTls};
 
@@ -99,6 +100,8 @@ pub struct GrpcTransport {
     sent: AtomicU64,
     /// The runtime the links run on (`send` is called from zone threads).
     rt: tokio::runtime::Handle,
+    /// Writes made here for zones another node leads.
+    forwarder: Arc<Forwarder>,
 }
 
 impl GrpcTransport {
@@ -125,11 +128,13 @@ impl GrpcTransport {
                 )
             })
             .collect();
+        let addrs: HashMap<_, _> = peers.iter().map(|(id, a)| (*id, a.clone())).collect();
         Arc::new(GrpcTransport {
             me,
+            forwarder: Arc::new(Forwarder::new(dialer.clone(), addrs.clone())),
             dialer,
             links,
-            addrs: peers.iter().map(|(id, a)| (*id, a.clone())).collect(),
+            addrs,
             cut: Default::default(),
             snapshots: Arc::default(),
             generations,
@@ -293,6 +298,23 @@ impl Transport for GrpcTransport {
                 link.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    fn forward(&self, leader: ReplicaId, write: Vec<u8>) -> nexus_kernel::ForwardReply {
+        let cut = self
+            .cut
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&leader);
+        let forwarder = self.forwarder.clone();
+        Box::pin(async move {
+            if cut {
+                return Err(nexus_kernel::KernelError::Unavailable(format!(
+                    "node {leader} leads and the network to it is cut"
+                )));
+            }
+            forwarder.forward(leader, write).await
+        })
     }
 
     fn reports_snapshots(&self) -> bool {
