@@ -261,9 +261,7 @@ fn open_meta(home: &Path) -> Result<sled::Db> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            Err(other) => {
-                return Err(KernelError::Storage(format!("{}: {other}", home.display())))
-            }
+            Err(other) => return Err(KernelError::Storage(format!("{}: {other}", home.display()))),
         }
     }
 }

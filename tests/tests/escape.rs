@@ -104,19 +104,6 @@ fn paths_never_leave_the_zone() {
         );
     }
     assert_eq!(line(&out, "list /../../.."), "PermissionDenied");
-    for attempt in [
-        "create ../x under a/b",
-        "create c/../../x under a/b",
-        "mkdir ../escaped under a/b",
-        "open ../x at the root",
-    ] {
-        assert!(
-            line(&out, attempt).contains("\"not-permitted\""),
-            "{attempt}: {out}"
-        );
-    }
-    assert_eq!(line(&out, "create c/../x under a/b"), "ok");
-    assert_eq!(line(&out, "escaped exists"), "false");
     assert_eq!(line(&out, "read long path"), "InvalidFilename");
     assert_eq!(line(&out, "create long name"), "InvalidFilename");
     assert!(line(&out, "symlink").contains("unsupported"), "{out}");
@@ -142,47 +129,6 @@ fn paths_never_leave_the_zone() {
         !flags.contains("| WRITE") && !flags.contains("(WRITE"),
         "{flags}"
     );
-    s.intact();
-}
-
-/// Access modes and exact paths, as stock wasmtime-wasi 48 answers on a
-/// host directory (its p1/p2 filesystem test programs): a descriptor does
-/// only what it was opened for, and `file/` is not `file`.
-#[test]
-fn descriptors_do_what_they_were_opened_for_and_paths_are_exact() {
-    let s = Sandbox::new();
-    let (code, out, err) = s.attempt(&[], "modes");
-    assert_eq!(code, 0, "{err}");
-    let says = |attempt: &str, code: &str| {
-        assert!(
-            line(&out, attempt).contains(&format!("\"{code}\"")),
-            "{attempt}: expected {code} in\n{out}"
-        );
-    };
-    // A read-only descriptor truncates nothing (POSIX ftruncate: EINVAL)
-    // and writes nothing; it may set times (the file's permission decides).
-    says("set-size read-only", "invalid");
-    says("write read-only", "bad-descriptor");
-    assert_eq!(line(&out, "set-times read-only"), "ok");
-    assert_eq!(line(&out, "size after"), "5");
-    // A write-only descriptor reads nothing; one opened with no flags reads.
-    says("read write-only", "bad-descriptor");
-    says("stream write-only", "bad-descriptor");
-    assert_eq!(line(&out, "read no flags"), "5");
-    for attempt in [
-        "open m.txt/",
-        "open m.txt/.",
-        "unlink m.txt/",
-        "rename m.txt/",
-        "rename to n.txt/",
-        "rmdir m.txt/",
-    ] {
-        says(attempt, "not-directory");
-    }
-    says("create new.txt/", "is-directory");
-    assert_eq!(line(&out, "mkdir d/"), "ok");
-    assert_eq!(line(&out, "rmdir d/"), "ok");
-    assert_eq!(line(&out, "m.txt"), "hello");
     s.intact();
 }
 

@@ -23,7 +23,7 @@ use super::bindings::wasi::filesystem::types::{
 use super::bindings::wasi::filesystem::{preopens, types};
 use super::pipe::{PipeInputStream, PipeOutputStream};
 use super::state::AgentState;
-use super::streams::{KernelInputStream, KernelOutputStream, STREAM_CHUNK};
+use super::streams::{KernelInputStream, KernelOutputStream, UnreadableStream, STREAM_CHUNK};
 
 pub type FsError = wasmtime_wasi::TrappableError<ErrorCode>;
 type FsResult<T> = Result<T, FsError>;
@@ -255,7 +255,8 @@ impl types::Host for AgentState {
         err: Resource<wasmtime::Error>,
     ) -> wasmtime::Result<Option<ErrorCode>> {
         let err = self.table.get(&err)?;
-        Ok(err.downcast_ref::<KernelError>().map(code))
+        let refused = || err.downcast_ref::<ErrorCode>().copied();
+        Ok(err.downcast_ref::<KernelError>().map(code).or_else(refused))
     }
 }
 
@@ -574,9 +575,12 @@ impl HostDescriptor for AgentState {
         fd: Resource<Descriptor>,
         offset: u64,
     ) -> FsResult<Resource<DynInputStream>> {
-        let d = self.readable(&fd)?;
+        let d = self.file(&fd)?;
         let (k, t) = (self.kernel.clone(), self.task.clone());
-        let s: DynInputStream = if d.handle.kind == FileKind::Pipe {
+        let s: DynInputStream = if !d.read {
+            // As stock: the stream is made; its reads fail.
+            Box::new(UnreadableStream)
+        } else if d.handle.kind == FileKind::Pipe {
             Box::new(PipeInputStream::new(k, t, d.pipe_end(PipeMode::Read)?))
         } else {
             Box::new(KernelInputStream::new(k, t, d.handle.clone(), offset))

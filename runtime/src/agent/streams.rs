@@ -28,6 +28,24 @@ enum ReadState {
     Closed,
 }
 
+/// A stream over a descriptor not open for reading: created, as stock
+/// creates it, and every read fails as a read on the descriptor does.
+pub struct UnreadableStream;
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for UnreadableStream {
+    async fn ready(&mut self) {}
+}
+
+impl InputStream for UnreadableStream {
+    fn read(&mut self, _: usize) -> StreamResult<Bytes> {
+        let refused = super::bindings::wasi::filesystem::types::ErrorCode::BadDescriptor;
+        Err(StreamError::LastOperationFailed(wasmtime::Error::new(
+            refused,
+        )))
+    }
+}
+
 /// Reads a file sequentially from an offset.
 pub struct KernelInputStream {
     kernel: Arc<Kernel>,

@@ -1,0 +1,123 @@
+//! Probes the filesystem semantics a WASI program relies on and prints one
+//! line per probe: `PROBE: ANSWER`. The same binary runs under `nexus run`
+//! and under stock wasmtime-wasi on a host directory; the suite compares
+//! the two line for line. It imports nothing but `wasi:cli` and
+//! `wasi:filesystem`, so stock can run it as it is.
+
+use nexus_guest::raw::wasi::filesystem::preopens;
+use nexus_guest::raw::wasi::filesystem::types::{
+    filesystem_error_code, Descriptor, DescriptorFlags as D, ErrorCode, NewTimestamp,
+    OpenFlags as O, PathFlags,
+};
+use nexus_guest::raw::wasi::io::streams::StreamError;
+use std::fs;
+
+fn show<T: std::fmt::Display>(r: Result<T, ErrorCode>) -> String {
+    match r {
+        Ok(v) => v.to_string(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+fn ok(r: Result<(), ErrorCode>) -> String {
+    show(r.map(|()| "ok"))
+}
+
+fn open(dir: &Descriptor, name: &str, o: O, d: D) -> Result<Descriptor, ErrorCode> {
+    dir.open_at(PathFlags::empty(), name, o, d)
+}
+
+/// Access modes: a descriptor does what it was opened for.
+fn modes(root: &Descriptor) {
+    fs::write("/m.txt", b"hello").expect("a writable directory");
+    let ro = open(root, "m.txt", O::empty(), D::READ).expect("open read-only");
+    println!("set-size read-only: {}", ok(ro.set_size(0)));
+    let now = NewTimestamp::Now;
+    println!(
+        "set-times read-only: {}",
+        ok(ro.set_times(NewTimestamp::NoChange, now))
+    );
+    println!("write read-only: {}", show(ro.write(b"x", 0)));
+    let size = fs::metadata("/m.txt").map(|m| m.len());
+    println!(
+        "size after: {}",
+        size.map_or("gone".into(), |s| s.to_string())
+    );
+    let wo = open(root, "m.txt", O::empty(), D::WRITE).expect("open write-only");
+    println!(
+        "read write-only: {}",
+        show(wo.read(5, 0).map(|(b, _)| b.len()))
+    );
+    let streamed = wo.read_via_stream(0).map(|s| match s.blocking_read(5) {
+        Ok(b) => b.len().to_string(),
+        Err(StreamError::LastOperationFailed(e)) => format!("{:?}", filesystem_error_code(&e)),
+        Err(StreamError::Closed) => "closed".into(),
+    });
+    println!("stream write-only: {}", show(streamed));
+    let neither = open(root, "m.txt", O::empty(), D::empty()).expect("open, no flags");
+    println!(
+        "read no flags: {}",
+        show(neither.read(5, 0).map(|(b, _)| b.len()))
+    );
+    let created = open(root, "c.txt", O::CREATE, D::READ).expect("create read-only");
+    println!("write after create: {}", show(created.write(b"abc", 0)));
+}
+
+/// Paths are exact: a trailing `/` names a directory.
+fn slashes(root: &Descriptor) {
+    fs::write("/m.txt", b"hello").expect("a writable directory");
+    let opened = |name: &str, o: O| show(open(root, name, o, D::READ).map(|_| "ok"));
+    println!("open m.txt/: {}", opened("m.txt/", O::empty()));
+    println!("open m.txt/.: {}", opened("m.txt/.", O::empty()));
+    println!("create new.txt/: {}", opened("new.txt/", O::CREATE));
+    println!("unlink m.txt/: {}", ok(root.unlink_file_at("m.txt/")));
+    println!(
+        "rename m.txt/: {}",
+        ok(root.rename_at("m.txt/", root, "n.txt"))
+    );
+    println!(
+        "rename to n.txt/: {}",
+        ok(root.rename_at("m.txt", root, "n.txt/"))
+    );
+    println!("rmdir m.txt/: {}", ok(root.remove_directory_at("m.txt/")));
+    println!("mkdir d/: {}", ok(root.create_directory_at("d/")));
+    println!("rmdir d/: {}", ok(root.remove_directory_at("d/")));
+    let kept = fs::read("/m.txt").map(|b| String::from_utf8_lossy(&b).into_owned());
+    println!(
+        "m.txt: {}",
+        kept.unwrap_or_else(|e| format!("{:?}", e.kind()))
+    );
+}
+
+/// A directory descriptor confines the paths resolved from it.
+fn confine(root: &Descriptor) {
+    fs::create_dir_all("/a/b/c").expect("a writable directory");
+    let b = open(root, "a/b", O::DIRECTORY, D::READ | D::MUTATE_DIRECTORY).expect("open a/b");
+    let create = |name: &str| show(open(&b, name, O::CREATE, D::WRITE).map(|_| "ok"));
+    println!("create ../x under a/b: {}", create("../x"));
+    println!("create c/../../x under a/b: {}", create("c/../../x"));
+    println!("create c/../x under a/b: {}", create("c/../x"));
+    println!(
+        "mkdir ../escaped under a/b: {}",
+        ok(b.create_directory_at("../escaped"))
+    );
+    println!("escaped exists: {}", fs::metadata("/a/escaped").is_ok());
+    let at_root = show(open(root, "../x", O::empty(), D::READ).map(|_| "ok"));
+    println!("open ../x at the root: {at_root}");
+}
+
+fn main() {
+    let (root, _) = preopens::get_directories()
+        .into_iter()
+        .next()
+        .expect("a preopen");
+    match std::env::args().nth(1).unwrap_or_default().as_str() {
+        "modes" => modes(&root),
+        "slashes" => slashes(&root),
+        "confine" => confine(&root),
+        other => {
+            eprintln!("unknown probe {other:?}: modes, slashes or confine");
+            std::process::exit(64);
+        }
+    }
+}
