@@ -217,6 +217,8 @@ pub struct Kernel {
     pub(crate) audit: OnceLock<AuditSink>,
     tokens: TokenAuthority,
     pub(crate) pipes: Arc<PipeTable>,
+    /// Regular files open on this node (an unlinked one lives until closed).
+    pub(crate) open_files: Arc<crate::files::open::OpenFiles>,
     timers: TimerDriver,
     /// Set by `shutdown`: no zone starts again in this process.
     closed: std::sync::atomic::AtomicBool,
@@ -305,6 +307,7 @@ impl Kernel {
             writers: Mutex::new(HashMap::new()),
             transport,
             pipes: Arc::default(),
+            open_files: Arc::default(),
             timers,
             closed: Default::default(),
         })

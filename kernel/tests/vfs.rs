@@ -404,3 +404,56 @@ async fn truncating_to_the_same_size_commits_nothing() {
     k.truncate(&t1, &f, 1).await.unwrap();
     assert_eq!(k.stat_handle(&t1, &f).unwrap().version, before.version + 1);
 }
+
+/// POSIX: an unlinked file lives while it is open. Its name goes at once;
+/// its content stays readable and writable through what holds it open,
+/// and goes when the last holder closes (or, if the node stopped with it
+/// open, at the node's next `gc`). The zone stays consistent throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_file_lives_until_it_is_closed() {
+    let (_dir, k, z1, t1) = zone_z1().await;
+    let f = k.open_path(&t1, "/tmp.bin", CREATE).await.unwrap();
+    let big = vec![5u8; CHUNK_SIZE as usize + 10];
+    k.write(&t1, &f, 0, &big).await.unwrap();
+    let held = k.hold_open(&f).unwrap();
+    let again = k.hold_open(&f).unwrap();
+    k.unlink(&t1, "/tmp.bin").await.unwrap();
+    assert_eq!(code(k.stat(&t1, "/tmp.bin")), ErrorCode::NoEntry);
+    assert!(k.readdir(&t1, "/", None, 10).unwrap().entries.is_empty());
+    // The name is free; the open file is another file.
+    k.open_path(&t1, "/tmp.bin", CREATE).await.unwrap();
+    assert_eq!(k.read(&t1, &f, 0, 4).await.unwrap().as_ref(), &[5u8; 4]);
+    k.write(&t1, &f, 2, b"xy").await.unwrap();
+    assert_eq!(k.read(&t1, &f, 0, 4).await.unwrap().as_ref(), b"\x05\x05xy");
+    assert_eq!(k.stat_handle(&t1, &f).unwrap().size, big.len() as u64);
+    let report = k.check_zone(&t1, true).await.unwrap();
+    assert!(report.consistent(), "{:?}", report.problems);
+    let orphans = |k: &Kernel| k.zone_state(&z1).unwrap().orphans().count();
+    assert_eq!(orphans(&k), 1);
+
+    // One holder closes: still there. The last closes: reaped.
+    drop(held);
+    assert_eq!(k.read(&t1, &f, 0, 2).await.unwrap().len(), 2);
+    drop(again);
+    let mut waited = 0;
+    while orphans(&k) > 0 {
+        assert!(waited < 500, "the orphan was never reaped");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(code(k.read(&t1, &f, 0, 2).await), ErrorCode::NoEntry);
+    assert!(k.check_zone(&t1, true).await.unwrap().consistent());
+
+    // A holder that closes where nothing can reap (as a node that stops
+    // with the file open): `gc` reaps it, and the chunks go with it.
+    let g = k.open_path(&t1, "/left.bin", CREATE).await.unwrap();
+    k.write(&t1, &g, 0, &big).await.unwrap();
+    let held = k.hold_open(&g).unwrap();
+    k.unlink(&t1, "/left.bin").await.unwrap();
+    std::thread::spawn(move || drop(held)).join().unwrap();
+    assert_eq!(orphans(&k), 1);
+    assert!(k.check_zone(&t1, false).await.unwrap().consistent());
+    k.gc(std::slice::from_ref(&t1)).await.unwrap();
+    assert_eq!(orphans(&k), 0);
+    assert!(k.check_zone(&t1, true).await.unwrap().consistent());
+}

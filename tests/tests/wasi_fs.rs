@@ -155,6 +155,23 @@ fn a_directory_descriptor_confines_its_paths() {
     assert_eq!(answer(&out, "escaped exists"), "false");
 }
 
+#[test]
+fn an_unlinked_file_lives_while_it_is_open() {
+    let out = on_nexus("unlinked");
+    assert_eq!(answer(&out, "unlink while open"), "ok");
+    refused(&out, "stat by name after unlink", "no-entry");
+    assert_eq!(answer(&out, "read after unlink"), "temporary");
+    assert_eq!(answer(&out, "read again"), "Temporary");
+    assert_eq!(answer(&out, "size after unlink"), "9");
+    assert_eq!(
+        answer(&out, "stream after the descriptor closed"),
+        "Temporary"
+    );
+    assert_eq!(answer(&out, "new file by the name"), "new");
+    assert_eq!(answer(&out, "std read back"), "kept by the descriptor");
+    assert_eq!(answer(&out, "std name gone"), "true");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_probe_answers_as_on_stock() {
     matches_stock("modes", &[]).await;
@@ -162,4 +179,5 @@ async fn every_probe_answers_as_on_stock() {
     // the directory, as POSIX does (the WASI test suite accepts both).
     matches_stock("slashes", &["rmdir d/"]).await;
     matches_stock("confine", &[]).await;
+    matches_stock("unlinked", &[]).await;
 }

@@ -106,6 +106,51 @@ fn confine(root: &Descriptor) {
     println!("open ../x at the root: {at_root}");
 }
 
+/// An unlinked file lives while it is open, as on POSIX.
+fn unlinked(root: &Descriptor) {
+    use std::io::{Read, Seek, Write};
+    let text = |r: Result<(Vec<u8>, bool), ErrorCode>| {
+        show(r.map(|(b, _)| String::from_utf8_lossy(&b).into_owned()))
+    };
+    fs::write("/t.txt", b"temporary").expect("a writable directory");
+    let d = open(root, "t.txt", O::empty(), D::READ | D::WRITE).expect("open t.txt");
+    println!("unlink while open: {}", ok(root.unlink_file_at("t.txt")));
+    let by_name = root.stat_at(PathFlags::empty(), "t.txt");
+    println!("stat by name after unlink: {}", show(by_name.map(|_| "ok")));
+    println!("read after unlink: {}", text(d.read(100, 0)));
+    println!("write after unlink: {}", show(d.write(b"T", 0)));
+    println!("read again: {}", text(d.read(100, 0)));
+    println!("size after unlink: {}", show(d.stat().map(|s| s.size)));
+    let stream = d.read_via_stream(0).expect("a stream");
+    drop(d);
+    let streamed = match stream.blocking_read(100) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) => format!("{e:?}"),
+    };
+    println!("stream after the descriptor closed: {streamed}");
+    drop(stream);
+    fs::write("/t.txt", b"new").expect("the name is free");
+    let again = fs::read("/t.txt").map(|b| String::from_utf8_lossy(&b).into_owned());
+    println!("new file by the name: {}", again.unwrap_or_default());
+    // The temporary-file pattern through std.
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open("/std.txt")
+        .expect("open std.txt");
+    println!("std remove: {:?}", fs::remove_file("/std.txt").is_ok());
+    f.write_all(b"kept by the descriptor").expect("write");
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    let mut back = String::new();
+    let read = f.read_to_string(&mut back).map(|_| back);
+    println!(
+        "std read back: {}",
+        read.unwrap_or_else(|e| format!("{:?}", e.kind()))
+    );
+    println!("std name gone: {}", fs::metadata("/std.txt").is_err());
+}
+
 fn main() {
     let (root, _) = preopens::get_directories()
         .into_iter()
@@ -115,8 +160,9 @@ fn main() {
         "modes" => modes(&root),
         "slashes" => slashes(&root),
         "confine" => confine(&root),
+        "unlinked" => unlinked(&root),
         other => {
-            eprintln!("unknown probe {other:?}: modes, slashes or confine");
+            eprintln!("unknown probe {other:?}: modes, slashes, confine or unlinked");
             std::process::exit(64);
         }
     }

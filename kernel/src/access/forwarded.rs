@@ -69,6 +69,16 @@ impl Kernel {
                         _ => Ok(()),
                     }
                 }
+                // Only the node holding an orphan open reaps it.
+                Proposal::Command(ZoneCommand::Reap { ino }) => {
+                    match zone.state.orphan_holder(*ino)? {
+                        Some(holder) if holder != from => Err(KernelError::Access(format!(
+                            "orphan {ino} of zone {} is held by node {holder}, not node {from}",
+                            zone.id
+                        ))),
+                        _ => Ok(()),
+                    }
+                }
                 _ => {
                     self.audit_node(from, &zone.id, "forwarded write", "denied");
                     Err(KernelError::Access(format!(
@@ -98,12 +108,18 @@ impl Kernel {
                         zone.id
                     )));
                 }
-                self.authorize_task(&task, zone, proposal)
+                self.authorize_task(&task, zone, from, proposal)
             }
         }
     }
 
-    fn authorize_task(&self, task: &Task, zone: &Zone, proposal: &Proposal) -> Result<()> {
+    fn authorize_task(
+        &self,
+        task: &Task,
+        zone: &Zone,
+        from: ReplicaId,
+        proposal: &Proposal,
+    ) -> Result<()> {
         let on_zone =
             |perm, op| self.require(task, &zone.id, &ObjectRef::zone(&zone.id), perm, op, "/");
         let cmd = match proposal {
@@ -116,7 +132,9 @@ impl Kernel {
             None => Ok(()),
         };
         match cmd {
-            ZoneCommand::Init { .. } | ZoneCommand::PipeCheckpoint { .. } => {
+            ZoneCommand::Init { .. }
+            | ZoneCommand::PipeCheckpoint { .. }
+            | ZoneCommand::Reap { .. } => {
                 self.audit(task, &zone.id, "forwarded write", "/", "denied");
                 Err(KernelError::Access(format!(
                     "only a node makes this change to zone {}, not {}",
@@ -169,6 +187,21 @@ impl Kernel {
                 write_child(*dst_parent, dst_name)
             }
             ZoneCommand::Remove { parent, name, .. } => {
+                write(*parent)?;
+                write_child(*parent, name)
+            }
+            // The file stays open on the node that forwards the unlink.
+            ZoneCommand::Orphan {
+                parent,
+                name,
+                holder,
+                ..
+            } => {
+                if *holder != from {
+                    return Err(KernelError::Access(format!(
+                        "node {from} may not keep a file open for node {holder}"
+                    )));
+                }
                 write(*parent)?;
                 write_child(*parent, name)
             }

@@ -76,6 +76,22 @@ impl Kernel {
                 Some(_) => {}
             }
         }
+        // Files unlinked while open: no name, an orphan record instead.
+        let mut orphans = HashMap::new();
+        for o in state.orphans() {
+            let (ino, holder) = o?;
+            match inodes.get(&ino) {
+                Some(i) if i.kind() == FileKind::Regular => {}
+                Some(i) => r.problems.push(format!(
+                    "orphan {ino} (held by node {holder}) is a {}, not a file",
+                    i.kind().as_str()
+                )),
+                None => r.problems.push(format!(
+                    "orphan {ino} (held by node {holder}) names a missing inode"
+                )),
+            }
+            orphans.insert(ino, holder);
+        }
         let mut chunk_map: HashMap<Ino, Vec<(u64, crate::types::ChunkRef)>> = HashMap::new();
         for c in state.all_chunks() {
             let (ino, idx, chunk) = c?;
@@ -83,9 +99,10 @@ impl Kernel {
         }
         for (ino, inode) in &inodes {
             let links = linked.get(ino).copied().unwrap_or(0);
-            if *ino != ROOT_INO && links != 1 {
+            let expected = if orphans.contains_key(ino) { 0 } else { 1 };
+            if *ino != ROOT_INO && links != expected {
                 r.problems.push(format!(
-                    "inode {ino} has {links} directory entries, expected 1"
+                    "inode {ino} has {links} directory entries, expected {expected}"
                 ));
             }
             match &inode.body {
@@ -179,6 +196,7 @@ impl Kernel {
     /// touches every zone, so it needs `admin` on each: `tasks` holds one
     /// task per zone of the node.
     pub async fn gc(&self, tasks: &[Task]) -> Result<GcReport> {
+        self.reap_orphans().await?;
         if self.cfg.object_store.is_shared() {
             return Err(KernelError::Unsupported(
                 "the object store is shared with other nodes, whose zones this node cannot see; \
@@ -207,5 +225,33 @@ impl Kernel {
                 Ok(live)
             })
             .await
+    }
+
+    /// Reaps the orphans this node holds but no longer has open (it stopped
+    /// with them open). Runs before garbage collection, whose chunks they
+    /// hold.
+    async fn reap_orphans(&self) -> Result<()> {
+        let me = self.node_id();
+        for z in self.zone_records()? {
+            let zone = self.zone(&z.id)?;
+            let stale: Vec<Ino> = zone
+                .state
+                .orphans()
+                .filter_map(|o| match o {
+                    Ok((ino, holder)) if holder == me && !self.open_files.is_open(&z.id, ino) => {
+                        Some(Ok(ino))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<_>>()?;
+            for ino in stale {
+                let reap = crate::zone::command::ZoneCommand::Reap { ino };
+                zone.propose(&crate::consensus::forward::Actor::Node, reap)
+                    .await?;
+                tracing::info!(zone = %z.id, ino, "reaped an orphan left open by an earlier run");
+            }
+        }
+        Ok(())
     }
 }

@@ -1,9 +1,11 @@
 //! Files: path parsing, the zone VFS (resolution across mounts and every
 //! file operation), whole-file and whole-tree operations, the content store
-//! (chunks by hash in an object store), and fsck/GC.
+//! (chunks by hash in an object store), the files open on this node (so
+//! an unlinked file lives until closed), and fsck/GC.
 
 pub mod check;
 pub mod content;
+pub mod open;
 pub mod path;
 pub mod tree;
 pub mod vfs;

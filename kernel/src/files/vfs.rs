@@ -771,19 +771,40 @@ impl Kernel {
             path::check_dir_suffix(p, target.kind)?;
             self.gate(task, target, Permission::Write, op, p)?;
         }
-        let cmd = ZoneCommand::Remove {
-            parent: parent.ino,
-            name: name.to_owned(),
-            dir,
-            now: now(),
+        // A regular file open on this node loses its name, not its content.
+        let open = target
+            .as_ref()
+            .filter(|t| {
+                !dir && t.kind == FileKind::Regular && self.open_files.is_open(&t.zone.id, t.ino)
+            })
+            .cloned();
+        let cmd = match open {
+            Some(_) => ZoneCommand::Orphan {
+                parent: parent.ino,
+                name: name.to_owned(),
+                holder: self.node_id(),
+                now: now(),
+            },
+            None => ZoneCommand::Remove {
+                parent: parent.ino,
+                name: name.to_owned(),
+                dir,
+                now: now(),
+            },
         };
         parent
             .zone
             .propose(&task.actor(), cmd)
             .await
             .map_err(|e| with_path(e, p))?;
-        if let Some(gone) = target {
-            self.pipes.removed(&gone);
+        match (open, target) {
+            // Closed while the orphaning was in flight: nothing will reap
+            // it but this.
+            (Some(t), _) if !self.open_files.is_open(&t.zone.id, t.ino) => {
+                crate::files::open::reap_if_orphan(t.zone, t.ino)
+            }
+            (None, Some(gone)) => self.pipes.removed(&gone),
+            _ => {}
         }
         Ok(())
     }

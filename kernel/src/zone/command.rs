@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::rebac::Tuple;
-use crate::types::{ChunkRef, Ino, Inode, Timestamp, ZoneId};
+use crate::types::{ChunkRef, Ino, Inode, ReplicaId, Timestamp, ZoneId};
 use crate::zone::pipe_record::Checkpoint;
 
 /// What kind of inode `Create` makes.
@@ -74,6 +74,17 @@ pub enum ZoneCommand {
     /// serving the zone. (New variants go last: entries are encoded by
     /// variant index.)
     RevokeToken { id: String },
+    /// Removes a regular file's name but keeps the file, open on node
+    /// `holder`, as an orphan until that node reaps it (POSIX: an unlinked
+    /// file lives until its last descriptor closes).
+    Orphan {
+        parent: Ino,
+        name: String,
+        holder: ReplicaId,
+        now: Timestamp,
+    },
+    /// Deletes an orphan (a no-op for anything else).
+    Reap { ino: Ino },
 }
 
 /// What applying a command produced, returned to the proposer.

@@ -13,7 +13,9 @@ use std::ops::Bound;
 use crate::access::identity::Principal;
 use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::error::{KernelError, Result};
-use crate::types::{ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ROOT_INO};
+use crate::types::{
+    ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ReplicaId, ROOT_INO,
+};
 use crate::zone::command::{Applied, NewInode, ZoneCommand};
 use crate::zone::pipe_record::PipeRecord;
 
@@ -32,6 +34,8 @@ pub(crate) mod keys {
     pub const ALL_PIPES: &[u8] = b"s\x05";
     /// `s\x06` + token id: tokens of this zone revoked by its admins.
     pub const ALL_REVOKED: &[u8] = b"s\x06";
+    /// `s\x07` + inode: a file unlinked while open, with the node holding it.
+    pub const ALL_ORPHANS: &[u8] = b"s\x07";
     /// Applied index of the last command that could change a permission.
     pub const AUTH_REVISION: &[u8] = b"s\x00authrev";
 
@@ -48,6 +52,10 @@ pub(crate) mod keys {
 
     pub fn pipe(ino: Ino) -> Vec<u8> {
         tagged(ALL_PIPES, ino, 0)
+    }
+
+    pub fn orphan(ino: Ino) -> Vec<u8> {
+        tagged(ALL_ORPHANS, ino, 0)
     }
 
     pub fn revoked(token_id: &str) -> Vec<u8> {
@@ -236,6 +244,27 @@ impl ZoneState {
         self.tree
             .scan_prefix(keys::ALL_TUPLES)
             .map(|kv| dec(&kv?.1))
+    }
+
+    /// The node holding inode `ino` open, if it is an orphan (unlinked
+    /// while open).
+    pub fn orphan_holder(&self, ino: Ino) -> Result<Option<ReplicaId>> {
+        self.tree
+            .get(keys::orphan(ino))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Every orphan: (inode, the node holding it).
+    pub fn orphans(&self) -> impl Iterator<Item = Result<(Ino, ReplicaId)>> + '_ {
+        self.tree.scan_prefix(keys::ALL_ORPHANS).map(|kv| {
+            let (k, v) = kv?;
+            let ino = k[keys::ALL_ORPHANS.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| KernelError::Corrupt("orphan key".into()))?;
+            Ok((ino, dec(&v)?))
+        })
     }
 
     /// Whether the zone's admins revoked the token with this id.
@@ -629,16 +658,10 @@ impl Tx<'_> {
                 dir,
                 now,
             } => {
-                let mut parent_inode = self.get_dir(*parent)?;
-                let entry = self
-                    .dentry(*parent, name)?
-                    .ok_or_else(|| KernelError::NotFound(name.clone()))?;
-                let target = self.get_inode(entry.ino)?;
+                let (parent_inode, target) = self.named(*parent, name)?;
                 check_replaceable(&target, *dir, name)?;
-                self.remove(keys::dentry(*parent, name));
                 self.drop_inode(&target)?;
-                Self::adjust_entries(&mut parent_inode, -1, *now);
-                self.put_inode(&parent_inode);
+                self.drop_name(parent_inode, name, *now);
                 Ok(Applied::Done)
             }
             ZoneCommand::SetTimes {
@@ -663,7 +686,50 @@ impl Tx<'_> {
                 self.insert(keys::revoked(id), Vec::new());
                 Ok(Applied::Done)
             }
+            ZoneCommand::Orphan {
+                parent,
+                name,
+                holder,
+                now,
+            } => {
+                let (parent_inode, mut target) = self.named(*parent, name)?;
+                if target.kind() != FileKind::Regular {
+                    return Err(KernelError::Invalid(format!(
+                        "{name:?} is not a regular file: only files outlive their name"
+                    )));
+                }
+                self.insert(keys::orphan(target.ino), enc(holder));
+                target.ctime = *now;
+                self.put_inode(&target);
+                self.drop_name(parent_inode, name, *now);
+                Ok(Applied::Done)
+            }
+            ZoneCommand::Reap { ino } => {
+                if self.get(&keys::orphan(*ino))?.is_some() {
+                    let inode = self.get_inode(*ino)?;
+                    self.remove(keys::orphan(*ino));
+                    self.drop_inode(&inode)?;
+                }
+                Ok(Applied::Done)
+            }
         }
+    }
+
+    /// Directory `parent` and the inode it names `name`.
+    fn named(&self, parent: Ino, name: &str) -> Result<(Inode, Inode)> {
+        let dir = self.get_dir(parent)?;
+        let entry = self
+            .dentry(parent, name)?
+            .ok_or_else(|| KernelError::NotFound(name.to_owned()))?;
+        Ok((dir, self.get_inode(entry.ino)?))
+    }
+
+    /// Removes `name` from directory `dir` (the inode it named is the
+    /// caller's to keep or drop).
+    fn drop_name(&mut self, mut dir: Inode, name: &str, now: i64) {
+        self.remove(keys::dentry(dir.ino, name));
+        Self::adjust_entries(&mut dir, -1, now);
+        self.put_inode(&dir);
     }
 
     fn create(

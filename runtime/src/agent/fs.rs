@@ -10,7 +10,7 @@ use nexus_kernel::Kernel;
 use nexus_kernel::Task;
 use nexus_kernel::{DirListing, FileKind, Stat};
 use nexus_kernel::{ErrorCode as K, KernelError};
-use nexus_kernel::{Handle, OpenOptions};
+use nexus_kernel::{Handle, OpenFile, OpenOptions};
 use nexus_kernel::{PipeEnd, PipeMode};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
@@ -23,7 +23,8 @@ use super::bindings::wasi::filesystem::types::{
 use super::bindings::wasi::filesystem::{preopens, types};
 use super::pipe::{PipeInputStream, PipeOutputStream};
 use super::state::AgentState;
-use super::streams::{KernelInputStream, KernelOutputStream, UnreadableStream, STREAM_CHUNK};
+use super::streams::STREAM_CHUNK;
+use super::streams::{FileRef, KernelInputStream, KernelOutputStream, UnreadableStream};
 
 pub type FsError = wasmtime_wasi::TrappableError<ErrorCode>;
 type FsResult<T> = Result<T, FsError>;
@@ -71,6 +72,9 @@ pub struct Descriptor {
     /// (held here and by its streams; the last holder detaches).
     pipe_reader: Option<Arc<PipeEnd>>,
     pipe_writer: Option<Arc<PipeEnd>>,
+    /// For a regular file: held open, so it outlives an unlink until the
+    /// descriptor and its streams are gone (as POSIX).
+    open: Option<Arc<OpenFile>>,
 }
 
 impl Descriptor {
@@ -83,7 +87,13 @@ impl Descriptor {
             write: true,
             pipe_reader: None,
             pipe_writer: None,
+            open: None,
         })
+    }
+
+    /// The file behind this descriptor, for a stream.
+    fn file_ref(&self) -> FileRef {
+        (self.handle.clone(), self.open.clone())
     }
 
     fn pipe_end(&self, mode: PipeMode) -> FsResult<Arc<PipeEnd>> {
@@ -512,6 +522,7 @@ impl HostDescriptor for AgentState {
             None
         };
         let d = Descriptor {
+            open: self.kernel.hold_open(&handle),
             handle,
             path: p,
             read: opts.read,
@@ -583,7 +594,7 @@ impl HostDescriptor for AgentState {
         } else if d.handle.kind == FileKind::Pipe {
             Box::new(PipeInputStream::new(k, t, d.pipe_end(PipeMode::Read)?))
         } else {
-            Box::new(KernelInputStream::new(k, t, d.handle.clone(), offset))
+            Box::new(KernelInputStream::new(k, t, d.file_ref(), offset))
         };
         self.table.push(s).map_err(FsError::trap)
     }
@@ -662,7 +673,7 @@ impl AgentState {
     fn output_stream(
         &mut self,
         fd: Resource<Descriptor>,
-        make: impl FnOnce(Arc<Kernel>, Task, Handle) -> KernelOutputStream,
+        make: impl FnOnce(Arc<Kernel>, Task, FileRef) -> KernelOutputStream,
     ) -> FsResult<Resource<DynOutputStream>> {
         let d = self.file(&fd)?;
         if !d.write {
@@ -672,7 +683,7 @@ impl AgentState {
         let s: DynOutputStream = if d.handle.kind == FileKind::Pipe {
             Box::new(PipeOutputStream::new(k, t, d.pipe_end(PipeMode::Write)?))
         } else {
-            Box::new(make(k, t, d.handle.clone()))
+            Box::new(make(k, t, d.file_ref()))
         };
         self.table.push(s).map_err(FsError::trap)
     }

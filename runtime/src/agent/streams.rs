@@ -10,12 +10,16 @@ use futures::FutureExt;
 use nexus_kernel::Handle;
 use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
+use nexus_kernel::OpenFile;
 use nexus_kernel::Task;
 use tokio::task::JoinHandle;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
 use super::fs::stream_failure;
+
+/// A file a stream works on: its handle, and the hold that keeps it open.
+pub type FileRef = (Handle, Option<Arc<OpenFile>>);
 
 /// Bytes fetched or accepted per kernel call at most.
 pub const STREAM_CHUNK: usize = 1 << 20;
@@ -53,16 +57,19 @@ pub struct KernelInputStream {
     handle: Handle,
     offset: u64,
     state: ReadState,
+    /// Keeps the file open (alive past an unlink) while the stream lives.
+    _open: Option<Arc<OpenFile>>,
 }
 
 impl KernelInputStream {
-    pub fn new(kernel: Arc<Kernel>, task: Task, handle: Handle, offset: u64) -> Self {
+    pub fn new(kernel: Arc<Kernel>, task: Task, file: FileRef, offset: u64) -> Self {
         KernelInputStream {
             kernel,
             task,
-            handle,
+            handle: file.0,
             offset,
             state: ReadState::Idle,
+            _open: file.1,
         }
     }
 
@@ -150,26 +157,29 @@ pub struct KernelOutputStream {
     place: Place,
     pending: Option<JoinHandle<Result<u64, KernelError>>>,
     failed: Option<KernelError>,
+    /// Keeps the file open (alive past an unlink) while the stream lives.
+    _open: Option<Arc<OpenFile>>,
 }
 
 impl KernelOutputStream {
-    fn new(kernel: Arc<Kernel>, task: Task, handle: Handle, place: Place) -> Self {
+    fn new(kernel: Arc<Kernel>, task: Task, file: FileRef, place: Place) -> Self {
         KernelOutputStream {
             kernel,
             task,
-            handle,
+            handle: file.0,
             place,
             pending: None,
             failed: None,
+            _open: file.1,
         }
     }
 
-    pub fn at(kernel: Arc<Kernel>, task: Task, handle: Handle, offset: u64) -> Self {
-        Self::new(kernel, task, handle, Place::At(offset))
+    pub fn at(kernel: Arc<Kernel>, task: Task, file: FileRef, offset: u64) -> Self {
+        Self::new(kernel, task, file, Place::At(offset))
     }
 
-    pub fn append(kernel: Arc<Kernel>, task: Task, handle: Handle) -> Self {
-        Self::new(kernel, task, handle, Place::Append)
+    pub fn append(kernel: Arc<Kernel>, task: Task, file: FileRef) -> Self {
+        Self::new(kernel, task, file, Place::Append)
     }
 
     fn settle(&mut self, r: Result<Result<u64, KernelError>, tokio::task::JoinError>) {
