@@ -15,7 +15,7 @@ use nexus_kernel::{ObjectRef, Principal, Relation, Role, Subject, Tuple, ZoneId}
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{JoinZoneRequest, Replica, ZoneRef};
 use nexus_proto::transport::raft_transport_client::RaftTransportClient;
-use nexus_proto::transport::{Batch, BatchAck, Envelope, ForwardedWrite};
+use nexus_proto::transport::{Batch, BatchAck, Envelope, ForwardedWrites};
 use nexus_runtime::node::local::{self, LocalNode};
 use nexus_runtime::node::tls::{self, authority::Authority, Dialer, NodeTls};
 use protobuf::Message as _;
@@ -414,9 +414,13 @@ async fn forward(
     .await
     .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let reply = RaftTransportClient::new(channel)
-        .forward(ForwardedWrite { write })
+        .forward(ForwardedWrites {
+            writes: vec![write],
+        })
         .await?;
-    Ok(Outcome::decode(&reply.into_inner().outcome).unwrap())
+    let outcomes = reply.into_inner().outcomes;
+    assert_eq!(outcomes.len(), 1, "one outcome per write");
+    Ok(Outcome::decode(&outcomes[0]).unwrap())
 }
 
 fn write_tuple(actor: Actor, who: &str, relation: Relation) -> Vec<u8> {
@@ -526,6 +530,23 @@ async fn a_member_node_cannot_write_what_its_caller_may_not() {
     refused_as(&o.unwrap(), "access", "user:owner may not change tuples");
     let o = forward(&sender, target, b"\x07garbage".to_vec()).await;
     refused_as(&o.unwrap(), "invalid", "undecodable forwarded write");
+
+    // More writes in one call than a node sends: refused whole.
+    let flood = ForwardedWrites {
+        writes: vec![b"x".to_vec(); 257],
+    };
+    let channel = tls::channel(
+        &sender,
+        &target.addr.to_string(),
+        &tls::node_name(leader as u64),
+    )
+    .await
+    .unwrap();
+    let s = RaftTransportClient::new(channel)
+        .forward(flood)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
 
     // A client's connection (no certificate) cannot call it at all.
     let client = Dialer::Client(tls::client_config(&local::ca_cert(dir.path())).unwrap());

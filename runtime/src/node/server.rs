@@ -20,13 +20,14 @@ use nexus_kernel::KernelError;
 use nexus_kernel::{ReplicaId, ZoneId};
 use nexus_proto::transport::raft_transport_server::{RaftTransport, RaftTransportServer};
 use nexus_proto::transport::{Batch, BatchAck, Refusal, SnapshotAck, SnapshotChunk};
-use nexus_proto::transport::{ForwardOutcome, ForwardedWrite};
+use nexus_proto::transport::{ForwardOutcomes, ForwardedWrites};
 use protobuf::Message as _;
 use raft::prelude::Message;
 use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::forward::MAX_FORWARD_BATCH;
 use super::snapshot::Assembly;
 use super::tls::{NodeTls, Peer};
 use super::transport::MAX_MESSAGE;
@@ -235,17 +236,23 @@ impl RaftTransport for RaftService {
         Ok(Response::new(ReceiverStream::new(stream)))
     }
 
+    /// The writes are taken together, so they share the next log batch.
     async fn forward(
         &self,
-        request: Request<ForwardedWrite>,
-    ) -> Result<Response<ForwardOutcome>, Status> {
+        request: Request<ForwardedWrites>,
+    ) -> Result<Response<ForwardOutcomes>, Status> {
         let from = self.0.peer_node(Peer::of(&request))?;
-        let outcome = self
-            .0
-            .kernel
-            .take_forwarded(from, &request.get_ref().write)
-            .await;
-        Ok(Response::new(ForwardOutcome { outcome }))
+        let writes = request.into_inner().writes;
+        if writes.len() > MAX_FORWARD_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} writes in one call (at most {MAX_FORWARD_BATCH})",
+                writes.len()
+            )));
+        }
+        let kernel = &self.0.kernel;
+        let taken = writes.iter().map(|w| kernel.take_forwarded(from, w));
+        let outcomes = futures::future::join_all(taken).await;
+        Ok(Response::new(ForwardOutcomes { outcomes }))
     }
 
     async fn install_snapshot(
