@@ -10,6 +10,7 @@
 //! Raft, and the follower answers once it has applied the entry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -98,6 +99,11 @@ impl Default for DriverConfig {
 pub struct ZoneDriver {
     zone: ZoneId,
     applied: tokio::sync::watch::Receiver<u64>,
+    /// This replica, and the leader it last knew of (0: none), kept by the
+    /// driver thread: a follower forwards a write without first asking the
+    /// thread who leads.
+    me: ReplicaId,
+    leader: Arc<AtomicU64>,
     tx: Mutex<Option<mpsc::Sender<Input>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Where a follower's writes go to the leader.
@@ -126,17 +132,21 @@ impl ZoneDriver {
             }
         }
         let (applied_tx, applied) = tokio::sync::watch::channel(replica.applied_index());
+        let me = replica.id();
+        let leader = Arc::new(AtomicU64::new(replica.leader_id()));
         let name = format!("zone-{zone}");
         let z = zone.clone();
         let tick = cfg.tick;
-        let t = transport.clone();
+        let (t, l) = (transport.clone(), leader.clone());
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(z, replica, t, rx, applied_tx, tick))
+            .spawn(move || run(z, replica, t, rx, applied_tx, l, tick))
             .map_err(|e| KernelError::Storage(format!("spawn zone driver: {e}")))?;
         Ok(ZoneDriver {
             zone,
             applied,
+            me,
+            leader,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             transport,
@@ -168,9 +178,14 @@ impl ZoneDriver {
         let deadline = Instant::now() + self.propose_timeout;
         let mut write = None;
         loop {
-            let leader = match self.propose_here(proposal.clone()).await? {
-                Proposed::Applied { applied, .. } => return Ok(applied),
-                Proposed::NotLeader(leader) => leader,
+            let known = self.leader.load(Ordering::Relaxed);
+            let leader = if known != 0 && known != self.me {
+                known
+            } else {
+                match self.propose_here(proposal.clone()).await? {
+                    Proposed::Applied { applied, .. } => return Ok(applied),
+                    Proposed::NotLeader(leader) => leader,
+                }
             };
             if leader != 0 {
                 let write = write
@@ -183,15 +198,25 @@ impl ZoneDriver {
                         .encode()
                     })
                     .clone();
-                let answer = self.transport.forward(leader, write).await?;
+                let answer = match self.transport.forward(leader, write).await {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        // That leader may be gone: the next write asks this
+                        // replica again, which wakes a sleeping group, so it
+                        // elects another.
+                        self.forget_leader(leader);
+                        return Err(e);
+                    }
+                };
                 match Outcome::decode(&answer)? {
                     Outcome::Applied { index, applied } => {
                         self.wait_applied(index, self.propose_timeout).await?;
                         return Ok(applied);
                     }
                     Outcome::Failed { kind, detail } => return Err(Outcome::error(&kind, &detail)),
-                    // It stepped down before taking the write: ask again.
-                    Outcome::NotLeader { .. } => {}
+                    // It stepped down before taking the write: ask this
+                    // replica again.
+                    Outcome::NotLeader { .. } => self.forget_leader(leader),
                 }
             }
             if Instant::now() >= deadline {
@@ -202,6 +227,12 @@ impl ZoneDriver {
             }
             tokio::time::sleep(self.tick).await;
         }
+    }
+
+    /// Drops the hint that `leader` leads (unless the thread has moved on).
+    fn forget_leader(&self, leader: ReplicaId) {
+        let (r, c) = (Ordering::Relaxed, Ordering::Relaxed);
+        let _ = self.leader.compare_exchange(leader, 0, r, c);
     }
 
     /// Proposes `proposal` if this replica leads (and waits until it
@@ -366,6 +397,7 @@ fn run(
     transport: Arc<dyn Transport>,
     mut rx: mpsc::Receiver<Input>,
     applied: tokio::sync::watch::Sender<u64>,
+    known_leader: Arc<AtomicU64>,
     tick: Duration,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -510,6 +542,7 @@ fn run(
             // that the outcome is unknown, so the caller can retry.
             if replica.leader_id() != leader {
                 leader = replica.leader_id();
+                known_leader.store(leader, Ordering::Relaxed);
                 for (_, w) in waiters.drain() {
                     let _ = w.send(Err(KernelError::Unavailable(format!(
                         "zone {zone}: the leader changed while this write was in flight; \
