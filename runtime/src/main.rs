@@ -37,9 +37,10 @@ fn main() -> ExitCode {
         // The agent's (or the command's) exit status; out-of-range codes fail.
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(exit::FAILURE)),
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error names paths an agent chose: shown escaped.
+            eprintln!("error: {}", nexus_runtime::output::shown(&e.to_string()));
             if let Some(hint) = e.hint() {
-                eprintln!("hint: {hint}");
+                eprintln!("hint: {}", nexus_runtime::output::shown(hint));
             }
             ExitCode::from(e.exit_code())
         }

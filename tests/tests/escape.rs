@@ -132,6 +132,43 @@ fn paths_never_leave_the_zone() {
     s.intact();
 }
 
+/// Names an agent chose reach the operator's terminal only escaped: a
+/// newline, an escape sequence or a right-to-left override in a file
+/// name cannot forge lines, retitle the terminal or disguise a name.
+#[test]
+fn hostile_names_are_shown_escaped() {
+    let s = Sandbox::new();
+    let (code, out, err) = s.attempt(&[], "names");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches(": ok").count(), 3, "{out}");
+    let raw = |b: &[u8]| {
+        b.iter().any(|c| *c == 0x1b || *c == 0x07)
+            || b.windows(3).any(|w| w == "\u{202e}".as_bytes())
+    };
+    let ls = s.nexus(&["fs", "ls", "--zone", "z1", "/"]);
+    assert!(ls.status.success());
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(!raw(&ls.stdout), "{text:?}");
+    for shown in ["a\\nb", "\\u{1b}]0;pwned\\u{7}", "evil\\u{202e}txt.exe"] {
+        assert!(text.contains(shown), "{shown} in {text}");
+    }
+    // One line per entry: the newline in a name forged none.
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let audit = s.nexus(&["audit", "tail", "--zone", "z1"]);
+    assert!(
+        !raw(&audit.stdout),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    let cat = s.nexus(&["fs", "cat", "--zone", "z1", "/\x1b]0;pwned\x07/x"]);
+    assert!(
+        !raw(&cat.stderr),
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    s.intact();
+}
+
 #[test]
 fn the_network_is_denied() {
     let s = Sandbox::new();

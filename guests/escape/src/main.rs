@@ -83,6 +83,12 @@ fn main() {
                 )
             );
         }
+        "names" => {
+            // Names that would drive a terminal if printed raw.
+            for name in ["/a\nb", "/\x1b]0;pwned\x07", "/evil\u{202e}txt.exe"] {
+                println!("create {name:?}: {}", outcome(fs::write(name, b"x")));
+            }
+        }
         "net" => {
             println!(
                 "tcp connect: {}",

@@ -28,12 +28,13 @@ pub async fn check(ops: &dyn Ops, zone: &str, q: CheckQuery, json: bool) -> OpRe
 /// is the error `Denied`.
 fn print_decision(d: &Decision, asked: &str, json: bool) -> OpResult {
     let (who, perm, obj) = (&d.subject, &d.permission, &d.object);
+    let asked = output::shown(asked);
     if json {
         output::json(d)?;
     } else if d.allowed {
         println!("allowed: {who} may {perm} {asked} ({obj})");
         for step in &d.proof {
-            println!("  because {step}");
+            println!("  because {}", output::shown(step));
         }
     } else {
         println!("denied: {who} may not {perm} {asked} ({obj}): no tuple grants it");
@@ -51,9 +52,10 @@ pub async fn tuples(ops: &dyn Ops, zone: &str, json: bool) -> OpResult {
         return output::json(&rows);
     }
     for r in rows {
+        let tuple = output::shown(&r.tuple);
         match r.path {
-            Some(p) => println!("{}  ({p})", r.tuple),
-            None => println!("{}", r.tuple),
+            Some(p) => println!("{tuple}  ({})", output::shown(&p)),
+            None => println!("{tuple}"),
         }
     }
     Ok(())

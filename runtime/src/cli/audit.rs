@@ -24,10 +24,10 @@ fn print(r: &StoredRecord, json: bool) -> OpResult {
             output::time(a.time),
             a.zone,
             a.pid,
-            a.principal,
+            output::shown(&a.principal),
             a.op,
             a.result,
-            a.path
+            output::shown(&a.path)
         );
     }
     Ok(())

@@ -109,10 +109,11 @@ fn print_ls(rows: Vec<Entry>, json: bool) -> OpResult {
         return output::json(&rows);
     }
     for r in rows {
+        let shown = output::shown(&r.name);
         let name = match &r.mount_target {
-            Some(t) => format!("{} -> zone {t}", r.name),
-            None if r.kind == "dir" => format!("{}/", r.name),
-            None => r.name,
+            Some(t) => format!("{shown} -> zone {t}"),
+            None if r.kind == "dir" => format!("{shown}/"),
+            None => shown.into_owned(),
         };
         println!(
             "{:<5} {:>12} {}  {}",
