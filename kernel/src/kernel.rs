@@ -243,6 +243,40 @@ fn held_by_another_process(e: &std::io::Error) -> bool {
 /// so a directory this process closed just now may still be locked.
 const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// This data directory's id as a writer of content stores (random, kept
+/// in `home/writer-id`): how a shared store tells its writers apart.
+fn writer_id(home: &Path) -> Result<String> {
+    let path = home.join("writer-id");
+    let io = |e: std::io::Error| KernelError::Storage(format!("{}: {e}", path.display()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            use std::io::Write;
+            let id = format!("{:032x}", rand::random::<u128>());
+            f.write_all(id.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io)?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let id = std::fs::read_to_string(&path).map_err(io)?;
+            let id = id.trim();
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(id.to_owned())
+            } else {
+                Err(KernelError::Corrupt(format!(
+                    "{}: not a writer id",
+                    path.display()
+                )))
+            }
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Opens the metadata store under `home`, waiting out [`LOCK_GRACE`] for
 /// its lock; `busy` if another process holds it.
 fn open_meta(home: &Path) -> Result<sled::Db> {
@@ -282,11 +316,12 @@ impl Kernel {
             .map_err(|e| KernelError::Storage(format!("{}: {e}", cfg.home.display())))?;
         let db = open_meta(&cfg.home)?;
         let catalog = db.open_tree("catalog")?;
+        let writer = writer_id(&cfg.home)?;
         let content = match &cfg.object_store {
-            ObjectStoreConfig::Local => ContentStore::local(&cfg.home.join("content"))?,
-            ObjectStoreConfig::Memory => ContentStore::memory(),
-            ObjectStoreConfig::Shared(dir) => ContentStore::local(dir)?,
-            ObjectStoreConfig::S3(url) => ContentStore::s3(url)?,
+            ObjectStoreConfig::Local => ContentStore::local(&cfg.home.join("content"), &writer)?,
+            ObjectStoreConfig::Memory => ContentStore::memory(&writer),
+            ObjectStoreConfig::Shared(dir) => ContentStore::local(dir, &writer)?,
+            ObjectStoreConfig::S3(url) => ContentStore::s3(url, &writer)?,
         };
         let timers = if cfg.virtual_clock {
             TimerDriver::virtual_clock()

@@ -167,7 +167,7 @@ async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
 }
 
 fn count_chunks(home: &std::path::Path) -> usize {
-    walk(&home.join("content"))
+    walk(&home.join("content").join("chunks"))
 }
 
 fn walk(p: &std::path::Path) -> usize {

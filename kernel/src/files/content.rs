@@ -29,6 +29,10 @@ pub const CHUNK_SIZE: u64 = 1 << 20;
 pub const INLINE_MAX: u64 = 4096;
 
 const PREFIX: &str = "chunks";
+/// `writers/<id>`: one empty object per data directory that has stored
+/// chunks here. A store with another writer's marker is shared: no single
+/// node can tell which of its chunks are garbage.
+const WRITERS: &str = "writers";
 
 /// Held by a writer between uploading chunks and committing their references.
 pub type WriteGuard<'a> = RwLockReadGuard<'a, ()>;
@@ -45,6 +49,9 @@ pub struct GcReport {
 pub struct ContentStore {
     store: Arc<dyn ObjectStore>,
     gc_lock: RwLock<()>,
+    /// This data directory's id, marked in the store before its first chunk.
+    writer: String,
+    registered: tokio::sync::OnceCell<()>,
     /// Human-readable location, for status output.
     pub location: String,
 }
@@ -64,37 +71,65 @@ fn hash_from_path(p: &Path) -> Option<[u8; 32]> {
 }
 
 impl ContentStore {
-    pub fn new(store: Arc<dyn ObjectStore>, location: String) -> Self {
+    /// A store written as data directory `writer`.
+    pub fn new(store: Arc<dyn ObjectStore>, location: String, writer: &str) -> Self {
         ContentStore {
             store,
             gc_lock: RwLock::new(()),
+            writer: writer.to_owned(),
+            registered: tokio::sync::OnceCell::new(),
             location,
         }
     }
 
     /// Local disk under `dir` (created if missing).
-    pub fn local(dir: &std::path::Path) -> Result<Self> {
+    pub fn local(dir: &std::path::Path, writer: &str) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| KernelError::Content(format!("{}: {e}", dir.display())))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self::new(Arc::new(fs), dir.display().to_string()))
+        Ok(Self::new(Arc::new(fs), dir.display().to_string(), writer))
     }
 
     /// In memory (tests).
-    pub fn memory() -> Self {
-        Self::new(
-            Arc::new(object_store::memory::InMemory::new()),
-            "memory".into(),
-        )
+    pub fn memory(writer: &str) -> Self {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        Self::new(store, "memory".into(), writer)
     }
 
     /// `s3://bucket/prefix`, credentials and region from the usual AWS_* variables.
-    pub fn s3(url: &str) -> Result<Self> {
+    pub fn s3(url: &str, writer: &str) -> Result<Self> {
         let s3 = object_store::aws::AmazonS3Builder::from_env()
             .with_url(url)
             .build()?;
         let prefixed = object_store::prefix::PrefixStore::new(s3, url_prefix(url));
-        Ok(Self::new(Arc::new(prefixed), url.to_owned()))
+        Ok(Self::new(Arc::new(prefixed), url.to_owned(), writer))
+    }
+
+    /// Marks this data directory as a writer of the store (once per
+    /// process; before its first chunk, and by a node at start).
+    pub async fn register(&self) -> Result<()> {
+        self.registered
+            .get_or_try_init(|| async {
+                let marker = Path::from(format!("{WRITERS}/{}", self.writer));
+                self.store.put(&marker, PutPayload::new()).await?;
+                Ok::<_, KernelError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The other data directories that have stored chunks here.
+    async fn other_writers(&self) -> Result<Vec<String>> {
+        let markers: Vec<_> = self
+            .store
+            .list(Some(&Path::from(WRITERS)))
+            .try_collect()
+            .await?;
+        Ok(markers
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_owned))
+            .filter(|id| *id != self.writer)
+            .collect())
     }
 
     /// Taken by writers; see the module docs.
@@ -109,6 +144,7 @@ impl ContentStore {
             .ok()
             .filter(|&l| l as u64 <= CHUNK_SIZE)
             .ok_or_else(|| KernelError::Invalid(format!("chunk of {} bytes", bytes.len())))?;
+        self.register().await?;
         let hash = *blake3::hash(&bytes).as_bytes();
         let path = chunk_path(&hash);
         match self.store.head(&path).await {
@@ -165,10 +201,23 @@ impl ContentStore {
 
     /// Deletes every chunk not in the set `referenced()` returns. Writers are
     /// excluded for the whole pass, so the set cannot go stale meanwhile.
+    /// Refused on a store another data directory has written to: its
+    /// references are not in the set.
     pub async fn gc<F>(&self, referenced: F) -> Result<GcReport>
     where
         F: FnOnce() -> Result<HashSet<[u8; 32]>>,
     {
+        let others = self.other_writers().await?;
+        if !others.is_empty() {
+            return Err(KernelError::Unsupported(format!(
+                "the content store {} is shared with {} other data directories ({}), whose \
+                 zones this node cannot see; garbage collection of a shared store is not \
+                 supported yet",
+                self.location,
+                others.len(),
+                others.join(", ")
+            )));
+        }
         let _exclusive = self.gc_lock.write().await;
         let live = referenced()?;
         let mut report = GcReport {
@@ -209,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn put_is_content_addressed_and_gc_keeps_referenced_chunks() {
-        let cs = ContentStore::memory();
+        let cs = ContentStore::memory("a");
         let a = cs.put(Bytes::from_static(b"alpha")).await.unwrap();
         let a2 = cs.put(Bytes::from_static(b"alpha")).await.unwrap();
         let b = cs.put(Bytes::from_static(b"beta")).await.unwrap();
@@ -220,6 +269,25 @@ mod tests {
         assert_eq!((report.scanned, report.deleted), (2, 1));
         assert!(cs.stored_size(&b.hash).await.unwrap().is_none());
         assert!(cs.verify(&a).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_store_another_data_directory_wrote_to_is_never_collected() {
+        let shared: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let mine = ContentStore::new(shared.clone(), "shared".into(), "mine");
+        let theirs = ContentStore::new(shared, "shared".into(), "theirs");
+        let kept = theirs
+            .put(Bytes::from_static(b"their chunk"))
+            .await
+            .unwrap();
+        mine.put(Bytes::from_static(b"mine")).await.unwrap();
+        let refused = mine.gc(|| Ok(HashSet::new())).await.unwrap_err();
+        assert!(matches!(refused, KernelError::Unsupported(ref m) if m.contains("theirs")));
+        assert!(mine.stored_size(&kept.hash).await.unwrap().is_some());
+        // Alone in its store, a data directory collects.
+        let alone = ContentStore::memory("alone");
+        alone.put(Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(alone.gc(|| Ok(HashSet::new())).await.unwrap().deleted, 1);
     }
 
     #[test]
