@@ -9,10 +9,17 @@
 //! the moment they upload a chunk until the metadata naming it has committed,
 //! and `gc` excludes them for its whole mark-and-sweep, so a chunk that is
 //! referenced, or about to be, is never deleted.
+//!
+//! Nothing read from the store is trusted: the first time a process serves
+//! bytes of a chunk, it reads the whole chunk and checks its hash (a
+//! damaged or planted chunk is an error, never data), and a chunk already
+//! present is reused only once it is checked (otherwise it is rewritten).
+//! On local disk a chunk is made durable (file and directory fsync'd)
+//! before `put` returns, so metadata naming it never outlives it.
 
 use std::collections::HashSet;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -27,6 +34,8 @@ use crate::types::ChunkRef;
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// Files this small are stored inline in metadata.
 pub const INLINE_MAX: u64 = 4096;
+/// Chunks remembered as checked at most (then the memory starts over).
+const VERIFIED_MAX: usize = 16 * 1024;
 
 const PREFIX: &str = "chunks";
 /// `writers/<id>`: one empty object per data directory that has stored
@@ -52,6 +61,10 @@ pub struct ContentStore {
     /// This data directory's id, marked in the store before its first chunk.
     writer: String,
     registered: tokio::sync::OnceCell<()>,
+    /// Chunks whose stored bytes this process has checked against their hash.
+    verified: Mutex<HashSet<[u8; 32]>>,
+    /// For a store on local disk: its directory, whose chunks are fsync'd.
+    durable_dir: Option<std::path::PathBuf>,
     /// Human-readable location, for status output.
     pub location: String,
 }
@@ -78,6 +91,8 @@ impl ContentStore {
             gc_lock: RwLock::new(()),
             writer: writer.to_owned(),
             registered: tokio::sync::OnceCell::new(),
+            verified: Mutex::default(),
+            durable_dir: None,
             location,
         }
     }
@@ -87,7 +102,9 @@ impl ContentStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| KernelError::Content(format!("{}: {e}", dir.display())))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self::new(Arc::new(fs), dir.display().to_string(), writer))
+        let mut store = Self::new(Arc::new(fs), dir.display().to_string(), writer);
+        store.durable_dir = Some(dir.to_owned());
+        Ok(store)
     }
 
     /// In memory (tests).
@@ -146,21 +163,73 @@ impl ContentStore {
             .ok_or_else(|| KernelError::Invalid(format!("chunk of {} bytes", bytes.len())))?;
         self.register().await?;
         let hash = *blake3::hash(&bytes).as_bytes();
+        let chunk = ChunkRef { hash, len };
         let path = chunk_path(&hash);
-        match self.store.head(&path).await {
-            Ok(meta) if meta.size == len as u64 => {}
-            _ => {
-                self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+        // What is stored under the name is reused only if it is the chunk.
+        let present = match self.store.head(&path).await {
+            Ok(meta) if meta.size == len as u64 => {
+                self.is_verified(&hash) || self.verify(&chunk).await?
             }
+            _ => false,
+        };
+        if !present {
+            self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
+            self.make_durable(&path).await?;
+            self.remember(hash);
         }
-        Ok(ChunkRef { hash, len })
+        Ok(chunk)
     }
 
-    /// Reads `range` of a chunk (bounded by its length).
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_verified(&self, hash: &[u8; 32]) -> bool {
+        self.verified().contains(hash)
+    }
+
+    fn remember(&self, hash: [u8; 32]) {
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(hash);
+    }
+
+    /// On local disk: fsyncs the chunk at `path` and the directories that
+    /// name it (a new fan-out directory, the first time).
+    async fn make_durable(&self, path: &Path) -> Result<()> {
+        let Some(dir) = &self.durable_dir else {
+            return Ok(());
+        };
+        let file = dir.join(path.as_ref());
+        tokio::task::spawn_blocking(move || {
+            let sync = |p: &std::path::Path| std::fs::File::open(p)?.sync_all();
+            sync(&file)?;
+            let mut parent = file.parent();
+            for _ in 0..2 {
+                if let Some(p) = parent {
+                    sync(p)?;
+                    parent = p.parent();
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))?
+        .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))
+    }
+
+    /// Reads `range` of a chunk (bounded by its length). The first read of
+    /// a chunk in this process fetches and checks all of it.
     pub async fn get_range(&self, chunk: &ChunkRef, range: Range<u64>) -> Result<Bytes> {
         let end = range.end.min(chunk.len as u64);
         if range.start >= end {
             return Ok(Bytes::new());
+        }
+        if !self.is_verified(&chunk.hash) {
+            let whole = self.fetch_checked(chunk).await?;
+            return Ok(whole.slice(range.start as usize..end as usize));
         }
         let bytes = self
             .store
@@ -190,13 +259,32 @@ impl ContentStore {
 
     /// Whether the stored bytes of `chunk` still hash to its name.
     pub async fn verify(&self, chunk: &ChunkRef) -> Result<bool> {
+        match self.fetch_checked(chunk).await {
+            Ok(_) => Ok(true),
+            Err(KernelError::Content(_)) if self.stored_size(&chunk.hash).await?.is_some() => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The whole of `chunk`, checked against its length and hash (and
+    /// remembered as checked).
+    async fn fetch_checked(&self, chunk: &ChunkRef) -> Result<Bytes> {
         let bytes = self
             .store
             .get(&chunk_path(&chunk.hash))
             .await?
             .bytes()
             .await?;
-        Ok(bytes.len() == chunk.len as usize && *blake3::hash(&bytes).as_bytes() == chunk.hash)
+        if bytes.len() != chunk.len as usize || *blake3::hash(&bytes).as_bytes() != chunk.hash {
+            return Err(KernelError::Content(format!(
+                "chunk {} does not match its hash (damaged or planted); its bytes are not served",
+                hash_hex(&chunk.hash)
+            )));
+        }
+        self.remember(chunk.hash);
+        Ok(bytes)
     }
 
     /// Deletes every chunk not in the set `referenced()` returns. Writers are
@@ -288,6 +376,29 @@ mod tests {
         let alone = ContentStore::memory("alone");
         alone.put(Bytes::from_static(b"x")).await.unwrap();
         assert_eq!(alone.gc(|| Ok(HashSet::new())).await.unwrap().deleted, 1);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_planted_chunk_is_never_served_and_is_replaced_on_put() {
+        let shared: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let writer = ContentStore::new(shared.clone(), "shared".into(), "w");
+        let data = Bytes::from(vec![7u8; 1000]);
+        let chunk = writer.put(data.clone()).await.unwrap();
+        // Same length, other bytes: what a flipped bit or a planted file is.
+        let path = chunk_path(&chunk.hash);
+        shared
+            .put(&path, PutPayload::from(vec![8u8; 1000]))
+            .await
+            .unwrap();
+        let reader = ContentStore::new(shared.clone(), "shared".into(), "r");
+        let err = reader.get_range(&chunk, 10..20).await.unwrap_err();
+        assert!(err.to_string().contains("does not match its hash"), "{err}");
+        assert!(!reader.verify(&chunk).await.unwrap());
+        // Storing the real bytes again repairs it instead of reusing it.
+        reader.put(data.clone()).await.unwrap();
+        assert_eq!(reader.get(&chunk).await.unwrap(), data);
+        let fresh = ContentStore::new(shared, "shared".into(), "f");
+        assert_eq!(&fresh.get_range(&chunk, 5..8).await.unwrap()[..], &[7u8; 3]);
     }
 
     #[test]
