@@ -457,3 +457,29 @@ async fn an_unlinked_file_lives_until_it_is_closed() {
     assert_eq!(orphans(&k), 0);
     assert!(k.check_zone(&t1, true).await.unwrap().consistent());
 }
+
+/// The atomic-save pattern: a file renamed over one that is open here
+/// leaves the open one readable until it is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_replaced_while_open_lives_until_it_is_closed() {
+    let (_dir, k, z1, t1) = zone_z1().await;
+    let old = k.open_path(&t1, "/cfg", CREATE).await.unwrap();
+    k.write(&t1, &old, 0, b"old").await.unwrap();
+    let new = k.open_path(&t1, "/cfg.new", CREATE).await.unwrap();
+    k.write(&t1, &new, 0, b"new").await.unwrap();
+    let held = k.hold_open(&old).unwrap();
+    k.rename(&t1, "/cfg.new", "/cfg").await.unwrap();
+    assert_eq!(k.read(&t1, &old, 0, 10).await.unwrap().as_ref(), b"old");
+    let by_name = k.resolve(&t1, "/cfg", true).unwrap();
+    assert_eq!(k.read(&t1, &by_name, 0, 10).await.unwrap().as_ref(), b"new");
+    assert!(k.check_zone(&t1, true).await.unwrap().consistent());
+    drop(held);
+    let orphans = || k.zone_state(&z1).unwrap().orphans().count();
+    let mut waited = 0;
+    while orphans() > 0 {
+        assert!(waited < 500, "the replaced file was never reaped");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert!(k.check_zone(&t1, true).await.unwrap().consistent());
+}

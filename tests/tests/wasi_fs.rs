@@ -170,6 +170,9 @@ fn an_unlinked_file_lives_while_it_is_open() {
     assert_eq!(answer(&out, "new file by the name"), "new");
     assert_eq!(answer(&out, "std read back"), "kept by the descriptor");
     assert_eq!(answer(&out, "std name gone"), "true");
+    assert_eq!(answer(&out, "rename over an open file"), "ok");
+    assert_eq!(answer(&out, "the reader still reads"), "old");
+    assert_eq!(answer(&out, "by name"), "new");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,6 +149,20 @@ fn unlinked(root: &Descriptor) {
         read.unwrap_or_else(|e| format!("{:?}", e.kind()))
     );
     println!("std name gone: {}", fs::metadata("/std.txt").is_err());
+    // The atomic-save pattern: a reader of the old file keeps it.
+    fs::write("/cfg.txt", b"old").expect("a writable directory");
+    fs::write("/cfg.new", b"new").expect("a writable directory");
+    let reader = open(root, "cfg.txt", O::empty(), D::READ).expect("open cfg.txt");
+    println!(
+        "rename over an open file: {}",
+        ok(root.rename_at("cfg.new", root, "cfg.txt"))
+    );
+    println!("the reader still reads: {}", text(reader.read(100, 0)));
+    let by_name = fs::read("/cfg.txt").map(|b| String::from_utf8_lossy(&b).into_owned());
+    println!(
+        "by name: {}",
+        by_name.unwrap_or_else(|e| format!("{:?}", e.kind()))
+    );
 }
 
 fn main() {

@@ -127,9 +127,26 @@ impl Kernel {
             Proposal::Command(cmd) => cmd,
         };
         let write = |ino| self.require_on_inode(task, zone, ino, Permission::Write);
+        let holds_for = |holder: ReplicaId| {
+            if holder == from {
+                return Ok(());
+            }
+            Err(KernelError::Access(format!(
+                "node {from} may not keep a file open for node {holder}"
+            )))
+        };
         let write_child = |parent, name: &str| match zone.state.dentry(parent, name)? {
             Some(d) => write(d.ino),
             None => Ok(()),
+        };
+        // As the VFS: `write` on the directory and on the entry removed,
+        // or on both directories and both entries of a rename.
+        let unlink = |parent, name: &str| write(parent).and_then(|()| write_child(parent, name));
+        let rename = |sp, sn: &str, dp, dn: &str| {
+            write(sp)?;
+            write(dp)?;
+            write_child(sp, sn)?;
+            write_child(dp, dn)
         };
         match cmd {
             ZoneCommand::Init { .. }
@@ -180,31 +197,24 @@ impl Kernel {
                 dst_parent,
                 dst_name,
                 ..
-            } => {
-                write(*src_parent)?;
-                write(*dst_parent)?;
-                write_child(*src_parent, src_name)?;
-                write_child(*dst_parent, dst_name)
-            }
-            ZoneCommand::Remove { parent, name, .. } => {
-                write(*parent)?;
-                write_child(*parent, name)
-            }
-            // The file stays open on the node that forwards the unlink.
+            } => rename(*src_parent, src_name, *dst_parent, dst_name),
+            ZoneCommand::Remove { parent, name, .. } => unlink(*parent, name),
+            // The file stays open on the node that forwards the change.
             ZoneCommand::Orphan {
                 parent,
                 name,
                 holder,
                 ..
-            } => {
-                if *holder != from {
-                    return Err(KernelError::Access(format!(
-                        "node {from} may not keep a file open for node {holder}"
-                    )));
-                }
-                write(*parent)?;
-                write_child(*parent, name)
-            }
+            } => holds_for(*holder).and_then(|()| unlink(*parent, name)),
+            ZoneCommand::Replace {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                holder,
+                ..
+            } => holds_for(*holder)
+                .and_then(|()| rename(*src_parent, src_name, *dst_parent, dst_name)),
         }
     }
 

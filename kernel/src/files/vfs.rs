@@ -725,12 +725,27 @@ impl Kernel {
         if let Some(replaced) = &replaced {
             self.gate(task, replaced, Permission::Write, "rename", to)?;
         }
-        let cmd = ZoneCommand::Rename {
-            src_parent: src.ino,
-            src_name: src_name.to_owned(),
-            dst_parent: dst.ino,
-            dst_name: dst_name.to_owned(),
-            now: now(),
+        // A replaced file open on this node keeps its content for its
+        // readers.
+        let kept = replaced.as_ref().filter(|r| self.held_here(r)).cloned();
+        let (src_parent, dst_parent, now) = (src.ino, dst.ino, now());
+        let (src_name, dst_name) = (src_name.to_owned(), dst_name.to_owned());
+        let cmd = match kept {
+            Some(_) => ZoneCommand::Replace {
+                src_parent,
+                src_name: src_name.clone(),
+                dst_parent,
+                dst_name,
+                holder: self.node_id(),
+                now,
+            },
+            None => ZoneCommand::Rename {
+                src_parent,
+                src_name: src_name.clone(),
+                dst_parent,
+                dst_name,
+                now,
+            },
         };
         src.zone
             .propose(&task.actor(), cmd)
@@ -740,10 +755,26 @@ impl Kernel {
                 KernelError::Invalid(m) => KernelError::Invalid(m),
                 other => with_path(other, to),
             })?;
-        if let Some(gone) = replaced {
-            self.pipes.removed(&gone);
-        }
+        self.after_unlink(kept, replaced);
         Ok(())
+    }
+
+    /// Whether `h` is a regular file open on this node (which an unlink
+    /// or a replacing rename keeps as an orphan).
+    fn held_here(&self, h: &Handle) -> bool {
+        h.kind == FileKind::Regular && self.open_files.is_open(&h.zone.id, h.ino)
+    }
+
+    /// After a name went: a `kept` orphan closed meanwhile is reaped now
+    /// (nothing else would); a `gone` pipe's ends are woken.
+    fn after_unlink(&self, kept: Option<Handle>, gone: Option<Handle>) {
+        match (kept, gone) {
+            (Some(k), _) if !self.open_files.is_open(&k.zone.id, k.ino) => {
+                crate::files::open::reap_if_orphan(k.zone, k.ino)
+            }
+            (None, Some(gone)) => self.pipes.removed(&gone),
+            _ => {}
+        }
     }
 
     /// Removes a file, pipe or mount entry (never a directory).
@@ -774,9 +805,7 @@ impl Kernel {
         // A regular file open on this node loses its name, not its content.
         let open = target
             .as_ref()
-            .filter(|t| {
-                !dir && t.kind == FileKind::Regular && self.open_files.is_open(&t.zone.id, t.ino)
-            })
+            .filter(|t| !dir && self.held_here(t))
             .cloned();
         let cmd = match open {
             Some(_) => ZoneCommand::Orphan {
@@ -797,15 +826,7 @@ impl Kernel {
             .propose(&task.actor(), cmd)
             .await
             .map_err(|e| with_path(e, p))?;
-        match (open, target) {
-            // Closed while the orphaning was in flight: nothing will reap
-            // it but this.
-            (Some(t), _) if !self.open_files.is_open(&t.zone.id, t.ino) => {
-                crate::files::open::reap_if_orphan(t.zone, t.ino)
-            }
-            (None, Some(gone)) => self.pipes.removed(&gone),
-            _ => {}
-        }
+        self.after_unlink(open, target);
         Ok(())
     }
 

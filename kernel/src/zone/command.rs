@@ -85,6 +85,17 @@ pub enum ZoneCommand {
     },
     /// Deletes an orphan (a no-op for anything else).
     Reap { ino: Ino },
+    /// A rename whose replaced regular file, open on node `holder`, is kept
+    /// as an orphan rather than deleted (a reader of the old file goes on
+    /// reading it, as on POSIX).
+    Replace {
+        src_parent: Ino,
+        src_name: String,
+        dst_parent: Ino,
+        dst_name: String,
+        holder: ReplicaId,
+        now: Timestamp,
+    },
 }
 
 /// What applying a command produced, returned to the proposer.

@@ -651,7 +651,7 @@ impl Tx<'_> {
                 dst_parent,
                 dst_name,
                 now,
-            } => self.rename(*src_parent, src_name, *dst_parent, dst_name, *now),
+            } => self.rename(*src_parent, src_name, *dst_parent, dst_name, None, *now),
             ZoneCommand::Remove {
                 parent,
                 name,
@@ -704,6 +704,21 @@ impl Tx<'_> {
                 self.drop_name(parent_inode, name, *now);
                 Ok(Applied::Done)
             }
+            ZoneCommand::Replace {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                holder,
+                now,
+            } => self.rename(
+                *src_parent,
+                src_name,
+                *dst_parent,
+                dst_name,
+                Some(*holder),
+                *now,
+            ),
             ZoneCommand::Reap { ino } => {
                 if self.get(&keys::orphan(*ino))?.is_some() {
                     let inode = self.get_inode(*ino)?;
@@ -784,12 +799,16 @@ impl Tx<'_> {
         Ok(Applied::Inode(inode))
     }
 
+    /// Moves an entry, replacing a compatible one at the destination: the
+    /// replaced inode is deleted, or, if it is a regular file and `keep_for`
+    /// names the node holding it open, kept as that node's orphan.
     fn rename(
         &mut self,
         src_parent: Ino,
         src_name: &str,
         dst_parent: Ino,
         dst_name: &str,
+        keep_for: Option<ReplicaId>,
         now: i64,
     ) -> Result<Applied> {
         crate::files::path::check_new_name(dst_name)?;
@@ -823,7 +842,12 @@ impl Tx<'_> {
             }
             let old_inode = self.get_inode(old.ino)?;
             check_replaceable(&old_inode, entry.kind == FileKind::Dir, dst_name)?;
-            self.drop_inode(&old_inode)?;
+            match keep_for {
+                Some(holder) if old_inode.kind() == FileKind::Regular => {
+                    self.insert(keys::orphan(old_inode.ino), enc(&holder));
+                }
+                _ => self.drop_inode(&old_inode)?,
+            }
         }
         // Moving changes what the inode inherits from.
         self.touch_auth();
