@@ -163,6 +163,7 @@ fn an_unlinked_file_lives_while_it_is_open() {
     assert_eq!(answer(&out, "read after unlink"), "temporary");
     assert_eq!(answer(&out, "read again"), "Temporary");
     assert_eq!(answer(&out, "size after unlink"), "9");
+    assert_eq!(answer(&out, "links after unlink"), "0");
     assert_eq!(
         answer(&out, "stream after the descriptor closed"),
         "Temporary"

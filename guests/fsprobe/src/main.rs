@@ -121,6 +121,10 @@ fn unlinked(root: &Descriptor) {
     println!("write after unlink: {}", show(d.write(b"T", 0)));
     println!("read again: {}", text(d.read(100, 0)));
     println!("size after unlink: {}", show(d.stat().map(|s| s.size)));
+    println!(
+        "links after unlink: {}",
+        show(d.stat().map(|s| s.link_count))
+    );
     let stream = d.read_via_stream(0).expect("a stream");
     drop(d);
     let streamed = match stream.blocking_read(100) {

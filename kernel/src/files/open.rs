@@ -83,6 +83,15 @@ pub(crate) fn reap_if_orphan(zone: Arc<Zone>, ino: Ino) {
 }
 
 impl Kernel {
+    /// How many names the inode behind `h` has: 0 once it is an orphan
+    /// (unlinked while open), else 1 (there are no hard links).
+    pub fn link_count(&self, h: &Handle) -> u64 {
+        match h.zone().state.orphan_holder(h.ino) {
+            Ok(Some(_)) => 0,
+            _ => 1,
+        }
+    }
+
     /// Holds the regular file behind `h` open until the returned guard (and
     /// every clone of it) is dropped; `None` for anything but a regular file.
     pub fn hold_open(&self, h: &Handle) -> Option<Arc<OpenFile>> {

@@ -158,10 +158,10 @@ fn datetime(ns: i64) -> Datetime {
     }
 }
 
-fn to_stat(s: &Stat) -> DescriptorStat {
+fn to_stat(s: &Stat, link_count: u64) -> DescriptorStat {
     DescriptorStat {
         type_: kind_type(s.kind),
-        link_count: 1,
+        link_count,
         size: s.size,
         data_access_timestamp: Some(datetime(s.atime)),
         data_modification_timestamp: Some(datetime(s.mtime)),
@@ -421,7 +421,8 @@ impl HostDescriptor for AgentState {
     }
 
     async fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
-        Ok(to_stat(&self.stat_fd(&fd)?))
+        let links = self.kernel.link_count(&self.desc(&fd)?.handle);
+        Ok(to_stat(&self.stat_fd(&fd)?, links))
     }
 
     async fn stat_at(
@@ -430,7 +431,8 @@ impl HostDescriptor for AgentState {
         _: PathFlags,
         path: String,
     ) -> FsResult<DescriptorStat> {
-        Ok(to_stat(&self.stat_under(&fd, &path)?))
+        // A name resolves only to a linked inode.
+        Ok(to_stat(&self.stat_under(&fd, &path)?, 1))
     }
 
     async fn set_times_at(
