@@ -603,3 +603,82 @@ async fn a_member_node_cannot_write_what_its_caller_may_not() {
         assert!(!d.allowed, "node {}: {d:?}", n.kernel.node_id());
     }
 }
+
+/// A snapshot is held in memory whole while it arrives: a node receives at
+/// most two at once (a third is refused, not queued), and one for a zone
+/// it does not serve is refused before any of its data is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_receives_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three(dir.path()).await;
+    let node3 = Dialer::Node(nodes[2].tls.clone());
+    let to_node1 = || async {
+        let channel = tls::channel(&node3, &nodes[0].addr.to_string(), &tls::node_name(1))
+            .await
+            .unwrap();
+        RaftTransportClient::new(channel)
+    };
+    // A big snapshot's first chunk, then nothing: the stream stays open.
+    let stalled = |zone: &str| {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgSnapshot);
+        m.from = 3;
+        m.to = 1;
+        m.term = 1;
+        m.mut_snapshot().data = vec![0u8; 4 * nexus_runtime::node::snapshot::CHUNK].into();
+        let chunks = nexus_runtime::node::snapshot::split(zone, (3, 0), 1, m, None).unwrap();
+        let first = chunks.into_iter().next().unwrap();
+        futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending())
+    };
+    let s = to_node1()
+        .await
+        .install_snapshot(stalled("z9"))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    let mut held = Vec::new();
+    for _ in 0..nexus_runtime::node::server::MAX_SNAPSHOT_RECEIVES {
+        let mut client = to_node1().await;
+        let stream = stalled("z1");
+        held.push(tokio::spawn(async move {
+            client.install_snapshot(stream).await
+        }));
+    }
+    // The third is refused while the two stall; once they go, one fits.
+    let mut refused = false;
+    for _ in 0..200 {
+        let mut client = to_node1().await;
+        let call = client.install_snapshot(stalled("z1"));
+        match tokio::time::timeout(Duration::from_millis(200), call).await {
+            Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted => {
+                refused = true;
+                break;
+            }
+            // Taken: the two held ones have not arrived yet; this one is
+            // dropped (its slot freed) and the next try tells.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(refused, "a third stalled snapshot was always taken");
+    for h in &held {
+        h.abort();
+    }
+    let mut taken = false;
+    for _ in 0..200 {
+        let mut client = to_node1().await;
+        let call = client.install_snapshot(stalled("z1"));
+        match tokio::time::timeout(Duration::from_millis(200), call).await {
+            // Still receiving (it stalls): the slot was free.
+            Err(_) => {
+                taken = true;
+                break;
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(taken, "the slots of abandoned receives were never freed");
+}

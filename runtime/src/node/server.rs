@@ -40,7 +40,13 @@ pub struct Receiver {
     kernel: Arc<Kernel>,
     tls: Arc<NodeTls>,
     peers: HashSet<ReplicaId>,
+    /// Snapshots being received at once (each is held in memory whole).
+    receiving: Arc<tokio::sync::Semaphore>,
 }
+
+/// Snapshots a node receives at once at most; a leader whose snapshot is
+/// refused for this sends it again later (raft-rs retries).
+pub const MAX_SNAPSHOT_RECEIVES: usize = 2;
 
 impl RaftService {
     pub fn new(
@@ -52,6 +58,7 @@ impl RaftService {
             kernel,
             tls,
             peers: peers.into_iter().collect(),
+            receiving: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOT_RECEIVES)),
         }))
     }
 }
@@ -122,6 +129,17 @@ impl Receiver {
         let mut assembly = Assembly::start(first).map_err(|e| Status::data_loss(e.to_string()))?;
         let (from, to) = (assembly.header.from_node, assembly.header.to_node);
         self.admit(peer, from, to)?;
+        // Before the data: a zone served here, and room to hold it.
+        let zone = ZoneId::new(&assembly.header.zone)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.kernel
+            .zone(&zone)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let _receiving = self.receiving.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "already receiving {MAX_SNAPSHOT_RECEIVES} snapshots; the leader sends again later"
+            ))
+        })?;
         while let Some(chunk) = inbound.message().await? {
             assembly
                 .push(chunk)
@@ -129,8 +147,6 @@ impl Receiver {
         }
         let bytes = assembly.received();
         let incarnation = assembly.header.incarnation;
-        let zone = ZoneId::new(&assembly.header.zone)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let msg = assembly
             .finish()
             .map_err(|e| Status::data_loss(e.to_string()))?;
