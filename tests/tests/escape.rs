@@ -132,6 +132,19 @@ fn paths_never_leave_the_zone() {
     s.intact();
 }
 
+/// A pipe's ring lives in the node's memory, outside the agent's: the
+/// pipes an agent holds ends of count against its memory limit, so 64
+/// pipes of 16 MiB under `--memory 32MiB` stop at two.
+#[test]
+fn pipe_rings_count_against_the_agent_memory_limit() {
+    let s = Sandbox::new();
+    let (code, out, err) = s.attempt(&["--memory", "32MiB"], "pipebomb");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(line(&out, "pipes held"), "2", "{out}");
+    assert!(line(&out, "then").contains("quota"), "{out}");
+    s.intact();
+}
+
 /// Names an agent chose reach the operator's terminal only escaped: a
 /// newline, an escape sequence or a right-to-left override in a file
 /// name cannot forge lines, retitle the terminal or disguise a name.

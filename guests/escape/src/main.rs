@@ -83,6 +83,29 @@ fn main() {
                 )
             );
         }
+        "pipebomb" => {
+            // Pipe rings live in the host's memory: as many 16 MiB pipes as
+            // the agent can hold ends of, each filled.
+            let mut held = Vec::new();
+            let outcome = loop {
+                let path = format!("/bomb{}", held.len());
+                if let Err(e) = nexus_guest::pipe::create(&path, 16 << 20) {
+                    break format!("create: {:?}", e.0);
+                }
+                match nexus_guest::pipe::Pipe::writer(&path) {
+                    Ok(w) => {
+                        let _ = w.try_write(&vec![9u8; 1 << 20]);
+                        held.push(w);
+                    }
+                    Err(e) => break format!("{:?}", e.0),
+                }
+                if held.len() >= 64 {
+                    break "no limit".into();
+                }
+            };
+            println!("pipes held: {}", held.len());
+            println!("then: {outcome}");
+        }
         "names" => {
             // Names that would drive a terminal if printed raw.
             for name in ["/a\nb", "/\x1b]0;pwned\x07", "/evil\u{202e}txt.exe"] {

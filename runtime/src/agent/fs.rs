@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use nexus_kernel::Kernel;
+use nexus_kernel::PipeMode;
 use nexus_kernel::Task;
 use nexus_kernel::{DirListing, FileKind, Stat};
 use nexus_kernel::{ErrorCode as K, KernelError};
 use nexus_kernel::{Handle, OpenFile, OpenOptions};
-use nexus_kernel::{PipeEnd, PipeMode};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
@@ -21,7 +21,7 @@ use super::bindings::wasi::filesystem::types::{
     HostDirectoryEntryStream, NewTimestamp, OpenFlags, PathFlags,
 };
 use super::bindings::wasi::filesystem::{preopens, types};
-use super::pipe::{PipeInputStream, PipeOutputStream};
+use super::pipe::{HeldEnd, PipeInputStream, PipeOutputStream};
 use super::state::AgentState;
 use super::streams::STREAM_CHUNK;
 use super::streams::{FileRef, KernelInputStream, KernelOutputStream, UnreadableStream};
@@ -70,8 +70,8 @@ pub struct Descriptor {
     write: bool,
     /// For a pipe: the ends this descriptor attached when it was opened
     /// (held here and by its streams; the last holder detaches).
-    pipe_reader: Option<Arc<PipeEnd>>,
-    pipe_writer: Option<Arc<PipeEnd>>,
+    pipe_reader: Option<HeldEnd>,
+    pipe_writer: Option<HeldEnd>,
     /// For a regular file: held open, so it outlives an unlink until the
     /// descriptor and its streams are gone (as POSIX).
     open: Option<Arc<OpenFile>>,
@@ -96,7 +96,7 @@ impl Descriptor {
         (self.handle.clone(), self.open.clone())
     }
 
-    fn pipe_end(&self, mode: PipeMode) -> FsResult<Arc<PipeEnd>> {
+    fn pipe_end(&self, mode: PipeMode) -> FsResult<HeldEnd> {
         let end = match mode {
             PipeMode::Read => &self.pipe_reader,
             PipeMode::Write => &self.pipe_writer,
@@ -505,12 +505,12 @@ impl HostDescriptor for AgentState {
             return Err(ErrorCode::IsDirectory.into());
         }
         // Opening a pipe attaches to it, as a reader unless only writing.
-        let attach = |mode| -> FsResult<Option<Arc<PipeEnd>>> {
-            Ok(Some(Arc::new(
-                self.kernel
-                    .pipe_attach(&self.task, &handle, mode)
-                    .map_err(fs_err)?,
-            )))
+        let attach = |mode| -> FsResult<Option<HeldEnd>> {
+            let end = self
+                .kernel
+                .pipe_attach(&self.task, &handle, mode)
+                .map_err(fs_err)?;
+            Ok(Some(self.hold_end(end).map_err(fs_err)?))
         };
         let is_pipe = handle.kind == FileKind::Pipe;
         let pipe_reader = if is_pipe && opts.read {

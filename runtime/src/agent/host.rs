@@ -352,6 +352,7 @@ impl Host {
                 max_descriptors: limits.max_descriptors,
             },
             open_descriptors: 0,
+            pipe_budget: super::pipe::PipeBudget::new(limits.memory as u64),
             timers,
             store_limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)

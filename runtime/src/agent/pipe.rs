@@ -39,11 +39,11 @@ fn stream_err(e: KernelError) -> StreamError {
 pub struct PipeInputStream {
     kernel: Arc<Kernel>,
     task: Task,
-    end: Arc<PipeEnd>,
+    end: HeldEnd,
 }
 
 impl PipeInputStream {
-    pub fn new(kernel: Arc<Kernel>, task: Task, end: Arc<PipeEnd>) -> Self {
+    pub fn new(kernel: Arc<Kernel>, task: Task, end: HeldEnd) -> Self {
         PipeInputStream { kernel, task, end }
     }
 }
@@ -79,12 +79,12 @@ impl InputStream for PipeInputStream {
 pub struct PipeOutputStream {
     kernel: Arc<Kernel>,
     task: Task,
-    end: Arc<PipeEnd>,
+    end: HeldEnd,
     pending: Vec<u8>,
 }
 
 impl PipeOutputStream {
-    pub fn new(kernel: Arc<Kernel>, task: Task, end: Arc<PipeEnd>) -> Self {
+    pub fn new(kernel: Arc<Kernel>, task: Task, end: HeldEnd) -> Self {
         PipeOutputStream {
             kernel,
             task,
@@ -189,7 +189,89 @@ impl OutputStream for PipeOutputStream {
 }
 
 /// What a `pipe-end` resource is in the table.
-pub type PipeEndResource = Arc<PipeEnd>;
+pub type PipeEndResource = HeldEnd;
+
+/// An attached end, charged to its task's pipe budget for as long as the
+/// end and every stream made from it live.
+pub type HeldEnd = Arc<ChargedEnd>;
+
+pub struct ChargedEnd {
+    end: PipeEnd,
+    _charge: Charge,
+}
+
+impl std::ops::Deref for ChargedEnd {
+    type Target = PipeEnd;
+
+    fn deref(&self) -> &PipeEnd {
+        &self.end
+    }
+}
+
+type Held = std::collections::HashMap<(nexus_kernel::ZoneId, u64), (u64, usize)>;
+
+/// How much pipe ring a task may hold: the capacity of every distinct pipe
+/// it has an end of counts against it (a ring lives in the node's memory,
+/// outside the agent's own, so it is bounded by the same figure).
+pub struct PipeBudget {
+    limit: u64,
+    held: std::sync::Mutex<Held>,
+}
+
+impl PipeBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(PipeBudget {
+            limit,
+            held: Default::default(),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Charges `end`'s pipe (once per pipe, however many ends); refused
+    /// past the limit.
+    fn charge(self: &Arc<Self>, end: &PipeEnd) -> Result<Charge, KernelError> {
+        let key = (end.handle().zone_id().clone(), end.handle().ino);
+        let mut held = self.held();
+        if let Some((_, n)) = held.get_mut(&key) {
+            *n += 1;
+        } else {
+            let used: u64 = held.values().map(|(c, _)| c).sum();
+            let capacity = end.capacity() as u64;
+            if used + capacity > self.limit {
+                return Err(KernelError::Quota(format!(
+                    "pipes of {used} bytes are open and one of {capacity} more would pass this \
+                     agent's {} bytes (its memory limit)",
+                    self.limit
+                )));
+            }
+            held.insert(key.clone(), (capacity, 1));
+        }
+        Ok(Charge {
+            budget: self.clone(),
+            key,
+        })
+    }
+}
+
+struct Charge {
+    budget: Arc<PipeBudget>,
+    key: (nexus_kernel::ZoneId, u64),
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let mut held = self.budget.held();
+        if let Some((_, n)) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
 
 fn to_wit_stat(s: nexus_kernel::PipeStat) -> PipeStat {
     PipeStat {
@@ -204,17 +286,28 @@ fn to_wit_stat(s: nexus_kernel::PipeStat) -> PipeStat {
 }
 
 impl AgentState {
-    fn end(&self, r: &Resource<PipeEndResource>) -> FsResult<Arc<PipeEnd>> {
+    fn end(&self, r: &Resource<PipeEndResource>) -> FsResult<HeldEnd> {
         Ok(self.table.get(r).map_err(FsError::trap)?.clone())
     }
 
+    /// An attached end, charged to the task's pipe budget.
+    pub(super) fn hold_end(&self, end: PipeEnd) -> Result<HeldEnd, KernelError> {
+        let charge = self.pipe_budget.charge(&end)?;
+        Ok(Arc::new(ChargedEnd {
+            end,
+            _charge: charge,
+        }))
+    }
+
     /// Adds an attached end, within the task's descriptor limit (an end
-    /// holds the pipe's ring in memory, so it counts as a descriptor).
+    /// holds the pipe's ring in memory, so it counts as a descriptor) and
+    /// its pipe budget.
     fn push_end(&mut self, end: PipeEnd) -> FsResult<Resource<PipeEndResource>> {
         if self.open_descriptors >= self.limits.max_descriptors {
             return Err(ErrorCode::InsufficientMemory.into());
         }
-        let r = self.table.push(Arc::new(end)).map_err(FsError::trap)?;
+        let end = self.hold_end(end).map_err(fs_err)?;
+        let r = self.table.push(end).map_err(FsError::trap)?;
         self.open_descriptors += 1;
         Ok(r)
     }
@@ -319,7 +412,7 @@ impl wit::HostPipeEnd for AgentState {
 
 /// A pollable over a pipe end (its own table entry, so the end itself can
 /// be dropped while a pollable made from it lives on).
-struct EndReady(Arc<PipeEnd>);
+struct EndReady(HeldEnd);
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for EndReady {

@@ -27,6 +27,8 @@ pub struct AgentState {
     pub task: Task,
     pub limits: TaskLimits,
     pub open_descriptors: usize,
+    /// The pipe ring this task may hold (its memory limit).
+    pub pipe_budget: Arc<super::pipe::PipeBudget>,
     /// The task's timers on the kernel's driver (counted and bounded).
     pub timers: TaskTimers,
     pub store_limits: StoreLimits,
