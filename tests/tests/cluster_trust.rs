@@ -636,48 +636,52 @@ async fn snapshot_receives_are_bounded() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
-    let mut held = Vec::new();
-    for _ in 0..nexus_runtime::node::server::MAX_SNAPSHOT_RECEIVES {
+    // Stalled receives pile up until two are held; the next is refused.
+    // A call still open after a while was taken (it stalls) and is kept
+    // open, so at most two can ever be pending when the refusal comes.
+    let max = nexus_runtime::node::server::MAX_SNAPSHOT_RECEIVES;
+    let attempt = || async {
         let mut client = to_node1().await;
         let stream = stalled("z1");
-        held.push(tokio::spawn(async move {
-            client.install_snapshot(stream).await
-        }));
-    }
-    // The third is refused while the two stall; once they go, one fits.
-    let mut refused = false;
-    for _ in 0..200 {
-        let mut client = to_node1().await;
-        let call = client.install_snapshot(stalled("z1"));
-        match tokio::time::timeout(Duration::from_millis(200), call).await {
-            Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted => {
-                refused = true;
-                break;
-            }
-            // Taken: the two held ones have not arrived yet; this one is
-            // dropped (its slot freed) and the next try tells.
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Ok(other) => panic!("{other:?}"),
+        tokio::spawn(async move { client.install_snapshot(stream).await })
+    };
+    let mut held = Vec::new();
+    let refused = loop {
+        assert!(
+            held.len() <= max,
+            "{} stalled snapshots taken at once",
+            held.len()
+        );
+        let mut call = attempt().await;
+        match tokio::time::timeout(Duration::from_secs(3), &mut call).await {
+            Err(_) => held.push(call),
+            Ok(answer) => break answer.unwrap().unwrap_err(),
         }
-    }
-    assert!(refused, "a third stalled snapshot was always taken");
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(held.len(), max, "refused before the slots were full");
+    // Abandoned receives give their slots back.
     for h in &held {
         h.abort();
     }
     let mut taken = false;
-    for _ in 0..200 {
-        let mut client = to_node1().await;
-        let call = client.install_snapshot(stalled("z1"));
-        match tokio::time::timeout(Duration::from_millis(200), call).await {
-            // Still receiving (it stalls): the slot was free.
+    for _ in 0..100 {
+        let mut call = attempt().await;
+        match tokio::time::timeout(Duration::from_secs(3), &mut call).await {
             Err(_) => {
+                call.abort();
                 taken = true;
                 break;
             }
-            Ok(Err(s)) if s.code() == tonic::Code::ResourceExhausted => {
-                tokio::time::sleep(Duration::from_millis(20)).await
+            Ok(answer) => {
+                let s = answer.unwrap().unwrap_err();
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Ok(other) => panic!("{other:?}"),
         }
     }
     assert!(taken, "the slots of abandoned receives were never freed");
