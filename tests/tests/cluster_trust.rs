@@ -640,10 +640,19 @@ async fn snapshot_receives_are_bounded() {
     // A call still open after a while was taken (it stalls) and is kept
     // open, so at most two can ever be pending when the refusal comes.
     let max = nexus_runtime::node::server::MAX_SNAPSHOT_RECEIVES;
-    let attempt = || async {
-        let mut client = to_node1().await;
-        let stream = stalled("z1");
-        tokio::spawn(async move { client.install_snapshot(stream).await })
+    // Each call runs as a task of its own: a call still open keeps its
+    // slot while the test goes on.
+    let addr = nodes[0].addr.to_string();
+    let attempt = || {
+        let (dialer, addr, stream) = (node3.clone(), addr.clone(), stalled("z1"));
+        tokio::spawn(async move {
+            let channel = tls::channel(&dialer, &addr, &tls::node_name(1))
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            RaftTransportClient::new(channel)
+                .install_snapshot(stream)
+                .await
+        })
     };
     let mut held = Vec::new();
     let refused = loop {
@@ -652,7 +661,7 @@ async fn snapshot_receives_are_bounded() {
             "{} stalled snapshots taken at once",
             held.len()
         );
-        let mut call = attempt().await;
+        let mut call = attempt();
         match tokio::time::timeout(Duration::from_secs(3), &mut call).await {
             Err(_) => held.push(call),
             Ok(answer) => break answer.unwrap().unwrap_err(),
@@ -670,7 +679,7 @@ async fn snapshot_receives_are_bounded() {
     }
     let mut taken = false;
     for _ in 0..100 {
-        let mut call = attempt().await;
+        let mut call = attempt();
         match tokio::time::timeout(Duration::from_secs(3), &mut call).await {
             Err(_) => {
                 call.abort();
