@@ -15,7 +15,7 @@ use nexus_kernel::{ObjectRef, Principal, Relation, Role, Subject, Tuple, ZoneId}
 use nexus_proto::node::node_client::NodeClient;
 use nexus_proto::node::{JoinZoneRequest, Replica, ZoneRef};
 use nexus_proto::transport::raft_transport_client::RaftTransportClient;
-use nexus_proto::transport::{Batch, BatchAck, Envelope, ForwardedWrites};
+use nexus_proto::transport::{Batch, BatchAck, Envelope, ForwardedWrites, SnapshotAck};
 use nexus_runtime::node::local::{self, LocalNode};
 use nexus_runtime::node::tls::{self, authority::Authority, Dialer, NodeTls};
 use protobuf::Message as _;
@@ -589,7 +589,7 @@ async fn a_member_node_cannot_write_what_its_caller_may_not() {
             .allowed
         {
             assert!(
-                waited < 500,
+                waited < 1500,
                 "node {} never applied the grant",
                 n.kernel.node_id()
             );
@@ -654,13 +654,19 @@ async fn snapshot_receives_are_bounded() {
                 .await
         })
     };
-    let mut held = Vec::new();
+    type Call = tokio::task::JoinHandle<Result<tonic::Response<SnapshotAck>, tonic::Status>>;
+    let mut held: Vec<Call> = Vec::new();
     let refused = loop {
-        assert!(
-            held.len() <= max,
-            "{} stalled snapshots taken at once",
-            held.len()
-        );
+        // More calls open than the bound: one of them is a refusal slow to
+        // arrive on a busy machine (were the bound broken, none would come).
+        if held.len() > max {
+            let (answer, i) = {
+                let (answer, i, _rest) = futures::future::select_all(held.iter_mut()).await;
+                (answer, i)
+            };
+            held.remove(i);
+            break answer.unwrap().unwrap_err();
+        }
         let mut call = attempt();
         match tokio::time::timeout(Duration::from_secs(3), &mut call).await {
             Err(_) => held.push(call),
