@@ -530,6 +530,20 @@ async fn a_member_node_cannot_write_what_its_caller_may_not() {
     refused_as(&o.unwrap(), "access", "user:owner may not change tuples");
     let o = forward(&sender, target, b"\x07garbage".to_vec()).await;
     refused_as(&o.unwrap(), "invalid", "undecodable forwarded write");
+    // A node keeps a file open for itself only: an unlink that would leave
+    // an orphan held by another node is refused.
+    let orphan = Forwarded {
+        zone: z1.clone(),
+        actor: owner(),
+        proposal: Proposal::Command(ZoneCommand::Orphan {
+            parent: 1,
+            name: "x".into(),
+            holder: leader as u64,
+            now: 0,
+        }),
+    };
+    let o = forward(&sender, target, orphan.encode()).await;
+    refused_as(&o.unwrap(), "access", "may not keep a file open for node");
 
     // More writes in one call than a node sends: refused whole.
     let flood = ForwardedWrites {
