@@ -12,7 +12,7 @@ use nexus_runtime::cli::{self, Cli, Command, KernelCommand};
 use nexus_runtime::node::tls;
 use nexus_runtime::ops::local::Local;
 use nexus_runtime::ops::remote::Remote;
-use nexus_runtime::ops::run::Hosts;
+use nexus_runtime::ops::run::{Hosts, RunPolicy};
 use nexus_runtime::ops::{exit, OpError, OpResult};
 use nexus_runtime::session::Acting;
 use nexus_runtime::{bench, units};
@@ -140,7 +140,8 @@ async fn embedded(
         KernelCommand::Run(args) => args.memory.as_deref().map(units::size).transpose()?,
         _ => None,
     };
-    let hosts = Hosts::new(kernel, memory.unwrap_or(RunLimits::default().memory));
+    let policy = RunPolicy::embedded(memory.unwrap_or(RunLimits::default().memory));
+    let hosts = Hosts::new(kernel, policy);
     let local = Local::new(kernel.clone(), acting, Arc::new(hosts));
     cli::dispatch(&local, as_principal, cmd).await
 }

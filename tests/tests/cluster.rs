@@ -170,6 +170,29 @@ impl Cluster {
         c.args(args).output().unwrap()
     }
 
+    /// [`cli`](Self::cli), which must end within `bound`: killed and
+    /// failed past it (a node that stopped answering fails the test
+    /// instead of hanging it).
+    fn cli_within(&self, i: usize, args: &[&str], bound: Duration) -> Output {
+        let started = Instant::now();
+        let mut child = nexus(&self.homes[i])
+            .args(["--node", &self.addrs[i], "--token", &self.token])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > bound {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nexus {args:?} through node {} took over {bound:?}", i + 1);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
+    }
+
     /// Retries until the command succeeds (the node may still be starting,
     /// or the group electing).
     fn ok(&self, i: usize, args: &[&str], within: Duration) -> String {
@@ -1211,4 +1234,139 @@ fn a_node_holds_no_signing_key_and_a_retired_key_is_refused_after_sighup() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("signing key"), "{err}");
+}
+
+/// CPU seconds node `pid`'s process has used (all its threads).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // After the command name, which ends at the last ')': state is field 3,
+    // utime and stime fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = run_ok(Command::new("getconf").arg("CLK_TCK"));
+    ticks as f64 / hz.trim().parse::<f64>().unwrap()
+}
+
+/// Cores node `pid` kept busy over the next second.
+fn cores_busy(pid: u32) -> f64 {
+    let (t, c) = (Instant::now(), cpu_seconds(pid));
+    std::thread::sleep(Duration::from_secs(1));
+    (cpu_seconds(pid) - c) / t.elapsed().as_secs_f64()
+}
+
+#[test]
+fn spinning_agents_do_not_starve_their_node() {
+    use std::io::BufRead;
+    // What a node owes its peers and clients while agents saturate its
+    // cores; an idle node answers in well under a second.
+    const BOUND: Duration = Duration::from_secs(10);
+    let c = Cluster::with_zone(2, "1,2");
+    let node1 = c.nodes[0].as_ref().unwrap().id();
+    let escape = nexus_tests::guest("guests/escape");
+    let spin = format!("{} loop", escape.display());
+    let cores = std::thread::available_parallelism().unwrap().get();
+    // More tight loops than the machine has cores, with no --timeout.
+    let mut cmd = nexus(&c.homes[0]);
+    cmd.args(["--node", &c.addrs[0], "--token", &c.token])
+        .args(["run", escape.to_str().unwrap(), "--zone", "z1"]);
+    for _ in 0..cores + 1 {
+        cmd.args(["--with", &spin]);
+    }
+    let mut client = cmd
+        .args(["--", "loop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    for _ in 0..cores + 2 {
+        assert_eq!(lines.next().unwrap().unwrap(), "spinning");
+    }
+    let status = |i: usize| -> serde_json::Value {
+        let out = c.cli_within(i, &["zone", "status", "z1", "--json"], BOUND);
+        assert!(out.status.success(), "{}", c.logs());
+        status_json(&String::from_utf8_lossy(&out.stdout))
+    };
+    let term = status(0)["term"].as_u64().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let body = scratch.path().join("body");
+    std::fs::write(&body, "written while agents spin").unwrap();
+    let body = body.to_str().unwrap();
+    for round in 0..3 {
+        let path = format!("/busy{round}");
+        let out = c.cli_within(0, &["fs", "put", "--zone", "z1", body, &path], BOUND);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        status(0);
+    }
+    // The agents really are spinning on the node...
+    let busy = cores_busy(node1);
+    assert!(busy > 0.5, "the node used {busy:.2} cores");
+    // ...and its zone stayed healthy: no election, every write on both
+    // replicas, the leader seeing no lag.
+    let leader = c.leader(0) - 1;
+    let s = status(leader);
+    assert_eq!(s["term"].as_u64().unwrap(), term, "an election happened");
+    for p in s["progress"].as_array().unwrap() {
+        assert_eq!(p["lag"].as_u64().unwrap(), 0, "{s}");
+    }
+    let on_2 = c.ok(
+        1,
+        &["fs", "cat", "--zone", "z1", "--linearizable", "/busy2"],
+        BOUND,
+    );
+    assert_eq!(on_2, "written while agents spin");
+
+    // The client leaves: its agents stop (at their next epoch tick) and
+    // the node's cores come back.
+    client.kill().unwrap();
+    client.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let busy = cores_busy(node1);
+        if busy < 0.5 {
+            break;
+        }
+        assert!(Instant::now() < until, "still {busy:.2} cores busy");
+    }
+}
+
+#[test]
+fn a_node_bounds_runs_per_principal_and_in_time() {
+    let c = Cluster::with_zone(1, "1");
+    let escape = nexus_tests::guest("guests/escape");
+    let escape = escape.to_str().unwrap();
+    let spin = format!("{escape} loop");
+    // One principal may run 16 agents at once on a node by default: a run
+    // of 17 is refused whole, before anything is compiled or started.
+    let mut args = vec!["run", escape, "--zone", "z1"];
+    for _ in 0..16 {
+        args.extend(["--with", &spin]);
+    }
+    args.extend(["--", "loop"]);
+    let out = c.cli(0, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("may run 16 agents at once here"), "{err}");
+    // Runs end within the node's run timeout: asking for longer is refused.
+    let out = c.cli(
+        0,
+        &[
+            "run",
+            escape,
+            "--zone",
+            "z1",
+            "--timeout",
+            "2h",
+            "--",
+            "loop",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("runs here end within 1h"), "{err}");
 }

@@ -59,6 +59,37 @@ impl Sandbox {
         )
     }
 
+    /// [`attempt`](Self::attempt) under GNU time; also the run's peak RSS
+    /// in bytes.
+    fn measured(&self, flags: &[&str], case: &str) -> (i32, String, String, u64) {
+        let report = self.home.join("peak-rss");
+        let mut args = vec!["run", self.wasm.as_str(), "--zone", "z1"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--", case]);
+        let out = std::process::Command::new("/usr/bin/time")
+            .args(["-f", "%M", "-o"])
+            .arg(&report)
+            .arg(nexus_tests::nexus_bin())
+            .args(&args)
+            .env("NEXUS_HOME", &self.home)
+            .output()
+            .unwrap();
+        let kib: u64 = std::fs::read_to_string(&report)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            kib << 10,
+        )
+    }
+
     /// The zone is as it was: consistent, and holding what it held.
     fn intact(&self) {
         let check = self.nexus(&["zone", "check", "z1"]);
@@ -132,16 +163,57 @@ fn paths_never_leave_the_zone() {
     s.intact();
 }
 
-/// A pipe's ring lives in the node's memory, outside the agent's: the
-/// pipes an agent holds ends of count against its memory limit, so 64
-/// pipes of 16 MiB under `--memory 32MiB` stop at two.
+/// Host memory an agent causes (pipe rings, HTTP fields, directory
+/// listings) counts against its memory limit: the bombs stop at the
+/// budget, and the process's peak RSS stays within the agent's memory
+/// inside and its budget outside, above what a run that holds nothing
+/// peaks at.
 #[test]
-fn pipe_rings_count_against_the_agent_memory_limit() {
+fn host_memory_an_agent_causes_is_bounded_by_its_memory_limit() {
+    const MIB: u64 = 1 << 20;
     let s = Sandbox::new();
-    let (code, out, err) = s.attempt(&["--memory", "32MiB"], "pipebomb");
+    let (code, _, err, idle) = s.measured(&["--memory", "64MiB"], "env");
+    assert_eq!(code, 0, "{err}");
+    let within = |peak: u64, memory: u64| {
+        assert!(
+            peak < idle + 2 * memory + 64 * MIB,
+            "peak RSS {} MiB (a run holding nothing: {} MiB)",
+            peak / MIB,
+            idle / MIB
+        );
+    };
+
+    // 64 pipes of 16 MiB under --memory 32MiB stop at two.
+    let (code, out, err, peak) = s.measured(&["--memory", "32MiB"], "pipebomb");
     assert_eq!(code, 0, "{err}");
     assert_eq!(line(&out, "pipes held"), "2", "{out}");
     assert!(line(&out, "then").contains("quota"), "{out}");
+    within(peak, 32 * MIB);
+
+    // 96 header lists of 16 MiB under --memory 64MiB: the fourth would
+    // pass the budget, and `wasi:http` fields have no such error, so the
+    // agent traps with the reason.
+    let (code, out, err, peak) = s.measured(&["--memory", "64MiB"], "fieldsbomb");
+    assert_eq!(code, 125, "{out}{err}");
+    assert!(
+        err.contains("HTTP fields of") && err.contains("would pass this agent's host memory"),
+        "{err}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("fields held")).count(),
+        3
+    );
+    within(peak, 64 * MIB);
+
+    // Open directory streams, each holding up to a page of long names.
+    let (code, out, err, peak) = s.measured(&["--memory", "32MiB"], "dirbomb");
+    assert_eq!(code, 0, "{err}");
+    let held = line(&out, "listings held");
+    let (n, then) = held.split_once(" then ").unwrap();
+    let n: u64 = n.parse().unwrap();
+    assert!(n > 100 && n < 1000, "{held}");
+    assert_eq!(then, "QuotaExceeded", "{held}");
+    within(peak, 32 * MIB);
     s.intact();
 }
 

@@ -21,7 +21,7 @@ use nexus_runtime::node::local::{self, LocalNode};
 use nexus_runtime::node::tls;
 use nexus_runtime::ops::local::Local;
 use nexus_runtime::ops::remote::Remote;
-use nexus_runtime::ops::run::Hosts;
+use nexus_runtime::ops::run::{Hosts, RunPolicy};
 use nexus_runtime::ops::{
     ByteStream, CheckQuery, OpError, OpResult, Ops, Range, TupleSpec, TRANSFER_CHUNK,
 };
@@ -49,7 +49,7 @@ async fn node() -> Node {
         .tokens()
         .issue(owner, z1, Vec::new(), Capabilities::ALL, 3600)
         .unwrap();
-    let hosts = Arc::new(Hosts::new(&node.kernel, 64 << 20));
+    let hosts = Arc::new(Hosts::new(&node.kernel, RunPolicy::embedded(64 << 20)));
     let local = Local::new(node.kernel.clone(), Acting::holder(claims), hosts);
     let tls = tls::client_config(&local::ca_cert(dir.path())).unwrap();
     let remote = Remote::connect(&node.addr.to_string(), &token, tls)

@@ -30,6 +30,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("noop") => {}
+        Some("spin") => {
+            println!("spinning");
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
         Some("io") => {
             let dir = args.get(2).expect("DIR");
             let n: usize = args.get(3).and_then(|s| s.parse().ok()).expect("N");

@@ -106,6 +106,40 @@ fn main() {
             println!("pipes held: {}", held.len());
             println!("then: {outcome}");
         }
+        "fieldsbomb" => {
+            // Header fields live in the host's memory: as many 16 MiB
+            // field lists as the host will keep (96 would be 1.5 GiB).
+            use nexus_guest::raw::wasi::http::types;
+            let mut held = Vec::new();
+            for i in 0..96 {
+                let value = vec![b'x'; 16 << 20];
+                let f = types::Fields::from_list(&[(format!("x-bomb-{i}"), value)])
+                    .expect("a valid header");
+                held.push(f);
+                println!("fields held: {}", held.len());
+            }
+            println!("no limit");
+        }
+        "dirbomb" => {
+            // Each open directory stream may hold a page of names.
+            for i in 0..300 {
+                fs::create_dir_all(format!("/d/entry-{i:0>200}")).expect("a writable zone");
+            }
+            let mut held = Vec::new();
+            let err = loop {
+                match fs::read_dir("/d") {
+                    Ok(mut rd) => {
+                        let _ = rd.next();
+                        held.push(rd);
+                    }
+                    Err(e) => break format!("{:?}", e.kind()),
+                }
+                if held.len() >= 100_000 {
+                    break "no limit".into();
+                }
+            };
+            println!("listings held: {} then {err}", held.len());
+        }
         "names" => {
             // Names that would drive a terminal if printed raw.
             for name in ["/a\nb", "/\x1b]0;pwned\x07", "/evil\u{202e}txt.exe"] {

@@ -21,6 +21,7 @@ use super::bindings::wasi::filesystem::types::{
     HostDirectoryEntryStream, NewTimestamp, OpenFlags, PathFlags,
 };
 use super::bindings::wasi::filesystem::{preopens, types};
+use super::budget::Charge;
 use super::pipe::{HeldEnd, PipeInputStream, PipeOutputStream};
 use super::state::AgentState;
 use super::streams::STREAM_CHUNK;
@@ -134,13 +135,18 @@ impl Descriptor {
     }
 }
 
-/// A directory listing, fetched page by page.
+/// A directory listing, fetched page by page; the page it may hold is
+/// charged to the agent's host memory while the stream lives.
 pub struct DirStream {
     handle: Handle,
     cursor: Option<String>,
     buf: VecDeque<DirListing>,
     done: bool,
+    _charge: Charge,
 }
+
+/// What a directory stream may hold: a page of the longest names.
+const DIR_STREAM_BYTES: u64 = (DIR_PAGE * (255 + std::mem::size_of::<DirListing>())) as u64;
 
 fn kind_type(kind: FileKind) -> DescriptorType {
     match kind {
@@ -398,11 +404,16 @@ impl HostDescriptor for AgentState {
         self.kernel
             .readdir_handle(&self.task, &d.handle, None, 1)
             .map_err(fs_err)?;
+        let charge = self
+            .host_memory
+            .charge(DIR_STREAM_BYTES, "a directory stream")
+            .map_err(fs_err)?;
         let stream = DirStream {
             handle: d.handle.clone(),
             cursor: None,
             buf: VecDeque::new(),
             done: false,
+            _charge: charge,
         };
         self.table.push(stream).map_err(FsError::trap)
     }

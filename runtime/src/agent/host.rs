@@ -14,9 +14,10 @@ use std::time::Duration;
 use nexus_kernel::Kernel;
 use nexus_kernel::Task;
 use nexus_kernel::DEFAULT_TIMER_LIMIT;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+    UpdateDeadline,
 };
 use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
@@ -26,12 +27,14 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::bindings;
+use super::budget::{HostMemory, NodeMemory, NODE_HOST_MEMORY};
 use super::state::{AgentState, TaskLimits};
 
 /// Agents one host runs at once from its pool of pre-reserved slots.
 pub const POOLED_AGENTS: u32 = 64;
 
-/// How often the epoch advances: the granularity of `--timeout`.
+/// How often the epoch advances: the granularity of `--timeout`, and how
+/// long a computing guest keeps its thread before it yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Errors at the runtime boundary, mapped once to CLI messages.
@@ -73,6 +76,10 @@ pub enum Stdio {
     },
 }
 
+/// Resources (descriptors, streams, pollables, fields, ...) one agent may
+/// hold at once: each is a host allocation the guest asked for.
+const MAX_RESOURCES: usize = 1 << 16;
+
 /// Bytes a guest may write to a captured stream before it waits for the
 /// reader.
 const STREAM_BUDGET: usize = 64 * 1024;
@@ -85,6 +92,9 @@ pub struct RunLimits {
     pub fuel: Option<u64>,
     pub max_descriptors: usize,
     pub max_timers: usize,
+    /// Host memory every agent of this node holds together (an agent's
+    /// own share is `memory`).
+    pub node_memory: Arc<NodeMemory>,
 }
 
 impl Default for RunLimits {
@@ -95,6 +105,7 @@ impl Default for RunLimits {
             fuel: None,
             max_descriptors: 1024,
             max_timers: DEFAULT_TIMER_LIMIT,
+            node_memory: NodeMemory::new(NODE_HOST_MEMORY),
         }
     }
 }
@@ -343,16 +354,20 @@ impl Host {
             }
         }
         let timers = kernel.timers().for_task(limits.max_timers);
+        let host_memory = HostMemory::new(limits.memory as u64, limits.node_memory.clone());
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = AgentState {
             wasi: wasi.build(),
-            table: Default::default(),
+            table,
             kernel,
             task,
             limits: TaskLimits {
                 max_descriptors: limits.max_descriptors,
             },
             open_descriptors: 0,
-            pipe_budget: super::pipe::PipeBudget::new(limits.memory as u64),
+            pipe_budget: super::pipe::PipeBudget::new(host_memory.clone()),
+            host_memory,
             timers,
             store_limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
@@ -363,12 +378,18 @@ impl Host {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(AgentState::limiter);
-        store.epoch_deadline_trap();
-        let ticks = limits
-            .timeout
-            .map(|t| (t.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64)
-            .unwrap_or(u64::MAX / 2);
-        store.set_epoch_deadline(ticks);
+        // At every epoch tick a computing guest yields its thread to the
+        // other agents (and lets a stopped run end); past its timeout it
+        // traps.
+        let deadline = limits.timeout.map(|t| std::time::Instant::now() + t);
+        store.epoch_deadline_callback(move |_| match deadline {
+            Some(d) if std::time::Instant::now() >= d => Ok(UpdateDeadline::Interrupt),
+            _ => Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            )),
+        });
+        store.set_epoch_deadline(1);
         if let Some(fuel) = limits.fuel {
             store.set_fuel(fuel).map_err(host_err)?;
         }

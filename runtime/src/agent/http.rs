@@ -1,16 +1,20 @@
 //! `wasi:http` for agents that import it: present so they instantiate,
 //! and every outgoing request denied (`HTTP-request-denied`); an agent's
 //! only I/O is the kernel. Headers, requests, options and responses are
-//! ordinary values a guest may build; bodies written to them go nowhere.
+//! ordinary values a guest may build, charged to its host memory; bodies
+//! written to them go nowhere.
 //! Incoming requests, responses and bodies can never exist in a command,
 //! so their resources are an uninhabited type.
 
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::p2::pipe::SinkOutputStream;
 use wasmtime_wasi_io::poll::DynPollable;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
+use nexus_kernel::KernelError;
+
 use super::bindings::wasi::http::{outgoing_handler, types};
+use super::budget::Charge;
 use super::state::AgentState;
 use types::{ErrorCode, Method, Scheme, StatusCode};
 
@@ -19,12 +23,57 @@ pub type HeaderError = wasmtime_wasi::TrappableError<types::HeaderError>;
 
 type W<T> = wasmtime::Result<T>;
 
-/// Header or trailer fields. Immutable once attached to a message.
-#[derive(Clone, Default)]
+/// Header or trailer fields. Immutable once attached to a message. What
+/// they hold is charged to the agent's host memory for as long as they
+/// live.
 pub struct Fields {
     entries: Vec<(String, Vec<u8>)>,
     immutable: bool,
+    charge: Charge,
 }
+
+/// Host bytes an entry costs besides its name and value.
+const ENTRY_OVERHEAD: u64 = 2 * std::mem::size_of::<Vec<u8>>() as u64;
+
+fn entry_size((name, value): &(String, Vec<u8>)) -> u64 {
+    (name.len() + value.len()) as u64 + ENTRY_OVERHEAD
+}
+
+fn size_of<'a>(entries: impl IntoIterator<Item = &'a (String, Vec<u8>)>) -> u64 {
+    entries.into_iter().map(entry_size).sum()
+}
+
+/// Fields past the agent's host memory: the interface has no error for
+/// it, so the agent traps with the reason.
+fn over_budget(e: KernelError) -> wasmtime::Error {
+    wasmtime::format_err!("{e}")
+}
+
+impl Fields {
+    /// Replaces the entries named `name` (any case) with `values`, charging
+    /// the difference first.
+    fn replace(&mut self, name: &str, values: Vec<Vec<u8>>) -> W<()> {
+        let gone = size_of(self.named(name));
+        let added: u64 = values
+            .iter()
+            .map(|v| (name.len() + v.len()) as u64 + ENTRY_OVERHEAD)
+            .sum();
+        let now = size_of(&self.entries) - gone + added;
+        self.charge.resize(now, FIELDS).map_err(over_budget)?;
+        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self.entries
+            .extend(values.into_iter().map(|v| (name.to_owned(), v)));
+        Ok(())
+    }
+
+    fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a (String, Vec<u8>)> {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+    }
+}
+
+const FIELDS: &str = "HTTP fields";
 
 pub struct OutgoingRequest {
     method: Method,
@@ -69,12 +118,41 @@ impl AgentState {
         Ok(self.table.get_mut(r)?)
     }
 
-    /// A message's headers, handed out as a read-only copy.
-    fn headers_of(&mut self, f: Fields) -> W<Resource<Fields>> {
-        Ok(self.table.push(Fields {
-            immutable: true,
-            ..f
-        })?)
+    /// New fields holding `entries`, charged before they are kept.
+    fn new_fields(&mut self, entries: Vec<(String, Vec<u8>)>, immutable: bool) -> W<Fields> {
+        let charge = self
+            .host_memory
+            .charge(size_of(&entries), FIELDS)
+            .map_err(over_budget)?;
+        Ok(Fields {
+            entries,
+            immutable,
+            charge,
+        })
+    }
+
+    /// A copy of the fields `at` finds in the table, pushed to it and
+    /// charged (before the copy is made) like any fields.
+    fn push_copy(
+        &mut self,
+        at: impl Fn(&mut ResourceTable) -> W<&mut Fields>,
+        immutable: bool,
+    ) -> W<Resource<Fields>> {
+        let entries = std::mem::take(&mut at(&mut self.table)?.entries);
+        let copy = self
+            .host_memory
+            .charge(size_of(&entries), FIELDS)
+            .map_err(over_budget)
+            .and_then(|charge| {
+                let copy = Fields {
+                    entries: entries.clone(),
+                    immutable,
+                    charge,
+                };
+                Ok(self.table.push(copy)?)
+            });
+        at(&mut self.table)?.entries = entries;
+        copy
     }
 }
 
@@ -92,32 +170,22 @@ impl types::Host for AgentState {
 
 impl types::HostFields for AgentState {
     async fn new(&mut self) -> W<Resource<Fields>> {
-        Ok(self.table.push(Fields::default())?)
+        let f = self.new_fields(Vec::new(), false)?;
+        Ok(self.table.push(f)?)
     }
     async fn from_list(
         &mut self,
         entries: Vec<(String, Vec<u8>)>,
     ) -> Result<Resource<Fields>, HeaderError> {
-        let f = Fields {
-            entries,
-            immutable: false,
-        };
+        let f = self.new_fields(entries, false).map_err(HeaderError::trap)?;
         self.table.push(f).map_err(HeaderError::trap)
     }
     async fn get(&mut self, f: Resource<Fields>, name: String) -> W<Vec<Vec<u8>>> {
         let f = self.fields(&f)?;
-        Ok(f.entries
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
-            .map(|(_, v)| v.clone())
-            .collect())
+        Ok(f.named(&name).map(|(_, v)| v.clone()).collect())
     }
     async fn has(&mut self, f: Resource<Fields>, name: String) -> W<bool> {
-        Ok(self
-            .fields(&f)?
-            .entries
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(&name)))
+        Ok(self.fields(&f)?.named(&name).next().is_some())
     }
     async fn set(
         &mut self,
@@ -129,18 +197,14 @@ impl types::HostFields for AgentState {
         if f.immutable {
             return Err(immutable());
         }
-        f.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-        f.entries
-            .extend(values.into_iter().map(|v| (name.clone(), v)));
-        Ok(())
+        f.replace(&name, values).map_err(HeaderError::trap)
     }
     async fn delete(&mut self, f: Resource<Fields>, name: String) -> Result<(), HeaderError> {
         let f = self.fields(&f).map_err(HeaderError::trap)?;
         if f.immutable {
             return Err(immutable());
         }
-        f.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-        Ok(())
+        f.replace(&name, Vec::new()).map_err(HeaderError::trap)
     }
     async fn append(
         &mut self,
@@ -152,18 +216,19 @@ impl types::HostFields for AgentState {
         if f.immutable {
             return Err(immutable());
         }
-        f.entries.push((name, value));
+        let entry = (name, value);
+        let now = size_of(&f.entries) + entry_size(&entry);
+        f.charge
+            .resize(now, FIELDS)
+            .map_err(|e| HeaderError::trap(over_budget(e)))?;
+        f.entries.push(entry);
         Ok(())
     }
     async fn entries(&mut self, f: Resource<Fields>) -> W<Vec<(String, Vec<u8>)>> {
         Ok(self.fields(&f)?.entries.clone())
     }
     async fn clone(&mut self, f: Resource<Fields>) -> W<Resource<Fields>> {
-        let copy = Fields {
-            entries: self.fields(&f)?.entries.clone(),
-            immutable: false,
-        };
-        Ok(self.table.push(copy)?)
+        self.push_copy(|t| Ok(t.get_mut(&f)?), false)
     }
     async fn drop(&mut self, f: Resource<Fields>) -> W<()> {
         self.table.delete(f)?;
@@ -235,8 +300,7 @@ impl types::HostOutgoingRequest for AgentState {
         Ok(Ok(()))
     }
     async fn headers(&mut self, r: Resource<OutgoingRequest>) -> W<Resource<Fields>> {
-        let h = self.table.get(&r)?.headers.clone();
-        self.headers_of(h)
+        self.push_copy(|t| Ok(&mut t.get_mut(&r)?.headers), true)
     }
     async fn drop(&mut self, r: Resource<OutgoingRequest>) -> W<()> {
         self.table.delete(r)?;
@@ -312,8 +376,7 @@ impl types::HostOutgoingResponse for AgentState {
         Ok(Ok(()))
     }
     async fn headers(&mut self, r: Resource<OutgoingResponse>) -> W<Resource<Fields>> {
-        let h = self.table.get(&r)?.headers.clone();
-        self.headers_of(h)
+        self.push_copy(|t| Ok(&mut t.get_mut(&r)?.headers), true)
     }
     async fn body(
         &mut self,

@@ -15,6 +15,7 @@ use wasmtime_wasi_io::poll::{subscribe, DynPollable, Pollable};
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
 use super::bindings::nexus::kernel::pipe::{self as wit, ErrorCode, Mode, PipeStat};
+use super::budget::{Charge, HostMemory};
 use super::fs::{code, stream_failure, FsError};
 use super::state::AgentState;
 use super::streams::STREAM_CHUNK;
@@ -197,7 +198,7 @@ pub type HeldEnd = Arc<ChargedEnd>;
 
 pub struct ChargedEnd {
     end: PipeEnd,
-    _charge: Charge,
+    _charge: EndCharge,
 }
 
 impl std::ops::Deref for ChargedEnd {
@@ -208,20 +209,20 @@ impl std::ops::Deref for ChargedEnd {
     }
 }
 
-type Held = std::collections::HashMap<(nexus_kernel::ZoneId, u64), (u64, usize)>;
+type Held = std::collections::HashMap<(nexus_kernel::ZoneId, u64), (Charge, usize)>;
 
-/// How much pipe ring a task may hold: the capacity of every distinct pipe
-/// it has an end of counts against it (a ring lives in the node's memory,
-/// outside the agent's own, so it is bounded by the same figure).
+/// The pipe rings a task holds: the capacity of every distinct pipe it has
+/// an end of is charged to its host memory (a ring lives in the node's
+/// memory, outside the agent's own), once however many ends it has.
 pub struct PipeBudget {
-    limit: u64,
+    memory: Arc<HostMemory>,
     held: std::sync::Mutex<Held>,
 }
 
 impl PipeBudget {
-    pub fn new(limit: u64) -> Arc<Self> {
+    pub fn new(memory: Arc<HostMemory>) -> Arc<Self> {
         Arc::new(PipeBudget {
-            limit,
+            memory,
             held: Default::default(),
         })
     }
@@ -231,37 +232,30 @@ impl PipeBudget {
     }
 
     /// Charges `end`'s pipe (once per pipe, however many ends); refused
-    /// past the limit.
-    fn charge(self: &Arc<Self>, end: &PipeEnd) -> Result<Charge, KernelError> {
+    /// past the budget.
+    fn charge(self: &Arc<Self>, end: &PipeEnd) -> Result<EndCharge, KernelError> {
         let key = (end.handle().zone_id().clone(), end.handle().ino);
         let mut held = self.held();
         if let Some((_, n)) = held.get_mut(&key) {
             *n += 1;
         } else {
-            let used: u64 = held.values().map(|(c, _)| c).sum();
-            let capacity = end.capacity() as u64;
-            if used + capacity > self.limit {
-                return Err(KernelError::Quota(format!(
-                    "pipes of {used} bytes are open and one of {capacity} more would pass this \
-                     agent's {} bytes (its memory limit)",
-                    self.limit
-                )));
-            }
-            held.insert(key.clone(), (capacity, 1));
+            let ring = self.memory.charge(end.capacity() as u64, "a pipe ring")?;
+            held.insert(key.clone(), (ring, 1));
         }
-        Ok(Charge {
+        Ok(EndCharge {
             budget: self.clone(),
             key,
         })
     }
 }
 
-struct Charge {
+/// One end's share of its pipe's charge.
+struct EndCharge {
     budget: Arc<PipeBudget>,
     key: (nexus_kernel::ZoneId, u64),
 }
 
-impl Drop for Charge {
+impl Drop for EndCharge {
     fn drop(&mut self) {
         let mut held = self.budget.held();
         if let Some((_, n)) = held.get_mut(&self.key) {

@@ -27,7 +27,10 @@ pub struct AgentState {
     pub task: Task,
     pub limits: TaskLimits,
     pub open_descriptors: usize,
-    /// The pipe ring this task may hold (its memory limit).
+    /// Host memory the task makes the node hold (its memory limit, inside
+    /// the node's budget for every agent)...
+    pub host_memory: Arc<super::budget::HostMemory>,
+    /// ...of which the pipe rings it has ends of.
     pub pipe_budget: Arc<super::pipe::PipeBudget>,
     /// The task's timers on the kernel's driver (counted and bounded).
     pub timers: TaskTimers,

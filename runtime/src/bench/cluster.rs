@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nexus_kernel::OpenOptions;
-use nexus_kernel::ZoneId;
 use nexus_kernel::{Capabilities, Task};
 use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
 use nexus_kernel::{MemberInfo, Role};
+use nexus_kernel::{ReplicaId, ZoneId};
 
 use crate::bench::{create_storm, percentile, row, row_lower_better, Row};
-use crate::node::local;
+use crate::node::local::{self, LocalNode};
 use crate::node::NODE_TICK;
 use crate::ops::{OpError, OpResult};
 
@@ -40,21 +40,9 @@ pub async fn cluster(scratch: &Path, scale: usize) -> OpResult<Vec<Row>> {
     .await?;
     let zone = ZoneId::new("bench")?;
     let me = crate::session::operator();
-    let replicas: Vec<_> = (1..=3).map(|id| (id, Role::Voter)).collect();
-    for n in &nodes[1..3] {
-        n.kernel.join_zone(&zone, replicas.clone()).await?;
-    }
-    nodes[0]
-        .kernel
-        .create_zone_on(&me, &zone, replicas.clone())
-        .await?;
+    let (replicas, leader) = zone_on(&nodes, &zone, 3).await?;
     let task =
         |k: &Kernel| -> OpResult<Task> { Ok(k.spawn_task(me.clone(), &zone, Capabilities::ALL)?) };
-    let leader = nodes[0]
-        .kernel
-        .zone_status(&task(&nodes[0].kernel)?)
-        .await?
-        .leader;
     let li = (leader - 1) as usize;
     let lk = nodes[li].kernel.clone();
     let lt = task(&lk)?;
@@ -167,6 +155,25 @@ pub async fn cluster(scratch: &Path, scale: usize) -> OpResult<Vec<Row>> {
         n.kill().await?;
     }
     Ok(rows)
+}
+
+/// Zone `zone` on nodes 1..=`voters`, every one a voter, created by the
+/// operator through node 1; its replicas and the node id of its leader.
+pub(crate) async fn zone_on(
+    nodes: &[LocalNode],
+    zone: &ZoneId,
+    voters: u64,
+) -> OpResult<(Vec<(ReplicaId, Role)>, ReplicaId)> {
+    let me = crate::session::operator();
+    let replicas: Vec<_> = (1..=voters).map(|id| (id, Role::Voter)).collect();
+    for n in &nodes[1..voters as usize] {
+        n.kernel.join_zone(zone, replicas.clone()).await?;
+    }
+    let first = &nodes[0].kernel;
+    first.create_zone_on(&me, zone, replicas.clone()).await?;
+    let task = first.spawn_task(me, zone, Capabilities::ALL)?;
+    let leader = first.zone_status(&task).await?.leader;
+    Ok((replicas, leader))
 }
 
 /// A duration with no baseline to compare against.

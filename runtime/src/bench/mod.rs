@@ -15,6 +15,7 @@ use nexus_kernel::{ObjectRef, Relation, Subject, Tuple};
 use serde::Serialize;
 
 mod agents;
+mod busy;
 mod cluster;
 mod pipes;
 mod transfer;
@@ -118,6 +119,9 @@ pub async fn run(args: BenchArgs) -> OpResult {
         }
         if wanted("pipes") {
             rows.extend(pipes::pipes(&kernel, guest, dir, scale).await?);
+        }
+        if wanted("busy") {
+            rows.extend(busy::busy(guest, dir, scale).await?);
         }
     }
     if wanted("cluster") {

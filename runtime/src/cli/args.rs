@@ -88,7 +88,28 @@ pub enum NodeCmd {
         /// Default: `tls` in the data directory.
         #[arg(long, env = "NEXUS_TLS", value_name = "DIR")]
         tls: Option<PathBuf>,
+        #[command(flatten)]
+        runs: RunLimitArgs,
     },
+}
+
+/// What the agents clients run on a node may use, all clients together.
+#[derive(clap::Args)]
+pub struct RunLimitArgs {
+    /// Agents running at once on this node, every client's together
+    /// (at most 64).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_agents: usize,
+    /// Agents running at once for one principal (a run's companions count).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_agents_per_principal: usize,
+    /// Every run ends within this; a client asks for less with --timeout.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub run_timeout: String,
+    /// Host memory (pipe rings, HTTP fields, directory listings) every
+    /// running agent holds together; each agent's share is its --memory.
+    #[arg(long, default_value = "4GiB", value_name = "SIZE")]
+    pub agents_host_memory: String,
 }
 
 /// Tokens are signed where an issuer key is (the operator's machine:
@@ -245,11 +266,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// The `guests/bench` component: adds the agent benchmarks (spawn, cold
-    /// run, guest file I/O, pipes, timers).
+    /// run, guest file I/O, pipes, timers, a node busy with agents).
     #[arg(long)]
     pub guest: Option<PathBuf>,
     /// Run only these groups (default: all): kernel, gate, agents, pipes,
-    /// cluster, transfer.
+    /// busy, cluster, transfer.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]

@@ -11,12 +11,15 @@ use std::sync::Arc;
 use nexus_kernel::ReplicaId;
 use nexus_kernel::{AuditSink, Kernel, KernelConfig, RecordStore};
 
-use super::args::NodeCmd;
+use super::args::{NodeCmd, RunLimitArgs};
+use crate::agent::host::POOLED_AGENTS;
 use crate::node::server::{bind, serve};
 use crate::node::tls::NodeTls;
 use crate::node::transport::GrpcTransport;
 use crate::node::NODE_TICK;
+use crate::ops::run::RunPolicy;
 use crate::ops::{OpError, OpResult};
+use crate::units;
 
 /// How long calls in flight may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -36,6 +39,26 @@ pub fn parse_peer(spec: &str) -> OpResult<(ReplicaId, String)> {
     Ok((id, addr.to_owned()))
 }
 
+/// The node's limits on runs, checked against what one host can run.
+fn run_policy(args: &RunLimitArgs) -> OpResult<RunPolicy> {
+    let pool = POOLED_AGENTS as usize;
+    if args.max_agents == 0 || args.max_agents > pool {
+        return Err(OpError::Usage(format!("--max-agents: from 1 to {pool}")));
+    }
+    if args.max_agents_per_principal == 0 || args.max_agents_per_principal > args.max_agents {
+        return Err(OpError::Usage(
+            "--max-agents-per-principal: from 1 to --max-agents".into(),
+        ));
+    }
+    Ok(RunPolicy {
+        run_timeout: Some(units::duration(&args.run_timeout)?),
+        max_agents: args.max_agents,
+        max_agents_per_principal: args.max_agents_per_principal,
+        host_memory: units::size(&args.agents_host_memory)? as u64,
+        ..RunPolicy::node()
+    })
+}
+
 pub async fn run(
     home: &Path,
     cfg_base: KernelConfig,
@@ -48,7 +71,9 @@ pub async fn run(
         peers,
         witness,
         tls,
+        runs,
     } = cmd;
+    let runs = run_policy(&runs)?;
     if id == 0 {
         return Err(OpError::Usage("--id must be 1 or more".into()));
     }
@@ -110,7 +135,7 @@ pub async fn run(
     });
     reload_on_hangup(tls.clone(), kernel.clone());
     let mut graceful = stopping.clone();
-    let server = serve(kernel.clone(), tls, &peers, incoming, async move {
+    let server = serve(kernel.clone(), tls, &peers, runs, incoming, async move {
         let _ = graceful.wait_for(|s| *s).await;
     });
     let served = tokio::select! {

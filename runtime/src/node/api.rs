@@ -22,7 +22,7 @@ use nexus_proto::node::node_server::Node;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::ops::local::Local;
-use crate::ops::run::Hosts;
+use crate::ops::run::{Hosts, RunPolicy};
 use crate::ops::{
     wire, AgentSpec, ByteStream, CheckQuery, OpError, Ops, Output, Range, RunIo, RunSpec,
     TupleSpec, TRANSFER_CHUNK,
@@ -32,9 +32,6 @@ use crate::session::Acting;
 use super::tls::NodeTls;
 
 mod group;
-
-/// Most linear memory an agent run on a node may ask for.
-const MAX_AGENT_MEMORY: usize = 4 << 30;
 
 /// A kernel error as a status (the one mapping is [`wire::status`]).
 pub fn status(e: KernelError) -> Status {
@@ -59,9 +56,14 @@ pub struct NodeApi {
 }
 
 impl NodeApi {
-    pub fn new(kernel: Arc<Kernel>, tls: Arc<NodeTls>, peers: &[(ReplicaId, String)]) -> Self {
+    pub fn new(
+        kernel: Arc<Kernel>,
+        tls: Arc<NodeTls>,
+        peers: &[(ReplicaId, String)],
+        runs: RunPolicy,
+    ) -> Self {
         NodeApi {
-            hosts: Arc::new(Hosts::new(&kernel, MAX_AGENT_MEMORY)),
+            hosts: Arc::new(Hosts::new(&kernel, runs)),
             kernel,
             tls,
             peers: peers.iter().cloned().collect(),

@@ -40,6 +40,9 @@ struct Queued {
 
 pub struct Forwarder {
     dialer: Dialer,
+    /// The node's runtime: the sending tasks run there whoever forwards
+    /// (an agent's write arrives from the agents' threads).
+    rt: tokio::runtime::Handle,
     addrs: HashMap<ReplicaId, String>,
     /// One queue per leader, its sending task started on first use.
     queues: Mutex<HashMap<ReplicaId, mpsc::Sender<Queued>>>,
@@ -53,9 +56,14 @@ fn unknown(leader: ReplicaId, why: impl std::fmt::Display) -> KernelError {
 }
 
 impl Forwarder {
-    pub fn new(dialer: Dialer, addrs: HashMap<ReplicaId, String>) -> Self {
+    pub fn new(
+        dialer: Dialer,
+        addrs: HashMap<ReplicaId, String>,
+        rt: tokio::runtime::Handle,
+    ) -> Self {
         Forwarder {
             dialer,
+            rt,
             addrs,
             queues: Mutex::default(),
         }
@@ -83,7 +91,8 @@ impl Forwarder {
             KernelError::Unavailable(format!("node {leader} leads but is not a known peer"))
         })?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(send_queued(self.dialer.clone(), leader, addr.clone(), rx));
+        let sending = send_queued(self.dialer.clone(), leader, addr.clone(), rx);
+        self.rt.spawn(sending);
         queues.insert(leader, tx.clone());
         Ok(tx)
     }

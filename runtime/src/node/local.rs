@@ -13,6 +13,7 @@ use super::server::{bind, serve};
 use super::tls::authority::Authority;
 use super::tls::{NodeTls, TlsError, CA_CERT, CA_KEY};
 use super::transport::GrpcTransport;
+use crate::ops::run::RunPolicy;
 
 /// The cluster CA's certificate of the nodes started in `dir`, for clients.
 pub fn ca_cert(dir: &Path) -> std::path::PathBuf {
@@ -90,7 +91,7 @@ pub async fn start(
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (k, t) = (kernel.clone(), tls.clone());
         tokio::spawn(async move {
-            serve(k, t, &others, incoming, async {
+            serve(k, t, &others, RunPolicy::node(), incoming, async {
                 let _ = stopped.await;
             })
             .await

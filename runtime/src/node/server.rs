@@ -31,6 +31,7 @@ use super::forward::MAX_FORWARD_BATCH;
 use super::snapshot::Assembly;
 use super::tls::{NodeTls, Peer};
 use super::transport::MAX_MESSAGE;
+use crate::ops::run::RunPolicy;
 
 /// The service; cheap to clone (each stream's task holds one).
 #[derive(Clone)]
@@ -287,16 +288,18 @@ impl RaftTransport for RaftService {
 }
 
 /// Serves the Raft transport and the client API over TLS on `listener`
-/// until `shutdown` resolves. `peers` are the other nodes (id, address).
+/// until `shutdown` resolves. `peers` are the other nodes (id, address);
+/// `runs` limits the agents clients run here.
 pub async fn serve(
     kernel: Arc<Kernel>,
     tls: Arc<NodeTls>,
     peers: &[(ReplicaId, String)],
+    runs: RunPolicy,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let raft = RaftService::new(kernel.clone(), tls.clone(), peers.iter().map(|(id, _)| *id));
-    let api = super::api::NodeApi::new(kernel.clone(), tls.clone(), peers);
+    let api = super::api::NodeApi::new(kernel.clone(), tls.clone(), peers, runs);
     let api = nexus_proto::node::node_server::NodeServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);

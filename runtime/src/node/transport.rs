@@ -131,7 +131,11 @@ impl GrpcTransport {
         let addrs: HashMap<_, _> = peers.iter().map(|(id, a)| (*id, a.clone())).collect();
         Arc::new(GrpcTransport {
             me,
-            forwarder: Arc::new(Forwarder::new(dialer.clone(), addrs.clone())),
+            forwarder: Arc::new(Forwarder::new(
+                dialer.clone(),
+                addrs.clone(),
+                tokio::runtime::Handle::current(),
+            )),
             dialer,
             links,
             addrs,

@@ -1,13 +1,17 @@
 //! `nexus run`: agents as tasks of the zone, running at the same time in
-//! this process, with the kernel as their only I/O; the exit code is the
+//! this process on the agents' own threads (`agent::threads`), with the
+//! kernel as their only I/O, within the place's [`RunPolicy`] (agents at
+//! once, per principal and in all; memory; time); the exit code is the
 //! first failure in command-line order, else the first non-zero code.
 //! Their stdout and stderr are this process's, or stream to a receiver
 //! (a node streaming a run back to its client; the run stops if the
 //! receiver goes away, dropping the agents' stores, so their timers and
 //! pipe ends go with them).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
@@ -18,31 +22,128 @@ use tokio::sync::mpsc;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 use super::{OpError, OpResult, Output, RunIo, RunSpec};
-use crate::agent::host::{Host, RunLimits, Stdio};
+use crate::agent::budget::{NodeMemory, NODE_HOST_MEMORY};
+use crate::agent::host::{Host, RunLimits, Stdio, POOLED_AGENTS};
 use crate::agent::state::AgentState;
+use crate::agent::threads;
 use crate::session::Acting;
 
 /// Bytes of output per chunk at most, when output streams.
 const OUTPUT_CHUNK: usize = 32 * 1024;
 
+/// What runs may use where they run: the embedded default's limits, or a
+/// node's (`nexus node start --max-agents …`), which every client shares.
+#[derive(Debug, Clone)]
+pub struct RunPolicy {
+    /// Linear memory per agent at most.
+    pub max_memory: usize,
+    /// Every run ends within this (a run asks for less with `--timeout`);
+    /// `None`: runs last until their agents exit.
+    pub run_timeout: Option<Duration>,
+    /// Agents running at once, every principal's together.
+    pub max_agents: usize,
+    /// Agents running at once for one principal.
+    pub max_agents_per_principal: usize,
+    /// Host memory (pipe rings, HTTP fields, listings) every running agent
+    /// holds together; each agent's own share is its memory limit.
+    pub host_memory: u64,
+}
+
+impl RunPolicy {
+    /// The embedded default: one operator, whose agents get the memory
+    /// they ask for and run until they exit.
+    pub fn embedded(max_memory: usize) -> Self {
+        RunPolicy {
+            max_memory,
+            run_timeout: None,
+            max_agents: POOLED_AGENTS as usize,
+            max_agents_per_principal: POOLED_AGENTS as usize,
+            host_memory: NODE_HOST_MEMORY,
+        }
+    }
+
+    /// A node's default (`nexus node start`'s): runs end within an hour,
+    /// and no principal takes more than a quarter of the node's agents.
+    pub fn node() -> Self {
+        RunPolicy {
+            max_memory: 4 << 30,
+            run_timeout: Some(Duration::from_secs(3600)),
+            max_agents: POOLED_AGENTS as usize,
+            max_agents_per_principal: POOLED_AGENTS as usize / 4,
+            host_memory: NODE_HOST_MEMORY,
+        }
+    }
+
+    /// The timeout of a run that asked for `asked`.
+    fn timeout(&self, asked: Option<Duration>) -> OpResult<Option<Duration>> {
+        match (asked, self.run_timeout) {
+            (Some(a), Some(most)) if a > most => Err(OpError::Usage(format!(
+                "--timeout: runs here end within {}",
+                shown_duration(most)
+            ))),
+            (Some(a), _) => Ok(Some(a)),
+            (None, most) => Ok(most),
+        }
+    }
+}
+
+fn shown_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s > 0 => format!("{s}s"),
+        _ => format!("{}ms", d.as_millis()),
+    }
+}
+
+/// The agents running now, counted against the policy's limits.
+#[derive(Default)]
+struct Running {
+    total: usize,
+    by_principal: HashMap<Principal, usize>,
+}
+
+/// Slots held by one run's agents, given back when it ends.
+struct Admitted<'a> {
+    running: &'a Mutex<Running>,
+    principal: Principal,
+    agents: usize,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let mut r = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        r.total -= self.agents;
+        if let Some(n) = r.by_principal.get_mut(&self.principal) {
+            *n -= self.agents;
+            if *n == 0 {
+                r.by_principal.remove(&self.principal);
+            }
+        }
+    }
+}
+
 /// The engines agents run on: one without fuel metering, one with
 /// (metering is an engine setting and costs speed, so it is only paid for
-/// when asked), each made on first use, with at most `max_memory` bytes
-/// of linear memory per agent.
+/// when asked), each made on first use; and the agents running on them.
 pub struct Hosts {
     cache: std::path::PathBuf,
-    max_memory: usize,
+    policy: RunPolicy,
     plain: OnceLock<Arc<Host>>,
     metered: OnceLock<Arc<Host>>,
+    running: Mutex<Running>,
+    node_memory: Arc<NodeMemory>,
 }
 
 impl Hosts {
-    pub fn new(kernel: &Kernel, max_memory: usize) -> Self {
+    pub fn new(kernel: &Kernel, policy: RunPolicy) -> Self {
         Hosts {
             cache: kernel.home().join("cache").join("components"),
-            max_memory,
+            policy: policy.clone(),
             plain: OnceLock::new(),
             metered: OnceLock::new(),
+            running: Mutex::default(),
+            node_memory: NodeMemory::new(policy.host_memory),
         }
     }
 
@@ -51,8 +152,36 @@ impl Hosts {
         if let Some(h) = cell.get() {
             return Ok(h.clone());
         }
-        let host = Arc::new(Host::new(&self.cache, fuel, self.max_memory)?);
+        let host = Arc::new(Host::new(&self.cache, fuel, self.policy.max_memory)?);
         Ok(cell.get_or_init(|| host).clone())
+    }
+
+    /// Takes `agents` slots for `principal`'s run, or refuses it whole.
+    fn admit(&self, principal: &Principal, agents: usize) -> OpResult<Admitted<'_>> {
+        let p = &self.policy;
+        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let theirs = r.by_principal.get(principal).copied().unwrap_or(0);
+        if agents > p.max_agents_per_principal || theirs + agents > p.max_agents_per_principal {
+            return Err(KernelError::Quota(format!(
+                "{principal} may run {} agents at once here and runs {theirs}; this run has {agents}",
+                p.max_agents_per_principal
+            ))
+            .into());
+        }
+        if r.total + agents > p.max_agents {
+            return Err(KernelError::Quota(format!(
+                "this node runs {} agents at once at most and runs {} now; this run has {agents}",
+                p.max_agents, r.total
+            ))
+            .into());
+        }
+        r.total += agents;
+        *r.by_principal.entry(principal.clone()).or_default() += agents;
+        Ok(Admitted {
+            running: &self.running,
+            principal: principal.clone(),
+            agents,
+        })
     }
 }
 
@@ -147,16 +276,18 @@ pub async fn run(
         Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
         None => defaults.memory,
     };
-    if memory > hosts.max_memory {
+    if memory > hosts.policy.max_memory {
         return Err(OpError::Usage(format!(
             "--memory: agents run here with at most {} MiB",
-            hosts.max_memory >> 20
+            hosts.policy.max_memory >> 20
         )));
     }
+    let _admitted = hosts.admit(&acting.principal, spec.agents.len())?;
     let limits = RunLimits {
-        timeout: spec.timeout,
+        timeout: hosts.policy.timeout(spec.timeout)?,
         memory,
         fuel: spec.fuel,
+        node_memory: hosts.node_memory.clone(),
         ..defaults
     };
     let env = spec
@@ -165,12 +296,14 @@ pub async fn run(
         .map(|kv| env_pair(kv))
         .collect::<OpResult<Vec<_>>>()?;
     let host = hosts.host(limits.fuel.is_some())?;
+    let agent_threads = threads::handle()?;
     // Every agent is compiled, then every identity checked, before any starts.
     let mut compiled = Vec::new();
     for agent in &spec.agents {
-        // Compiling is CPU work: off the async threads.
+        // Compiling is CPU work: on the agents' blocking threads.
         let (h, code, shown) = (host.clone(), agent.code.clone(), agent.name.clone());
-        let pre = tokio::task::spawn_blocking(move || h.prepare(&h.load_bytes(code, shown)?))
+        let pre = agent_threads
+            .spawn_blocking(move || h.prepare(&h.load_bytes(code, shown)?))
             .await
             .map_err(|e| OpError::Failed(format!("compiling {}: {e}", agent.name)))??;
         compiled.push(pre);
@@ -225,8 +358,9 @@ pub async fn run(
         let (host, kernel, env, limits) =
             (host.clone(), kernel.clone(), env.clone(), limits.clone());
         names.push(a.name);
-        // Each agent on its own task, so they run in parallel.
-        running.push(tokio::spawn(async move {
+        // Each agent on its own task of the agents' threads, so they run
+        // in parallel and never on the threads that serve the node.
+        running.push(agent_threads.spawn(async move {
             host.run(&a.pre, kernel, a.task, &a.argv, &env, &limits, stdio)
                 .await
                 .map_err(OpError::from)
