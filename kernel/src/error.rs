@@ -85,6 +85,9 @@ pub enum KernelError {
     CrossZone(String),
     #[error("quota exceeded: {0}")]
     Quota(String),
+    /// The zone's quota (bytes or inodes) refuses the growth.
+    #[error("no space left in the zone: {0}")]
+    NoSpace(String),
     #[error("operation not supported: {0}")]
     Unsupported(String),
     #[error("broken pipe: {0}")]
@@ -126,6 +129,7 @@ impl KernelError {
             KernelError::Busy(_) | KernelError::Conflict(_) => ErrorCode::Busy,
             KernelError::CrossZone(_) => ErrorCode::CrossDevice,
             KernelError::Quota(_) => ErrorCode::Quota,
+            KernelError::NoSpace(_) => ErrorCode::InsufficientSpace,
             KernelError::Unsupported(_) => ErrorCode::Unsupported,
             KernelError::BrokenPipe(_) => ErrorCode::Pipe,
             KernelError::WouldBlock(_) => ErrorCode::WouldBlock,
@@ -181,6 +185,7 @@ kinds! {
     Busy(String) = "busy",
     CrossZone(String) = "cross-zone",
     Quota(String) = "quota",
+    NoSpace(String) = "no-space",
     Unsupported(String) = "unsupported",
     BrokenPipe(String) = "broken-pipe",
     WouldBlock(String) = "would-block",

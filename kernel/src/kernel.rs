@@ -617,6 +617,31 @@ impl Kernel {
         self.zone(task.zone())?.driver.status().await
     }
 
+    /// What the task's zone holds and may hold. Needs `read` on the zone.
+    pub fn zone_usage(
+        &self,
+        task: &Task,
+    ) -> Result<(crate::zone::usage::ZoneUsage, crate::zone::usage::ZoneQuota)> {
+        self.require_on_zone(task, Permission::Read, "usage")?;
+        self.zone(task.zone())?.state.usage()
+    }
+
+    /// Sets what the task's zone may hold, through its log (every replica
+    /// refuses growth past it alike). Needs `admin` on the zone.
+    pub async fn set_zone_quota(
+        &self,
+        task: &Task,
+        quota: crate::zone::usage::ZoneQuota,
+    ) -> Result<()> {
+        self.require_on_zone(task, Permission::Admin, "set-quota")?;
+        self.zone(task.zone())?
+            .propose(&task.actor(), ZoneCommand::SetQuota { quota })
+            .await?;
+        let shown = format!("bytes {:?} inodes {:?}", quota.bytes, quota.inodes);
+        self.audit(task, task.zone(), "set-quota", &shown, "ok");
+        Ok(())
+    }
+
     /// Makes the next read of the task's zone linearizable: waits until the
     /// local replica has applied all the group had committed now (ReadIndex
     /// through the leader). Reads are local, and fast, without it.

@@ -40,3 +40,4 @@ pub use ipc::timer::{TaskTimers, Timer, TimerError, DEFAULT_TIMER_LIMIT};
 pub use kernel::{Kernel, KernelConfig, ObjectStoreConfig, ZoneRecord};
 pub use types::{now, DirListing, FileKind, ReplicaId, Stat, ZoneId};
 pub use zone::command::{Applied, ZoneCommand};
+pub use zone::usage::{ZoneQuota, ZoneUsage};

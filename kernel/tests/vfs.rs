@@ -483,3 +483,92 @@ async fn a_file_replaced_while_open_lives_until_it_is_closed() {
     }
     assert!(k.check_zone(&t1, true).await.unwrap().consistent());
 }
+
+#[tokio::test]
+async fn a_zone_quota_refuses_growth_and_never_shrinking() {
+    use nexus_kernel::{ZoneQuota, ZoneUsage};
+    let (_dir, k, z1, t1) = zone_z1().await;
+    // Only an admin of the zone sets its quota.
+    let reader = k
+        .spawn_task(me(), &z1, Capabilities::parse("read").unwrap())
+        .unwrap();
+    let quota = ZoneQuota {
+        bytes: Some(10_000),
+        inodes: Some(4),
+    };
+    assert_eq!(
+        code(k.set_zone_quota(&reader, quota).await),
+        ErrorCode::Access
+    );
+    k.set_zone_quota(&t1, quota).await.unwrap();
+    let usage = |k: &Kernel| k.zone_usage(&t1).unwrap();
+    assert_eq!(
+        usage(&k).0,
+        ZoneUsage {
+            bytes: 0,
+            inodes: 1
+        }
+    );
+
+    // Bytes: a write that would pass 10,000 is refused whole.
+    k.mkdir(&t1, "/d").await.unwrap();
+    let f = k.open_path(&t1, "/d/a", CREATE).await.unwrap();
+    k.write(&t1, &f, 0, &[7u8; 6000]).await.unwrap();
+    let refused = k.write(&t1, &f, 6000, &[7u8; 5000]).await;
+    assert_eq!(code(refused), ErrorCode::InsufficientSpace);
+    assert_eq!(k.stat(&t1, "/d/a").unwrap().size, 6000);
+    // Overwriting in place does not grow the zone.
+    k.write(&t1, &f, 0, &[8u8; 6000]).await.unwrap();
+    // Inodes: root, /d, /d/a, then one more; the fifth is refused.
+    k.mkdir(&t1, "/e").await.unwrap();
+    assert_eq!(code(k.mkdir(&t1, "/f").await), ErrorCode::InsufficientSpace);
+    assert_eq!(
+        code(k.mkpipe(&t1, "/p", 4096).await),
+        ErrorCode::InsufficientSpace
+    );
+    assert_eq!(
+        usage(&k).0,
+        ZoneUsage {
+            bytes: 6000,
+            inodes: 4
+        }
+    );
+
+    // A quota lowered below the usage refuses growth, never a shrink.
+    let tight = ZoneQuota {
+        bytes: Some(1000),
+        inodes: Some(4),
+    };
+    k.set_zone_quota(&t1, tight).await.unwrap();
+    assert_eq!(
+        code(k.write(&t1, &f, 6000, b"x").await),
+        ErrorCode::InsufficientSpace
+    );
+    k.truncate(&t1, &f, 3000).await.unwrap();
+    k.unlink(&t1, "/d/a").await.unwrap();
+    assert_eq!(
+        usage(&k).0,
+        ZoneUsage {
+            bytes: 0,
+            inodes: 3
+        }
+    );
+    k.set_zone_quota(&t1, ZoneQuota::default()).await.unwrap();
+    k.mkdir(&t1, "/f").await.unwrap();
+    let report = k.check_zone(&t1, true).await.unwrap();
+    assert!(report.consistent(), "{:?}", report.problems);
+
+    // The usage survives a restart as the log left it.
+    drop(f);
+    k.shutdown().await.unwrap();
+    drop(k);
+    let k = kernel(_dir.path());
+    let t1 = task(&k, &z1);
+    assert_eq!(
+        k.zone_usage(&t1).unwrap().0,
+        ZoneUsage {
+            bytes: 0,
+            inodes: 4
+        }
+    );
+}

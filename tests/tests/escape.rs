@@ -217,6 +217,42 @@ fn host_memory_an_agent_causes_is_bounded_by_its_memory_limit() {
     s.intact();
 }
 
+/// A zone's quota bounds what its agents can store: the write that would
+/// pass it fails with no-space (ENOSPC), as a full disk would.
+#[test]
+fn an_agent_cannot_fill_the_disk_past_its_zone_quota() {
+    let s = Sandbox::new();
+    let set = s.nexus(&["zone", "quota", "z1", "--bytes", "1MiB", "--inodes", "100"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let (code, out, err) = s.attempt(&[], "fill");
+    assert_eq!(code, 0, "{err}");
+    let filled = line(&out, "filled");
+    let (n, then) = filled.split_once(" then ").unwrap();
+    // Through std, wasi-libc reports a stream's failure as EIO; the
+    // descriptor's own write carries the code.
+    assert_eq!(then, "Uncategorized", "{out}");
+    assert!(
+        line(&out, "descriptor write").contains("insufficient-space"),
+        "{out}"
+    );
+    assert!(n.parse::<u64>().unwrap() <= 1 << 20, "{out}");
+    // A directory holds no bytes: the byte quota does not refuse it.
+    assert_eq!(line(&out, "mkdir"), "ok", "{out}");
+    let shown = s.nexus(&["zone", "quota", "z1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert!(v["usage"]["bytes"].as_u64().unwrap() <= 1 << 20, "{v}");
+    // Lifting the limit lets the zone grow again.
+    let lift = s.nexus(&["zone", "quota", "z1", "--bytes", "none"]);
+    assert!(lift.status.success());
+    let (_, out, _) = s.attempt(&[], "names");
+    assert_eq!(out.matches(": ok").count(), 3, "{out}");
+    s.intact();
+}
+
 /// Names an agent chose reach the operator's terminal only escaped: a
 /// newline, an escape sequence or a right-to-left override in a file
 /// name cannot forge lines, retitle the terminal or disguise a name.

@@ -140,6 +140,41 @@ fn main() {
             };
             println!("listings held: {} then {err}", held.len());
         }
+        "fill" => {
+            // Writes until the zone refuses more: through std (a stream,
+            // whose failure wasi-libc reports as EIO whatever its code),
+            // then with the descriptor's own write, which carries the code.
+            use std::io::Write;
+            let mut f = fs::File::create("/fill.bin").expect("a writable zone");
+            let block = vec![3u8; 64 << 10];
+            let mut written = 0u64;
+            let err = loop {
+                match f.write_all(&block) {
+                    Ok(()) => written += block.len() as u64,
+                    Err(e) => break format!("{:?}", e.kind()),
+                }
+                if written > 1 << 30 {
+                    break "no limit".into();
+                }
+            };
+            println!("filled: {written} then {err}");
+            use nexus_guest::raw::wasi::filesystem::preopens;
+            use nexus_guest::raw::wasi::filesystem::types::{
+                DescriptorFlags as D, OpenFlags as O, PathFlags,
+            };
+            let (root, _) = preopens::get_directories()
+                .into_iter()
+                .next()
+                .expect("a preopen");
+            let fd = root
+                .open_at(PathFlags::empty(), "fill.bin", O::empty(), D::WRITE)
+                .expect("open for writing");
+            match fd.write(&block, written) {
+                Ok(n) => println!("descriptor write: wrote {n}"),
+                Err(e) => println!("descriptor write: {e:?}"),
+            }
+            println!("mkdir: {}", outcome(fs::create_dir("/one-more")));
+        }
         "names" => {
             // Names that would drive a terminal if printed raw.
             for name in ["/a\nb", "/\x1b]0;pwned\x07", "/evil\u{202e}txt.exe"] {

@@ -175,6 +175,7 @@ impl Kernel {
                 Ok(())
             }
             ZoneCommand::RevokeToken { .. } => on_zone(Permission::Admin, "revoke-token"),
+            ZoneCommand::SetQuota { .. } => on_zone(Permission::Admin, "set-quota"),
             ZoneCommand::Create { parent, new, .. } => {
                 write(*parent)?;
                 match new {

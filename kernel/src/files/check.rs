@@ -49,6 +49,18 @@ impl Kernel {
             inodes.insert(inode.ino, inode);
         }
         r.inodes = inodes.len() as u64;
+        // The usage the state machine keeps, against a count of the inodes.
+        let mut counted = crate::zone::usage::ZoneUsage::default();
+        for inode in inodes.values() {
+            counted.change(None, Some(inode));
+        }
+        let (kept, _) = state.usage()?;
+        if kept != counted {
+            r.problems.push(format!(
+                "usage recorded as {} bytes in {} inodes; the inodes hold {} bytes in {}",
+                kept.bytes, kept.inodes, counted.bytes, counted.inodes
+            ));
+        }
         if !inodes.contains_key(&ROOT_INO) {
             r.problems.push("root directory missing".into());
         }

@@ -526,6 +526,15 @@ impl Kernel {
                     "write ending past {MAX_FILE_SIZE} bytes"
                 )));
             }
+            // A write the zone's quota will refuse uploads nothing (the
+            // log decides; this spares the content store the garbage).
+            let grows = (offset + len).saturating_sub(inode.size);
+            if grows > 0 {
+                let (usage, quota) = h.zone.state.usage()?;
+                let mut after = usage;
+                after.bytes = after.bytes.saturating_add(grows);
+                after.check(&usage, &quota)?;
+            }
             if len == 0 {
                 return Ok(offset);
             }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::rebac::Tuple;
 use crate::types::{ChunkRef, Ino, Inode, ReplicaId, Timestamp, ZoneId};
 use crate::zone::pipe_record::Checkpoint;
+use crate::zone::usage::ZoneQuota;
 
 /// What kind of inode `Create` makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +97,9 @@ pub enum ZoneCommand {
         holder: ReplicaId,
         now: Timestamp,
     },
+    /// Sets what the zone may hold (bytes, inodes); growth past it is
+    /// refused from the next command on.
+    SetQuota { quota: ZoneQuota },
 }
 
 /// What applying a command produced, returned to the proposer.

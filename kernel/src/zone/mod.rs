@@ -6,3 +6,4 @@
 pub mod command;
 pub mod pipe_record;
 pub mod state;
+pub mod usage;

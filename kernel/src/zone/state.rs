@@ -18,6 +18,7 @@ use crate::types::{
 };
 use crate::zone::command::{Applied, NewInode, ZoneCommand};
 use crate::zone::pipe_record::PipeRecord;
+use crate::zone::usage::{ZoneQuota, ZoneUsage};
 
 /// Key layout of the state half of a zone tree.
 pub(crate) mod keys {
@@ -36,6 +37,9 @@ pub(crate) mod keys {
     pub const ALL_REVOKED: &[u8] = b"s\x06";
     /// `s\x07` + inode: a file unlinked while open, with the node holding it.
     pub const ALL_ORPHANS: &[u8] = b"s\x07";
+    /// The zone's usage (`ZoneUsage`) and quota (`ZoneQuota`).
+    pub const USAGE: &[u8] = b"s\x00usage";
+    pub const QUOTA: &[u8] = b"s\x00quota";
     /// Applied index of the last command that could change a permission.
     pub const AUTH_REVISION: &[u8] = b"s\x00authrev";
 
@@ -153,6 +157,26 @@ impl ZoneState {
             )),
             None => Ok(0),
         }
+    }
+
+    /// What the zone holds (counted from its inodes if no command has
+    /// kept it yet) and what it may hold.
+    pub fn usage(&self) -> Result<(ZoneUsage, ZoneQuota)> {
+        let usage = match self.tree.get(keys::USAGE)? {
+            Some(v) => dec(&v)?,
+            None => {
+                let mut u = ZoneUsage::default();
+                for inode in self.all_inodes() {
+                    u.change(None, Some(&inode?));
+                }
+                u
+            }
+        };
+        let quota = match self.tree.get(keys::QUOTA)? {
+            Some(v) => dec(&v)?,
+            None => ZoneQuota::default(),
+        };
+        Ok((usage, quota))
     }
 
     pub fn applied_index(&self) -> Result<u64> {
@@ -376,8 +400,12 @@ impl Applier<'_> {
             staged: &self.staged,
             writes: Staged::new(),
             index,
+            usage: None,
         };
-        let outcome = tx.run(cmd);
+        let outcome = tx.run(cmd).and_then(|applied| {
+            tx.settle_usage()?;
+            Ok(applied)
+        });
         let writes = tx.writes;
         if outcome.is_ok() {
             self.staged.extend(writes);
@@ -436,6 +464,9 @@ struct Tx<'a> {
     writes: Staged,
     /// The entry being applied.
     index: u64,
+    /// The zone's usage before this command and as it leaves it, once a
+    /// change to an inode needed it.
+    usage: Option<(ZoneUsage, ZoneUsage)>,
 }
 
 impl Tx<'_> {
@@ -494,12 +525,66 @@ impl Tx<'_> {
         }
     }
 
-    fn put_inode(&mut self, inode: &Inode) {
+    /// Writes `inode`, counting the change in the zone's usage.
+    fn put_inode(&mut self, inode: &Inode) -> Result<()> {
+        let before = self.inode(inode.ino)?;
+        self.usage()?.change(before.as_ref(), Some(inode));
         self.insert(keys::inode(inode.ino), enc(inode));
+        Ok(())
+    }
+
+    /// The zone's usage as this command leaves it so far, read (or, for a
+    /// zone from before usage was kept, counted) on first use.
+    fn usage(&mut self) -> Result<&mut ZoneUsage> {
+        if self.usage.is_none() {
+            let now = match self.get(keys::USAGE)? {
+                Some(v) => dec(&v)?,
+                None => self.count_usage()?,
+            };
+            self.usage = Some((now, now));
+        }
+        match &mut self.usage {
+            Some((_, now)) => Ok(now),
+            None => Err(KernelError::Corrupt("zone usage".into())),
+        }
+    }
+
+    /// Every inode counted, as this command sees them.
+    fn count_usage(&self) -> Result<ZoneUsage> {
+        let mut usage = ZoneUsage::default();
+        let mut end = keys::ALL_INODES.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        for key in self.keys_in(keys::ALL_INODES.to_vec(), end)? {
+            if let Some(v) = self.get(&key)? {
+                usage.change(None, Some(&dec::<Inode>(&v)?));
+            }
+        }
+        Ok(usage)
+    }
+
+    /// Keeps the usage this command changed, or refuses the command if it
+    /// grew the zone past its quota.
+    fn settle_usage(&mut self) -> Result<()> {
+        let Some((before, now)) = self.usage else {
+            return Ok(());
+        };
+        if now != before {
+            let quota: ZoneQuota = match self.get(keys::QUOTA)? {
+                Some(v) => dec(&v)?,
+                None => ZoneQuota::default(),
+            };
+            now.check(&before, &quota)?;
+        }
+        if self.get(keys::USAGE)?.is_none() || now != before {
+            self.insert(keys::USAGE.to_vec(), enc(&now));
+        }
+        Ok(())
     }
 
     /// Removes an inode with its chunks and every tuple about it.
     fn drop_inode(&mut self, inode: &Inode) -> Result<()> {
+        let before = self.inode(inode.ino)?;
+        self.usage()?.change(before.as_ref(), None);
         self.remove(keys::inode(inode.ino));
         self.remove(keys::pipe(inode.ino));
         self.drop_chunks_from(inode.ino, 0)?;
@@ -576,7 +661,7 @@ impl Tx<'_> {
                         mtime: *now,
                         ctime: *now,
                         body: InodeBody::Dir { entries: 0 },
-                    });
+                    })?;
                 }
                 Ok(Applied::Done)
             }
@@ -630,7 +715,7 @@ impl Tx<'_> {
                 inode.version += 1;
                 inode.mtime = *now;
                 inode.ctime = *now;
-                self.put_inode(&inode);
+                self.put_inode(&inode)?;
                 Ok(Applied::Inode(inode))
             }
             ZoneCommand::PipeCheckpoint { ino, checkpoint } => {
@@ -661,7 +746,7 @@ impl Tx<'_> {
                 let (parent_inode, target) = self.named(*parent, name)?;
                 check_replaceable(&target, *dir, name)?;
                 self.drop_inode(&target)?;
-                self.drop_name(parent_inode, name, *now);
+                self.drop_name(parent_inode, name, *now)?;
                 Ok(Applied::Done)
             }
             ZoneCommand::SetTimes {
@@ -678,8 +763,12 @@ impl Tx<'_> {
                     inode.mtime = *m;
                 }
                 inode.ctime = *now;
-                self.put_inode(&inode);
+                self.put_inode(&inode)?;
                 Ok(Applied::Inode(inode))
+            }
+            ZoneCommand::SetQuota { quota } => {
+                self.insert(keys::QUOTA.to_vec(), enc(quota));
+                Ok(Applied::Done)
             }
             ZoneCommand::RevokeToken { id } => {
                 crate::access::token::check_id(id)?;
@@ -700,8 +789,8 @@ impl Tx<'_> {
                 }
                 self.insert(keys::orphan(target.ino), enc(holder));
                 target.ctime = *now;
-                self.put_inode(&target);
-                self.drop_name(parent_inode, name, *now);
+                self.put_inode(&target)?;
+                self.drop_name(parent_inode, name, *now)?;
                 Ok(Applied::Done)
             }
             ZoneCommand::Replace {
@@ -741,10 +830,10 @@ impl Tx<'_> {
 
     /// Removes `name` from directory `dir` (the inode it named is the
     /// caller's to keep or drop).
-    fn drop_name(&mut self, mut dir: Inode, name: &str, now: i64) {
+    fn drop_name(&mut self, mut dir: Inode, name: &str, now: i64) -> Result<()> {
         self.remove(keys::dentry(dir.ino, name));
         Self::adjust_entries(&mut dir, -1, now);
-        self.put_inode(&dir);
+        self.put_inode(&dir)
     }
 
     fn create(
@@ -786,7 +875,7 @@ impl Tx<'_> {
             ctime: now,
             body,
         };
-        self.put_inode(&inode);
+        self.put_inode(&inode)?;
         self.insert(
             keys::dentry(parent, name),
             enc(&Dentry {
@@ -795,7 +884,7 @@ impl Tx<'_> {
             }),
         );
         Self::adjust_entries(&mut parent_inode, 1, now);
-        self.put_inode(&parent_inode);
+        self.put_inode(&parent_inode)?;
         Ok(Applied::Inode(inode))
     }
 
@@ -854,7 +943,7 @@ impl Tx<'_> {
         let mut moved = self.get_inode(entry.ino)?;
         moved.parent = dst_parent;
         moved.ctime = now;
-        self.put_inode(&moved);
+        self.put_inode(&moved)?;
         self.remove(keys::dentry(src_parent, src_name));
         self.insert(keys::dentry(dst_parent, dst_name), enc(&entry));
         // The target gains a name unless it replaced one.
@@ -862,13 +951,13 @@ impl Tx<'_> {
         if src_parent == dst_parent {
             let mut dir = src_dir;
             Self::adjust_entries(&mut dir, grew - 1, now);
-            self.put_inode(&dir);
+            self.put_inode(&dir)?;
         } else {
             let (mut s, mut d) = (src_dir, dst_dir);
             Self::adjust_entries(&mut s, -1, now);
             Self::adjust_entries(&mut d, grew, now);
-            self.put_inode(&s);
-            self.put_inode(&d);
+            self.put_inode(&s)?;
+            self.put_inode(&d)?;
         }
         Ok(Applied::Done)
     }

@@ -397,6 +397,20 @@ pub enum ZoneCmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the zone holds (bytes of files and pipes, inodes) and its
+    /// quota; --bytes and --inodes set the quota first (admin; `none`
+    /// lifts a limit). Growth past it is refused with no-space.
+    Quota {
+        name: String,
+        /// e.g. 10GiB, or none.
+        #[arg(long, value_name = "SIZE")]
+        bytes: Option<String>,
+        /// Files, directories and pipes at most, or none.
+        #[arg(long, value_name = "N")]
+        inodes: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List zones.
     List {
         #[arg(long)]

@@ -2,11 +2,12 @@
 
 use nexus_kernel::CheckReport;
 use nexus_kernel::GcReport;
+use nexus_kernel::ZoneQuota;
 use nexus_kernel::ZoneStatus;
 
 use super::args::ZoneCmd;
-use crate::ops::{Membership, OpError, OpResult, Ops, ReplicaSpec, ZoneRow};
-use crate::output;
+use crate::ops::{Membership, OpError, OpResult, Ops, ReplicaSpec, UsageReport, ZoneRow};
+use crate::{output, units};
 
 pub async fn run(ops: &dyn Ops, cmd: ZoneCmd) -> OpResult {
     match cmd {
@@ -30,6 +31,16 @@ pub async fn run(ops: &dyn Ops, cmd: ZoneCmd) -> OpResult {
         ZoneCmd::Status { name, json } => {
             print_status(&name, &ops.zone_status(&name).await?, json)?;
         }
+        ZoneCmd::Quota {
+            name,
+            bytes,
+            inodes,
+            json,
+        } => {
+            let set = quota_change(&ops.zone_quota(&name, None).await?, bytes, inodes)?;
+            let report = ops.zone_quota(&name, set).await?;
+            print_usage(&name, &report, json)?;
+        }
         ZoneCmd::List { json } => print_list(&ops.zone_list().await?, json)?,
         ZoneCmd::Check { name, deep, json } => {
             print_check(&ops.zone_check(&name, deep).await?, json)?;
@@ -44,6 +55,52 @@ pub async fn run(ops: &dyn Ops, cmd: ZoneCmd) -> OpResult {
             println!("destroyed zone {name}");
         }
     }
+    Ok(())
+}
+
+/// The quota to set, if a limit was given: the current one with the
+/// limits given replaced (`none` lifts one).
+fn quota_change(
+    now: &UsageReport,
+    bytes: Option<String>,
+    inodes: Option<String>,
+) -> OpResult<Option<ZoneQuota>> {
+    if bytes.is_none() && inodes.is_none() {
+        return Ok(None);
+    }
+    let limit =
+        |given: Option<String>, current: Option<u64>, parse: fn(&str) -> OpResult<u64>| match given
+            .as_deref()
+        {
+            None => Ok(current),
+            Some("none") => Ok(None),
+            Some(v) => parse(v).map(Some),
+        };
+    Ok(Some(ZoneQuota {
+        bytes: limit(bytes, now.quota.bytes, |v| Ok(units::size(v)? as u64))?,
+        inodes: limit(inodes, now.quota.inodes, |v| {
+            v.parse()
+                .map_err(|_| OpError::Usage(format!("--inodes {v:?}: a number, or none")))
+        })?,
+    }))
+}
+
+fn print_usage(name: &str, r: &UsageReport, json: bool) -> OpResult {
+    if json {
+        return output::json(r);
+    }
+    let limit = |l: Option<u64>| l.map_or("no limit".to_owned(), |l| l.to_string());
+    println!("zone {name}");
+    println!(
+        "  bytes:  {} (quota: {})",
+        r.usage.bytes,
+        limit(r.quota.bytes)
+    );
+    println!(
+        "  inodes: {} (quota: {})",
+        r.usage.inodes,
+        limit(r.quota.inodes)
+    );
     Ok(())
 }
 

@@ -247,6 +247,13 @@ impl Node for NodeApi {
         ok(wire::zone_status(s.map_err(refused)?))
     }
 
+    async fn zone_quota(&self, req: Request<pb::ZoneQuotaRequest>) -> Reply<pb::ZoneUsage> {
+        let r = req.get_ref();
+        let set = r.set.map(wire::from_quota);
+        let u = self.ops(&req)?.zone_quota(&r.zone, set).await;
+        ok(wire::usage(u.map_err(refused)?))
+    }
+
     async fn zone_list(&self, req: Request<pb::Empty>) -> Reply<pb::ZoneList> {
         let rows = self.ops(&req)?.zone_list().await.map_err(refused)?;
         ok(pb::ZoneList {

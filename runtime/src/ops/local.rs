@@ -13,6 +13,7 @@ use nexus_kernel::GcReport;
 use nexus_kernel::Kernel;
 use nexus_kernel::KernelError;
 use nexus_kernel::StoredRecord;
+use nexus_kernel::ZoneQuota;
 use nexus_kernel::ZoneStatus;
 use nexus_kernel::{Capabilities, Permission, Principal, Task};
 use nexus_kernel::{FileKind, Stat, ZoneId};
@@ -23,8 +24,8 @@ use nexus_kernel::{PipeEnd, PipeMode, PipeRead, PipeStat};
 use super::run::Hosts;
 use super::{
     ByteStream, CheckQuery, Decision, Download, Entry, Issued, Membership, OpError, OpResult, Ops,
-    PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, TupleRow, TupleSpec, Written, ZoneRow,
-    TRANSFER_CHUNK,
+    PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, TupleRow, TupleSpec, UsageReport, Written,
+    ZoneRow, TRANSFER_CHUNK,
 };
 use crate::session::Acting;
 
@@ -116,6 +117,15 @@ impl Ops for Local {
 
     async fn zone_status(&self, zone: &str) -> OpResult<ZoneStatus> {
         Ok(self.kernel.zone_status(&self.task(zone)?).await?)
+    }
+
+    async fn zone_quota(&self, zone: &str, set: Option<ZoneQuota>) -> OpResult<UsageReport> {
+        let task = self.task(zone)?;
+        if let Some(quota) = set {
+            self.kernel.set_zone_quota(&task, quota).await?;
+        }
+        let (usage, quota) = self.kernel.zone_usage(&task)?;
+        Ok(UsageReport { usage, quota })
     }
 
     async fn zone_check(&self, zone: &str, deep: bool) -> OpResult<CheckReport> {

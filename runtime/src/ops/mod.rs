@@ -19,6 +19,7 @@ use nexus_kernel::PipeStat;
 use nexus_kernel::Stat;
 use nexus_kernel::StoredRecord;
 use nexus_kernel::ZoneStatus;
+use nexus_kernel::{ZoneQuota, ZoneUsage};
 use serde::{Deserialize, Serialize};
 
 pub mod error;
@@ -199,12 +200,22 @@ pub enum Output {
     Stderr(Vec<u8>),
 }
 
+/// What a zone holds, and what it may hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageReport {
+    pub usage: ZoneUsage,
+    pub quota: ZoneQuota,
+}
+
 /// Every kernel command, typed. Paths are always inside `zone`.
 #[tonic::async_trait]
 pub trait Ops: Send + Sync {
     async fn zone_create(&self, zone: &str, replicas: &[ReplicaSpec]) -> OpResult;
     async fn zone_list(&self) -> OpResult<Vec<ZoneRow>>;
     async fn zone_status(&self, zone: &str) -> OpResult<ZoneStatus>;
+    /// What the zone holds and may hold; with `set`, its quota is set
+    /// first (needs admin).
+    async fn zone_quota(&self, zone: &str, set: Option<ZoneQuota>) -> OpResult<UsageReport>;
     async fn zone_check(&self, zone: &str, deep: bool) -> OpResult<CheckReport>;
     async fn zone_destroy(&self, zone: &str) -> OpResult;
     async fn add_replica(&self, zone: &str, replica: ReplicaSpec) -> OpResult<Membership>;

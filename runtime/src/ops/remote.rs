@@ -16,6 +16,7 @@ use nexus_kernel::KernelError;
 use nexus_kernel::PipeStat;
 use nexus_kernel::Stat;
 use nexus_kernel::StoredRecord;
+use nexus_kernel::ZoneQuota;
 use nexus_kernel::ZoneStatus;
 use nexus_proto::node as pb;
 use nexus_proto::node::node_client::NodeClient;
@@ -28,7 +29,8 @@ use crate::node::transport::MAX_MESSAGE;
 use super::wire::{self, op_error};
 use super::{
     ByteStream, CheckQuery, Decision, Download, Entry, Issued, Membership, OpError, OpResult, Ops,
-    Output, PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, TupleRow, TupleSpec, Written, ZoneRow,
+    Output, PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, TupleRow, TupleSpec, UsageReport,
+    Written, ZoneRow,
 };
 
 pub struct Remote {
@@ -184,6 +186,15 @@ impl Ops for Remote {
         });
         let s = self.node().zone_status(req).await.map_err(op_error)?;
         Ok(wire::from_zone_status(s.into_inner()))
+    }
+
+    async fn zone_quota(&self, zone: &str, set: Option<ZoneQuota>) -> OpResult<UsageReport> {
+        let req = self.request(pb::ZoneQuotaRequest {
+            zone: zone.to_owned(),
+            set: set.map(wire::quota),
+        });
+        let u = self.node().zone_quota(req).await.map_err(op_error)?;
+        Ok(wire::from_usage(u.into_inner()))
     }
 
     async fn zone_check(&self, zone: &str, deep: bool) -> OpResult<CheckReport> {

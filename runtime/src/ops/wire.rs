@@ -14,12 +14,14 @@ use nexus_kernel::{AuditRecord, StoredRecord};
 use nexus_kernel::{Capabilities, Principal};
 use nexus_kernel::{FileKind, Stat, ZoneId};
 use nexus_kernel::{ReplicaProgress, ZoneStatus};
+use nexus_kernel::{ZoneQuota, ZoneUsage};
 use nexus_proto::node as pb;
 use prost::Message;
 use tonic::{Code, Status};
 
 use super::{
-    Decision, Entry, Issued, Membership, OpError, OpResult, PipeEntry, TupleRow, Written, ZoneRow,
+    Decision, Entry, Issued, Membership, OpError, OpResult, PipeEntry, TupleRow, UsageReport,
+    Written, ZoneRow,
 };
 
 /// The one mapping from an operation's error to a gRPC status: a code a
@@ -65,6 +67,7 @@ fn grpc_code(e: &KernelError) -> Code {
         C::Exist => Code::AlreadyExists,
         C::Invalid | C::NameTooLong => Code::InvalidArgument,
         C::Busy | C::NotEmpty => Code::FailedPrecondition,
+        C::Quota | C::InsufficientSpace => Code::ResourceExhausted,
         C::Io if matches!(e, KernelError::Unavailable(_)) => Code::Unavailable,
         _ => Code::Internal,
     }
@@ -94,6 +97,7 @@ pub fn op_error(s: Status) -> OpError {
         Code::AlreadyExists => KernelError::Exist(m),
         Code::InvalidArgument => KernelError::Invalid(m),
         Code::FailedPrecondition => KernelError::Busy(m),
+        Code::ResourceExhausted => KernelError::Quota(m),
         Code::Unavailable => KernelError::Unavailable(m),
         _ => KernelError::Storage(m),
     })
@@ -106,6 +110,38 @@ fn bad(what: &str) -> OpError {
 
 fn zone(s: &str) -> OpResult<ZoneId> {
     ZoneId::new(s).map_err(|_| bad("zone name"))
+}
+
+pub fn quota(q: ZoneQuota) -> pb::Quota {
+    pb::Quota {
+        bytes: q.bytes,
+        inodes: q.inodes,
+    }
+}
+
+pub fn from_quota(q: pb::Quota) -> ZoneQuota {
+    ZoneQuota {
+        bytes: q.bytes,
+        inodes: q.inodes,
+    }
+}
+
+pub fn usage(r: UsageReport) -> pb::ZoneUsage {
+    pb::ZoneUsage {
+        bytes: r.usage.bytes,
+        inodes: r.usage.inodes,
+        quota: Some(quota(r.quota)),
+    }
+}
+
+pub fn from_usage(u: pb::ZoneUsage) -> UsageReport {
+    UsageReport {
+        usage: ZoneUsage {
+            bytes: u.bytes,
+            inodes: u.inodes,
+        },
+        quota: u.quota.map(from_quota).unwrap_or_default(),
+    }
 }
 
 pub fn zone_status(s: ZoneStatus) -> pb::ZoneStatus {
@@ -513,6 +549,7 @@ mod tests {
             KernelError::Busy("in use by another nexus".into()),
             KernelError::CrossZone("c".into()),
             KernelError::Quota("q".into()),
+            KernelError::NoSpace("n".into()),
             KernelError::Unsupported("u".into()),
             KernelError::BrokenPipe("p".into()),
             KernelError::WouldBlock("w".into()),
