@@ -194,3 +194,76 @@ pub fn guest_for(dir: &str, target_triple: &str) -> PathBuf {
         .join("release")
         .join(format!("{name}.wasm"))
 }
+
+/// The bucket a [`Moto`] server starts with.
+pub const BUCKET: &str = "nexus-test";
+
+fn moto_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("NEXUS_MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").expect("HOME");
+    PathBuf::from(home).join(".cache/nexus-py/bin/moto_server")
+}
+
+/// moto's S3 server (installed by `scripts/setup`) on a free loopback
+/// port, with [`BUCKET`] made; killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let bin = moto_server();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", bin.display()));
+        let moto = Moto { child, port };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while moto.request(&format!("PUT /{BUCKET} HTTP/1.1")) != Some(200) {
+            assert!(std::time::Instant::now() < until, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// The environment that points a `nexus` at the server on `port`
+    /// (object_store's AWS variables; moto takes any credentials).
+    pub fn env(port: u16) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{port}")),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// The status of a bodiless request, if the server answered.
+    fn request(&self, line: &str) -> Option<u16> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let req = format!(
+            "{line}\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        std::io::Write::write_all(&mut s, req.as_bytes()).ok()?;
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).ok()?;
+        answer.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

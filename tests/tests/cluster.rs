@@ -20,8 +20,10 @@ struct Cluster {
     /// A read-only token of agent:bot in z1, and its id.
     token_bot: (String, String),
     homes: Vec<PathBuf>,
-    /// The object store every node shares.
+    /// The object store every node shares (a directory)...
     shared: PathBuf,
+    /// ...unless the nodes store in S3: the moto server's port.
+    s3: Option<u16>,
     addrs: Vec<String>,
     nodes: Vec<Option<Child>>,
     token: String,
@@ -63,7 +65,17 @@ impl Cluster {
         c
     }
 
+    /// `n` nodes storing content in one S3 bucket (the moto server on
+    /// `port`).
+    fn on_s3(n: usize, port: u16) -> Cluster {
+        Self::build(n, &[], Some(port))
+    }
+
     fn start_with(n: usize, witnesses: &[usize]) -> Cluster {
+        Self::build(n, witnesses, None)
+    }
+
+    fn build(n: usize, witnesses: &[usize], s3: Option<u16>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let homes: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("h{i}"))).collect();
         let addrs: Vec<String> = (0..n)
@@ -123,6 +135,7 @@ impl Cluster {
             token_bot,
             homes,
             shared,
+            s3,
             addrs,
             nodes: Vec::new(),
             token,
@@ -137,10 +150,18 @@ impl Cluster {
             .filter(|j| *j != i)
             .map(|j| format!("{}@{}", j + 1, self.addrs[j]))
             .collect();
-        let shared = format!("file://{}", self.shared.display());
         let mut cmd = nexus(&self.homes[i]);
-        cmd.args(["--object-store", &shared])
-            .args(["node", "start", "--id", &(i + 1).to_string()])
+        match self.s3 {
+            None => cmd.args([
+                "--object-store",
+                &format!("file://{}", self.shared.display()),
+            ]),
+            Some(port) => cmd.envs(nexus_tests::Moto::env(port)).args([
+                "--object-store",
+                &format!("s3://{}/cluster", nexus_tests::BUCKET),
+            ]),
+        };
+        cmd.args(["node", "start", "--id", &(i + 1).to_string()])
             .args(["--listen", &self.addrs[i], "--peers", &peers.join(",")]);
         if self.witnesses.contains(&i) {
             cmd.arg("--witness");
@@ -1397,4 +1418,60 @@ fn a_node_bounds_runs_per_principal_and_in_time() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("runs here end within 1h"), "{err}");
+}
+
+#[test]
+fn nodes_share_one_s3_bucket_and_refuse_its_gc() {
+    let moto = nexus_tests::Moto::start();
+    let c = Cluster::on_s3(2, moto.port);
+    c.ok(
+        0,
+        &["zone", "create", "z1", "--replicas", "1,2"],
+        Duration::from_secs(20),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    // Written through node 1 (three chunks and a bit), read through node 2,
+    // which fetches the chunks from the bucket; and the other way round.
+    let body: String = (0..3_200_000u32)
+        .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
+        .collect();
+    let src = scratch.path().join("body");
+    std::fs::write(&src, &body).unwrap();
+    let src = src.to_str().unwrap();
+    c.ok(
+        0,
+        &["fs", "put", "--zone", "z1", src, "/one"],
+        Duration::from_secs(20),
+    );
+    let got = c.ok(
+        1,
+        &["fs", "cat", "--zone", "z1", "--linearizable", "/one"],
+        Duration::from_secs(20),
+    );
+    assert!(got == body, "node 2 read other bytes");
+    std::fs::write(scratch.path().join("body"), body.to_uppercase()).unwrap();
+    c.ok(
+        1,
+        &["fs", "put", "--zone", "z1", src, "/two"],
+        Duration::from_secs(20),
+    );
+    let got = c.ok(
+        0,
+        &["fs", "cat", "--zone", "z1", "--linearizable", "/two"],
+        Duration::from_secs(20),
+    );
+    assert!(got == body.to_uppercase(), "node 1 read other bytes");
+    // Both nodes stored chunks in the bucket: neither may collect it.
+    for node in 0..2 {
+        let out = c.cli(node, &["gc"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "gc ran on a shared bucket");
+        assert!(err.contains("other"), "{err}");
+    }
+    let check = c.ok(
+        0,
+        &["zone", "check", "z1", "--deep"],
+        Duration::from_secs(20),
+    );
+    assert!(check.contains("consistent"), "{check}");
 }

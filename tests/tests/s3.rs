@@ -11,74 +11,13 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nexus_tests::nexus;
-
-const BUCKET: &str = "nexus-test";
-
-fn moto_server() -> PathBuf {
-    if let Some(p) = std::env::var_os("NEXUS_MOTO_SERVER") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var_os("HOME").expect("HOME");
-    PathBuf::from(home).join(".cache/nexus-py/bin/moto_server")
-}
-
-/// A moto server on a free loopback port, with the bucket made; killed on
-/// drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let bin = moto_server();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/setup)", bin.display()));
-        let moto = Moto { child, port };
-        let until = Instant::now() + Duration::from_secs(60);
-        while moto.request(&format!("PUT /{BUCKET} HTTP/1.1")) != Some(200) {
-            assert!(Instant::now() < until, "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    /// The status of a bodiless request, if the server answered.
-    fn request(&self, line: &str) -> Option<u16> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let req = format!(
-            "{line}\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        );
-        s.write_all(req.as_bytes()).ok()?;
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).ok()?;
-        answer.split_whitespace().nth(1)?.parse().ok()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use nexus_tests::{nexus, Moto, BUCKET};
 
 /// A TCP proxy to `port` that the test can cut: while cut, every
 /// connection it holds is closed and new ones are refused. It counts the
@@ -151,11 +90,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: &AtomicBool, passed: &Atomi
 /// `prefix` through the server on `port`.
 fn on_s3(home: &Path, port: u16, prefix: &str, args: &[&str]) -> Output {
     nexus(home)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ALLOW_HTTP", "true")
+        .envs(Moto::env(port))
         .args(["--object-store", &format!("s3://{BUCKET}/{prefix}")])
         .args(args)
         .output()
