@@ -341,7 +341,7 @@ impl Kernel {
             zones: RwLock::new(HashMap::new()),
             writers: Mutex::new(HashMap::new()),
             transport,
-            pipes: Arc::default(),
+            pipes: Arc::new(PipeTable::new()),
             open_files: Arc::default(),
             timers,
             closed: Default::default(),

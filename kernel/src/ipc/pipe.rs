@@ -455,10 +455,13 @@ impl Pipe {
 }
 
 /// The pipes open on this node, and the background checkpointer.
-#[derive(Default)]
 pub(crate) struct PipeTable {
     open: Mutex<HashMap<(ZoneId, Ino), Arc<Pipe>>>,
     checkpointer: OnceLock<()>,
+    /// The runtime the kernel was opened on: the checkpointer runs there,
+    /// not on whatever runtime made the first pipe (an agent's, whose
+    /// threads are busy with guests).
+    rt: Option<tokio::runtime::Handle>,
     /// Held through each checkpoint round: `close` waits out a round in
     /// flight, whose pipes (and so the zones' storage) it holds.
     round: tokio::sync::Mutex<()>,
@@ -466,6 +469,16 @@ pub(crate) struct PipeTable {
 }
 
 impl PipeTable {
+    pub(crate) fn new() -> Self {
+        PipeTable {
+            open: Mutex::default(),
+            checkpointer: OnceLock::new(),
+            rt: tokio::runtime::Handle::try_current().ok(),
+            round: tokio::sync::Mutex::default(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
     fn pipes(&self) -> std::sync::MutexGuard<'_, HashMap<(ZoneId, Ino), Arc<Pipe>>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -515,7 +528,7 @@ impl PipeTable {
     fn start_checkpointer(self: &Arc<Self>) {
         self.checkpointer.get_or_init(|| {
             let table: Weak<PipeTable> = Arc::downgrade(self);
-            tokio::spawn(async move {
+            let checkpointer = async move {
                 let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -528,7 +541,12 @@ impl PipeTable {
                     // Errors are logged; the pipe stays dirty and is retried.
                     let _ = table.checkpoint_all().await;
                 }
-            });
+            };
+            let rt = self
+                .rt
+                .clone()
+                .unwrap_or_else(tokio::runtime::Handle::current);
+            rt.spawn(checkpointer);
         });
     }
 }
