@@ -195,6 +195,20 @@ pub fn guest_for(dir: &str, target_triple: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// `len` pseudo-random bytes from `seed`: no two chunks alike (chunks
+/// equal by content are stored once), so a misplaced chunk shows.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// The bucket a [`Moto`] server starts with.
 pub const BUCKET: &str = "nexus-test";
 

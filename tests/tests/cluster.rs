@@ -1436,31 +1436,24 @@ fn nodes_share_one_s3_bucket_and_refuse_its_gc() {
         .map(|i| char::from(b'a' + (i * 7 % 26) as u8))
         .collect();
     let src = scratch.path().join("body");
-    std::fs::write(&src, &body).unwrap();
     let src = src.to_str().unwrap();
-    c.ok(
-        0,
-        &["fs", "put", "--zone", "z1", src, "/one"],
-        Duration::from_secs(20),
-    );
-    let got = c.ok(
-        1,
-        &["fs", "cat", "--zone", "z1", "--linearizable", "/one"],
-        Duration::from_secs(20),
-    );
-    assert!(got == body, "node 2 read other bytes");
-    std::fs::write(scratch.path().join("body"), body.to_uppercase()).unwrap();
-    c.ok(
-        1,
-        &["fs", "put", "--zone", "z1", src, "/two"],
-        Duration::from_secs(20),
-    );
-    let got = c.ok(
-        0,
-        &["fs", "cat", "--zone", "z1", "--linearizable", "/two"],
-        Duration::from_secs(20),
-    );
-    assert!(got == body.to_uppercase(), "node 1 read other bytes");
+    for (writer, reader, path, body) in [
+        (0, 1, "/one", body.clone()),
+        (1, 0, "/two", body.to_uppercase()),
+    ] {
+        std::fs::write(src, &body).unwrap();
+        c.ok(
+            writer,
+            &["fs", "put", "--zone", "z1", src, path],
+            Duration::from_secs(20),
+        );
+        let got = c.ok(
+            reader,
+            &["fs", "cat", "--zone", "z1", "--linearizable", path],
+            Duration::from_secs(20),
+        );
+        assert!(got == body, "node {} read other bytes", reader + 1);
+    }
     // Both nodes stored chunks in the bucket: neither may collect it.
     for node in 0..2 {
         let out = c.cli(node, &["gc"]);

@@ -82,19 +82,6 @@ async fn read_all(ops: &dyn Ops, path: &str, range: Range) -> (u64, Vec<u8>) {
     (d.total, out)
 }
 
-/// Distinct bytes, so a misplaced chunk shows.
-fn pattern(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// The same error on both sides: message, exit code and hint.
 fn same<T: std::fmt::Debug>(what: &str, local: OpResult<T>, remote: OpResult<T>) -> OpError {
     let (l, r) = match (local, remote) {
@@ -311,7 +298,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 async fn files_larger_than_any_message_stream_both_ways() {
     let n = node().await;
     // Past the 64 MiB a gRPC message may hold, and not a whole number of chunks.
-    let data = pattern((65 << 20) + 12_345);
+    let data = nexus_tests::pattern((65 << 20) + 12_345, 1);
     let put = n
         .remote
         .put("z1", "/big", bytes_of(data.clone()))
@@ -504,7 +491,7 @@ async fn malformed_and_broken_uploads_change_nothing() {
 async fn a_read_stream_the_client_leaves_stops_on_the_node() {
     let n = node().await;
     n.remote
-        .put("z1", "/big", bytes_of(pattern(16 << 20)))
+        .put("z1", "/big", bytes_of(nexus_tests::pattern(16 << 20, 1)))
         .await
         .unwrap();
     let d = n

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexus_tests::{nexus, Moto, BUCKET};
+use nexus_tests::{nexus, pattern, Moto, BUCKET};
 
 /// A TCP proxy to `port` that the test can cut: while cut, every
 /// connection it holds is closed and new ones are refused. It counts the
@@ -104,20 +104,6 @@ fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Bytes no two chunks of which are alike (chunks equal by content are
-/// stored once).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]

@@ -527,9 +527,10 @@ impl Kernel {
                 )));
             }
             // A write the zone's quota will refuse uploads nothing (the
-            // log decides; this spares the content store the garbage).
+            // log decides; this spares the content store the garbage). A
+            // zone without a byte quota pays one read here.
             let grows = (offset + len).saturating_sub(inode.size);
-            if grows > 0 {
+            if grows > 0 && h.zone.state.quota()?.bytes.is_some() {
                 let (usage, quota) = h.zone.state.usage()?;
                 let mut after = usage;
                 after.bytes = after.bytes.saturating_add(grows);

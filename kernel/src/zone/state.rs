@@ -159,6 +159,14 @@ impl ZoneState {
         }
     }
 
+    /// What the zone may hold.
+    pub fn quota(&self) -> Result<ZoneQuota> {
+        match self.tree.get(keys::QUOTA)? {
+            Some(v) => dec(&v),
+            None => Ok(ZoneQuota::default()),
+        }
+    }
+
     /// What the zone holds (counted from its inodes if no command has
     /// kept it yet) and what it may hold.
     pub fn usage(&self) -> Result<(ZoneUsage, ZoneQuota)> {
@@ -172,11 +180,7 @@ impl ZoneState {
                 u
             }
         };
-        let quota = match self.tree.get(keys::QUOTA)? {
-            Some(v) => dec(&v)?,
-            None => ZoneQuota::default(),
-        };
-        Ok((usage, quota))
+        Ok((usage, self.quota()?))
     }
 
     pub fn applied_index(&self) -> Result<u64> {
