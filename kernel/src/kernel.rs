@@ -11,10 +11,9 @@
 //! - `issuers`: the public keys whose tokens it accepts (`nexus issuer`).
 //! - `records.db`: the audit log (SQLite), unless a PostgreSQL URL is set.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +27,10 @@ use crate::consensus::forward::Actor;
 use crate::consensus::replica::{Members, Replica, ReplicaConfig, Role};
 use crate::consensus::transport::{LocalOnly, Transport};
 use crate::error::{KernelError, Result};
+use crate::files::collect::{Collector, RunningZones};
 use crate::files::content::ContentStore;
+use crate::files::vfs::InodeLocks;
+use crate::files::writeback::WriteBack;
 use crate::ipc::pipe::PipeTable;
 use crate::ipc::timer::TimerDriver;
 use crate::types::{now, Ino, ReplicaId, Timestamp, ZoneId};
@@ -92,6 +94,9 @@ pub struct KernelConfig {
     /// (the embedded default: the operator's machine). A cluster node does
     /// not: it holds issuers' public keys only.
     pub signs_tokens: bool,
+    /// The longest a buffered file write waits before it is written out
+    /// (`files/writeback.rs`).
+    pub flush_interval: std::time::Duration,
 }
 
 /// How much Raft log a replica keeps (see [`ReplicaConfig`]).
@@ -122,6 +127,7 @@ impl KernelConfig {
             witness_only: false,
             log_retention: LogRetention::default(),
             signs_tokens: true,
+            flush_interval: crate::files::writeback::FLUSH_INTERVAL,
         }
     }
 }
@@ -151,7 +157,7 @@ struct ZoneRecordV1 {
 }
 
 impl ZoneRecord {
-    fn decode(bytes: &[u8]) -> Result<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
         match postcard::from_bytes(bytes) {
             Ok(r) => Ok(r),
             Err(e) => match postcard::from_bytes::<ZoneRecordV1>(bytes) {
@@ -201,16 +207,17 @@ impl Zone {
     }
 }
 
-/// One async lock per inode being written on this node.
-type InodeLocks = HashMap<(ZoneId, Ino), Arc<tokio::sync::Mutex<()>>>;
-
 pub struct Kernel {
     pub(crate) cfg: KernelConfig,
     db: sled::Db,
     catalog: sled::Tree,
-    pub(crate) content: ContentStore,
-    zones: RwLock<HashMap<ZoneId, Arc<Zone>>>,
-    writers: Mutex<InodeLocks>,
+    pub(crate) content: Arc<ContentStore>,
+    zones: RunningZones,
+    writers: Arc<InodeLocks>,
+    /// Buffered file writes, written out in the background.
+    pub(crate) writeback: Arc<WriteBack>,
+    /// Deletes the chunks no file names any more, in the background.
+    pub(crate) collector: Arc<Collector>,
     transport: Arc<dyn Transport>,
     pub(crate) next_pid: AtomicU64,
     pub(crate) perm_cache: Mutex<PermCache>,
@@ -224,7 +231,7 @@ pub struct Kernel {
     closed: std::sync::atomic::AtomicBool,
 }
 
-fn tree_name(zone: &ZoneId) -> String {
+pub(crate) fn tree_name(zone: &ZoneId) -> String {
     format!("zone:{zone}")
 }
 
@@ -329,6 +336,22 @@ impl Kernel {
             TimerDriver::real().map_err(|e| KernelError::Storage(format!("timer thread: {e}")))?
         };
         let tokens = TokenAuthority::open(&cfg.home, db.open_tree("revoked")?, cfg.signs_tokens)?;
+        let content = Arc::new(content);
+        let writers = Arc::new(InodeLocks::default());
+        let writeback = Arc::new(WriteBack::new(
+            content.clone(),
+            writers.clone(),
+            cfg.flush_interval,
+        ));
+        let zones = RunningZones::default();
+        let collector = Arc::new(Collector::new(
+            content.clone(),
+            zones.clone(),
+            db.clone(),
+            catalog.clone(),
+            cfg.object_store.is_shared(),
+            cfg.flush_interval,
+        ));
         Ok(Kernel {
             cfg,
             tokens,
@@ -337,9 +360,11 @@ impl Kernel {
             audit: OnceLock::new(),
             db,
             catalog,
+            writeback,
             content,
-            zones: RwLock::new(HashMap::new()),
-            writers: Mutex::new(HashMap::new()),
+            zones,
+            collector,
+            writers,
             transport,
             pipes: Arc::new(PipeTable::new()),
             open_files: Arc::default(),
@@ -749,6 +774,7 @@ impl Kernel {
         }
         self.transport.forget_zone(id);
         self.pipes.forget_zone(id);
+        self.writeback.forget_zone(id);
         self.catalog.remove(id.as_str())?;
         self.db.drop_tree(tree_name(id))?;
         self.db.flush()?;
@@ -757,35 +783,42 @@ impl Kernel {
         Ok(())
     }
 
-    /// Serializes this node's writers to one inode, so they queue instead of
-    /// failing each other's version checks (which remain the guard against
-    /// writers on other nodes).
+    /// Starts the background write-out and collector (once; on the
+    /// runtime the kernel was opened on).
+    pub(crate) fn start_background(&self) {
+        self.writeback.start();
+        self.collector.start();
+    }
+
+    /// Runs one round of the collector now (see `files/collect.rs`).
+    pub async fn collect_garbage(&self) -> Result<crate::files::collect::Collected> {
+        self.collector.collect().await
+    }
+
+    /// Serializes this node's writers to one inode (see [`InodeLocks`]).
     pub(crate) async fn lock_inode(
         &self,
         zone: &ZoneId,
         ino: Ino,
     ) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
-            // Forget locks nobody holds or waits for, keeping the map small.
-            if writers.len() > 1024 {
-                writers.retain(|_, l| Arc::strong_count(l) > 1);
-            }
-            writers.entry((zone.clone(), ino)).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.writers.lock(zone, ino).await
     }
 
-    /// Clean shutdown: checkpoints every open pipe, writes out the audit
-    /// log, stops every zone driver, flushes.
+    /// Clean shutdown: writes out every buffered file, checkpoints every
+    /// open pipe, writes out the audit log, stops every zone driver,
+    /// flushes.
     pub async fn shutdown(&self) -> Result<()> {
+        let files = self.writeback.close().await;
+        if let Err(e) = self.collector.collect().await {
+            tracing::warn!("collecting unreferenced chunks at shutdown: {e}");
+        }
         let pipes = self.pipes.close().await;
         if let Some(sink) = self.audit.get() {
             sink.close().await?;
         }
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.stop_zones()?;
-        pipes
+        files.and(pipes)
     }
 
     /// Stops every zone driver and flushes the metadata.

@@ -72,6 +72,7 @@ async fn three_nodes_share_a_zone_over_grpc() {
         .await
         .unwrap();
     k1.write(&t1, &h, 0, b"replicated").await.unwrap();
+    k1.sync(&t1, &h).await.unwrap();
 
     // Read on node 3, from its own replica.
     let k3 = &nodes[2].kernel;
@@ -351,6 +352,7 @@ mod linearizability {
                 .write(&t1, &h, 0, &0u64.to_be_bytes())
                 .await
                 .unwrap();
+            nodes[0].kernel.sync(&t1, &h).await.unwrap();
         }
         let start = Instant::now();
         let mut clients = Vec::new();
@@ -369,7 +371,10 @@ mod linearizability {
                     let h = k.resolve(&t, &path, true).unwrap();
                     let op = if rng.gen_bool(0.5) {
                         let v = (c + 1) * 1000 + n;
+                        // Written out: a synced write is what other
+                        // nodes see (a buffered one only its own).
                         k.write(&t, &h, 0, &v.to_be_bytes()).await.unwrap();
+                        k.sync(&t, &h).await.unwrap();
                         (Some(v), v)
                     } else {
                         k.linearize(&t).await.unwrap();
@@ -438,6 +443,7 @@ async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_ref
             .await
             .unwrap();
         k1.write(&t1, &h, 0, &body(i)).await.unwrap();
+        k1.sync(&t1, &h).await.unwrap();
     }
     let leader = k1.zone_status(&t1).await.unwrap().leader;
     let lk = &nodes[leader as usize - 1];
@@ -494,6 +500,7 @@ async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_ref
             .await
             .unwrap();
         lk.kernel.write(&lt, &h, 0, &body(i)).await.unwrap();
+        lk.kernel.sync(&lt, &h).await.unwrap();
     }
     let before = lk.net.snapshot_counts();
     lk.net.damage_next_snapshot(Fault::Truncate);

@@ -60,6 +60,8 @@ impl Kernel {
                 // The root and owners of a zone being created; a no-op once
                 // the root exists.
                 Proposal::Command(ZoneCommand::Init { .. }) => Ok(()),
+                // Bookkeeping of its collector: drops nothing a file names.
+                Proposal::Command(ZoneCommand::Collected { .. }) => Ok(()),
                 Proposal::Command(ZoneCommand::PipeCheckpoint { ino, .. }) => {
                     match zone.state.inode(*ino)? {
                         Some(i) if i.kind() != FileKind::Pipe => Err(KernelError::Access(format!(
@@ -151,7 +153,8 @@ impl Kernel {
         match cmd {
             ZoneCommand::Init { .. }
             | ZoneCommand::PipeCheckpoint { .. }
-            | ZoneCommand::Reap { .. } => {
+            | ZoneCommand::Reap { .. }
+            | ZoneCommand::Collected { .. } => {
                 self.audit(task, &zone.id, "forwarded write", "/", "denied");
                 Err(KernelError::Access(format!(
                     "only a node makes this change to zone {}, not {}",

@@ -105,9 +105,29 @@ impl Kernel {
             orphans.insert(ino, holder);
         }
         let mut chunk_map: HashMap<Ino, Vec<(u64, crate::types::ChunkRef)>> = HashMap::new();
+        let mut named: HashMap<[u8; 32], u64> = HashMap::new();
         for c in state.all_chunks() {
             let (ino, idx, chunk) = c?;
             chunk_map.entry(ino).or_default().push((idx, chunk));
+            *named.entry(chunk.hash).or_default() += 1;
+        }
+        // The reference counts the state machine keeps, against the map.
+        for (hash, n) in &named {
+            let kept = state.chunk_refs(hash)?;
+            if kept != *n {
+                r.problems.push(format!(
+                    "chunk {} is named {n} times but counted {kept}",
+                    hash_hex(hash)
+                ));
+            }
+        }
+        for hash in state.unreferenced(usize::MAX)? {
+            if named.contains_key(&hash) {
+                r.problems.push(format!(
+                    "chunk {} is listed as unreferenced but named",
+                    hash_hex(&hash)
+                ));
+            }
         }
         for (ino, inode) in &inodes {
             let links = linked.get(ino).copied().unwrap_or(0);

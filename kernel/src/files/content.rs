@@ -154,6 +154,31 @@ impl ContentStore {
         self.gc_lock.read().await
     }
 
+    /// Excludes every writer (and reader): held while deciding what to
+    /// delete and deleting it.
+    pub(crate) async fn exclusive(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gc_lock.write().await
+    }
+
+    /// Whether another data directory has stored chunks here.
+    pub(crate) async fn is_shared(&self) -> Result<bool> {
+        Ok(!self.other_writers().await?.is_empty())
+    }
+
+    /// Deletes the chunk named `hash`; its stored size, or `None` if it was
+    /// not there. The caller holds [`Self::exclusive`].
+    pub(crate) async fn delete(&self, hash: &[u8; 32]) -> Result<Option<u64>> {
+        let Some(size) = self.stored_size(hash).await? else {
+            return Ok(None);
+        };
+        match self.store.delete(&chunk_path(hash)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.verified().remove(hash);
+        Ok(Some(size))
+    }
+
     /// Stores `bytes` as a chunk and returns its reference. Content already
     /// present is not written again.
     pub async fn put(&self, bytes: Bytes) -> Result<ChunkRef> {

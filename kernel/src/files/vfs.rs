@@ -1,12 +1,16 @@
 //! The zone VFS: path resolution from a zone root, across DT_MOUNT entries,
 //! and every file operation, as methods on [`Kernel`].
 //!
-//! Reads are served from the local replica's applied state. Writes become
-//! [`ZoneCommand`]s through the zone's Raft log; content chunks are uploaded
-//! before the command that names them is proposed. A content change commits
-//! only against the inode version it was planned from, and is re-planned on
-//! conflict, so concurrent writers never lose each other's bytes.
+//! Reads are served from the local replica's applied state, with this
+//! node's buffered writes laid over it. Metadata changes become
+//! [`ZoneCommand`]s through the zone's Raft log; a file's content writes
+//! go to its write-back buffer (`files/writeback.rs`), whose write-out
+//! uploads the chunks before the command that names them is proposed. A
+//! content change commits only against the inode version it was planned
+//! from, and is re-planned on conflict, so concurrent writers never lose
+//! each other's bytes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +18,7 @@ use bytes::Bytes;
 use crate::access::identity::{Permission, Task};
 use crate::access::rebac::ObjectRef;
 use crate::error::{KernelError, Result};
-use crate::files::content::{CHUNK_SIZE, INLINE_MAX};
+use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX};
 use crate::files::path::{self, Step};
 use crate::kernel::{Kernel, Zone};
 use crate::types::now;
@@ -28,7 +32,29 @@ pub const MAX_READ: u64 = 16 << 20;
 /// Most entries one readdir page returns.
 pub const MAX_PAGE: usize = 4096;
 /// Attempts at a content change before reporting a conflict.
-const MAX_ATTEMPTS: usize = 64;
+pub(crate) const MAX_ATTEMPTS: usize = 64;
+
+/// One async lock per inode being written on this node: its writers (and
+/// its write-out) queue instead of failing each other's version checks,
+/// which remain the guard against writers on other nodes.
+#[derive(Default)]
+pub(crate) struct InodeLocks(std::sync::Mutex<HashMap<(ZoneId, Ino), InodeLock>>);
+
+type InodeLock = Arc<tokio::sync::Mutex<()>>;
+
+impl InodeLocks {
+    pub(crate) async fn lock(&self, zone: &ZoneId, ino: Ino) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Forget locks nobody holds or waits for, keeping the map small.
+            if locks.len() > 1024 {
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            locks.entry((zone.clone(), ino)).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// An open file or directory: a zone and an inode in it.
 #[derive(Clone)]
@@ -260,7 +286,7 @@ impl Kernel {
     #[cfg(feature = "gate-off-baseline")]
     pub fn stat_without_gate(&self, task: &Task, p: &str) -> Result<Stat> {
         let h = self.resolve(task, p, true)?;
-        Ok(Stat::of(&h.zone.id, &self.inode(&h.zone, h.ino)?))
+        Ok(Stat::of(&h.zone.id, &self.current(&h)?))
     }
 
     /// Stat without crossing a final DT_MOUNT (shows the mount entry itself).
@@ -271,7 +297,15 @@ impl Kernel {
 
     pub fn stat_handle(&self, task: &Task, h: &Handle) -> Result<Stat> {
         self.gate(task, h, Permission::Read, "stat", &h.path)?;
-        Ok(Stat::of(&h.zone.id, &self.inode(&h.zone, h.ino)?))
+        Ok(Stat::of(&h.zone.id, &self.current(h)?))
+    }
+
+    /// The inode behind `h` as readers on this node see it (buffered
+    /// writes included).
+    fn current(&self, h: &Handle) -> Result<Inode> {
+        let mut inode = self.inode(&h.zone, h.ino)?;
+        self.writeback.overlay(&h.zone.id, &mut inode);
+        Ok(inode)
     }
 
     async fn create_in(
@@ -436,40 +470,25 @@ impl Kernel {
         Ok(h)
     }
 
-    /// Reads up to `len` bytes at `offset` (at most [`MAX_READ`]); short at EOF.
+    /// Reads up to `len` bytes at `offset` (at most [`MAX_READ`]); short at
+    /// EOF. This node's buffered writes are read too.
     pub async fn read(&self, task: &Task, h: &Handle, offset: u64, len: u64) -> Result<Bytes> {
         self.gate(task, h, Permission::Read, "read", &h.path)?;
+        let want = offset.saturating_add(len.min(MAX_READ));
+        // The buffer first: a write-out that commits in between is then
+        // read twice (the same bytes), never missed.
+        let pending = self.writeback.pending(&h.zone.id, h.ino, offset, want);
         let inode = self.regular(h)?;
-        if offset >= inode.size || len == 0 {
+        let size = inode.size.max(pending.as_ref().map_or(0, |p| p.end));
+        if offset >= size || len == 0 {
             return Ok(Bytes::new());
         }
-        let end = inode.size.min(offset.saturating_add(len.min(MAX_READ)));
-        if let InodeBody::Regular {
-            inline: Some(bytes),
-        } = &inode.body
-        {
-            let hi = (end as usize).min(bytes.len());
-            let mut out = bytes[(offset as usize).min(hi)..hi].to_vec();
-            out.resize((end - offset) as usize, 0);
-            return Ok(out.into());
-        }
-        let mut out = vec![0u8; (end - offset) as usize];
-        let chunks = h
-            .zone
-            .state
-            .chunks(h.ino, offset / CHUNK_SIZE, (end - 1) / CHUNK_SIZE + 1)?;
+        let end = size.min(want);
         let _guard = self.content.write_guard().await;
-        let fetches = chunks.iter().map(|(idx, chunk)| {
-            let start = idx * CHUNK_SIZE;
-            let lo = offset.max(start) - start;
-            let hi = end.min(start + CHUNK_SIZE) - start;
-            async move {
-                Ok::<_, KernelError>((start + lo, self.content.get_range(chunk, lo..hi).await?))
-            }
-        });
-        for (at, bytes) in futures::future::try_join_all(fetches).await? {
-            let pos = (at - offset) as usize;
-            out[pos..pos + bytes.len()].copy_from_slice(&bytes);
+        let mut out = read_committed(&self.content, h, &inode, offset, end.min(inode.size)).await?;
+        out.resize((end - offset) as usize, 0);
+        if let Some(p) = pending {
+            p.extents.overlay(offset, &mut out);
         }
         Ok(out.into())
     }
@@ -507,97 +526,66 @@ impl Kernel {
         self.audited(task, task.zone(), "append", &h.path, r)
     }
 
-    /// Plans and commits a write, re-planning if another writer got there first.
+    /// Buffers a write (see `files/writeback.rs`); a file or node whose
+    /// buffer is full is written out first.
     async fn change_content(&self, task: &Task, h: &Handle, at: At, data: &[u8]) -> Result<u64> {
         let _writer = self.lock_inode(&h.zone.id, h.ino).await;
-        let _guard = self.content.write_guard().await;
+        self.writeback.take_failure(&h.zone.id, h.ino)?;
         let len = data.len() as u64;
-        for _ in 0..MAX_ATTEMPTS {
-            let inode = self.regular(h)?;
-            let offset = match at {
-                At::Offset(o) => o,
-                At::End => inode.size,
-            };
-            if offset
-                .checked_add(len)
-                .is_none_or(|end| end > MAX_FILE_SIZE)
-            {
-                return Err(KernelError::FileTooLarge(format!(
-                    "write ending past {MAX_FILE_SIZE} bytes"
-                )));
-            }
-            // A write the zone's quota will refuse uploads nothing (the
-            // log decides; this spares the content store the garbage). A
-            // zone without a byte quota pays one read here.
-            let grows = (offset + len).saturating_sub(inode.size);
-            if grows > 0 && h.zone.state.quota()?.bytes.is_some() {
-                let (usage, quota) = h.zone.state.usage()?;
-                let mut after = usage;
-                after.bytes = after.bytes.saturating_add(grows);
-                after.check(&usage, &quota)?;
-            }
-            if len == 0 {
-                return Ok(offset);
-            }
-            let cmd = self.plan_write(&h.zone, &inode, offset, data).await?;
-            match h.zone.propose(&task.actor(), cmd).await {
-                Ok(_) => return Ok(offset),
-                Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
-                Err(e) => return Err(e),
-            }
+        let mut inode = self.regular(h)?;
+        let committed = inode.size;
+        self.writeback.overlay(&h.zone.id, &mut inode);
+        let offset = match at {
+            At::Offset(o) => o,
+            At::End => inode.size,
+        };
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > MAX_FILE_SIZE)
+        {
+            return Err(KernelError::FileTooLarge(format!(
+                "write ending past {MAX_FILE_SIZE} bytes"
+            )));
         }
-        Err(KernelError::Conflict(h.ino))
+        // A write the zone's quota will refuse is refused now (the log has
+        // the last word at write-out), counting what this file's buffer
+        // already grows. A zone without a byte quota pays one read here.
+        let grows = (offset + len).max(inode.size).saturating_sub(committed);
+        if grows > 0 && h.zone.state.quota()?.bytes.is_some() {
+            let (usage, quota) = h.zone.state.usage()?;
+            let mut after = usage;
+            after.bytes = after.bytes.saturating_add(grows);
+            after.check(&usage, &quota)?;
+        }
+        if len == 0 {
+            return Ok(offset);
+        }
+        if !self.writeback.has_room(&h.zone.id, h.ino, len) {
+            self.writeback.write_out(h).await?;
+        }
+        self.writeback.record(h, task.actor(), offset, data, now());
+        self.start_background();
+        Ok(offset)
     }
 
-    async fn plan_write(
-        &self,
-        zone: &Zone,
-        inode: &Inode,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<ZoneCommand> {
-        let end = offset + data.len() as u64;
-        let size = inode.size.max(end);
-        let inline = match &inode.body {
-            InodeBody::Regular { inline } => inline.clone(),
-            _ => None,
-        };
-        if let (Some(mut buf), true) = (inline.clone(), size <= INLINE_MAX) {
-            buf.resize(size as usize, 0);
-            buf[offset as usize..end as usize].copy_from_slice(data);
-            return Ok(set_content(inode, size, Some(buf), Vec::new(), None));
+    /// Writes out every file whose last writer is one of `tasks` (a run
+    /// ends so: what its agents wrote is durable and visible on every
+    /// node when the run reports its exit).
+    pub async fn write_out_for(&self, tasks: &[Task]) -> Result<()> {
+        let actors: Vec<_> = tasks.iter().map(Task::actor).collect();
+        self.writeback.flush_written_by(&actors).await
+    }
+
+    /// Makes the writes to the file behind `h` durable (`fsync`): writes
+    /// out its buffer, or reports the failure of an earlier write-out.
+    pub async fn sync(&self, task: &Task, h: &Handle) -> Result<()> {
+        self.gate(task, h, Permission::Read, "sync", &h.path)?;
+        if h.kind != FileKind::Regular {
+            return Ok(());
         }
-        let mut indices: Vec<u64> = (offset / CHUNK_SIZE..=(end - 1) / CHUNK_SIZE).collect();
-        if inline.as_ref().is_some_and(|b| !b.is_empty()) && indices[0] != 0 {
-            // Leaving inline storage: the old bytes become chunk 0.
-            indices.insert(0, 0);
-        }
-        let existing = zone
-            .state
-            .chunks(inode.ino, indices[0], indices[indices.len() - 1] + 1)?;
-        let mut chunks = Vec::with_capacity(indices.len());
-        for idx in indices {
-            let start = idx * CHUNK_SIZE;
-            let lo = offset.max(start).min(end) - start;
-            let hi = end.min(start + CHUNK_SIZE).max(offset) - start;
-            let covers_whole = lo == 0 && hi == CHUNK_SIZE;
-            let mut buf: Vec<u8> = match (&inline, existing.iter().find(|(i, _)| *i == idx)) {
-                _ if covers_whole => Vec::new(),
-                (Some(bytes), _) if idx == 0 => bytes.clone(),
-                (Some(_), _) => Vec::new(),
-                (None, Some((_, c))) => self.content.get(c).await?.to_vec(),
-                (None, None) => Vec::new(),
-            };
-            if start < end && start + CHUNK_SIZE > offset {
-                if buf.len() < hi as usize {
-                    buf.resize(hi as usize, 0);
-                }
-                let src = (start + lo - offset) as usize..(start + hi - offset) as usize;
-                buf[lo as usize..hi as usize].copy_from_slice(&data[src]);
-            }
-            chunks.push((idx, self.content.put(buf.into()).await?));
-        }
-        Ok(set_content(inode, size, None, chunks, None))
+        let _writer = self.lock_inode(&h.zone.id, h.ino).await;
+        self.writeback.take_failure(&h.zone.id, h.ino)?;
+        self.writeback.write_out(h).await
     }
 
     /// Sets the file's size, dropping or zero-extending its tail.
@@ -612,6 +600,8 @@ impl Kernel {
             return Err(KernelError::FileTooLarge(format!("{size} bytes")));
         }
         let _writer = self.lock_inode(&h.zone.id, h.ino).await;
+        self.writeback.take_failure(&h.zone.id, h.ino)?;
+        self.writeback.write_out(h).await?;
         let _guard = self.content.write_guard().await;
         for _ in 0..MAX_ATTEMPTS {
             let inode = self.regular(h)?;
@@ -625,16 +615,17 @@ impl Kernel {
                 _ => None,
             };
             let cmd = if size <= INLINE_MAX {
-                let mut buf = self.read_unguarded(h, &inode, size).await?;
+                let mut buf =
+                    read_committed(&self.content, h, &inode, 0, size.min(inode.size)).await?;
                 buf.resize(size as usize, 0);
-                set_content(&inode, size, Some(buf), Vec::new(), None)
+                set_content(&inode, size, Some(buf), Vec::new(), None, now())
             } else if let Some(bytes) = inline {
                 let chunks = if bytes.is_empty() {
                     Vec::new()
                 } else {
                     vec![(0, self.content.put(bytes.into()).await?)]
                 };
-                set_content(&inode, size, None, chunks, None)
+                set_content(&inode, size, None, chunks, None, now())
             } else {
                 let keep = size.div_ceil(CHUNK_SIZE);
                 let cut = size % CHUNK_SIZE;
@@ -648,7 +639,7 @@ impl Kernel {
                         }
                     }
                 }
-                set_content(&inode, size, None, chunks, Some(keep))
+                set_content(&inode, size, None, chunks, Some(keep), now())
             };
             match h.zone.propose(&task.actor(), cmd).await {
                 Ok(_) => return Ok(()),
@@ -659,23 +650,6 @@ impl Kernel {
         Err(KernelError::Conflict(h.ino))
     }
 
-    /// The first `len` bytes of a small file, for truncation into inline form
-    /// (the caller already holds the content guard).
-    async fn read_unguarded(&self, h: &Handle, inode: &Inode, len: u64) -> Result<Vec<u8>> {
-        let end = len.min(inode.size);
-        if let InodeBody::Regular { inline: Some(b) } = &inode.body {
-            return Ok(b[..(end as usize).min(b.len())].to_vec());
-        }
-        let mut out = vec![0u8; end as usize];
-        if end > 0 {
-            if let Some((_, c)) = h.zone.state.chunks(h.ino, 0, 1)?.first() {
-                let bytes = self.content.get_range(c, 0..end).await?;
-                out[..bytes.len()].copy_from_slice(&bytes);
-            }
-        }
-        Ok(out)
-    }
-
     pub async fn set_times(
         &self,
         task: &Task,
@@ -684,6 +658,11 @@ impl Kernel {
         mtime: Option<i64>,
     ) -> Result<Stat> {
         self.gate(task, h, Permission::Write, "set-times", &h.path)?;
+        if h.kind == FileKind::Regular {
+            // Buffered writes first, or their write-out would set the
+            // mtime after this.
+            self.writeback.flush(h).await?;
+        }
         let cmd = ZoneCommand::SetTimes {
             ino: h.ino,
             atime,
@@ -836,6 +815,10 @@ impl Kernel {
             .propose(&task.actor(), cmd)
             .await
             .map_err(|e| with_path(e, p))?;
+        if let (None, Some(t)) = (&open, &target) {
+            self.writeback.discard(&t.zone.id, t.ino);
+            self.start_background();
+        }
         self.after_unlink(open, target);
         Ok(())
     }
@@ -872,12 +855,13 @@ impl Kernel {
 
 /// A content change of `inode` to `size` bytes, valid only against the
 /// version it was planned from.
-fn set_content(
+pub(crate) fn set_content(
     inode: &Inode,
     size: u64,
     inline: Option<Vec<u8>>,
     chunks: Vec<(u64, ChunkRef)>,
     drop_from: Option<u64>,
+    now: crate::types::Timestamp,
 ) -> ZoneCommand {
     ZoneCommand::SetContent {
         ino: inode.ino,
@@ -886,6 +870,49 @@ fn set_content(
         inline,
         chunks,
         drop_from,
-        now: now(),
+        now,
     }
+}
+
+/// The committed bytes `[lo, hi)` of a regular file (`hi` within its
+/// size): from its inode if inline, else from its chunks, fetched at once
+/// (holes read as zeros). The caller holds the content store's write guard.
+pub(crate) async fn read_committed(
+    content: &ContentStore,
+    h: &Handle,
+    inode: &Inode,
+    lo: u64,
+    hi: u64,
+) -> Result<Vec<u8>> {
+    if lo >= hi {
+        return Ok(Vec::new());
+    }
+    if let InodeBody::Regular {
+        inline: Some(bytes),
+    } = &inode.body
+    {
+        let top = (hi as usize).min(bytes.len());
+        let mut out = bytes[(lo as usize).min(top)..top].to_vec();
+        out.resize((hi - lo) as usize, 0);
+        return Ok(out);
+    }
+    let mut out = vec![0u8; (hi - lo) as usize];
+    let chunks = h
+        .zone
+        .state
+        .chunks(h.ino, lo / CHUNK_SIZE, (hi - 1) / CHUNK_SIZE + 1)?;
+    let fetches =
+        chunks.iter().map(|(idx, chunk)| {
+            let start = idx * CHUNK_SIZE;
+            let from = lo.max(start) - start;
+            let to = hi.min(start + CHUNK_SIZE) - start;
+            async move {
+                Ok::<_, KernelError>((start + from, content.get_range(chunk, from..to).await?))
+            }
+        });
+    for (at, bytes) in futures::future::try_join_all(fetches).await? {
+        let pos = (at - lo) as usize;
+        out[pos..pos + bytes.len()].copy_from_slice(&bytes);
+    }
+    Ok(out)
 }

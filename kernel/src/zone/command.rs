@@ -100,6 +100,10 @@ pub enum ZoneCommand {
     /// Sets what the zone may hold (bytes, inodes); growth past it is
     /// refused from the next command on.
     SetQuota { quota: ZoneQuota },
+    /// A node's collector has dealt with these unreferenced chunks (deleted
+    /// them from its store, or found another zone naming them): they leave
+    /// the zone's list of unreferenced chunks.
+    Collected { hashes: Vec<[u8; 32]> },
 }
 
 /// What applying a command produced, returned to the proposer.

@@ -37,6 +37,15 @@ pub(crate) mod keys {
     pub const ALL_REVOKED: &[u8] = b"s\x06";
     /// `s\x07` + inode: a file unlinked while open, with the node holding it.
     pub const ALL_ORPHANS: &[u8] = b"s\x07";
+    /// `s\x08` + chunk hash: how many chunk slots of the zone's files name
+    /// it (absent: none).
+    pub const ALL_REFS: &[u8] = b"s\x08";
+    /// `s\x09` + chunk hash: a chunk no file of the zone names any more,
+    /// until a node's collector has dealt with it (`Collected`).
+    pub const ALL_UNREFERENCED: &[u8] = b"s\x09";
+    /// Present once the reference counts are kept (a zone from before
+    /// them is counted at its first command that changes a chunk).
+    pub const REFS_KEPT: &[u8] = b"s\x00refs";
     /// The zone's usage (`ZoneUsage`) and quota (`ZoneQuota`).
     pub const USAGE: &[u8] = b"s\x00usage";
     pub const QUOTA: &[u8] = b"s\x00quota";
@@ -60,6 +69,14 @@ pub(crate) mod keys {
 
     pub fn orphan(ino: Ino) -> Vec<u8> {
         tagged(ALL_ORPHANS, ino, 0)
+    }
+
+    pub fn refs(hash: &[u8; 32]) -> Vec<u8> {
+        [ALL_REFS, hash].concat()
+    }
+
+    pub fn unreferenced(hash: &[u8; 32]) -> Vec<u8> {
+        [ALL_UNREFERENCED, hash].concat()
     }
 
     pub fn revoked(token_id: &str) -> Vec<u8> {
@@ -245,6 +262,32 @@ impl ZoneState {
             out.push((idx, dec(&v)?));
         }
         Ok(out)
+    }
+
+    /// How many chunk slots of the zone's files name chunk `hash`.
+    pub fn chunk_refs(&self, hash: &[u8; 32]) -> Result<u64> {
+        if self.tree.contains_key(keys::REFS_KEPT)? {
+            return self.read_u64(&keys::refs(hash), "chunk reference count");
+        }
+        let mut n = 0;
+        for c in self.all_chunks() {
+            n += u64::from(c?.2.hash == *hash);
+        }
+        Ok(n)
+    }
+
+    /// Up to `limit` chunks no file of the zone names any more, not yet
+    /// dealt with by a collector.
+    pub fn unreferenced(&self, limit: usize) -> Result<Vec<[u8; 32]>> {
+        self.tree
+            .scan_prefix(keys::ALL_UNREFERENCED)
+            .take(limit)
+            .map(|kv| {
+                kv?.0[keys::ALL_UNREFERENCED.len()..]
+                    .try_into()
+                    .map_err(|_| KernelError::Corrupt("unreferenced chunk key".into()))
+            })
+            .collect()
     }
 
     /// Whether `object#relation@who` is stored.
@@ -637,8 +680,78 @@ impl Tx<'_> {
 
     fn drop_chunks_from(&mut self, ino: Ino, from: u64) -> Result<()> {
         for key in self.keys_in(keys::chunk(ino, from), keys::chunk_prefix(ino + 1))? {
+            if let Some(v) = self.get(&key)? {
+                self.count_ref(&dec::<ChunkRef>(&v)?.hash, -1)?;
+            }
             self.remove(key);
         }
+        Ok(())
+    }
+
+    /// Points slot `idx` of file `ino` at `chunk`, keeping the counts.
+    fn set_chunk(&mut self, ino: Ino, idx: u64, chunk: &ChunkRef) -> Result<()> {
+        let key = keys::chunk(ino, idx);
+        if let Some(v) = self.get(&key)? {
+            let old: ChunkRef = dec(&v)?;
+            if old.hash == chunk.hash {
+                return Ok(());
+            }
+            self.count_ref(&old.hash, -1)?;
+        }
+        self.count_ref(&chunk.hash, 1)?;
+        self.insert(key, enc(chunk));
+        Ok(())
+    }
+
+    /// Adds `delta` (±1) to the count of chunk `hash`. At zero the chunk is
+    /// recorded as unreferenced; named again, it no longer is.
+    fn count_ref(&mut self, hash: &[u8; 32], delta: i64) -> Result<()> {
+        self.keep_refs()?;
+        let key = keys::refs(hash);
+        let n = match self.get(&key)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| KernelError::Corrupt("chunk reference count".into()))?,
+            ),
+            None => 0,
+        };
+        let n = n.checked_add_signed(delta).ok_or_else(|| {
+            KernelError::Corrupt(format!(
+                "chunk {} counted below zero",
+                crate::files::content::hash_hex(hash)
+            ))
+        })?;
+        if n == 0 {
+            self.remove(key);
+            self.insert(keys::unreferenced(hash), Vec::new());
+        } else {
+            if n == 1 && delta > 0 {
+                self.remove(keys::unreferenced(hash));
+            }
+            self.insert(key, n.to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    /// Counts every chunk slot once, for a zone from before the counts
+    /// were kept (deterministically: from the state every replica has).
+    fn keep_refs(&mut self) -> Result<()> {
+        if self.get(keys::REFS_KEPT)?.is_some() {
+            return Ok(());
+        }
+        let mut counts: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+        let mut end = keys::ALL_CHUNKS.to_vec();
+        *end.last_mut().expect("non-empty") += 1;
+        for key in self.keys_in(keys::ALL_CHUNKS.to_vec(), end)? {
+            if let Some(v) = self.get(&key)? {
+                *counts.entry(dec::<ChunkRef>(&v)?.hash).or_default() += 1;
+            }
+        }
+        for (hash, n) in counts {
+            self.insert(keys::refs(&hash), n.to_be_bytes().to_vec());
+        }
+        self.insert(keys::REFS_KEPT.to_vec(), Vec::new());
         Ok(())
     }
 
@@ -710,7 +823,7 @@ impl Tx<'_> {
                     self.drop_chunks_from(*ino, *from)?;
                 }
                 for (idx, chunk) in chunks {
-                    self.insert(keys::chunk(*ino, *idx), enc(chunk));
+                    self.set_chunk(*ino, *idx, chunk)?;
                 }
                 inode.body = InodeBody::Regular {
                     inline: inline.clone(),
@@ -812,6 +925,12 @@ impl Tx<'_> {
                 Some(*holder),
                 *now,
             ),
+            ZoneCommand::Collected { hashes } => {
+                for hash in hashes {
+                    self.remove(keys::unreferenced(hash));
+                }
+                Ok(Applied::Done)
+            }
             ZoneCommand::Reap { ino } => {
                 if self.get(&keys::orphan(*ino))?.is_some() {
                     let inode = self.get_inode(*ino)?;
@@ -1005,6 +1124,93 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    fn chunk(n: u8) -> ChunkRef {
+        ChunkRef {
+            hash: [n; 32],
+            len: 10,
+        }
+    }
+
+    fn set(s: &ZoneState, idx: u64, ino: Ino, version: u64, slots: &[(u64, u8)]) {
+        s.apply(
+            idx,
+            &ZoneCommand::SetContent {
+                ino,
+                expect_version: version,
+                size: 3 * 1024 * 1024,
+                inline: None,
+                chunks: slots.iter().map(|(i, n)| (*i, chunk(*n))).collect(),
+                drop_from: None,
+                now: 1,
+            },
+        )
+        .unwrap()
+        .unwrap();
+    }
+
+    /// Reference counts follow every slot change, a chunk named twice is
+    /// counted twice, and a zone from before the counts is counted once
+    /// at its first change, from its chunk map.
+    #[test]
+    fn chunk_references_are_counted_and_unreferenced_chunks_listed() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "a", 10, NewInode::Regular).unwrap();
+        create(&s, 3, ROOT_INO, "b", 11, NewInode::Regular).unwrap();
+        set(&s, 4, 10, 0, &[(0, 1), (1, 2)]);
+        set(&s, 5, 11, 0, &[(0, 1)]);
+        assert_eq!(
+            (
+                s.chunk_refs(&[1; 32]).unwrap(),
+                s.chunk_refs(&[2; 32]).unwrap()
+            ),
+            (2, 1)
+        );
+        // Slot 1 of `a` now names chunk 3: chunk 2 is unreferenced.
+        set(&s, 6, 10, 1, &[(1, 3)]);
+        assert_eq!(s.unreferenced(10).unwrap(), vec![[2; 32]]);
+        // Named again before any collector came: off the list.
+        set(&s, 7, 11, 1, &[(1, 2)]);
+        assert!(s.unreferenced(10).unwrap().is_empty());
+        // Removing `a` drops its slots: chunk 3 goes, chunk 1 stays (b).
+        s.apply(
+            8,
+            &ZoneCommand::Remove {
+                parent: ROOT_INO,
+                name: "a".into(),
+                dir: false,
+                now: 8,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.unreferenced(10).unwrap(), vec![[3; 32]]);
+        assert_eq!(s.chunk_refs(&[1; 32]).unwrap(), 1);
+        s.apply(
+            9,
+            &ZoneCommand::Collected {
+                hashes: vec![[3; 32]],
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert!(s.unreferenced(10).unwrap().is_empty());
+
+        // A zone from before the counts: forget them, then change a slot.
+        for key in [
+            keys::REFS_KEPT.to_vec(),
+            keys::refs(&[1; 32]),
+            keys::refs(&[2; 32]),
+        ] {
+            s.tree.remove(key).unwrap();
+        }
+        assert_eq!(s.chunk_refs(&[1; 32]).unwrap(), 1, "counted from the map");
+        set(&s, 10, 11, 2, &[(0, 4)]);
+        assert_eq!(s.chunk_refs(&[1; 32]).unwrap(), 0);
+        assert_eq!(s.chunk_refs(&[2; 32]).unwrap(), 1);
+        assert_eq!(s.chunk_refs(&[4; 32]).unwrap(), 1);
+        assert_eq!(s.unreferenced(10).unwrap(), vec![[1; 32]]);
     }
 
     #[test]

@@ -288,14 +288,14 @@ impl HostDescriptor for AgentState {
         Ok(())
     }
 
-    /// Kernel file writes are durable when they return; a pipe's bytes
-    /// become durable here (a checkpoint through the zone's log).
+    /// A file's buffered writes, or a pipe's bytes, become durable here
+    /// (through the zone's log).
     async fn sync_data(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
-        self.sync_pipe(&fd).await
+        self.sync_descriptor(&fd).await
     }
 
     async fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
-        self.sync_pipe(&fd).await
+        self.sync_descriptor(&fd).await
     }
 
     async fn get_flags(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorFlags> {
@@ -701,17 +701,14 @@ impl AgentState {
         self.table.push(s).map_err(FsError::trap)
     }
 
-    /// Checkpoints the pipe behind `fd`; a no-op for files, whose writes
-    /// are durable when they return.
-    async fn sync_pipe(&mut self, fd: &Resource<Descriptor>) -> FsResult<()> {
+    /// Writes out the file behind `fd`, or checkpoints its pipe.
+    async fn sync_descriptor(&mut self, fd: &Resource<Descriptor>) -> FsResult<()> {
         let d = self.desc(fd)?;
-        let Some(end) = d.pipe_writer.clone().or_else(|| d.pipe_reader.clone()) else {
-            return Ok(());
+        let synced = match d.pipe_writer.clone().or_else(|| d.pipe_reader.clone()) {
+            Some(end) => self.kernel.pipe_sync(&self.task, &end).await,
+            None => self.kernel.sync(&self.task, &d.handle.clone()).await,
         };
-        self.kernel
-            .pipe_sync(&self.task, &end)
-            .await
-            .map_err(fs_err)
+        synced.map_err(fs_err)
     }
 
     /// Adds a descriptor, within the task's descriptor limit (invariant 7).

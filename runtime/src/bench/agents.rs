@@ -15,7 +15,7 @@ use crate::agent::host::{Host, RunLimits, Stdio};
 use crate::bench::{percentile, row, Row};
 use crate::ops::{OpError, OpResult};
 
-fn fail(e: impl std::fmt::Display) -> OpError {
+pub(super) fn fail(e: impl std::fmt::Display) -> OpError {
     OpError::Failed(format!("agent benchmark: {e}"))
 }
 
@@ -153,7 +153,7 @@ pub async fn agents(
 }
 
 #[cfg(feature = "stock-baseline")]
-mod stock {
+pub(super) mod stock {
     //! The same guest on stock wasmtime-wasi with a host directory
     //! preopened: the baseline, compiled only into benchmark builds.
 
@@ -181,12 +181,9 @@ mod stock {
         }
     }
 
-    pub fn io(guest: &Path, scratch: &Path, files: usize) -> OpResult<Option<[f64; 3]>> {
-        let dir = scratch.join("stock");
-        std::fs::create_dir_all(dir.join("io")).map_err(fail)?;
-        for i in 0..files {
-            std::fs::write(dir.join(format!("io/f{i}")), vec![7u8; 4096]).map_err(fail)?;
-        }
+    /// Runs `guest` with `argv` and `dir` preopened as `/`; `false` when
+    /// there is no baseline in this build.
+    pub fn run(guest: &Path, dir: &Path, argv: &[&str]) -> OpResult<bool> {
         let engine = Engine::new(&Config::new()).map_err(fail)?;
         let mut linker = Linker::<Stock>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(fail)?;
@@ -194,8 +191,8 @@ mod stock {
         let pre =
             CommandPre::new(linker.instantiate_pre(&component).map_err(fail)?).map_err(fail)?;
         let mut b = WasiCtxBuilder::new();
-        b.args(&["bench", "io", "/io", &files.to_string()]);
-        b.preopened_dir(&dir, "/", FsPerms::ReadWrite)
+        b.args(argv);
+        b.preopened_dir(dir, "/", FsPerms::ReadWrite)
             .map_err(fail)?;
         let mut store = Store::new(
             &engine,
@@ -212,17 +209,32 @@ mod stock {
             })
         })
         .map_err(fail)?
-        .map_err(|()| fail("the stock io guest failed"))?;
+        .map_err(|()| fail(format!("the stock guest failed: {argv:?}")))?;
+        Ok(true)
+    }
+
+    pub fn io(guest: &Path, scratch: &Path, files: usize) -> OpResult<Option<[f64; 3]>> {
+        let dir = scratch.join("stock");
+        std::fs::create_dir_all(dir.join("io")).map_err(fail)?;
+        for i in 0..files {
+            std::fs::write(dir.join(format!("io/f{i}")), vec![7u8; 4096]).map_err(fail)?;
+        }
+        run(guest, &dir, &["bench", "io", "/io", &files.to_string()])?;
         let results = std::fs::read_to_string(dir.join("io/results.txt")).map_err(fail)?;
         Ok(Some(rates(&results, files)?))
     }
 }
 
 #[cfg(not(feature = "stock-baseline"))]
-mod stock {
+pub(super) mod stock {
     use std::path::Path;
 
     use crate::ops::OpResult;
+
+    /// No baseline in a normal build: it needs wasmtime-wasi's host filesystem.
+    pub fn run(_: &Path, _: &Path, _: &[&str]) -> OpResult<bool> {
+        Ok(false)
+    }
 
     /// No baseline in a normal build: it needs wasmtime-wasi's host filesystem.
     pub fn io(_: &Path, _: &Path, _: usize) -> OpResult<Option<[f64; 3]>> {

@@ -19,6 +19,7 @@ mod busy;
 mod cluster;
 mod pipes;
 mod transfer;
+mod writes;
 
 use crate::cli::BenchArgs;
 use crate::ops::{OpError, OpResult};
@@ -119,6 +120,9 @@ pub async fn run(args: BenchArgs) -> OpResult {
         }
         if wanted("pipes") {
             rows.extend(pipes::pipes(&kernel, guest, dir, scale).await?);
+        }
+        if wanted("writes") {
+            rows.extend(writes::writes(&kernel, guest, dir).await?);
         }
         if wanted("busy") {
             rows.extend(busy::busy(guest, dir, scale).await?);
@@ -321,6 +325,7 @@ async fn file_io(
             .open_path(z, &format!("{dir}/f{i}"), OpenOptions::CREATE)
             .await?;
         k.write(z, &h, 0, &d).await?;
+        k.sync(z, &h).await?;
         handles.push(h);
     }
     let nexus_w = mb(count, started.elapsed());

@@ -215,6 +215,8 @@ impl Ops for Local {
             .open_path(&task, path, OpenOptions::CREATE)
             .await?;
         self.kernel.write(&task, &h, 0, &data).await?;
+        // Acknowledged means durable: written out now.
+        self.kernel.sync(&task, &h).await?;
         Ok(())
     }
 

@@ -333,6 +333,7 @@ pub async fn run(
     let mut pumps = Vec::new();
     let mut running = Vec::new();
     let mut names = Vec::new();
+    let writers: Vec<Task> = prepared.iter().map(|a| a.task.clone()).collect();
     for a in prepared {
         let stdio = match &output {
             None => Stdio::Inherit,
@@ -395,7 +396,16 @@ pub async fn run(
     for p in pumps {
         let _ = p.await;
     }
-    let (outcome, others) = settle(results);
+    let (mut outcome, mut others) = settle(results);
+    // What the agents wrote is written out before the run reports its
+    // exit: durable, and visible through every node. A failure is the
+    // run's, unless it failed already.
+    if let Err(e) = kernel.write_out_for(&writers).await {
+        others.push(format!("nexus: writing out the agents' files: {e}"));
+        if outcome.is_ok() {
+            outcome = Err(OpError::from(e));
+        }
+    }
     for line in others {
         match &output {
             None => eprintln!("{line}"),

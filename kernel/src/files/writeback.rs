@@ -1,0 +1,406 @@
+//! Write-back: the writes to a regular file on this node land in a buffer
+//! of dirty extents, and reach the content store and the zone's log later,
+//! coalesced, as one `SetContent` per file per write-out.
+//!
+//! Why a buffer and not smaller chunks: the cost the guests paid was one
+//! Raft commit and one whole-chunk rewrite per `write` call (a 62-byte
+//! append stored 1 MiB). Smaller chunks would cut the rewrite, not the
+//! commit, and would multiply every large file's chunk list. The buffer
+//! cuts both: a burst of writes to a file costs one commit and one rewrite
+//! of each chunk it touched, whatever the number of calls.
+//!
+//! The contract (ARCHITECTURE.md, "Durability"):
+//! - a write is visible at once to every reader on this node (reads and
+//!   stats overlay the buffer on the committed state);
+//! - it is durable once written out: at `sync`, when the file's buffer
+//!   passes [`FILE_DIRTY_MAX`] or the node's passes [`NODE_DIRTY_MAX`], at
+//!   a truncate or set-times of the file, at a whole-file put's commit, at
+//!   shutdown, and at most [`FLUSH_INTERVAL`] after it was made;
+//! - other nodes see it once it is written out.
+//!
+//! A write-out runs as the task that wrote (the leader gates it again).
+//! If it fails for good (the grant was revoked, the zone is out of space)
+//! the buffered bytes are dropped and the failure is reported once, to the
+//! file's next write or `sync` on this node, as POSIX reports a failed
+//! write-back at `fsync`; a failure that may pass (no leader, a store
+//! error) keeps the bytes and is retried.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use crate::consensus::forward::Actor;
+use crate::error::{KernelError, Result};
+use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX};
+use crate::files::extents::Extents;
+use crate::files::vfs::{read_committed, set_content, Handle, InodeLocks, MAX_ATTEMPTS};
+use crate::types::{Ino, Inode, InodeBody, Timestamp, ZoneId};
+
+/// The longest a write waits in the buffer before it is written out (by
+/// default; `KernelConfig::flush_interval`).
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// A file's buffer is written out by the writer that would pass this.
+pub const FILE_DIRTY_MAX: u64 = 8 << 20;
+/// All files' buffers together; past this a writer writes its file out
+/// first, and the background write-out starts at once.
+pub const NODE_DIRTY_MAX: u64 = 256 << 20;
+
+type Key = (ZoneId, Ino);
+
+/// One file's buffered writes.
+struct DirtyFile {
+    handle: Handle,
+    /// The task that wrote them (the last one, if several did).
+    by: Actor,
+    /// Shared with a write-out in progress (which holds the file's writer
+    /// lock, so no writer changes them meanwhile).
+    extents: Arc<Extents>,
+    /// The last write's time: the file's mtime once written out.
+    mtime: Timestamp,
+}
+
+#[derive(Default)]
+struct Table {
+    files: HashMap<Key, DirtyFile>,
+    /// Write-outs that failed for good, reported once to the file's next
+    /// write or sync.
+    failed: HashMap<Key, KernelError>,
+    /// Bytes held by every file's extents.
+    total: u64,
+}
+
+/// What a reader overlays on the committed state of a file.
+pub(crate) struct Pending {
+    /// One past the last buffered byte.
+    pub end: u64,
+    pub mtime: Timestamp,
+    /// The buffered bytes within the range asked for.
+    pub extents: Extents,
+}
+
+/// The node's write-back buffers and their background write-out.
+pub(crate) struct WriteBack {
+    table: Mutex<Table>,
+    content: Arc<ContentStore>,
+    locks: Arc<InodeLocks>,
+    flusher: OnceLock<()>,
+    /// The runtime the kernel was opened on (not an agent's).
+    rt: Option<tokio::runtime::Handle>,
+    /// Wakes the background write-out before its interval (node over budget).
+    wake: Arc<tokio::sync::Notify>,
+    closed: AtomicBool,
+    interval: Duration,
+}
+
+/// Whether a failed write-out may succeed later (the bytes are kept).
+fn may_pass(e: &KernelError) -> bool {
+    matches!(
+        e,
+        KernelError::Unavailable(_)
+            | KernelError::Storage(_)
+            | KernelError::Content(_)
+            | KernelError::Busy(_)
+            | KernelError::Conflict(_)
+    )
+}
+
+impl WriteBack {
+    pub(crate) fn new(
+        content: Arc<ContentStore>,
+        locks: Arc<InodeLocks>,
+        interval: Duration,
+    ) -> Self {
+        WriteBack {
+            table: Mutex::default(),
+            content,
+            locks,
+            flusher: OnceLock::new(),
+            rt: tokio::runtime::Handle::try_current().ok(),
+            wake: Arc::default(),
+            closed: AtomicBool::new(false),
+            interval,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The buffered state of a file, with its bytes within `[lo, hi)`.
+    pub(crate) fn pending(&self, zone: &ZoneId, ino: Ino, lo: u64, hi: u64) -> Option<Pending> {
+        let table = self.table();
+        let file = table.files.get(&(zone.clone(), ino))?;
+        Some(Pending {
+            end: file.extents.end(),
+            mtime: file.mtime,
+            extents: file.extents.clipped(lo, hi),
+        })
+    }
+
+    /// `inode` as readers on this node see it: its size and mtime include
+    /// the buffered writes.
+    pub(crate) fn overlay(&self, zone: &ZoneId, inode: &mut Inode) {
+        if !matches!(inode.body, InodeBody::Regular { .. }) {
+            return;
+        }
+        if let Some(p) = self.pending(zone, inode.ino, 0, 0) {
+            inode.size = inode.size.max(p.end);
+            inode.mtime = inode.mtime.max(p.mtime);
+            inode.ctime = inode.ctime.max(p.mtime);
+        }
+    }
+
+    /// The failure of an earlier write-out of this file, once.
+    pub(crate) fn take_failure(&self, zone: &ZoneId, ino: Ino) -> Result<()> {
+        match self.table().failed.remove(&(zone.clone(), ino)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `len` more bytes for this file stay within both budgets.
+    pub(crate) fn has_room(&self, zone: &ZoneId, ino: Ino, len: u64) -> bool {
+        let table = self.table();
+        let file = table
+            .files
+            .get(&(zone.clone(), ino))
+            .map_or(0, |f| f.extents.bytes());
+        file + len <= FILE_DIRTY_MAX && table.total + len <= NODE_DIRTY_MAX
+    }
+
+    /// Buffers `data` at `at` for the file behind `h`, written by `by`.
+    /// The caller holds the file's writer lock and has checked the room.
+    pub(crate) fn record(&self, h: &Handle, by: Actor, at: u64, data: &[u8], now: Timestamp) {
+        let mut guard = self.table();
+        let table = &mut *guard;
+        let file = table
+            .files
+            .entry((h.zone_id().clone(), h.ino))
+            .or_insert_with(|| DirtyFile {
+                handle: h.clone(),
+                by: by.clone(),
+                extents: Arc::default(),
+                mtime: now,
+            });
+        let extents = Arc::make_mut(&mut file.extents);
+        let before = extents.bytes();
+        extents.write(at, data);
+        table.total = table.total - before + extents.bytes();
+        file.by = by;
+        file.mtime = file.mtime.max(now);
+        let over = table.total > NODE_DIRTY_MAX / 2;
+        drop(guard);
+        if over {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Drops a file's buffer (the file is gone).
+    pub(crate) fn discard(&self, zone: &ZoneId, ino: Ino) {
+        let mut table = self.table();
+        let key = (zone.clone(), ino);
+        if let Some(f) = table.files.remove(&key) {
+            table.total -= f.extents.bytes();
+        }
+        table.failed.remove(&key);
+    }
+
+    /// Forgets every buffer of a zone (it was destroyed).
+    pub(crate) fn forget_zone(&self, zone: &ZoneId) {
+        let mut table = self.table();
+        let gone: u64 = table
+            .files
+            .iter()
+            .filter(|((z, _), _)| z == zone)
+            .map(|(_, f)| f.extents.bytes())
+            .sum();
+        table.files.retain(|(z, _), _| z != zone);
+        table.failed.retain(|(z, _), _| z != zone);
+        table.total -= gone;
+    }
+
+    /// Writes out the buffer of the file behind `h`; the caller holds its
+    /// writer lock. On success the buffer is gone; on a failure that may
+    /// pass it is kept; otherwise it is dropped (and the error returned).
+    pub(crate) async fn write_out(&self, h: &Handle) -> Result<()> {
+        let key = (h.zone_id().clone(), h.ino);
+        let Some((by, extents, mtime)) = self
+            .table()
+            .files
+            .get(&key)
+            .map(|f| (f.by.clone(), f.extents.clone(), f.mtime))
+        else {
+            return Ok(());
+        };
+        let r = self.commit(h, &by, &extents, mtime).await;
+        match r {
+            Err(e) if may_pass(&e) => Err(e),
+            Err(_) if h.zone().state.inode(h.ino)?.is_none() => {
+                // The file is gone: so are its unwritten bytes, silently.
+                self.discard(h.zone_id(), h.ino);
+                Ok(())
+            }
+            r => {
+                self.discard(h.zone_id(), h.ino);
+                r
+            }
+        }
+    }
+
+    /// Plans and commits the buffered `extents` over the file's committed
+    /// content, re-planning if a writer on another node got there first.
+    async fn commit(
+        &self,
+        h: &Handle,
+        by: &Actor,
+        extents: &Extents,
+        mtime: Timestamp,
+    ) -> Result<()> {
+        let _guard = self.content.write_guard().await;
+        for _ in 0..MAX_ATTEMPTS {
+            let inode = h
+                .zone()
+                .state
+                .inode(h.ino)?
+                .ok_or_else(|| KernelError::NotFound(format!("inode {} (removed)", h.ino)))?;
+            let cmd = self.plan(h, &inode, extents, mtime).await?;
+            match h.zone().propose(by, cmd).await {
+                Ok(_) => return Ok(()),
+                Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(KernelError::Conflict(h.ino))
+    }
+
+    /// The `SetContent` that lays `extents` over `inode`: inline if the
+    /// result is small, else each touched chunk rebuilt (its stored bytes,
+    /// fetched only if the extents do not cover it, with the dirty bytes
+    /// over them) and stored once.
+    async fn plan(
+        &self,
+        h: &Handle,
+        inode: &Inode,
+        extents: &Extents,
+        mtime: Timestamp,
+    ) -> Result<crate::zone::command::ZoneCommand> {
+        let size = inode.size.max(extents.end());
+        let inline = match &inode.body {
+            InodeBody::Regular { inline } => inline.clone(),
+            _ => {
+                return Err(KernelError::Invalid(format!(
+                    "inode {} is not a file",
+                    h.ino
+                )))
+            }
+        };
+        if size <= INLINE_MAX {
+            let mut buf = read_committed(&self.content, h, inode, 0, inode.size.min(size)).await?;
+            buf.resize(size as usize, 0);
+            extents.overlay(0, &mut buf);
+            return Ok(set_content(inode, size, Some(buf), Vec::new(), None, mtime));
+        }
+        let mut blocks = extents.blocks(CHUNK_SIZE);
+        if inline.as_ref().is_some_and(|b| !b.is_empty()) {
+            // Leaving inline storage: the old bytes become chunk 0.
+            blocks.insert(0);
+        }
+        let mut chunks = Vec::with_capacity(blocks.len());
+        for idx in blocks {
+            let start = idx * CHUNK_SIZE;
+            let stop = (start + CHUNK_SIZE).min(size);
+            let mut buf: Vec<u8> = match &inline {
+                _ if extents.covers(start, stop) => Vec::new(),
+                Some(bytes) if idx == 0 => bytes.clone(),
+                Some(_) => Vec::new(),
+                None => match h.zone().state.chunks(h.ino, idx, idx + 1)?.first() {
+                    Some((_, chunk)) => self.content.get(chunk).await?.to_vec(),
+                    None => Vec::new(),
+                },
+            };
+            let dirty_end = extents
+                .pieces(start, stop)
+                .last()
+                .map_or(0, |(at, piece)| (at + piece.len() as u64 - start) as usize);
+            if buf.len() < dirty_end {
+                buf.resize(dirty_end, 0);
+            }
+            extents.overlay(start, &mut buf);
+            chunks.push((idx, self.content.put(buf.into()).await?));
+        }
+        Ok(set_content(inode, size, None, chunks, None, mtime))
+    }
+
+    /// Writes out the file behind `h` under its writer lock.
+    pub(crate) async fn flush(&self, h: &Handle) -> Result<()> {
+        let _writer = self.locks.lock(h.zone_id(), h.ino).await;
+        self.write_out(h).await
+    }
+
+    /// Writes out every buffered file. A failure for good is kept for the
+    /// file's next write or sync; the first error is returned.
+    pub(crate) async fn flush_all(&self) -> Result<()> {
+        self.flush_where(|_| true).await
+    }
+
+    /// Writes out every file whose last writer is one of `actors`.
+    pub(crate) async fn flush_written_by(&self, actors: &[Actor]) -> Result<()> {
+        self.flush_where(|f| actors.contains(&f.by)).await
+    }
+
+    async fn flush_where(&self, which: impl Fn(&DirtyFile) -> bool) -> Result<()> {
+        let handles: Vec<Handle> = self
+            .table()
+            .files
+            .values()
+            .filter(|f| which(f))
+            .map(|f| f.handle.clone())
+            .collect();
+        let mut first_err = None;
+        for h in handles {
+            if let Err(e) = self.flush(&h).await {
+                tracing::warn!(zone = %h.zone_id(), ino = h.ino, "write-out: {e}");
+                if !may_pass(&e) {
+                    self.table()
+                        .failed
+                        .insert((h.zone_id().clone(), h.ino), e.clone());
+                }
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Final write-out at shutdown; the background write-out stops.
+    pub(crate) async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        self.flush_all().await
+    }
+
+    /// Starts the background write-out (once), on the kernel's runtime.
+    pub(crate) fn start(self: &Arc<Self>) {
+        self.flusher.get_or_init(|| {
+            let me: Weak<WriteBack> = Arc::downgrade(self);
+            let wake = self.wake.clone();
+            let interval = self.interval;
+            let flusher = async move {
+                loop {
+                    let _ = tokio::time::timeout(interval, wake.notified()).await;
+                    let Some(wb) = me.upgrade() else { return };
+                    if wb.closed.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // Errors are logged and kept (see `flush_all`).
+                    let _ = wb.flush_all().await;
+                }
+            };
+            let rt = self
+                .rt
+                .clone()
+                .unwrap_or_else(tokio::runtime::Handle::current);
+            rt.spawn(flusher);
+        });
+    }
+}
