@@ -671,6 +671,10 @@ impl Kernel {
     /// local replica has applied all the group had committed now (ReadIndex
     /// through the leader). Reads are local, and fast, without it.
     pub async fn linearize(&self, task: &Task) -> Result<()> {
+        // Writes buffered on this node are visible to its readers: they
+        // are committed first, so what a linearizable read returns was
+        // visible nowhere before it was in the log (invariant 25).
+        self.writeback.flush_zone(task.zone()).await?;
         self.zone(task.zone())?.driver.linearize().await
     }
 

@@ -339,3 +339,17 @@ async fn a_store_shared_with_other_nodes_is_never_collected() {
     let stored = |p: &std::path::Path| std::fs::read_dir(p.join("chunks")).map_or(0, |d| d.count());
     assert_eq!(stored(&shared), 1, "another node may name it");
 }
+
+#[tokio::test]
+async fn a_large_write_is_buffered_in_bounded_pieces() {
+    let (_dir, k, t) = zone(HOUR).await;
+    let f = k.open_path(&t, "/large", CREATE).await.unwrap();
+    let before = applied(&k, &t).await;
+    let data: Vec<u8> = (0..20 * CHUNK_SIZE).map(|i| (i % 249) as u8).collect();
+    k.write(&t, &f, 0, &data).await.unwrap();
+    // 8 MiB per file at most: written out at 8 and 16 MiB, 4 MiB held.
+    assert_eq!(applied(&k, &t).await, before + 2);
+    k.sync(&t, &f).await.unwrap();
+    assert_eq!(applied(&k, &t).await, before + 3);
+    assert!(k.read(&t, &f, 0, 20 * CHUNK_SIZE).await.unwrap()[..] == data[..16 << 20]);
+}

@@ -378,7 +378,7 @@ mod linearizability {
                         (Some(v), v)
                     } else {
                         k.linearize(&t).await.unwrap();
-                        let b = k.read(&t, &h, 0, 8).await.unwrap();
+                        let b = k.read_linearized(&t, &h, 0, 8).await.unwrap();
                         (None, u64::from_be_bytes(b[..].try_into().unwrap()))
                     };
                     let response = start.elapsed().as_nanos();

@@ -101,7 +101,17 @@ fn main() {
                 .write(true)
                 .open(format!("{dir}/big"))
                 .expect("open the 8 MiB file");
-            big.write_all(&vec![1u8; 8 << 20]).expect("fill");
+            // Aperiodic bytes: equal chunks would be stored once.
+            let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+            let fill: Vec<u8> = (0..8 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            big.write_all(&fill).expect("fill");
             big.sync_all().expect("sync the fill");
             let page = vec![2u8; 4096];
             let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -118,10 +128,12 @@ fn main() {
             big.sync_all().expect("sync the pages");
             let random = t.elapsed().as_nanos();
 
-            let block = vec![3u8; 1 << 20];
+            let mut block = vec![3u8; 1 << 20];
             let t = Instant::now();
             let mut seq = File::create(format!("{dir}/seq")).expect("create");
-            for _ in 0..32 {
+            for i in 0..32u64 {
+                // Distinct blocks, as above.
+                block[..8].copy_from_slice(&i.to_le_bytes());
                 seq.write_all(&block).expect("write 1 MiB");
             }
             seq.sync_all().expect("sync");

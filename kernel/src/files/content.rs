@@ -65,6 +65,10 @@ pub struct ContentStore {
     verified: Mutex<HashSet<[u8; 32]>>,
     /// For a store on local disk: its directory, whose chunks are fsync'd.
     durable_dir: Option<std::path::PathBuf>,
+    /// Fan-out directories whose own name this process has made durable
+    /// (their parent fsync'd since they existed): only the new chunk's
+    /// directory needs an fsync then.
+    durable_fanouts: Mutex<HashSet<String>>,
     /// Human-readable location, for status output.
     pub location: String,
 }
@@ -93,6 +97,7 @@ impl ContentStore {
             registered: tokio::sync::OnceCell::new(),
             verified: Mutex::default(),
             durable_dir: None,
+            durable_fanouts: Mutex::default(),
             location,
         }
     }
@@ -221,18 +226,26 @@ impl ContentStore {
         verified.insert(hash);
     }
 
-    /// On local disk: fsyncs the chunk at `path` and the directories that
-    /// name it (a new fan-out directory, the first time).
+    /// On local disk: fsyncs the chunk at `path` and the directory that
+    /// names it, and, the first time in this process, the directory that
+    /// names that fan-out directory (it may be new).
     async fn make_durable(&self, path: &Path) -> Result<()> {
         let Some(dir) = &self.durable_dir else {
             return Ok(());
         };
         let file = dir.join(path.as_ref());
+        let fanout = path.as_ref().rsplit_once('/').map(|(d, _)| d.to_owned());
+        let known = fanout.as_ref().is_some_and(|f| {
+            self.durable_fanouts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(f)
+        });
         tokio::task::spawn_blocking(move || {
             let sync = |p: &std::path::Path| std::fs::File::open(p)?.sync_all();
             sync(&file)?;
             let mut parent = file.parent();
-            for _ in 0..2 {
+            for _ in 0..if known { 1 } else { 2 } {
                 if let Some(p) = parent {
                     sync(p)?;
                     parent = p.parent();
@@ -242,7 +255,14 @@ impl ContentStore {
         })
         .await
         .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))?
-        .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))
+        .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))?;
+        if let (false, Some(f)) = (known, fanout) {
+            self.durable_fanouts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(f);
+        }
+        Ok(())
     }
 
     /// Reads `range` of a chunk (bounded by its length). The first read of

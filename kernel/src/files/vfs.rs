@@ -473,11 +473,37 @@ impl Kernel {
     /// Reads up to `len` bytes at `offset` (at most [`MAX_READ`]); short at
     /// EOF. This node's buffered writes are read too.
     pub async fn read(&self, task: &Task, h: &Handle, offset: u64, len: u64) -> Result<Bytes> {
+        self.read_view(task, h, offset, len, true).await
+    }
+
+    /// `read` of the committed content only, without this node's buffered
+    /// writes: after `linearize` (which writes this node's buffers of the
+    /// zone out first), a read no other node can contradict later.
+    pub async fn read_linearized(
+        &self,
+        task: &Task,
+        h: &Handle,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes> {
+        self.read_view(task, h, offset, len, false).await
+    }
+
+    async fn read_view(
+        &self,
+        task: &Task,
+        h: &Handle,
+        offset: u64,
+        len: u64,
+        buffered: bool,
+    ) -> Result<Bytes> {
         self.gate(task, h, Permission::Read, "read", &h.path)?;
         let want = offset.saturating_add(len.min(MAX_READ));
         // The buffer first: a write-out that commits in between is then
         // read twice (the same bytes), never missed.
-        let pending = self.writeback.pending(&h.zone.id, h.ino, offset, want);
+        let pending = buffered
+            .then(|| self.writeback.pending(&h.zone.id, h.ino, offset, want))
+            .flatten();
         let inode = self.regular(h)?;
         let size = inode.size.max(pending.as_ref().map_or(0, |p| p.end));
         if offset >= size || len == 0 {
@@ -560,10 +586,19 @@ impl Kernel {
         if len == 0 {
             return Ok(offset);
         }
-        if !self.writeback.has_room(&h.zone.id, h.ino, len) {
-            self.writeback.write_out(h).await?;
+        // In pieces of at most a chunk, so no write holds more than the
+        // buffers' bounds, however large it is.
+        let mut at = offset;
+        for piece in data.chunks(CHUNK_SIZE as usize) {
+            if !self
+                .writeback
+                .has_room(&h.zone.id, h.ino, piece.len() as u64)
+            {
+                self.writeback.write_out(h).await?;
+            }
+            self.writeback.record(h, task.actor(), at, piece, now());
+            at += piece.len() as u64;
         }
-        self.writeback.record(h, task.actor(), offset, data, now());
         self.start_background();
         Ok(offset)
     }

@@ -306,7 +306,7 @@ impl WriteBack {
             // Leaving inline storage: the old bytes become chunk 0.
             blocks.insert(0);
         }
-        let mut chunks = Vec::with_capacity(blocks.len());
+        let mut rebuilt = Vec::with_capacity(blocks.len());
         for idx in blocks {
             let start = idx * CHUNK_SIZE;
             let stop = (start + CHUNK_SIZE).min(size);
@@ -327,8 +327,14 @@ impl WriteBack {
                 buf.resize(dirty_end, 0);
             }
             extents.overlay(start, &mut buf);
-            chunks.push((idx, self.content.put(buf.into()).await?));
+            rebuilt.push((idx, buf));
         }
+        // Stored together: their fsyncs overlap (at most 8 MiB of them,
+        // the file's buffer bound).
+        let puts = rebuilt.into_iter().map(|(idx, buf)| async move {
+            Ok::<_, KernelError>((idx, self.content.put(buf.into()).await?))
+        });
+        let chunks = futures::future::try_join_all(puts).await?;
         Ok(set_content(inode, size, None, chunks, None, mtime))
     }
 
@@ -342,6 +348,17 @@ impl WriteBack {
     /// file's next write or sync; the first error is returned.
     pub(crate) async fn flush_all(&self) -> Result<()> {
         self.flush_where(|_| true).await
+    }
+
+    /// Writes out every buffered file of `zone` (before a linearizable
+    /// read: it then sees every write a reader on this node could have
+    /// seen). Only a failure that may pass is returned; one for good is
+    /// kept for the writer, as in the background.
+    pub(crate) async fn flush_zone(&self, zone: &ZoneId) -> Result<()> {
+        match self.flush_where(|f| f.handle.zone_id() == zone).await {
+            Err(e) if may_pass(&e) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Writes out every file whose last writer is one of `actors`.

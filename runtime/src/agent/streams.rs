@@ -1,8 +1,12 @@
 //! `wasi:io` streams over kernel file handles. A read or write is a kernel
-//! call running as its own tokio task; the stream's pollable waits on it,
-//! so a guest blocked on a stream never spins (no busy waiting), and at most
-//! one call is in flight per stream with a bounded buffer (invariant 7).
+//! call, finished on the spot when it need not wait (a buffered write, a
+//! read of an inline file), else run as its own tokio task that the
+//! stream's pollable waits on: a guest blocked on a stream never spins (no
+//! busy waiting), and at most one call is in flight per stream with a
+//! bounded buffer (invariant 7).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,6 +27,21 @@ pub type FileRef = (Handle, Option<Arc<OpenFile>>);
 
 /// Bytes fetched or accepted per kernel call at most.
 pub const STREAM_CHUNK: usize = 1 << 20;
+
+type Call<T> = Pin<Box<dyn Future<Output = Result<T, KernelError>> + Send>>;
+type Running<T> = JoinHandle<Result<T, KernelError>>;
+
+/// Finishes `call` now if it can without waiting; otherwise hands it,
+/// as it stands, to a task (a spawn per call costs more than most buffered
+/// writes themselves).
+fn now_or_spawn<T: Send + 'static>(
+    mut call: Call<T>,
+) -> Result<Result<T, KernelError>, Running<T>> {
+    match (&mut call).now_or_never() {
+        Some(r) => Ok(r),
+        None => Err(tokio::spawn(call)),
+    }
+}
 
 enum ReadState {
     Idle,
@@ -80,9 +99,12 @@ impl KernelInputStream {
             self.handle.clone(),
             self.offset,
         );
-        self.state = ReadState::Pending(tokio::spawn(async move {
+        match now_or_spawn(Box::pin(async move {
             k.read(&t, &h, off, STREAM_CHUNK as u64).await
-        }));
+        })) {
+            Ok(r) => self.settle(Ok(r)),
+            Err(running) => self.state = ReadState::Pending(running),
+        }
     }
 
     fn settle(&mut self, r: Result<Result<Bytes, KernelError>, tokio::task::JoinError>) {
@@ -119,6 +141,12 @@ impl InputStream for KernelInputStream {
         match std::mem::replace(&mut self.state, ReadState::Idle) {
             ReadState::Idle => {
                 self.start();
+                if matches!(
+                    self.state,
+                    ReadState::Ready(_) | ReadState::Failed(_) | ReadState::Closed
+                ) {
+                    return self.read(size);
+                }
                 Ok(Bytes::new())
             }
             ReadState::Ready(mut b) => {
@@ -243,16 +271,21 @@ impl OutputStream for KernelOutputStream {
         if let Place::At(off) = &mut self.place {
             *off += bytes.len() as u64;
         }
-        self.pending = Some(tokio::spawn(async move {
+        match now_or_spawn(Box::pin(async move {
             match place {
                 Place::At(off) => k.write(&t, &h, off, &bytes).await,
                 Place::Append => k.append(&t, &h, &bytes).await,
             }
-        }));
+        })) {
+            Ok(r) => self.settle(Ok(r)),
+            Err(running) => self.pending = Some(running),
+        }
         Ok(())
     }
 
-    /// Each write is durable once it completes; flushing waits for that.
+    /// A completed write is visible to every reader on the node; flushing
+    /// waits for the write in flight (durability is the descriptor's
+    /// `sync`).
     fn flush(&mut self) -> StreamResult<()> {
         self.check_failed()
     }

@@ -161,6 +161,7 @@ pub(super) mod stock {
 
     use wasmtime::component::{Component, Linker, ResourceTable};
     use wasmtime::{Config, Engine, Store};
+    use wasmtime_wasi::p1::WasiP1Ctx;
     use wasmtime_wasi::p2::bindings::CommandPre;
     use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -213,6 +214,30 @@ pub(super) mod stock {
         Ok(true)
     }
 
+    /// Runs the wasip1 core module `guest` on wasmtime-wasi's own
+    /// preview1 implementation, `dir` preopened as `/`.
+    pub fn run_p1(guest: &Path, dir: &Path, argv: &[&str]) -> OpResult<bool> {
+        let engine = Engine::new(&Config::new()).map_err(fail)?;
+        let mut linker = wasmtime::Linker::<WasiP1Ctx>::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |cx| cx).map_err(fail)?;
+        let module = wasmtime::Module::from_file(&engine, guest).map_err(fail)?;
+        let mut b = WasiCtxBuilder::new();
+        b.args(argv);
+        b.preopened_dir(dir, "/", FsPerms::ReadWrite)
+            .map_err(fail)?;
+        let mut store = Store::new(&engine, b.build_p1());
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            rt.block_on(async {
+                let instance = linker.instantiate_async(&mut store, &module).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                start.call_async(&mut store, ()).await
+            })
+        })
+        .map_err(fail)?;
+        Ok(true)
+    }
+
     pub fn io(guest: &Path, scratch: &Path, files: usize) -> OpResult<Option<[f64; 3]>> {
         let dir = scratch.join("stock");
         std::fs::create_dir_all(dir.join("io")).map_err(fail)?;
@@ -233,6 +258,11 @@ pub(super) mod stock {
 
     /// No baseline in a normal build: it needs wasmtime-wasi's host filesystem.
     pub fn run(_: &Path, _: &Path, _: &[&str]) -> OpResult<bool> {
+        Ok(false)
+    }
+
+    /// No baseline in a normal build (as `run`).
+    pub fn run_p1(_: &Path, _: &Path, _: &[&str]) -> OpResult<bool> {
         Ok(false)
     }
 

@@ -122,7 +122,10 @@ pub async fn run(args: BenchArgs) -> OpResult {
             rows.extend(pipes::pipes(&kernel, guest, dir, scale).await?);
         }
         if wanted("writes") {
-            rows.extend(writes::writes(&kernel, guest, dir).await?);
+            rows.extend(writes::writes(&kernel, guest, args.guest_p1.as_deref(), dir).await?);
+            if let Some(sqlite) = &args.guest_sqlite {
+                rows.extend(writes::sqlite(&kernel, sqlite, dir).await?);
+            }
         }
         if wanted("busy") {
             rows.extend(busy::busy(guest, dir, scale).await?);

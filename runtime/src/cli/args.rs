@@ -269,8 +269,15 @@ pub struct BenchArgs {
     /// run, guest file I/O, pipes, timers, a node busy with agents).
     #[arg(long)]
     pub guest: Option<PathBuf>,
-    /// Run only these groups (default: all): kernel, gate, agents, pipes,
-    /// busy, cluster, transfer.
+    /// The same guest built for wasm32-wasip1 (a core module): adds the
+    /// write-path rows through the preview1 adapter.
+    #[arg(long)]
+    pub guest_p1: Option<PathBuf>,
+    /// `guests/sqlite` built with componentize-py: adds the SQLite rows.
+    #[arg(long)]
+    pub guest_sqlite: Option<PathBuf>,
+    /// Run only these groups (default: all): kernel, gate, agents, writes,
+    /// pipes, busy, cluster, transfer.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]

@@ -240,7 +240,7 @@ impl Ops for Local {
         };
         Ok(Download {
             total: end - start,
-            bytes: read_range(self.kernel.clone(), task, h, start, end),
+            bytes: read_range(self.kernel.clone(), task, h, start..end, linearizable),
         })
     }
 
@@ -433,15 +433,28 @@ impl Ops for Local {
 
 /// Bytes `start..end` of the file, a chunk per read, read as the
 /// consumer asks for them.
-fn read_range(kernel: Arc<Kernel>, task: Task, h: Handle, start: u64, end: u64) -> ByteStream {
-    futures::stream::try_unfold(start, move |at| {
+/// `range` of the file behind `h`, read lazily; a linearizable read sees
+/// committed content only (see `Kernel::read_linearized`).
+fn read_range(
+    kernel: Arc<Kernel>,
+    task: Task,
+    h: Handle,
+    range: std::ops::Range<u64>,
+    linearizable: bool,
+) -> ByteStream {
+    let end = range.end;
+    futures::stream::try_unfold(range.start, move |at| {
         let (kernel, task, h) = (kernel.clone(), task.clone(), h.clone());
         async move {
             if at >= end {
                 return Ok(None);
             }
             let want = (end - at).min(TRANSFER_CHUNK as u64);
-            let bytes: Bytes = kernel.read(&task, &h, at, want).await?;
+            let bytes: Bytes = if linearizable {
+                kernel.read_linearized(&task, &h, at, want).await?
+            } else {
+                kernel.read(&task, &h, at, want).await?
+            };
             if bytes.is_empty() {
                 // The file shrank while it was read.
                 return Ok(None);
