@@ -195,6 +195,51 @@ pub fn guest_for(dir: &str, target_triple: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// `nexus ARGS` on the data directory `home`, run to completion.
+pub fn run(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    nexus(home).args(args).output().expect("run nexus")
+}
+
+/// Output bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `nexus ARGS`, which must succeed; its stdout.
+pub fn ok(home: &std::path::Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(
+        out.status.success(),
+        "nexus {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// `examples/python/NAME.py` built with `nexus build` (componentize-py,
+/// which scripts/setup installs) into `dir/NAME.wasm`.
+pub fn python_agent(dir: &std::path::Path, name: &str) -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let source = root.join("examples/python").join(format!("{name}.py"));
+    let out = dir.join(format!("{name}.wasm"));
+    let built = nexus(dir)
+        .arg("build")
+        .arg(&source)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("run nexus build");
+    assert!(
+        built.status.success(),
+        "nexus build {name}.py: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
 /// `len` pseudo-random bytes from `seed`: no two chunks alike (chunks
 /// equal by content are stored once), so a misplaced chunk shows.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {

@@ -84,6 +84,8 @@ async fn run(cli: Cli) -> OpResult<i32> {
         Command::Kernel(cmd) => cmd,
         Command::Cluster(cmd) => return cli::cluster::run(cmd).map(|()| 0),
         Command::Issuer(cmd) => return cli::issuer::run(&home, cmd).map(|()| 0),
+        Command::Build(args) => return cli::build::run(args).map(|()| 0),
+        Command::Compile(args) => return cli::compile::run(&home, args).map(|()| 0),
         Command::Node(cmd) => {
             let mut cfg = KernelConfig::embedded(&home);
             cfg.object_store = ObjectStoreConfig::parse(&cli.object_store)?;

@@ -769,6 +769,20 @@ fn an_agent_runs_on_a_node_and_its_output_streams_back() {
     let out = c.cli(0, &["run", not_wasm.to_str().unwrap(), "--zone", "z1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly file"));
+
+    // A Python agent through a node: the client hears of the first
+    // compile, and gets the agent's status and traceback.
+    let fails = nexus_tests::python_agent(&c.homes[0], "fails");
+    let fails = fails.to_str().unwrap();
+    let out = c.cli(1, &["run", fails, "--zone", "z1", "--", "exit", "7"]);
+    assert_eq!(out.status.code(), Some(7));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fails.wasm (first run only)"), "{stderr}");
+    let out = c.cli(1, &["run", fails, "--zone", "z1", "--", "raise"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ValueError: the agent gave up"), "{stderr}");
+    assert!(!stderr.contains("compiling"), "compiled once: {stderr}");
 }
 
 #[test]

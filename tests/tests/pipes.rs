@@ -17,26 +17,7 @@ use nexus_kernel::{Capabilities, Principal};
 use nexus_kernel::{Kernel, KernelConfig};
 use nexus_runtime::agent::host::Stdio as AgentStdio;
 use nexus_runtime::agent::host::{Host, RunLimits};
-use nexus_tests::{guest, nexus};
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    nexus(home).args(args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = run(home, args);
-    assert!(
-        out.status.success(),
-        "nexus {args:?}: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use nexus_tests::{guest, nexus, ok, run, text};
 
 /// A data directory with zone z1 where `agents` are editors.
 fn zone_for(agents: &[&str]) -> tempfile::TempDir {

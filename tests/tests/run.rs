@@ -4,17 +4,7 @@
 // Tests may unwrap: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Output;
-
-use nexus_tests::{guest, nexus};
-
-fn run(home: &std::path::Path, args: &[&str]) -> Output {
-    nexus(home).args(args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use nexus_tests::{guest, run, text};
 
 #[test]
 fn hello_runs_as_its_own_identity_on_its_zone() {

@@ -256,6 +256,25 @@ impl Host {
         self.load_bytes(bytes, shown)
     }
 
+    /// Where this engine's compilation of `bytes` is cached.
+    fn cached_path(&self, bytes: &[u8]) -> PathBuf {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            blake3::hash(bytes).to_hex(),
+            engine_hash.finish()
+        );
+        self.cache_dir.join(key)
+    }
+
+    /// Whether loading `bytes` would find them compiled already.
+    pub fn is_compiled(&self, bytes: &[u8]) -> bool {
+        self.cached_path(bytes).exists()
+    }
+
     /// [`load`](Self::load) for bytes in hand (`shown` names them in errors).
     pub fn load_bytes(&self, bytes: Vec<u8>, shown: String) -> Result<Component, RunError> {
         let core_module = match bytes.get(..8) {
@@ -263,16 +282,7 @@ impl Host {
             Some([0, b'a', b's', b'm', ..]) => false,
             _ => return Err(RunError::NotWasm(shown)),
         };
-        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
-        let key = format!(
-            "{}-{:016x}.cwasm",
-            blake3::hash(&bytes).to_hex(),
-            engine_hash.finish()
-        );
-        let cached = self.cache_dir.join(key);
+        let cached = self.cached_path(&bytes);
         if cached.exists() {
             // SAFETY: the file was written by `Component::serialize` of this
             // same engine configuration (the hash is in its name), in the

@@ -63,6 +63,36 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Build a Python agent into a component (with componentize-py).
+    Build(BuildArgs),
+    /// Compile agents into this data directory's cache ahead of their
+    /// first run.
+    Compile(CompileArgs),
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// The agent's main module, e.g. `agent.py`; it defines its entry
+    /// point with `@nexus_guest.main`. Modules beside it are included.
+    pub agent: PathBuf,
+    /// The component to write (default: the module's name with `.wasm`).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// componentize-py to use (default: on PATH, else where scripts/setup
+    /// installs it).
+    #[arg(long, env = "NEXUS_COMPONENTIZE_PY", value_name = "PATH")]
+    pub componentize_py: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CompileArgs {
+    /// Components or wasip1 modules.
+    #[arg(required = true)]
+    pub agents: Vec<PathBuf>,
+    /// The linear memory the runs will ask for (`nexus run --memory`): the
+    /// compiled code is specific to it.
+    #[arg(long)]
+    pub memory: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -286,7 +316,8 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The agent: a WebAssembly component.
+    /// The agent: a WebAssembly component (wasm32-wasip2, or Python built
+    /// with `nexus build`) or a wasip1 core module.
     pub agent: PathBuf,
     #[command(flatten)]
     pub zone: ZoneArg,

@@ -5,7 +5,9 @@
 pub mod access;
 pub mod args;
 pub mod audit;
+pub mod build;
 pub mod cluster;
+pub mod compile;
 pub mod fs;
 pub mod issuer;
 pub mod node;

@@ -9,6 +9,7 @@
 //! pipe ends go with them).
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -123,6 +124,11 @@ impl Drop for Admitted<'_> {
     }
 }
 
+/// Where a data directory keeps compiled agents.
+pub fn compile_cache(home: &Path) -> std::path::PathBuf {
+    home.join("cache").join("components")
+}
+
 /// The engines agents run on: one without fuel metering, one with
 /// (metering is an engine setting and costs speed, so it is only paid for
 /// when asked), each made on first use; and the agents running on them.
@@ -138,7 +144,7 @@ pub struct Hosts {
 impl Hosts {
     pub fn new(kernel: &Kernel, policy: RunPolicy) -> Self {
         Hosts {
-            cache: kernel.home().join("cache").join("components"),
+            cache: compile_cache(kernel.home()),
             policy: policy.clone(),
             plain: OnceLock::new(),
             metered: OnceLock::new(),
@@ -297,9 +303,20 @@ pub async fn run(
         .collect::<OpResult<Vec<_>>>()?;
     let host = hosts.host(limits.fuel.is_some())?;
     let agent_threads = threads::handle()?;
+    let (output, mut stdin) = match io {
+        RunIo::Inherit => (None, None),
+        RunIo::Stream { output, stdin } => (Some(output), stdin),
+    };
     // Every agent is compiled, then every identity checked, before any starts.
     let mut compiled = Vec::new();
     for agent in &spec.agents {
+        if !host.is_compiled(&agent.code) {
+            let line = format!("nexus: compiling {} (first run only)…\n", agent.name);
+            // Through a node the client hears it; here, a terminal does.
+            if output.is_some() || std::io::stderr().is_terminal() {
+                deliver(output.as_ref(), Output::Stderr(line.into_bytes())).await;
+            }
+        }
         // Compiling is CPU work: on the agents' blocking threads.
         let (h, code, shown) = (host.clone(), agent.code.clone(), agent.name.clone());
         let pre = agent_threads
@@ -326,10 +343,6 @@ pub async fn run(
         })
         .collect();
 
-    let (output, mut stdin) = match io {
-        RunIo::Inherit => (None, None),
-        RunIo::Stream { output, stdin } => (Some(output), stdin),
-    };
     let mut pumps = Vec::new();
     let mut running = Vec::new();
     let mut names = Vec::new();
