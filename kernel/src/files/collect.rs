@@ -175,11 +175,14 @@ impl Collector {
                     }
                 }
             };
-            let rt = self
+            // Without a runtime, rounds run at shutdown (and `collect`) only.
+            if let Some(rt) = self
                 .rt
                 .clone()
-                .unwrap_or_else(tokio::runtime::Handle::current);
-            rt.spawn(rounds);
+                .or_else(|| tokio::runtime::Handle::try_current().ok())
+            {
+                rt.spawn(rounds);
+            }
         });
     }
 }

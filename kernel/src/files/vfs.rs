@@ -303,8 +303,13 @@ impl Kernel {
     /// The inode behind `h` as readers on this node see it (buffered
     /// writes included).
     fn current(&self, h: &Handle) -> Result<Inode> {
+        // The buffer first, as `read` does: a write-out committing in
+        // between is then seen twice, never missed.
+        let pending = self.writeback.pending(&h.zone.id, h.ino, 0, 0);
         let mut inode = self.inode(&h.zone, h.ino)?;
-        self.writeback.overlay(&h.zone.id, &mut inode);
+        if let Some(p) = pending {
+            p.apply(&mut inode);
+        }
         Ok(inode)
     }
 

@@ -79,6 +79,17 @@ pub(crate) struct Pending {
     pub extents: Extents,
 }
 
+impl Pending {
+    /// The file's size and times with the buffered writes.
+    pub(crate) fn apply(&self, inode: &mut Inode) {
+        if matches!(inode.body, InodeBody::Regular { .. }) {
+            inode.size = inode.size.max(self.end);
+            inode.mtime = inode.mtime.max(self.mtime);
+            inode.ctime = inode.ctime.max(self.mtime);
+        }
+    }
+}
+
 /// The node's write-back buffers and their background write-out.
 pub(crate) struct WriteBack {
     table: Mutex<Table>,
@@ -139,15 +150,11 @@ impl WriteBack {
     }
 
     /// `inode` as readers on this node see it: its size and mtime include
-    /// the buffered writes.
+    /// the buffered writes. For a caller holding the file's writer lock
+    /// (otherwise take the `pending` snapshot before reading the inode).
     pub(crate) fn overlay(&self, zone: &ZoneId, inode: &mut Inode) {
-        if !matches!(inode.body, InodeBody::Regular { .. }) {
-            return;
-        }
         if let Some(p) = self.pending(zone, inode.ino, 0, 0) {
-            inode.size = inode.size.max(p.end);
-            inode.mtime = inode.mtime.max(p.mtime);
-            inode.ctime = inode.ctime.max(p.mtime);
+            p.apply(inode);
         }
     }
 
@@ -413,11 +420,15 @@ impl WriteBack {
                     let _ = wb.flush_all().await;
                 }
             };
-            let rt = self
+            // Without a runtime (none here, none at open) writes are
+            // written out at sync, when full, and at shutdown only.
+            if let Some(rt) = self
                 .rt
                 .clone()
-                .unwrap_or_else(tokio::runtime::Handle::current);
-            rt.spawn(flusher);
+                .or_else(|| tokio::runtime::Handle::try_current().ok())
+            {
+                rt.spawn(flusher);
+            }
         });
     }
 }
