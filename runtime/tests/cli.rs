@@ -181,6 +181,23 @@ fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
         assert_eq!(got, *code, "nexus {args:?}: {err}");
         assert!(err.to_lowercase().contains(needle), "nexus {args:?}: {err}");
     }
+    // `nexus build`: a name that is no Python module, and no
+    // componentize-py anywhere: each says what to do.
+    let (code, err) = h.fails(&["build", "my-agent.py"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("Python identifier"), "{err}");
+    let agent = h.0.path().join("agent.py");
+    std::fs::write(&agent, "print('hi')\n").unwrap();
+    let out = h
+        .cmd(&["build", agent.to_str().unwrap()])
+        .env("PATH", "/nonexistent")
+        .env("HOME", "/nonexistent")
+        .env_remove("NEXUS_COMPONENTIZE_PY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("pip install componentize-py"), "{err}");
     let long = format!("/{}", "n".repeat(300));
     let (_, err) = h.fails(&["fs", "mkdir", "-z", "z1", &long]);
     assert!(err.contains("name too long"), "{err}");
