@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::count_chunks;
-use nexus_kernel::OpenOptions;
+use common::{count_chunks, CREATE};
 use nexus_kernel::{Capabilities, Principal, Task};
 use nexus_kernel::{ErrorCode, KernelError};
 use nexus_kernel::{FileKind, ZoneId};
@@ -42,15 +41,6 @@ async fn zone_z1() -> (tempfile::TempDir, Kernel, ZoneId, Task) {
 fn z(name: &str) -> ZoneId {
     ZoneId::new(name).unwrap()
 }
-
-const CREATE: OpenOptions = OpenOptions {
-    read: true,
-    write: true,
-    create: true,
-    exclusive: false,
-    truncate: false,
-    directory: false,
-};
 
 fn code<T: std::fmt::Debug>(r: Result<T, KernelError>) -> ErrorCode {
     r.expect_err("expected an error").code()

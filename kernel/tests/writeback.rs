@@ -9,20 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::count_chunks;
+use common::{count_chunks, CREATE};
 
-use nexus_kernel::{Capabilities, ErrorCode, Kernel, KernelConfig, OpenOptions, Principal, Task};
+use nexus_kernel::{Capabilities, ErrorCode, Kernel, KernelConfig, Principal, Task};
 use nexus_kernel::{ZoneId, ZoneQuota, CHUNK_SIZE};
 use rand::{Rng, SeedableRng};
-
-const CREATE: OpenOptions = OpenOptions {
-    read: true,
-    write: true,
-    create: true,
-    exclusive: false,
-    truncate: false,
-    directory: false,
-};
 
 fn me() -> Principal {
     Principal::parse("user:tester").unwrap()

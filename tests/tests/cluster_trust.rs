@@ -544,6 +544,16 @@ async fn a_member_node_cannot_write_what_its_caller_may_not() {
     };
     let o = forward(&sender, target, orphan.encode()).await;
     refused_as(&o.unwrap(), "access", "may not keep a file open for node");
+    // The collector's bookkeeping is a node's own: a task may not send it.
+    let collected = Forwarded {
+        zone: z1.clone(),
+        actor: owner(),
+        proposal: Proposal::Command(ZoneCommand::Collected {
+            hashes: vec![[0; 32]],
+        }),
+    };
+    let o = forward(&sender, target, collected.encode()).await;
+    refused_as(&o.unwrap(), "access", "only a node makes this change");
 
     // More writes in one call than a node sends: refused whole.
     let flood = ForwardedWrites {
