@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod bench;
 pub mod cli;
+pub mod native;
 pub mod node;
 pub mod ops;
 pub mod output;

@@ -99,6 +99,7 @@ pub async fn busy(guest: &Path, scratch: &Path, scale: usize) -> OpResult<Vec<Ro
     let spec = RunSpec {
         zone: zone.to_string(),
         agents,
+        native: None,
         env: Vec::new(),
         timeout: None,
         memory: None,

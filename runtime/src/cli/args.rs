@@ -317,8 +317,22 @@ pub struct BenchArgs {
 #[derive(Args)]
 pub struct RunArgs {
     /// The agent: a WebAssembly component (wasm32-wasip2, or Python built
-    /// with `nexus build`) or a wasip1 core module.
-    pub agent: PathBuf,
+    /// with `nexus build`) or a wasip1 core module. Omitted for a native
+    /// agent (--image or --isolation host), whose command follows `--`.
+    pub agent: Option<PathBuf>,
+    /// Run a native agent in a container of this Docker image (isolation
+    /// level 1): no network, a read-only root, no capabilities, and the
+    /// zone at /mnt/nexus as its only mount.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["agent", "isolation", "with", "fuel"])]
+    pub image: Option<String>,
+    /// `host`: run the command after `--` as a host process in the zone
+    /// mounted through FUSE (isolation level 0: weak, the process can do
+    /// whatever its user can; embedded only).
+    #[arg(long, value_name = "LEVEL", value_parser = ["host"], conflicts_with_all = ["agent", "with", "fuel"])]
+    pub isolation: Option<String>,
+    /// CPUs a container may use, e.g. 1.5 (--image).
+    #[arg(long, requires = "image")]
+    pub cpus: Option<f64>,
     #[command(flatten)]
     pub zone: ZoneArg,
     /// Environment variables for the agent (it sees no others).

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::args::RunArgs;
 use crate::agent::host::RunError;
+use crate::native::{Isolation, NativeError, NativeSpec};
 use crate::ops::{AgentSpec, OpError, OpResult, Ops, RunIo, RunSpec};
 use crate::units;
 
@@ -38,15 +39,50 @@ fn agent(path: &str, args: Vec<String>) -> OpResult<AgentSpec> {
     })
 }
 
+/// A native agent's spec, if the arguments ask for one.
+fn native(args: &RunArgs) -> OpResult<Option<NativeSpec>> {
+    let isolation = match (&args.image, &args.isolation) {
+        (Some(image), _) => Isolation::Container {
+            image: image.clone(),
+            cpus: args.cpus,
+        },
+        (None, Some(_)) => Isolation::Host,
+        (None, None) => return Ok(None),
+    };
+    if let Some(cpus) = args.cpus {
+        if !(cpus.is_finite() && cpus > 0.0) {
+            return Err(OpError::Usage(format!("--cpus {cpus}: a positive number")));
+        }
+    }
+    if args.args.is_empty() {
+        return Err(NativeError::NoCommand.into());
+    }
+    Ok(Some(NativeSpec {
+        isolation,
+        command: args.args.clone(),
+    }))
+}
+
 pub async fn run(ops: &dyn Ops, args: RunArgs) -> OpResult<i32> {
-    let mut agents = vec![agent(&args.agent.display().to_string(), args.args)?];
-    for spec in &args.with {
-        let (path, rest) = companion(spec)?;
-        agents.push(agent(&path, rest)?);
+    let native = native(&args)?;
+    let mut agents = Vec::new();
+    if native.is_none() {
+        let Some(path) = &args.agent else {
+            return Err(OpError::Usage(
+                "nexus run needs an agent: AGENT.wasm, --image IMAGE -- CMD, or --isolation host -- CMD"
+                    .into(),
+            ));
+        };
+        agents.push(agent(&path.display().to_string(), args.args)?);
+        for spec in &args.with {
+            let (path, rest) = companion(spec)?;
+            agents.push(agent(&path, rest)?);
+        }
     }
     let spec = RunSpec {
         zone: args.zone.zone,
         agents,
+        native,
         env: args.env,
         timeout: args.timeout.as_deref().map(units::duration).transpose()?,
         memory: args

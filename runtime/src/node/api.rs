@@ -507,12 +507,24 @@ impl Node for NodeApi {
                 return Err(refused(e));
             }
         };
+        let native = r.native.map(|n| crate::native::NativeSpec {
+            isolation: if n.host {
+                crate::native::Isolation::Host
+            } else {
+                crate::native::Isolation::Container {
+                    image: n.image,
+                    cpus: n.cpus,
+                }
+            },
+            command: n.command,
+        });
         let main = pb::Companion {
             agent: r.agent,
             name: r.name,
             args: r.args,
         };
         let agents = std::iter::once(main)
+            .filter(|_| native.is_none())
             .chain(r.with)
             .map(|a| AgentSpec {
                 name: if a.name.is_empty() {
@@ -527,6 +539,7 @@ impl Node for NodeApi {
         let spec = RunSpec {
             zone: r.zone,
             agents,
+            native,
             env: r.env,
             timeout: r.timeout_ms.map(std::time::Duration::from_millis),
             memory: r.memory_bytes,

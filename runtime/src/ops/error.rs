@@ -36,6 +36,8 @@ pub enum OpError {
     /// Cluster TLS material missing, unreadable or refused.
     #[error("TLS: {0}")]
     Tls(#[from] crate::node::tls::TlsError),
+    #[error("{0}")]
+    Native(#[from] crate::native::NativeError),
     /// `nexus check` answered "denied" (already printed).
     #[error("access denied")]
     Denied,
@@ -64,6 +66,13 @@ impl OpError {
             OpError::Usage(_) => 2,
             OpError::Failed(_) | OpError::Tls(_) => exit::FAILURE,
             OpError::Denied => exit::DENIED,
+            OpError::Native(e) => match e {
+                crate::native::NativeError::NoImage(_) => exit::NOT_FOUND,
+                crate::native::NativeError::Timeout(_) => exit::TIMEOUT,
+                crate::native::NativeError::NoCommand
+                | crate::native::NativeError::HostThroughNode => 2,
+                _ => exit::FAILURE,
+            },
             OpError::Run(e) => match e {
                 crate::agent::host::RunError::Read { source, .. }
                     if source.kind() == std::io::ErrorKind::NotFound =>

@@ -168,11 +168,13 @@ pub struct AgentSpec {
     pub args: Vec<String>,
 }
 
-/// `nexus run`: the agents (the first, then its `--with` companions),
-/// their environment and limits.
+/// `nexus run`: the agents (the first, then its `--with` companions), or
+/// one native agent, their environment and limits.
 pub struct RunSpec {
     pub zone: String,
     pub agents: Vec<AgentSpec>,
+    /// A native agent (a container or a host process) instead of `agents`.
+    pub native: Option<crate::native::NativeSpec>,
     pub env: Vec<String>,
     pub timeout: Option<Duration>,
     pub memory: Option<u64>,

@@ -505,10 +505,29 @@ impl Ops for Remote {
         use pb::run_event::Event;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut agents = spec.agents.into_iter();
-        let main = agents
-            .next()
-            .ok_or_else(|| OpError::Usage("nothing to run".into()))?;
+        let native = spec.native.map(|n| {
+            let (image, cpus, host) = match n.isolation {
+                crate::native::Isolation::Container { image, cpus } => (image, cpus, false),
+                crate::native::Isolation::Host => (String::new(), None, true),
+            };
+            pb::NativeRun {
+                image,
+                command: n.command,
+                cpus,
+                host,
+            }
+        });
+        let main = match (agents.next(), &native) {
+            (Some(main), _) => main,
+            (None, Some(_)) => crate::ops::AgentSpec {
+                name: String::new(),
+                code: Vec::new(),
+                args: Vec::new(),
+            },
+            (None, None) => return Err(OpError::Usage("nothing to run".into())),
+        };
         let start = pb::run_input::Input::Start(pb::RunRequest {
+            native,
             zone: spec.zone,
             agent: main.code,
             name: main.name,

@@ -27,6 +27,7 @@ use crate::agent::budget::{NodeMemory, NODE_HOST_MEMORY};
 use crate::agent::host::{Host, RunLimits, Stdio, POOLED_AGENTS};
 use crate::agent::state::AgentState;
 use crate::agent::threads;
+use crate::native::{self, Isolation, NativeError, NativeSpec};
 use crate::session::Acting;
 
 /// Bytes of output per chunk at most, when output streams.
@@ -48,6 +49,9 @@ pub struct RunPolicy {
     /// Host memory (pipe rings, HTTP fields, listings) every running agent
     /// holds together; each agent's own share is its memory limit.
     pub host_memory: u64,
+    /// Whether native agents may run as host processes (level 0): on the
+    /// embedded default, never on a node.
+    pub host_processes: bool,
 }
 
 impl RunPolicy {
@@ -60,6 +64,7 @@ impl RunPolicy {
             max_agents: POOLED_AGENTS as usize,
             max_agents_per_principal: POOLED_AGENTS as usize,
             host_memory: NODE_HOST_MEMORY,
+            host_processes: true,
         }
     }
 
@@ -72,6 +77,7 @@ impl RunPolicy {
             max_agents: POOLED_AGENTS as usize,
             max_agents_per_principal: POOLED_AGENTS as usize / 4,
             host_memory: NODE_HOST_MEMORY,
+            host_processes: false,
         }
     }
 
@@ -239,27 +245,87 @@ fn require_enter(kernel: &Kernel, task: &Task) -> OpResult {
     Ok(())
 }
 
+/// The task an agent named `name` runs as: the chosen identity, else
+/// `agent:<its file stem>`; it needs `enter`.
+fn task_for(kernel: &Kernel, acting: &Acting, zone: &str, name: &str) -> OpResult<Task> {
+    let task = if acting.chosen {
+        acting.task(kernel, zone)?
+    } else {
+        Acting {
+            principal: default_principal(Path::new(name)),
+            caps: Capabilities::ALL,
+            zone: None,
+            reach: Vec::new(),
+            chosen: false,
+        }
+        .task(kernel, zone)?
+    };
+    require_enter(kernel, &task)?;
+    Ok(task)
+}
+
 /// The tasks of a run's agents: as the chosen identity (companions its
 /// children), else each `agent:<file stem>`; each needs `enter`.
 fn bind(kernel: &Kernel, acting: &Acting, spec: &RunSpec) -> OpResult<Vec<Task>> {
     let mut tasks: Vec<Task> = Vec::new();
     for agent in &spec.agents {
         let task = match (acting.chosen, tasks.first()) {
-            (true, None) => acting.task(kernel, &spec.zone)?,
-            (true, Some(first)) => kernel.spawn_child(first, first.caps())?,
-            (false, _) => Acting {
-                principal: default_principal(Path::new(&agent.name)),
-                caps: Capabilities::ALL,
-                zone: None,
-                reach: Vec::new(),
-                chosen: false,
+            (true, Some(first)) => {
+                let child = kernel.spawn_child(first, first.caps())?;
+                require_enter(kernel, &child)?;
+                child
             }
-            .task(kernel, &spec.zone)?,
+            _ => task_for(kernel, acting, &spec.zone, &agent.name)?,
         };
-        require_enter(kernel, &task)?;
         tasks.push(task);
     }
     Ok(tasks)
+}
+
+/// A native agent's run (`native/`), within the same policy as any other
+/// agent's: admitted, bounded in memory and time.
+async fn run_native(
+    kernel: &Arc<Kernel>,
+    hosts: &Hosts,
+    acting: &Acting,
+    spec: RunSpec,
+    native: NativeSpec,
+    io: RunIo,
+) -> OpResult<Option<i32>> {
+    if native.isolation == Isolation::Host && !hosts.policy.host_processes {
+        return Err(NativeError::HostThroughNode.into());
+    }
+    if spec.fuel.is_some() {
+        return Err(OpError::Usage(
+            "--fuel counts WebAssembly instructions: a native agent has none".into(),
+        ));
+    }
+    let memory = spec
+        .memory
+        .unwrap_or(native::DEFAULT_MEMORY.min(hosts.policy.max_memory as u64));
+    if memory > hosts.policy.max_memory as u64 {
+        return Err(OpError::Usage(format!(
+            "--memory: agents run here with at most {} MiB",
+            hosts.policy.max_memory >> 20
+        )));
+    }
+    let _admitted = hosts.admit(&acting.principal, 1)?;
+    let limits = native::NativeLimits {
+        timeout: hosts.policy.timeout(spec.timeout)?,
+        memory,
+    };
+    let env = spec
+        .env
+        .iter()
+        .map(|kv| env_pair(kv))
+        .collect::<OpResult<Vec<_>>>()?;
+    let task = task_for(kernel, acting, &spec.zone, native.agent_name())?;
+    let output = match io {
+        RunIo::Inherit => None,
+        // A native agent's stdin is empty.
+        RunIo::Stream { output, .. } => Some(output),
+    };
+    Ok(native::run(kernel, task, &native, &env, limits, output.as_ref()).await?)
 }
 
 /// One agent, compiled and bound to its task, ready to start.
@@ -274,9 +340,12 @@ pub async fn run(
     kernel: &Arc<Kernel>,
     hosts: &Hosts,
     acting: &Acting,
-    spec: RunSpec,
+    mut spec: RunSpec,
     io: RunIo,
 ) -> OpResult<Option<i32>> {
+    if let Some(native) = spec.native.take() {
+        return run_native(kernel, hosts, acting, spec, native, io).await;
+    }
     let defaults = RunLimits::default();
     let memory = match spec.memory {
         Some(m) => usize::try_from(m).unwrap_or(usize::MAX),
