@@ -5,8 +5,7 @@
 //! The container gets no network, a read-only root, no capabilities,
 //! no-new-privileges, a non-root user, limits on processes, memory and
 //! CPU, and a small tmpfs at `/tmp`; no device, no Docker socket and no
-//! host path besides the zone (Docker's own `/etc/hosts`, `/etc/hostname`
-//! and `/etc/resolv.conf` files aside). It carries labels naming the run
+//! host path besides the zone (Docker's own `/etc/hostname` aside). It carries labels naming the run
 //! and the data directory, so a later start can remove it if `nexus` died
 //! before it could (`sweep.rs`).
 
@@ -34,7 +33,7 @@ pub const PIDS: i64 = 256;
 /// Memory of a container unless `--memory` says otherwise.
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
 /// The writable scratch space at `/tmp`.
-const TMPFS: &str = "rw,nosuid,nodev,noexec,size=64m";
+const TMPFS: &str = "rw,nosuid,nodev,noexec,size=64m,mode=1777";
 /// Labels every container of Nexus carries.
 pub const LABEL_RUN: &str = "nexus.run";
 pub const LABEL_HOME: &str = "nexus.home";

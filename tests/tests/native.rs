@@ -1,0 +1,566 @@
+//! Native agents through the real `nexus` binary: a Docker container
+//! (isolation level 1, image built by scripts/native-image from this
+//! machine's files) and a host process (level 0), each with its zone
+//! mounted through FUSE and served by the kernel as its task. What the
+//! container can reach and cannot, the gate's denials as EACCES, pipes as
+//! FIFOs, limits, timeouts, and the cleanup after a SIGKILLed `nexus`.
+
+// Tests may unwrap: a panic here is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nexus_tests::{nexus, ok, run, text};
+
+const IMAGE: &str = "nexus-python";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The image the containers run, built once from this machine's files.
+fn image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/native-image"))
+            .arg(IMAGE)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "native-image: {}", text(&out.stderr));
+    });
+    IMAGE
+}
+
+/// A data directory with zone z1, where `agent` may edit.
+fn zone_for(agent: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["zone", "create", "z1"]);
+    ok(
+        dir.path(),
+        &["grant", "--zone", "z1", agent, "editor", "zone"],
+    );
+    dir
+}
+
+/// `nexus run --image IMAGE --zone z1 [extra...] -- python3 -c CODE`.
+fn python_in_container(home: &Path, extra: &[&str], code: &str) -> std::process::Output {
+    let mut args = vec!["run", "--image", image(), "--zone", "z1"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "python3", "-c", code]);
+    run(home, &args)
+}
+
+/// The containers a data directory started that still exist.
+fn containers_of(home: &Path) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=nexus.home={}", home.display()))
+        .output()
+        .unwrap();
+    text(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// The FUSE mounts under a data directory.
+fn mounts_under(home: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let home = home.display().to_string();
+    table
+        .lines()
+        .filter(|l| l.contains(&home))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the probe below prints, one `key: value` per line.
+const PROBE: &str = r#"
+import os, socket
+def check(key, f):
+    try:
+        print(f"{key}: {f()}")
+    except OSError as e:
+        print(f"{key}: errno {e.errno}")
+status = open("/proc/self/status").read()
+print("uid:", os.getuid())
+print("caps:", [l.split()[1] for l in status.splitlines() if l.startswith("CapEff")][0])
+print("nnp:", [l.split()[1] for l in status.splitlines() if l.startswith("NoNewPrivs")][0])
+print("cwd:", os.getcwd())
+print("parent:", sorted(os.listdir("/mnt/nexus/..")))
+print("docker.sock:", os.path.exists("/var/run/docker.sock") or os.path.exists("/run/docker.sock"))
+print("devices:", sorted(d for d in os.listdir("/dev") if d.startswith(("sd", "nvme", "vd", "xvd", "loop", "fuse"))))
+mounts = [l.split()[4] for l in open("/proc/self/mountinfo")]
+print("mounted:", sorted(m for m in mounts if not m.startswith(("/proc", "/sys", "/dev")) and m != "/"))
+check("connect", lambda: socket.create_connection(("1.1.1.1", 80), timeout=2))
+check("etc", lambda: open("/etc/probe", "w"))
+check("tmp", lambda: open("/tmp/probe", "w").write("x"))
+check("read", lambda: open("/mnt/nexus/in/data.json").read())
+check("write", lambda: open("/mnt/nexus/out.txt", "w").write("from the container"))
+check("other", lambda: os.listdir("/mnt/nexus/other"))
+"#;
+
+#[test]
+fn a_container_reaches_its_zone_through_the_kernel_and_nothing_else() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    ok(home, &["fs", "mkdir", "--zone", "z1", "/in"]);
+    let data = dir.path().join("data.json");
+    std::fs::write(&data, r#"{"a": 1}"#).unwrap();
+    ok(
+        home,
+        &[
+            "fs",
+            "put",
+            "--zone",
+            "z1",
+            data.to_str().unwrap(),
+            "/in/data.json",
+        ],
+    );
+    // Another zone, mounted inside z1: without `enter` on it, closed.
+    ok(home, &["zone", "create", "z2"]);
+    ok(home, &["mount", "--zone", "z1", "/other", "z2"]);
+
+    let out = python_in_container(home, &[], PROBE);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "uid: 65534",
+        "caps: 0000000000000000",
+        "nnp: 1",
+        "cwd: /mnt/nexus",
+        "parent: ['nexus']",
+        "docker.sock: False",
+        "devices: []",
+        "connect: errno 101",
+        "etc: errno 30",
+        "tmp: 1",
+        "read: {\"a\": 1}",
+        "write: 18",
+        "other: errno 13",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
+    }
+    // The one mount besides Docker's /etc/hostname and the tmpfs: the zone.
+    let mounted = said
+        .lines()
+        .find_map(|l| l.strip_prefix("mounted: "))
+        .unwrap();
+    assert_eq!(mounted, "['/etc/hostname', '/mnt/nexus', '/tmp']");
+    // What it wrote is in the zone, written as its task, and audited.
+    assert_eq!(
+        ok(home, &["fs", "cat", "--zone", "z1", "/out.txt"]),
+        "from the container"
+    );
+    let audit = ok(home, &["audit", "tail", "--zone", "z1", "-n", "50"]);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("agent:nexus-python") && l.contains("/out.txt")),
+        "{audit}"
+    );
+    // Gone at the end: no container, no mount.
+    assert_eq!(containers_of(home), Vec::<String>::new());
+    assert_eq!(mounts_under(home), Vec::<String>::new());
+}
+
+#[test]
+fn the_gate_decides_and_a_denial_is_eacces() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    ok(home, &["zone", "create", "z1"]);
+    ok(home, &["fs", "mkdir", "--zone", "z1", "/ro"]);
+    ok(home, &["fs", "mkdir", "--zone", "z1", "/rw"]);
+    echo_into(home, "/ro/f", "read me");
+    // Without `enter`, nothing runs.
+    let out = python_in_container(home, &[], "print('ran')");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("may not enter zone z1"));
+
+    ok(
+        home,
+        &[
+            "grant",
+            "--zone",
+            "z1",
+            "agent:nexus-python",
+            "viewer",
+            "zone",
+        ],
+    );
+    ok(
+        home,
+        &[
+            "grant",
+            "--zone",
+            "z1",
+            "agent:nexus-python",
+            "editor",
+            "/rw",
+        ],
+    );
+    let code = r#"
+import os
+def check(key, f):
+    try:
+        print(f"{key}: {f()}")
+    except OSError as e:
+        print(f"{key}: errno {e.errno}")
+check("read", lambda: open("ro/f").read())
+check("write", lambda: open("ro/f", "a").write("x"))
+check("create", lambda: open("ro/new", "w"))
+check("unlink", lambda: os.unlink("ro/f"))
+check("mine", lambda: open("rw/new", "w").write("ok"))
+check("rename", lambda: os.rename("rw/new", "ro/stolen"))
+"#;
+    let out = python_in_container(home, &[], code);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "read: read me",
+        "write: errno 13",
+        "create: errno 13",
+        "unlink: errno 13",
+        "mine: 2",
+        "rename: errno 13",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
+    }
+    assert_eq!(ok(home, &["fs", "cat", "--zone", "z1", "/ro/f"]), "read me");
+    let audit = ok(home, &["audit", "tail", "--zone", "z1", "-n", "100"]);
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("agent:nexus-python") && l.contains("denied")),
+        "{audit}"
+    );
+}
+
+fn echo_into(home: &Path, path: &str, content: &str) {
+    let mut put = nexus(home)
+        .args(["fs", "put", "--zone", "z1", "-", path])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(content.as_bytes())
+        .unwrap();
+    assert!(put.wait().unwrap().success());
+}
+
+#[test]
+fn files_behave_as_posix_programs_expect() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    // The example agent, kept in its zone, run twice: its state carries.
+    let agent = root().join("examples/native-python/agent.py");
+    ok(
+        home,
+        &[
+            "fs",
+            "put",
+            "--zone",
+            "z1",
+            agent.to_str().unwrap(),
+            "/agent.py",
+        ],
+    );
+    let mut args = vec!["run", "--image", image(), "--zone", "z1", "--"];
+    args.extend(["python3", "agent.py", "buy", "milk"]);
+    let first = ok(home, &args);
+    assert!(first.contains("1 files, 1 notes"), "{first}");
+    let second = ok(home, &args);
+    assert!(second.contains("4 files, 2 notes"), "{second}");
+    let log = ok(home, &["fs", "cat", "--zone", "z1", "/notes/agent.log"]);
+    assert_eq!(
+        log.matches("uid 65534 noted 'buy milk'").count(),
+        2,
+        "{log}"
+    );
+
+    // rename over a file, unlink while open, truncate, append, seek, mkdir
+    // and rmdir, a directory listing, fsync; and SQLite with a journal.
+    let code = r#"
+import os, sqlite3
+with open("a", "w") as f: f.write("old")
+with open("b", "w") as f: f.write("new")
+os.rename("b", "a")
+print("renamed:", open("a").read(), os.path.exists("b"))
+f = open("tmp", "w+"); f.write("kept after unlink"); f.flush()
+os.unlink("tmp"); f.seek(0)
+print("unlinked:", f.read(), os.path.exists("tmp")); f.close()
+with open("log", "a") as f: f.write("1\n")
+with open("log", "a") as f: f.write("2\n")
+print("appended:", open("log").read().split())
+with open("t", "w") as f: f.write("0123456789")
+os.truncate("t", 4)
+with open("t", "r+") as f:
+    f.seek(2); f.write("X"); f.flush(); os.fsync(f.fileno())
+print("truncated:", open("t").read(), os.stat("t").st_size)
+os.makedirs("x/y/z"); os.rmdir("x/y/z")
+print("listing:", sorted(os.listdir(".")), os.listdir("x"))
+try:
+    os.rmdir("x")
+except OSError as e:
+    print("rmdir non-empty: errno", e.errno)
+db = sqlite3.connect("db.sqlite")
+db.execute("create table t(x)")
+with db:
+    db.executemany("insert into t values (?)", [(i,) for i in range(2000)])
+db.execute("delete from t where x % 2 = 0"); db.commit()
+db.execute("vacuum")
+print("sqlite:", db.execute("select count(*), sum(x) from t").fetchone(),
+      db.execute("pragma integrity_check").fetchone()[0])
+"#;
+    let out = python_in_container(home, &[], code);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "renamed: new False",
+        "unlinked: kept after unlink False",
+        "appended: ['1', '2']",
+        "truncated: 01X3 4",
+        "rmdir non-empty: errno 39",
+        "sqlite: (1000, 1000000) ok",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
+    }
+    assert!(ok(home, &["zone", "check", "z1", "--deep"]).contains("consistent"));
+}
+
+#[test]
+fn pipes_are_fifos_between_processes() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    ok(home, &["pipe", "create", "--zone", "z1", "/jobs"]);
+    // A reader blocks until lines come, and sees end-of-file when the
+    // last writer closes; a writer to a pipe nobody reads any more gets
+    // EPIPE; mkfifo is refused (a FIFO node would be Linux's own pipe).
+    let code = r#"
+import os, threading, time
+got = []
+def reader():
+    with open("jobs", "rb", buffering=0) as r:
+        while True:
+            chunk = r.read(4096)
+            if not chunk:
+                break
+            got.append(chunk)
+t = threading.Thread(target=reader); t.start()
+time.sleep(0.3)
+with open("jobs", "wb", buffering=0) as w:
+    for i in range(100):
+        w.write(f"job {i}\n".encode())
+t.join()
+lines = b"".join(got).decode().splitlines()
+print("read:", len(lines), lines[0], lines[-1])
+r = open("jobs", "rb", buffering=0)
+w = open("jobs", "wb", buffering=0)
+r.close()
+try:
+    w.write(b"nobody reads this\n")
+    print("broken: no error")
+except BrokenPipeError:
+    print("broken: EPIPE")
+w.close()
+w = open("jobs", "wb", buffering=0)
+fd = os.open("jobs", os.O_RDONLY | os.O_NONBLOCK)
+try:
+    os.read(fd, 10)
+    print("nonblocking: data")
+except BlockingIOError:
+    print("nonblocking: EAGAIN")
+w.close()
+print("then end-of-file:", os.read(fd, 10))
+os.close(fd)
+try:
+    os.mkfifo("fifo")
+except OSError as e:
+    print("mkfifo: errno", e.errno)
+"#;
+    let out = python_in_container(home, &[], code);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "read: 100 job 0 job 99",
+        "broken: EPIPE",
+        "nonblocking: EAGAIN",
+        "then end-of-file: b''",
+        "mkfifo: errno 1",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
+    }
+}
+
+#[test]
+fn limits_and_timeouts_end_only_that_agent() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    // A memory bomb meets the memory limit: killed (137).
+    let bomb = "x = []\nwhile True: x.append(bytearray(16 << 20))";
+    let out = python_in_container(home, &["--memory", "64MiB"], bomb);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    // A fork bomb meets the pids limit; the timeout ends the container,
+    // and nothing of it is left.
+    let forks = r#"
+import os
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            import time; time.sleep(600)
+        n += 1
+except OSError as e:
+    print("forks stopped at", n, "errno", e.errno, flush=True)
+import time; time.sleep(600)
+"#;
+    let out = python_in_container(home, &["--timeout", "5s"], forks);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let stopped: usize = said
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(stopped < 256, "{said}");
+    assert!(
+        text(&out.stderr).contains("timeout"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(containers_of(home), Vec::<String>::new());
+    assert_eq!(mounts_under(home), Vec::<String>::new());
+    // The exit code of a container that ends at once is the run's.
+    let out = python_in_container(home, &[], "import sys; sys.exit(7)");
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn clear_errors_without_an_engine_an_image_or_a_command() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    ok(
+        home,
+        &[
+            "grant",
+            "--zone",
+            "z1",
+            "agent:no-such-image",
+            "viewer",
+            "zone",
+        ],
+    );
+    let out = run(
+        home,
+        &[
+            "run",
+            "--image",
+            "no-such-image",
+            "--zone",
+            "z1",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("scripts/native-image"));
+    let out = nexus(home)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["run", "--image", IMAGE, "--zone", "z1", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no Docker engine answers"));
+    let out = run(home, &["run", "--image", IMAGE, "--zone", "z1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("needs a command"));
+    let out = run(home, &["run", "--zone", "z1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("needs an agent"));
+    // Nothing was left behind by any of them.
+    assert_eq!(mounts_under(home), Vec::<String>::new());
+}
+
+#[test]
+fn a_host_process_works_in_its_zone_and_leaves_nothing_running() {
+    let dir = zone_for("agent:sh");
+    let home = dir.path();
+    let marker = format!("nexus-level0-{}", std::process::id());
+    let script = format!(
+        "echo hello > greeting; mkdir -p d; echo one >> d/log; echo two >> d/log; \
+         cat d/log; pwd; (exec -a {marker} sleep 300 &) ; echo started"
+    );
+    let out = run(
+        home,
+        &[
+            "run",
+            "--isolation",
+            "host",
+            "--zone",
+            "z1",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("one\ntwo\n"), "{said}");
+    assert!(
+        said.contains(&format!("{}/native/", home.display())),
+        "{said}"
+    );
+    assert_eq!(
+        ok(home, &["fs", "cat", "--zone", "z1", "/greeting"]),
+        "hello\n"
+    );
+    // Its leftover child went with it; its mount too.
+    let left = Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "{}", text(&left.stdout));
+    assert_eq!(mounts_under(home), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_nexus_leaves_nothing_after_the_next_start() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    image();
+    let mut running = nexus(home)
+        .args([
+            "run", "--image", IMAGE, "--zone", "z1", "--", "sleep", "600",
+        ])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while containers_of(home).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the container never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    running.kill().unwrap();
+    running.wait().unwrap();
+    // SIGKILL left a container and a dead mount behind...
+    assert_eq!(containers_of(home).len(), 1);
+    assert_eq!(mounts_under(home).len(), 1);
+    // ...which the next native run removes before it starts.
+    let out = python_in_container(home, &[], "print('next')");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(containers_of(home), Vec::<String>::new());
+    assert_eq!(mounts_under(home), Vec::<String>::new());
+    let runs = std::fs::read_dir(home.join("native")).unwrap().count();
+    assert_eq!(runs, 0);
+}
