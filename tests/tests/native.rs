@@ -564,3 +564,82 @@ fn a_killed_nexus_leaves_nothing_after_the_next_start() {
     let runs = std::fs::read_dir(home.join("native")).unwrap().count();
     assert_eq!(runs, 0);
 }
+
+/// Through a node's client API (real gRPC and TLS, in process): the node
+/// starts the container with its own engine and mounts the zone from its
+/// own kernel; the output streams back; level 0 is refused there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_runs_through_a_node_and_a_host_process_does_not() {
+    use nexus_kernel::{Capabilities, Principal, ZoneId};
+    use nexus_runtime::native::{Isolation, NativeSpec};
+    use nexus_runtime::node::{local, tls};
+    use nexus_runtime::ops::remote::Remote;
+    use nexus_runtime::ops::{Ops, Output, RunIo, RunSpec, TupleSpec};
+
+    image();
+    let dir = tempfile::tempdir().unwrap();
+    let node = local::start(dir.path(), 1, |_| {}).await.unwrap().remove(0);
+    let owner = Principal::parse("user:owner").unwrap();
+    let z1 = ZoneId::new("z1").unwrap();
+    node.kernel.create_zone(&owner, &z1).await.unwrap();
+    let (token, _) = node
+        .kernel
+        .tokens()
+        .issue(owner, z1, Vec::new(), Capabilities::ALL, 3600)
+        .unwrap();
+    let client = tls::client_config(&local::ca_cert(dir.path())).unwrap();
+    let remote = Remote::connect(&node.addr.to_string(), &token, client)
+        .await
+        .unwrap();
+    let grant = TupleSpec {
+        subject: "agent:nexus-python".into(),
+        relation: "editor".into(),
+        object: "zone".into(),
+    };
+    remote.write_tuple("z1", grant, true).await.unwrap();
+    let spec = |isolation: Isolation, command: &[&str]| RunSpec {
+        zone: "z1".into(),
+        agents: Vec::new(),
+        native: Some(NativeSpec {
+            isolation,
+            command: command.iter().map(|s| s.to_string()).collect(),
+        }),
+        env: vec!["GREETING=hello".into()],
+        timeout: None,
+        memory: None,
+        fuel: None,
+    };
+    let container = Isolation::Container {
+        image: IMAGE.into(),
+        cpus: Some(1.0),
+    };
+    let code = "import os; open('via-node', 'w').write(os.environ['GREETING']); print('ran as', os.getuid())";
+    let (output, mut said) = tokio::sync::mpsc::channel(16);
+    let io = RunIo::Stream {
+        output,
+        stdin: None,
+    };
+    let exit = remote
+        .run(spec(container, &["python3", "-c", code]), io)
+        .await
+        .unwrap();
+    assert_eq!(exit, Some(0));
+    let mut stdout = Vec::new();
+    while let Ok(out) = said.try_recv() {
+        if let Output::Stdout(b) = out {
+            stdout.extend(b);
+        }
+    }
+    assert_eq!(text(&stdout), "ran as 65534\n");
+    let stat = remote.stat("z1", "/via-node", true).await.unwrap();
+    assert_eq!(stat.size, 5);
+
+    // A node never runs a client's command on its host.
+    let (output, _said) = tokio::sync::mpsc::channel(16);
+    let io = RunIo::Stream {
+        output,
+        stdin: None,
+    };
+    let refused = remote.run(spec(Isolation::Host, &["true"]), io).await;
+    assert_eq!(refused.unwrap(), Some(2));
+}

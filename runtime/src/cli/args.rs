@@ -538,6 +538,10 @@ pub enum FsCmd {
     Put {
         #[command(flatten)]
         zone: ZoneArg,
+        /// SRC is a directory: copy the tree (files and directories; a
+        /// symbolic link is reported, never followed out of SRC).
+        #[arg(short = 'r', long)]
+        recursive: bool,
         src: String,
         dest: String,
     },
@@ -545,6 +549,10 @@ pub enum FsCmd {
     Get {
         #[command(flatten)]
         zone: ZoneArg,
+        /// SRC is a zone directory: copy the tree into the local directory
+        /// DEST (created if missing), never writing outside it.
+        #[arg(short = 'r', long, conflicts_with_all = ["offset", "length"])]
+        recursive: bool,
         src: String,
         dest: String,
         /// Start at this byte.

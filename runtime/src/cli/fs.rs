@@ -6,6 +6,7 @@ use nexus_kernel::Stat;
 use tokio::io::AsyncWriteExt;
 
 use super::args::FsCmd;
+use super::tree;
 use crate::ops::{ByteStream, Entry, OpError, OpResult, Ops, Range, TRANSFER_CHUNK};
 use crate::output;
 
@@ -30,7 +31,25 @@ fn progress(total: Option<u64>, what: &str) -> ProgressBar {
 
 pub async fn run(ops: &dyn Ops, cmd: FsCmd) -> OpResult {
     match cmd {
-        FsCmd::Put { zone, src, dest } => put(ops, &zone.zone, &src, &dest).await,
+        FsCmd::Put {
+            zone,
+            recursive: true,
+            src,
+            dest,
+        } => tree::put_tree(ops, &zone.zone, &src, &dest).await,
+        FsCmd::Put { src, .. } if tree::is_local_dir(&src) => Err(OpError::Usage(format!(
+            "{src} is a directory: copy it with `nexus fs put -r`"
+        ))),
+        FsCmd::Put {
+            zone, src, dest, ..
+        } => put(ops, &zone.zone, &src, &dest).await,
+        FsCmd::Get {
+            zone,
+            recursive: true,
+            src,
+            dest,
+            ..
+        } => tree::get_tree(ops, &zone.zone, &src, &dest).await,
         FsCmd::Get {
             zone,
             src,
@@ -38,6 +57,7 @@ pub async fn run(ops: &dyn Ops, cmd: FsCmd) -> OpResult {
             offset,
             length,
             read,
+            ..
         } => {
             let range = Range { offset, length };
             get(ops, &zone.zone, &src, &dest, range, read.linearizable).await

@@ -14,6 +14,7 @@ pub mod node;
 pub mod pipe;
 pub mod run;
 pub mod stress;
+pub mod tree;
 pub mod zone;
 
 pub use args::*;

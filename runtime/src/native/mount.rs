@@ -7,8 +7,10 @@
 //! the host reaches a mounted zone by its path.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, DirBuilder, DirBuilderExt};
 use std::sync::Arc;
 
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
@@ -61,29 +63,35 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// Makes the run's directory through cap-std, relative to the data
+    /// directory: a symbolic link planted at `native` or below cannot
+    /// send it (or the mount) elsewhere.
     pub fn create(home: &Path, run_id: &str) -> Result<Self, NativeError> {
-        let runs = runs_dir(home);
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| NativeError::Io { path, source }
         };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&runs)
-            .map_err(io(&runs))?;
-        fs::set_permissions(&runs, fs::Permissions::from_mode(0o700)).map_err(io(&runs))?;
+        let runs = runs_dir(home);
         let dir = runs.join(run_id);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
+        let private = |mode| {
+            let mut b = DirBuilder::new();
+            b.mode(mode);
+            b
+        };
+        let home_dir = Dir::open_ambient_dir(home, ambient_authority()).map_err(io(home))?;
+        match home_dir.create_dir_with("native", &private(0o700)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&runs)(e)),
+            _ => {}
+        }
+        let runs_handle = home_dir.open_dir("native").map_err(io(&runs))?;
+        runs_handle
+            .create_dir_with(run_id, &private(0o700))
             .map_err(io(&dir))?;
+        let run = runs_handle.open_dir(run_id).map_err(io(&dir))?;
         let owner = process_mark(std::process::id()).unwrap_or_default();
-        fs::write(dir.join("owner"), owner).map_err(io(&dir))?;
+        run.write("owner", owner).map_err(io(&dir))?;
         let zone = dir.join("zone");
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&zone)
+        run.create_dir_with("zone", &private(0o755))
             .map_err(io(&zone))?;
         Ok(RunDir {
             dir,
