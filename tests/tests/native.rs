@@ -532,12 +532,10 @@ fn a_host_process_works_in_its_zone_and_leaves_nothing_running() {
     assert_eq!(mounts_under(home), Vec::<String>::new());
 }
 
-#[test]
-fn a_killed_nexus_leaves_nothing_after_the_next_start() {
-    let dir = zone_for("agent:nexus-python");
-    let home = dir.path();
+/// `nexus run --image … -- sleep 600`, once its container exists.
+fn sleeping_container(home: &Path) -> std::process::Child {
     image();
-    let mut running = nexus(home)
+    let running = nexus(home)
         .args([
             "run", "--image", IMAGE, "--zone", "z1", "--", "sleep", "600",
         ])
@@ -551,6 +549,32 @@ fn a_killed_nexus_leaves_nothing_after_the_next_start() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    running
+}
+
+#[test]
+fn an_interrupted_run_removes_its_container_and_mount() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    for signal in ["INT", "TERM"] {
+        let running = sleeping_container(home);
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &running.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = running.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}");
+        assert_eq!(containers_of(home), Vec::<String>::new(), "SIG{signal}");
+        assert_eq!(mounts_under(home), Vec::<String>::new(), "SIG{signal}");
+    }
+}
+
+#[test]
+fn a_killed_nexus_leaves_nothing_after_the_next_start() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    let mut running = sleeping_container(home);
     running.kill().unwrap();
     running.wait().unwrap();
     // SIGKILL left a container and a dead mount behind...
@@ -642,4 +666,96 @@ async fn a_container_runs_through_a_node_and_a_host_process_does_not() {
     };
     let refused = remote.run(spec(Isolation::Host, &["true"]), io).await;
     assert_eq!(refused.unwrap(), Some(2));
+}
+
+#[test]
+fn the_kernel_api_socket_answers_the_task_and_only_the_task() {
+    let dir = zone_for("agent:nexus-python");
+    let home = dir.path();
+    // Another zone mounted in z1, which the agent may not enter.
+    ok(home, &["zone", "create", "z2"]);
+    ok(home, &["mount", "--zone", "z1", "/closed", "z2"]);
+    let code = r#"
+import json, os, socket, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["NEXUS_SOCKET"])
+f = s.makefile("rwb", buffering=0)
+def call(line):
+    f.write(line + b"\n")
+    return json.loads(f.readline())
+print("whoami:", call(b'{"op":"whoami"}')["ok"]["principal"])
+print("create:", call(b'{"op":"pipe_create","path":"/jobs","capacity":4096}'))
+print("stat:", call(b'{"op":"pipe_stat","path":"/jobs"}')["ok"]["capacity"])
+print("list:", [r["path"] for r in call(b'{"op":"pipe_list","dir":"/"}')["ok"]])
+t = time.monotonic(); call(b'{"op":"sleep","ms":200}')
+print("slept:", time.monotonic() - t >= 0.2)
+print("bad:", call(b'{"op":"format_disk"}')["error"]["code"])
+print("denied:", call(b'{"op":"pipe_create","path":"/closed/p","capacity":4096}')["error"]["code"])
+print("hidden:", ".nexus.sock" in os.listdir("/mnt/nexus"))
+open("/mnt/nexus/.nexus.sock.txt", "w").write("fine")
+for name, attempt in [("open", lambda: open("/mnt/nexus/.nexus.sock", "w")),
+                ("unlink", lambda: os.unlink("/mnt/nexus/.nexus.sock")),
+                ("rename onto", lambda: os.rename(".nexus.sock.txt", ".nexus.sock"))]:
+    try:
+        attempt()
+    except OSError as e:
+        print(f"{name}: errno", e.errno)
+f.write(b"x" * (70 << 10) + b"\n")
+print("long:", json.loads(f.readline())["error"]["code"])
+"#;
+    let out = python_in_container(home, &[], code);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in [
+        "whoami: agent:nexus-python",
+        "create: {'ok': None}",
+        "stat: 4096",
+        "list: ['/jobs']",
+        "slept: True",
+        "bad: invalid",
+        "denied: access",
+        "hidden: False",
+        "open: errno 6",
+        "unlink: errno 1",
+        "rename onto: errno 1",
+        "long: invalid",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
+    }
+    assert!(ok(home, &["pipe", "ls", "--zone", "z1"]).contains("/jobs"));
+
+    // Level 0: the run's own processes are served; another process of the
+    // same user, holding the socket's path, is not.
+    let zone_dir = zone_for("agent:sh");
+    let home = zone_dir.path();
+    let script = "python3 -c \"import json, os, socket; s = socket.socket(socket.AF_UNIX); \
+        s.connect(os.environ['NEXUS_SOCKET']); s.sendall(b'{\\\"op\\\":\\\"whoami\\\"}\\n'); \
+        print(json.loads(s.makefile().readline())['ok']['principal'])\"; \
+        echo $NEXUS_SOCKET; sleep 3";
+    let mut running = nexus(home)
+        .args([
+            "run",
+            "--isolation",
+            "host",
+            "--zone",
+            "z1",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(running.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "agent:sh");
+    let socket = lines.next().unwrap().unwrap();
+    let mut outsider = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::{Read, Write};
+    let _ = outsider.write_all(b"{\"op\":\"whoami\"}\n");
+    let mut answer = String::new();
+    let _ = outsider.read_to_string(&mut answer);
+    assert_eq!(answer, "", "an outsider was answered");
+    assert!(running.wait().unwrap().success());
 }

@@ -231,8 +231,16 @@ impl PipeBudget {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Charges `end`'s pipe (once per pipe, however many ends); refused
-    /// past the budget.
+    /// `end`, with its pipe charged (once per pipe, however many ends);
+    /// refused past the budget.
+    pub fn hold(self: &Arc<Self>, end: PipeEnd) -> Result<ChargedEnd, KernelError> {
+        let charge = self.charge(&end)?;
+        Ok(ChargedEnd {
+            end,
+            _charge: charge,
+        })
+    }
+
     fn charge(self: &Arc<Self>, end: &PipeEnd) -> Result<EndCharge, KernelError> {
         let key = (end.handle().zone_id().clone(), end.handle().ino);
         let mut held = self.held();
@@ -286,11 +294,7 @@ impl AgentState {
 
     /// An attached end, charged to the task's pipe budget.
     pub(super) fn hold_end(&self, end: PipeEnd) -> Result<HeldEnd, KernelError> {
-        let charge = self.pipe_budget.charge(&end)?;
-        Ok(Arc::new(ChargedEnd {
-            end,
-            _charge: charge,
-        }))
+        Ok(Arc::new(self.pipe_budget.hold(end)?))
     }
 
     /// Adds an attached end, within the task's descriptor limit (an end

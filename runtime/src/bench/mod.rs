@@ -17,6 +17,7 @@ use serde::Serialize;
 mod agents;
 mod busy;
 mod cluster;
+mod native;
 mod pipes;
 mod transfer;
 mod writes;
@@ -136,6 +137,9 @@ pub async fn run(args: BenchArgs) -> OpResult {
     }
     if wanted("transfer") {
         rows.extend(transfer::transfer(scratch.path(), scale).await?);
+    }
+    if let (Some(image), true) = (&args.native_image, wanted("native")) {
+        rows.extend(native::native(&kernel, image, scratch.path(), scale).await?);
     }
     kernel.shutdown().await?;
     if args.json {

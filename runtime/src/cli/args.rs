@@ -306,8 +306,12 @@ pub struct BenchArgs {
     /// `guests/sqlite` built with componentize-py: adds the SQLite rows.
     #[arg(long)]
     pub guest_sqlite: Option<PathBuf>,
+    /// A Docker image with python3 (`scripts/native-image`): adds the
+    /// native-agent rows (zone through FUSE vs a plain bind mount).
+    #[arg(long, value_name = "IMAGE")]
+    pub native_image: Option<String>,
     /// Run only these groups (default: all): kernel, gate, agents, writes,
-    /// pipes, busy, cluster, transfer.
+    /// pipes, busy, cluster, transfer, native.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]

@@ -65,7 +65,13 @@ pub async fn engine() -> Result<Docker, NativeError> {
 }
 
 fn create_body(c: &Container<'_>) -> ContainerCreateBody {
-    let env = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let socket = format!("NEXUS_SOCKET={MOUNT_POINT}/{}", super::api::SOCKET_NAME);
+    let env = c
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain([socket])
+        .collect();
     let labels = HashMap::from([
         (LABEL_RUN.to_owned(), c.run_id.to_owned()),
         (LABEL_HOME.to_owned(), c.home.display().to_string()),
@@ -129,9 +135,38 @@ pub async fn run(
         .create_container(Some(options), create_body(&c))
         .await
         .map_err(engine_error)?;
+    let mut removal = Removal(Some(name.clone()));
     let outcome = attach_and_wait(docker, &name, timeout, output).await;
     remove(docker, &name).await;
+    removal.0 = None;
     outcome
+}
+
+/// Removes the container if the run is dropped before it could (its
+/// `nexus run` interrupted, the node shutting down).
+struct Removal(Option<String>);
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        let Some(name) = self.0.take() else {
+            return;
+        };
+        // Nothing can be awaited here: a thread with a runtime of its own,
+        // waited for, so the container is gone when the run is.
+        let removing = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if let Ok(docker) = engine().await {
+                        remove(&docker, &name).await;
+                    }
+                });
+            }
+        });
+        let _ = removing.join();
+    }
 }
 
 async fn attach_and_wait(

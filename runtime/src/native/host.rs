@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -24,6 +25,7 @@ pub async fn run(
     zone_dir: &Path,
     timeout: Option<Duration>,
     output: Option<&mpsc::Sender<Output>>,
+    group: &OnceLock<u32>,
 ) -> Result<Outcome, NativeError> {
     let Some((program, args)) = command.split_first() else {
         return Err(NativeError::NoCommand);
@@ -34,6 +36,7 @@ pub async fn run(
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("NEXUS_ZONE_DIR", zone_dir)
+        .env("NEXUS_SOCKET", zone_dir.join(super::api::SOCKET_NAME))
         .stdin(Stdio::null())
         // Its own process group: the run ends every process it started.
         .process_group(0)
@@ -48,7 +51,13 @@ pub async fn run(
         command: program.clone(),
         source,
     })?;
-    let group = child.id();
+    // Whatever it left behind goes with it when the run ends, however it
+    // ends (this future dropped included), as with a container's end.
+    if let Some(pid) = child.id() {
+        // The kernel socket serves this process group only.
+        let _ = group.set(pid);
+    }
+    let group = ProcessGroup(child.id());
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let pumps = async {
         if let (Some(out), Some(err)) = (stdout, stderr) {
@@ -79,15 +88,9 @@ pub async fn run(
         () = deadline => None,
         () = gone => None,
     };
-    // Whatever it left behind goes with it, as with a container's end.
-    let end_group = || {
-        if let Some(pid) = group.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-    };
     let Some(status) = ended else {
         // Killed and reaped, so nothing is left running.
-        end_group();
+        drop(group);
         let _ = child.kill().await;
         let timed_out = !output.is_some_and(|tx| tx.is_closed());
         return Ok(if timed_out {
@@ -96,7 +99,7 @@ pub async fn run(
             Outcome::Abandoned
         });
     };
-    end_group();
+    drop(group);
     Ok(Outcome::Exited(exit_code(status)))
 }
 
@@ -117,6 +120,20 @@ async fn relay(
     while let Ok(n) = from.read(&mut buf).await {
         if n == 0 || !deliver(to, kind(buf[..n].to_vec())).await {
             return;
+        }
+    }
+}
+
+/// Kills a process group when dropped.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let leader = self
+            .0
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32));
+        if let Some(pid) = leader {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
 }

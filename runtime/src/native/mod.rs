@@ -9,9 +9,10 @@
 //! container (`container.rs`) or process (`host.rs`), wait for its end or
 //! its timeout, remove it, unmount, and write out what it wrote.
 
+pub mod api;
 pub mod fuse;
 
-mod container;
+pub(crate) mod container;
 mod host;
 mod mount;
 mod sweep;
@@ -22,6 +23,8 @@ use std::time::Duration;
 use nexus_kernel::{Kernel, Task};
 use tokio::sync::mpsc;
 
+use crate::agent::budget::{HostMemory, NodeMemory};
+use crate::agent::pipe::PipeBudget;
 use crate::ops::Output;
 
 pub use container::{DEFAULT_MEMORY, PIDS};
@@ -97,6 +100,8 @@ pub enum NativeError {
     HostThroughNode,
     #[error("writing out the agent's files: {0}")]
     WriteOut(#[from] nexus_kernel::KernelError),
+    #[error("interrupted: the agent was stopped and removed")]
+    Interrupted,
     #[error("the agent ran past its timeout of {0:?} and was killed")]
     Timeout(Duration),
 }
@@ -108,13 +113,33 @@ pub enum Outcome {
     TimedOut,
     /// Whoever received its output went away; it was stopped.
     Abandoned,
+    /// This process was told to stop; so was the agent.
+    Interrupted,
+}
+
+/// Resolves when this process gets SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
 }
 
 /// What a native run may use.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NativeLimits {
     pub timeout: Option<Duration>,
+    /// The container's memory, and the agent's share of the node's host
+    /// memory (the pipe rings it holds open through its mount).
     pub memory: u64,
+    pub node_memory: Arc<NodeMemory>,
 }
 
 /// Runs a native agent as `task`; its exit code, or `None` if the receiver
@@ -161,25 +186,66 @@ pub async fn run(
             mount::Reach::Owner,
         ),
     };
-    dir.mount(kernel.clone(), task.clone(), owner, reach)?;
-    let outcome = match (&spec.isolation, &docker) {
-        (Isolation::Container { image, cpus }, Some(docker)) => {
-            let c = container::Container {
-                run_id: &run_id,
-                home: &home,
-                image,
-                command: &spec.command,
-                env,
-                memory: limits.memory,
-                cpus: *cpus,
-                zone_dir: dir.zone(),
-            };
-            container::run(docker, c, limits.timeout, output).await
-        }
-        _ => host::run(&spec.command, env, dir.zone(), limits.timeout, output).await,
+    let host_memory = HostMemory::new(limits.memory, limits.node_memory.clone());
+    let pipes = PipeBudget::new(host_memory);
+    dir.mount(kernel.clone(), task.clone(), owner, reach, pipes)?;
+    // The kernel API socket, bound inside the mount (its node is made
+    // through FUSE, by this process only): a blocking bind, off the
+    // runtime's workers, since this process answers it.
+    let group = Arc::new(std::sync::OnceLock::new());
+    let peers = match &spec.isolation {
+        Isolation::Container { .. } => api::Peers::Anyone,
+        Isolation::Host => api::Peers::Group(group.clone()),
     };
-    // The agent is gone: unmount before writing out, so nothing writes
-    // while its files are written out.
+    let socket = dir.zone().join(api::SOCKET_NAME);
+    let listener = tokio::task::spawn_blocking(move || {
+        let l = std::os::unix::net::UnixListener::bind(&socket)?;
+        l.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>((l, socket))
+    })
+    .await
+    .map_err(|e| NativeError::Docker(format!("binding the kernel socket: {e}")))?;
+    let (listener, socket) = listener.map_err(|source| NativeError::Io {
+        path: dir.zone().join(api::SOCKET_NAME).display().to_string(),
+        source,
+    })?;
+    let listener =
+        tokio::net::UnixListener::from_std(listener).map_err(|source| NativeError::Io {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let api = tokio::spawn(api::serve(listener, kernel.clone(), task.clone(), peers));
+    let agent = async {
+        match (&spec.isolation, &docker) {
+            (Isolation::Container { image, cpus }, Some(docker)) => {
+                let c = container::Container {
+                    run_id: &run_id,
+                    home: &home,
+                    image,
+                    command: &spec.command,
+                    env,
+                    memory: limits.memory,
+                    cpus: *cpus,
+                    zone_dir: dir.zone(),
+                };
+                container::run(docker, c, limits.timeout, output).await
+            }
+            _ => {
+                let zone = dir.zone();
+                host::run(&spec.command, env, zone, limits.timeout, output, &group).await
+            }
+        }
+    };
+    // Interrupted (Ctrl-C, SIGTERM: the user's, or the node's shutdown),
+    // the agent is dropped, which removes its container or process group.
+    let outcome = tokio::select! {
+        outcome = agent => outcome,
+        () = interrupted() => Ok(Outcome::Interrupted),
+    };
+    // The agent is gone: its socket closes (the listener held the mount),
+    // then the zone is unmounted before its files are written out.
+    api.abort();
+    let _ = api.await;
     drop(dir);
     let written = kernel.write_out_for(std::slice::from_ref(&task)).await;
     let outcome = outcome?;
@@ -187,6 +253,7 @@ pub async fn run(
     match outcome {
         Outcome::Exited(code) => Ok(Some(code)),
         Outcome::TimedOut => Err(NativeError::Timeout(limits.timeout.unwrap_or_default())),
+        Outcome::Interrupted => Err(NativeError::Interrupted),
         Outcome::Abandoned => Ok(None),
     }
 }

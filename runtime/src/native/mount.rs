@@ -18,6 +18,7 @@ use nexus_kernel::{Kernel, Task};
 
 use super::fuse::{Owner, ZoneFs};
 use super::NativeError;
+use crate::agent::pipe::PipeBudget;
 
 /// FUSE threads serving one mount (each answers at once, the work runs
 /// on the tokio runtime; more threads only overlap the reads of requests).
@@ -107,9 +108,11 @@ impl RunDir {
         task: Task,
         owner: Owner,
         reach: Reach,
+        pipes: Arc<PipeBudget>,
     ) -> Result<(), NativeError> {
         let fsname = format!("nexus:{}", task.zone());
-        let fs = ZoneFs::new(kernel, task, tokio::runtime::Handle::current(), owner);
+        let rt = tokio::runtime::Handle::current();
+        let fs = ZoneFs::new(kernel, task, rt, owner, pipes);
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName(fsname),

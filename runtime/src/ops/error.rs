@@ -12,6 +12,8 @@ pub mod exit {
     pub const CONFLICT: u8 = 5;
     /// An agent ran past `--timeout` (as with timeout(1)).
     pub const TIMEOUT: u8 = 124;
+    /// A native run was interrupted (as a shell reports SIGINT).
+    pub const INTERRUPTED: u8 = 130;
     /// An agent trapped or ran out of fuel.
     pub const KILLED: u8 = 125;
 }
@@ -69,6 +71,7 @@ impl OpError {
             OpError::Native(e) => match e {
                 crate::native::NativeError::NoImage(_) => exit::NOT_FOUND,
                 crate::native::NativeError::Timeout(_) => exit::TIMEOUT,
+                crate::native::NativeError::Interrupted => exit::INTERRUPTED,
                 crate::native::NativeError::NoCommand
                 | crate::native::NativeError::HostThroughNode => 2,
                 _ => exit::FAILURE,

@@ -313,6 +313,7 @@ async fn run_native(
     let limits = native::NativeLimits {
         timeout: hosts.policy.timeout(spec.timeout)?,
         memory,
+        node_memory: hosts.node_memory.clone(),
     };
     let env = spec
         .env

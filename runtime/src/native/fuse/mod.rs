@@ -11,6 +11,10 @@
 //! node's tokio runtime, so a pipe read waiting for a writer holds no FUSE
 //! thread. Kernel errors map to errno once, in `errno.rs`.
 //!
+//! Regular files go through Linux's page cache, kept across opens: a write
+//! made elsewhere (another agent, another node) is seen here once this
+//! mount refreshes the file's attributes, within `TTL` (1 s).
+//!
 //! Deliberate differences from a local file system (ARCHITECTURE.md):
 //! a pipe (DT_PIPE) shows as an empty regular file whose reads and writes
 //! block like a FIFO's (a FUSE inode typed FIFO would be served by Linux's
@@ -23,6 +27,7 @@ mod nodes;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,7 +38,10 @@ use fuser::{
     WriteFlags,
 };
 use nexus_kernel::{DirListing, FileKind, Handle, Kernel, KernelError, OpenFile, OpenOptions};
-use nexus_kernel::{PipeEnd, PipeMode, PipeRead, Stat, Task};
+use nexus_kernel::{PipeMode, PipeRead, Stat, Task};
+
+use super::api;
+use crate::agent::pipe::{ChargedEnd, PipeBudget};
 
 pub use errno::errno;
 use nodes::{Full, Nodes, ROOT};
@@ -53,9 +61,10 @@ const O_NONBLOCK: i32 = 0o4000;
 const O_APPEND: i32 = 0o2000;
 const O_EXCL: i32 = 0o200;
 const O_TRUNC: i32 = 0o1000;
-/// The type bits of a mode, and those of a regular file.
+/// The type bits of a mode, and those of a regular file and a socket.
 const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
+const S_IFSOCK: u32 = 0o140000;
 
 /// Whom every file appears to belong to (the agent's own user).
 #[derive(Debug, Clone, Copy)]
@@ -74,9 +83,11 @@ enum Opened {
         write: bool,
         append: bool,
     },
+    /// Ends charged to the agent's host memory (a ring lives in the
+    /// node's memory, outside the container's).
     Pipe {
-        reader: Option<PipeEnd>,
-        writer: Option<PipeEnd>,
+        reader: Option<ChargedEnd>,
+        writer: Option<ChargedEnd>,
     },
     Dir {
         handle: Handle,
@@ -102,8 +113,12 @@ struct Inner {
     task: Task,
     rt: tokio::runtime::Handle,
     owner: Owner,
+    pipes: Arc<PipeBudget>,
     nodes: Mutex<Nodes>,
     open: Mutex<OpenTable>,
+    /// The node of the kernel API socket (`api.rs`), once this process
+    /// has bound it.
+    socket: Mutex<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -141,15 +156,23 @@ fn ns_of(t: TimeOrNow) -> i64 {
 }
 
 impl ZoneFs {
-    pub fn new(kernel: Arc<Kernel>, task: Task, rt: tokio::runtime::Handle, owner: Owner) -> Self {
+    pub fn new(
+        kernel: Arc<Kernel>,
+        task: Task,
+        rt: tokio::runtime::Handle,
+        owner: Owner,
+        pipes: Arc<PipeBudget>,
+    ) -> Self {
         ZoneFs {
             inner: Arc::new(Inner {
                 kernel,
                 task,
                 rt,
                 owner,
+                pipes,
                 nodes: Mutex::new(Nodes::default()),
                 open: Mutex::new(OpenTable::default()),
+                socket: Mutex::new(None),
             }),
         }
     }
@@ -176,8 +199,13 @@ impl Inner {
         self.nodes().path(node.0).ok_or(Errno::ENOENT)
     }
 
+    /// The zone path of `name` in `parent`; the API socket's reserved name
+    /// is no zone file's (`EPERM` to make, move or remove one there).
     fn child_path(&self, parent: INodeNo, name: &OsStr) -> Reply<String> {
         let name = name_of(name)?;
+        if is_socket_name(parent, name) {
+            return Err(Errno::EPERM);
+        }
         self.nodes().child_path(parent.0, name).ok_or(Errno::ENOENT)
     }
 
@@ -229,6 +257,57 @@ impl Inner {
         }
     }
 
+    fn socket_node(&self) -> Option<u64> {
+        *self.socket.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn socket_attr(&self, node: u64) -> FileAttr {
+        let now = SystemTime::now();
+        FileAttr {
+            ino: INodeNo(node),
+            size: 0,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind: FileType::Socket,
+            perm: 0o666,
+            nlink: 1,
+            uid: self.owner.uid,
+            gid: self.owner.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// This process binding the API socket (`bind` makes its node through
+    /// FUSE): the node is made here, never in the zone.
+    fn bind_socket(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+    ) -> Option<Reply<FileAttr>> {
+        if !name.to_str().is_some_and(|n| is_socket_name(parent, n)) {
+            return None;
+        }
+        let ours = Path::new("/proc/self/task")
+            .join(req.pid().to_string())
+            .exists();
+        if mode & S_IFMT != S_IFSOCK || !ours || self.socket_node().is_some() {
+            return Some(Err(Errno::EPERM));
+        }
+        let id = match self.nodes().remember(parent.0, api::SOCKET_NAME) {
+            Ok(id) => id,
+            Err(Full) => return Some(Err(Errno::ENFILE)),
+        };
+        *self.socket.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+        Some(Ok(self.socket_attr(id)))
+    }
+
     /// `name` in `parent` was looked up (or made): its node and attributes.
     fn entry(&self, parent: INodeNo, name: &OsStr, s: &Stat) -> Reply<(FileAttr, u64)> {
         let name = name_of(name)?;
@@ -252,6 +331,9 @@ impl Inner {
                 Opened::File { handle, .. } | Opened::Dir { handle, .. } => Some(handle.clone()),
                 Opened::Pipe { .. } => None,
             });
+        if self.socket_node() == Some(node.0) {
+            return Ok(self.socket_attr(node.0));
+        }
         let s = match via_handle {
             Some(h) => self.kernel.stat_handle(&self.task, &h).map_err(kerr)?,
             None if node.0 == ROOT => self.stat_path("/")?,
@@ -337,7 +419,10 @@ impl Inner {
         let (opened, fopen) = match handle.kind {
             FileKind::Dir | FileKind::Mount if write => return Err(Errno::EISDIR),
             FileKind::Pipe => {
-                let attach = |mode| self.kernel.pipe_attach(&self.task, &handle, mode);
+                let attach = |mode| {
+                    let end = self.kernel.pipe_attach(&self.task, &handle, mode)?;
+                    self.pipes.hold(end)
+                };
                 let reader = read.then(|| attach(PipeMode::Read)).transpose();
                 let writer = write.then(|| attach(PipeMode::Write)).transpose();
                 let opened = Opened::Pipe {
@@ -356,7 +441,9 @@ impl Inner {
                     write,
                     append: flags & O_APPEND != 0,
                 },
-                FopenFlags::empty(),
+                // Pages cached by earlier opens stay (attributes, refreshed
+                // every TTL, say when another writer changed the file).
+                FopenFlags::FOPEN_KEEP_CACHE,
             ),
         };
         let stat = self.kernel.stat_handle(&self.task, &handle).map_err(kerr)?;
@@ -513,6 +600,11 @@ impl Inner {
                 continue;
             }
             let e = &listing.entries[index];
+            if is_socket_name(node, &e.name) {
+                // Shadowed by the API socket: not shown.
+                at += 1;
+                continue;
+            }
             let kind = match e.kind {
                 FileKind::Dir | FileKind::Mount => FileType::Directory,
                 FileKind::Regular | FileKind::Pipe => FileType::RegularFile,
@@ -616,12 +708,28 @@ struct Opening {
 
 impl fuser::Filesystem for ZoneFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        // Requests as large as the Linux kernel allows (a refusal keeps
+        // its own, smaller, limit). Cached pages are dropped when a
+        // refreshed mtime or size shows another writer changed the file.
         let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_AUTO_INVAL_DATA);
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let inner = &self.inner;
+        if name.to_str().is_some_and(|n| is_socket_name(parent, n)) {
+            return match inner.socket_node() {
+                Some(id) => {
+                    // The same node every time: the bound socket lives on
+                    // the Linux inode of this node id.
+                    let _ = inner.nodes().remember(parent.0, api::SOCKET_NAME);
+                    reply.entry(&TTL, &inner.socket_attr(id), Generation(0))
+                }
+                None => reply.error(Errno::ENOENT),
+            };
+        }
         let r = inner
             .child_path(parent, name)
             .and_then(|p| inner.stat_path(&p))
@@ -682,7 +790,7 @@ impl fuser::Filesystem for ZoneFs {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -690,6 +798,11 @@ impl fuser::Filesystem for ZoneFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        match self.inner.bind_socket(req, parent, name, mode) {
+            Some(Ok(attr)) => return reply.entry(&TTL, &attr, Generation(0)),
+            Some(Err(e)) => return reply.error(e),
+            None => {}
+        }
         let name = name.to_owned();
         self.serve(move |inner| async move {
             match inner.mknod(parent, &name, mode).await {
@@ -987,6 +1100,11 @@ impl fuser::Filesystem for ZoneFs {
             Err(e) => reply.error(e),
         }
     }
+}
+
+/// Whether `name` in `parent` is the API socket's reserved place.
+fn is_socket_name(parent: INodeNo, name: &str) -> bool {
+    parent.0 == ROOT && name == api::SOCKET_NAME
 }
 
 fn answer_empty(reply: ReplyEmpty, r: Reply<()>) {
