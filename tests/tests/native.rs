@@ -78,6 +78,33 @@ fn mounts_under(home: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `nexus run --isolation host --zone z1 -- sh -c SCRIPT`'s arguments.
+fn on_host(script: &str) -> [&str; 9] {
+    let args = [
+        "run",
+        "--isolation",
+        "host",
+        "--zone",
+        "z1",
+        "--",
+        "sh",
+        "-c",
+    ];
+    let [a, b, c, d, e, f, g, h] = args;
+    [a, b, c, d, e, f, g, h, script]
+}
+
+/// The run succeeded and printed each of `lines` (among others); its
+/// stdout.
+fn says(out: &std::process::Output, lines: &[&str]) -> String {
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    for line in lines {
+        assert!(said.lines().any(|l| l == *line), "{line:?} not in:\n{said}");
+    }
+    said
+}
+
 /// What the probe below prints, one `key: value` per line.
 const PROBE: &str = r#"
 import os, socket
@@ -127,25 +154,24 @@ fn a_container_reaches_its_zone_through_the_kernel_and_nothing_else() {
     ok(home, &["mount", "--zone", "z1", "/other", "z2"]);
 
     let out = python_in_container(home, &[], PROBE);
-    let said = text(&out.stdout);
-    assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    for line in [
-        "uid: 65534",
-        "caps: 0000000000000000",
-        "nnp: 1",
-        "cwd: /mnt/nexus",
-        "parent: ['nexus']",
-        "docker.sock: False",
-        "devices: []",
-        "connect: errno 101",
-        "etc: errno 30",
-        "tmp: 1",
-        "read: {\"a\": 1}",
-        "write: 18",
-        "other: errno 13",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
-    }
+    let said = says(
+        &out,
+        &[
+            "uid: 65534",
+            "caps: 0000000000000000",
+            "nnp: 1",
+            "cwd: /mnt/nexus",
+            "parent: ['nexus']",
+            "docker.sock: False",
+            "devices: []",
+            "connect: errno 101",
+            "etc: errno 30",
+            "tmp: 1",
+            "read: {\"a\": 1}",
+            "write: 18",
+            "other: errno 13",
+        ],
+    );
     // The one mount besides Docker's /etc/hostname and the tmpfs: the zone.
     let mounted = said
         .lines()
@@ -219,18 +245,17 @@ check("mine", lambda: open("rw/new", "w").write("ok"))
 check("rename", lambda: os.rename("rw/new", "ro/stolen"))
 "#;
     let out = python_in_container(home, &[], code);
-    let said = text(&out.stdout);
-    assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    for line in [
-        "read: read me",
-        "write: errno 13",
-        "create: errno 13",
-        "unlink: errno 13",
-        "mine: 2",
-        "rename: errno 13",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
-    }
+    says(
+        &out,
+        &[
+            "read: read me",
+            "write: errno 13",
+            "create: errno 13",
+            "unlink: errno 13",
+            "mine: 2",
+            "rename: errno 13",
+        ],
+    );
     assert_eq!(ok(home, &["fs", "cat", "--zone", "z1", "/ro/f"]), "read me");
     let audit = ok(home, &["audit", "tail", "--zone", "z1", "-n", "100"]);
     assert!(
@@ -321,18 +346,17 @@ print("sqlite:", db.execute("select count(*), sum(x) from t").fetchone(),
       db.execute("pragma integrity_check").fetchone()[0])
 "#;
     let out = python_in_container(home, &[], code);
-    let said = text(&out.stdout);
-    assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    for line in [
-        "renamed: new False",
-        "unlinked: kept after unlink False",
-        "appended: ['1', '2']",
-        "truncated: 01X3 4",
-        "rmdir non-empty: errno 39",
-        "sqlite: (1000, 1000000) ok",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
-    }
+    says(
+        &out,
+        &[
+            "renamed: new False",
+            "unlinked: kept after unlink False",
+            "appended: ['1', '2']",
+            "truncated: 01X3 4",
+            "rmdir non-empty: errno 39",
+            "sqlite: (1000, 1000000) ok",
+        ],
+    );
     assert!(ok(home, &["zone", "check", "z1", "--deep"]).contains("consistent"));
 }
 
@@ -387,17 +411,16 @@ except OSError as e:
     print("mkfifo: errno", e.errno)
 "#;
     let out = python_in_container(home, &[], code);
-    let said = text(&out.stdout);
-    assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    for line in [
-        "read: 100 job 0 job 99",
-        "broken: EPIPE",
-        "nonblocking: EAGAIN",
-        "then end-of-file: b''",
-        "mkfifo: errno 1",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
-    }
+    says(
+        &out,
+        &[
+            "read: 100 job 0 job 99",
+            "broken: EPIPE",
+            "nonblocking: EAGAIN",
+            "then end-of-file: b''",
+            "mkfifo: errno 1",
+        ],
+    );
 }
 
 #[test]
@@ -498,20 +521,7 @@ fn a_host_process_works_in_its_zone_and_leaves_nothing_running() {
         "echo hello > greeting; mkdir -p d; echo one >> d/log; echo two >> d/log; \
          cat d/log; pwd; (exec -a {marker} sleep 300 &) ; echo started"
     );
-    let out = run(
-        home,
-        &[
-            "run",
-            "--isolation",
-            "host",
-            "--zone",
-            "z1",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-    );
+    let out = run(home, &on_host(&script));
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
     assert!(said.contains("one\ntwo\n"), "{said}");
@@ -704,24 +714,23 @@ f.write(b"x" * (70 << 10) + b"\n")
 print("long:", json.loads(f.readline())["error"]["code"])
 "#;
     let out = python_in_container(home, &[], code);
-    let said = text(&out.stdout);
-    assert!(out.status.success(), "{said}{}", text(&out.stderr));
-    for line in [
-        "whoami: agent:nexus-python",
-        "create: {'ok': None}",
-        "stat: 4096",
-        "list: ['/jobs']",
-        "slept: True",
-        "bad: invalid",
-        "denied: access",
-        "hidden: False",
-        "open: errno 6",
-        "unlink: errno 1",
-        "rename onto: errno 1",
-        "long: invalid",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line:?} not in:\n{said}");
-    }
+    says(
+        &out,
+        &[
+            "whoami: agent:nexus-python",
+            "create: {'ok': None}",
+            "stat: 4096",
+            "list: ['/jobs']",
+            "slept: True",
+            "bad: invalid",
+            "denied: access",
+            "hidden: False",
+            "open: errno 6",
+            "unlink: errno 1",
+            "rename onto: errno 1",
+            "long: invalid",
+        ],
+    );
     assert!(ok(home, &["pipe", "ls", "--zone", "z1"]).contains("/jobs"));
 
     // Level 0: the run's own processes are served; another process of the
@@ -733,17 +742,7 @@ print("long:", json.loads(f.readline())["error"]["code"])
         print(json.loads(s.makefile().readline())['ok']['principal'])\"; \
         echo $NEXUS_SOCKET; sleep 3";
     let mut running = nexus(home)
-        .args([
-            "run",
-            "--isolation",
-            "host",
-            "--zone",
-            "z1",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
+        .args(on_host(script))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

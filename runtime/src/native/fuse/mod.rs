@@ -7,9 +7,10 @@
 //! Linux kernel's own permission checks are off (no `default_permissions`):
 //! modes and owners shown are nominal, the gate is the only judge.
 //!
-//! Requests arrive on FUSE's threads; each is answered from a task on the
-//! node's tokio runtime, so a pipe read waiting for a writer holds no FUSE
-//! thread. Kernel errors map to errno once, in `errno.rs`.
+//! Requests arrive on FUSE's threads. Those on regular files (open, read,
+//! write) are answered there; the rest from a task on the node's tokio
+//! runtime, so a pipe read waiting for a writer, or a commit, holds no
+//! FUSE thread. Kernel errors map to errno once, in `errno.rs`.
 //!
 //! Regular files go through Linux's page cache, kept across opens: a write
 //! made elsewhere (another agent, another node) is seen here once this
@@ -178,6 +179,13 @@ impl ZoneFs {
     }
 
     /// Runs `work` on the runtime and answers with what it returns.
+    /// Runs `work` on this FUSE thread: for the calls on regular files,
+    /// which never wait on another agent (a hop to the runtime's workers
+    /// would cost more than the work).
+    fn now<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        self.inner.rt.block_on(work)
+    }
+
     fn serve<F>(&self, work: impl FnOnce(Arc<Inner>) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
@@ -211,6 +219,11 @@ impl Inner {
 
     fn opened(&self, fh: FileHandle) -> Reply<Arc<Opened>> {
         self.table().map.get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn is_pipe(&self, fh: FileHandle) -> bool {
+        self.opened(fh)
+            .is_ok_and(|o| matches!(*o, Opened::Pipe { .. }))
     }
 
     fn keep(&self, opened: Opened) -> Reply<FileHandle> {
@@ -734,17 +747,7 @@ impl fuser::Filesystem for ZoneFs {
             .child_path(parent, name)
             .and_then(|p| inner.stat_path(&p))
             .and_then(|s| inner.entry(parent, name, &s));
-        match r {
-            Ok((attr, id)) => reply.entry(
-                &TTL,
-                &FileAttr {
-                    ino: INodeNo(id),
-                    ..attr
-                },
-                Generation(0),
-            ),
-            Err(e) => reply.error(e),
-        }
+        answer_entry(reply, r);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -805,17 +808,7 @@ impl fuser::Filesystem for ZoneFs {
         }
         let name = name.to_owned();
         self.serve(move |inner| async move {
-            match inner.mknod(parent, &name, mode).await {
-                Ok((attr, id)) => reply.entry(
-                    &TTL,
-                    &FileAttr {
-                        ino: INodeNo(id),
-                        ..attr
-                    },
-                    Generation(0),
-                ),
-                Err(e) => reply.error(e),
-            }
+            answer_entry(reply, inner.mknod(parent, &name, mode).await)
         });
     }
 
@@ -829,19 +822,9 @@ impl fuser::Filesystem for ZoneFs {
         reply: ReplyEntry,
     ) {
         let name = name.to_owned();
-        self.serve(move |inner| async move {
-            match inner.mkdir(parent, &name).await {
-                Ok((attr, id)) => reply.entry(
-                    &TTL,
-                    &FileAttr {
-                        ino: INodeNo(id),
-                        ..attr
-                    },
-                    Generation(0),
-                ),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.serve(
+            move |inner| async move { answer_entry(reply, inner.mkdir(parent, &name).await) },
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -878,12 +861,10 @@ impl fuser::Filesystem for ZoneFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.serve(move |inner| async move {
-            match inner.open(ino, flags.0, None).await {
-                Ok(o) => reply.opened(o.fh, o.fopen),
-                Err(e) => reply.error(e),
-            }
-        });
+        match self.now(self.inner.open(ino, flags.0, None)) {
+            Ok(o) => reply.opened(o.fh, o.fopen),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn create(
@@ -928,6 +909,13 @@ impl fuser::Filesystem for ZoneFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if !self.inner.is_pipe(fh) {
+            return match self.now(self.inner.read(fh, offset, size, flags.0)) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(e),
+            };
+        }
+        // A pipe read may wait for a writer: never on a FUSE thread.
         self.serve(move |inner| async move {
             match inner.read(fh, offset, size, flags.0).await {
                 Ok(data) => reply.data(&data),
@@ -948,6 +936,12 @@ impl fuser::Filesystem for ZoneFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if !self.inner.is_pipe(fh) {
+            return match self.now(self.inner.write(fh, offset, data, flags.0)) {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            };
+        }
         let data = data.to_vec();
         self.serve(move |inner| async move {
             match inner.write(fh, offset, &data, flags.0).await {
@@ -965,8 +959,9 @@ impl fuser::Filesystem for ZoneFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // close() promises no durability (fsync does): nothing to do.
-        reply.ok();
+        // close() promises no durability (fsync does): nothing to do, and
+        // ENOSYS tells Linux never to ask again (a request less per close).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -1105,6 +1100,20 @@ impl fuser::Filesystem for ZoneFs {
 /// Whether `name` in `parent` is the API socket's reserved place.
 fn is_socket_name(parent: INodeNo, name: &str) -> bool {
     parent.0 == ROOT && name == api::SOCKET_NAME
+}
+
+/// A new or looked-up entry: its node id as the attributes' inode.
+fn answer_entry(reply: ReplyEntry, r: Reply<(FileAttr, u64)>) {
+    match r {
+        Ok((attr, id)) => {
+            let attr = FileAttr {
+                ino: INodeNo(id),
+                ..attr
+            };
+            reply.entry(&TTL, &attr, Generation(0))
+        }
+        Err(e) => reply.error(e),
+    }
 }
 
 fn answer_empty(reply: ReplyEmpty, r: Reply<()>) {
