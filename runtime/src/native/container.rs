@@ -2,8 +2,8 @@
 //! Engine API (bollard), whose only I/O is the one mount it is given,
 //! `/mnt/nexus`, the task's zone served by the kernel through FUSE.
 //!
-//! The container gets no network, a read-only root, no capabilities,
-//! no-new-privileges, a non-root user, limits on processes, memory and
+//! The container gets no network (and no socket but a Unix one), a
+//! read-only root, no capabilities, no-new-privileges, a seccomp profile, a non-root user, limits on processes, memory and
 //! CPU, and a small tmpfs at `/tmp`; no device, no Docker socket and no
 //! host path besides the zone (Docker's own `/etc/hostname` aside). It carries labels naming the run
 //! and the data directory, so a later start can remove it if `nexus` died
@@ -34,6 +34,13 @@ pub const PIDS: i64 = 256;
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
 /// The writable scratch space at `/tmp`.
 const TMPFS: &str = "rw,nosuid,nodev,noexec,size=64m,mode=1777";
+/// The container's seccomp profile (`seccomp.json`, ours): every system
+/// call allowed but sockets of any family other than Unix (refused at
+/// creation, `EAFNOSUPPORT`), new user namespaces, and the namespace,
+/// mount, key, module, tracing and clock calls an agent never needs
+/// (`EPERM`). With no capabilities, no-new-privileges and a non-root user,
+/// it stands in for Docker's default profile, which it replaces.
+const SECCOMP: &str = include_str!("seccomp.json");
 /// Labels every container of Nexus carries.
 pub const LABEL_RUN: &str = "nexus.run";
 pub const LABEL_HOME: &str = "nexus.home";
@@ -85,7 +92,10 @@ fn create_body(c: &Container<'_>) -> ContainerCreateBody {
         network_mode: Some("none".into()),
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges".into()]),
+        security_opt: Some(vec![
+            "no-new-privileges".into(),
+            format!("seccomp={SECCOMP}"),
+        ]),
         pids_limit: Some(PIDS),
         memory: Some(memory),
         // No swap beyond the memory limit.
