@@ -141,11 +141,13 @@ pub async fn run(
     }
     let name = format!("nexus-{}", c.run_id);
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
+    // Armed before the container exists: a run dropped while the engine
+    // creates it still removes it.
+    let mut removal = Removal(Some(name.clone()));
     docker
         .create_container(Some(options), create_body(&c))
         .await
         .map_err(engine_error)?;
-    let mut removal = Removal(Some(name.clone()));
     let outcome = attach_and_wait(docker, &name, timeout, output).await;
     remove(docker, &name).await;
     removal.0 = None;
@@ -278,8 +280,13 @@ async fn kill(docker: &Docker, name: &str) {
 /// start's sweep retries).
 pub async fn remove(docker: &Docker, name: &str) {
     let options = RemoveContainerOptionsBuilder::new().force(true).build();
-    if let Err(e) = docker.remove_container(name, Some(options)).await {
-        tracing::warn!("removing container {name}: {e}");
+    match docker.remove_container(name, Some(options)).await {
+        Ok(()) => {}
+        // Never made, or already gone.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => tracing::warn!("removing container {name}: {e}"),
     }
 }
 
