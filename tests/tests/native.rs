@@ -94,6 +94,25 @@ fn on_host(script: &str) -> [&str; 9] {
     [a, b, c, d, e, f, g, h, script]
 }
 
+/// `nexus ARGS` with "fed through\n" on its stdin; its stdout.
+fn fed(home: &Path, args: &[&str]) -> String {
+    use std::io::Write;
+    let mut run = nexus(home)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    run.stdin
+        .take()
+        .unwrap()
+        .write_all(b"fed through\n")
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 /// The run succeeded and printed each of `lines` (among others); its
 /// stdout.
 fn says(out: &std::process::Output, lines: &[&str]) -> String {
@@ -471,6 +490,15 @@ import time; time.sleep(600)
     );
     assert_eq!(containers_of(home), Vec::<String>::new());
     assert_eq!(mounts_under(home), Vec::<String>::new());
+    // What `nexus run` reads on its stdin, the agent reads on its own.
+    let upper = "import sys; print(sys.stdin.read().upper(), end='')";
+    let fed = fed(
+        home,
+        &[
+            "run", "--image", IMAGE, "--zone", "z1", "--", "python3", "-c", upper,
+        ],
+    );
+    assert_eq!(fed, "FED THROUGH\n");
     // The exit code of a container that ends at once is the run's.
     let out = python_in_container(home, &[], "import sys; sys.exit(7)");
     assert_eq!(out.status.code(), Some(7));
@@ -543,6 +571,7 @@ fn a_host_process_works_in_its_zone_and_leaves_nothing_running() {
         ok(home, &["fs", "cat", "--zone", "z1", "/greeting"]),
         "hello\n"
     );
+    assert_eq!(fed(home, &on_host("tr a-z A-Z")), "FED THROUGH\n");
     // Its leftover child went with it; its mount too.
     let left = Command::new("pgrep")
         .args(["-f", &marker])

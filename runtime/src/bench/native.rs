@@ -91,7 +91,11 @@ async fn once(
                 memory: native::DEFAULT_MEMORY,
                 node_memory: NodeMemory::new(NODE_HOST_MEMORY),
             };
-            native::run(kernel, task.clone(), &spec, &[], limits, Some(&tx)).await?
+            let io = native::NativeIo {
+                output: Some(&tx),
+                stdin: None,
+            };
+            native::run(kernel, task.clone(), &spec, &[], limits, io).await?
         }
         Way::Plain => {
             let docker = container::engine().await?;
@@ -105,7 +109,7 @@ async fn once(
                 cpus: None,
                 zone_dir: plain_dir,
             };
-            match container::run(&docker, c, None, Some(&tx)).await? {
+            match container::run(&docker, c, None, Some(&tx), None).await? {
                 native::Outcome::Exited(code) => Some(code),
                 _ => None,
             }

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::{NativeError, Outcome, MOUNT_POINT};
-use crate::ops::Output;
+use crate::ops::{ByteStream, Output};
 
 /// The user every container runs as: `nobody`, never root.
 pub const USER: (u32, u32) = (65534, 65534);
@@ -114,10 +114,13 @@ fn create_body(c: &Container<'_>) -> ContainerCreateBody {
         user: Some(format!("{}:{}", USER.0, USER.1)),
         working_dir: Some(MOUNT_POINT.into()),
         network_disabled: Some(true),
+        attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         tty: Some(false),
-        open_stdin: Some(false),
+        open_stdin: Some(true),
+        // Its stdin closes when ours ends.
+        stdin_once: Some(true),
         labels: Some(labels),
         host_config: Some(host_config),
         ..Default::default()
@@ -131,6 +134,7 @@ pub async fn run(
     c: Container<'_>,
     timeout: Option<Duration>,
     output: Option<&mpsc::Sender<Output>>,
+    stdin: Option<ByteStream>,
 ) -> Result<Outcome, NativeError> {
     match docker.inspect_image(c.image).await {
         Ok(_) => {}
@@ -148,7 +152,7 @@ pub async fn run(
         .create_container(Some(options), create_body(&c))
         .await
         .map_err(engine_error)?;
-    let outcome = attach_and_wait(docker, &name, timeout, output).await;
+    let outcome = attach_and_wait(docker, &name, timeout, output, stdin).await;
     remove(docker, &name).await;
     removal.0 = None;
     outcome
@@ -186,9 +190,11 @@ async fn attach_and_wait(
     name: &str,
     timeout: Option<Duration>,
     output: Option<&mpsc::Sender<Output>>,
+    stdin: Option<ByteStream>,
 ) -> Result<Outcome, NativeError> {
     // Attached before it starts, so no early line is lost.
     let attach = AttachContainerOptionsBuilder::new()
+        .stdin(true)
         .stdout(true)
         .stderr(true)
         .stream(true)
@@ -201,6 +207,19 @@ async fn attach_and_wait(
         .start_container(name, None)
         .await
         .map_err(engine_error)?;
+    // Its stdin, fed as it reads; at the end of the bytes it reads
+    // end-of-file. Ends with the run.
+    let input = attached.input;
+    let feeding = tokio::spawn(async move {
+        match stdin {
+            Some(bytes) => crate::ops::run::feed(bytes, input).await,
+            None => {
+                let mut input = input;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut input).await;
+            }
+        }
+    });
+    let _feeding = AbortOnDrop(feeding);
     let relay = async {
         while let Some(Ok(out)) = attached.output.next().await {
             let chunk = match out {
@@ -308,4 +327,19 @@ pub async fn ours(docker: &Docker, home: &Path) -> Result<Vec<(String, String)>,
             Some((c.id?, run))
         })
         .collect())
+}
+
+/// Aborts a task when dropped.
+pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub(super) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        AbortOnDrop(task)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{NativeError, Outcome};
+use super::{NativeError, NativeIo, Outcome};
 use crate::ops::run::deliver;
 use crate::ops::Output;
 
@@ -24,9 +24,10 @@ pub async fn run(
     env: &[(String, String)],
     zone_dir: &Path,
     timeout: Option<Duration>,
-    output: Option<&mpsc::Sender<Output>>,
+    io: NativeIo<'_>,
     group: &OnceLock<u32>,
 ) -> Result<Outcome, NativeError> {
+    let NativeIo { output, stdin } = io;
     let Some((program, args)) = command.split_first() else {
         return Err(NativeError::NoCommand);
     };
@@ -37,7 +38,11 @@ pub async fn run(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("NEXUS_ZONE_DIR", zone_dir)
         .env("NEXUS_SOCKET", zone_dir.join(super::api::SOCKET_NAME))
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         // Its own process group: the run ends every process it started.
         .process_group(0)
         .kill_on_drop(true);
@@ -59,6 +64,14 @@ pub async fn run(
     }
     let group = ProcessGroup(child.id());
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    // Its stdin, fed as it reads; end-of-file at the end of the bytes.
+    let _feeding = match (stdin, child.stdin.take()) {
+        (Some(bytes), Some(to)) => {
+            let feeding = tokio::spawn(crate::ops::run::feed(bytes, to));
+            Some(super::container::AbortOnDrop::new(feeding))
+        }
+        _ => None,
+    };
     let pumps = async {
         if let (Some(out), Some(err)) = (stdout, stderr) {
             tokio::join!(

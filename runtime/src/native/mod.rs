@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::agent::budget::{HostMemory, NodeMemory};
 use crate::agent::pipe::PipeBudget;
-use crate::ops::Output;
+use crate::ops::{ByteStream, Output};
 
 pub use container::{DEFAULT_MEMORY, PIDS};
 pub use sweep::{sweep_runs, Swept};
@@ -132,6 +132,13 @@ async fn interrupted() {
     }
 }
 
+/// Where a native agent's output goes (`None`: this process's stdout and
+/// stderr) and what it reads on its stdin (`None`: nothing).
+pub struct NativeIo<'a> {
+    pub output: Option<&'a mpsc::Sender<Output>>,
+    pub stdin: Option<ByteStream>,
+}
+
 /// What a native run may use.
 #[derive(Debug, Clone)]
 pub struct NativeLimits {
@@ -150,8 +157,9 @@ pub async fn run(
     spec: &NativeSpec,
     env: &[(String, String)],
     limits: NativeLimits,
-    output: Option<&mpsc::Sender<Output>>,
+    io: NativeIo<'_>,
 ) -> Result<Option<i32>, NativeError> {
+    let NativeIo { output, stdin } = io;
     if spec.command.is_empty() {
         return Err(NativeError::NoCommand);
     }
@@ -228,11 +236,12 @@ pub async fn run(
                     cpus: *cpus,
                     zone_dir: dir.zone(),
                 };
-                container::run(docker, c, limits.timeout, output).await
+                container::run(docker, c, limits.timeout, output, stdin).await
             }
             _ => {
                 let zone = dir.zone();
-                host::run(&spec.command, env, zone, limits.timeout, output, &group).await
+                let io = NativeIo { output, stdin };
+                host::run(&spec.command, env, zone, limits.timeout, io, &group).await
             }
         }
     };

@@ -83,7 +83,7 @@ fn path(zone: &str, path: &str, parents: bool, linearizable: bool) -> pb::PathRe
 
 /// This process's stdin as chunks, read on a thread of its own (a read
 /// of a terminal blocks; the thread must not hold up the exit).
-fn process_stdin() -> ByteStream {
+pub(crate) fn process_stdin() -> ByteStream {
     use std::io::Read;
     let (tx, rx) = tokio::sync::mpsc::channel::<OpResult<Bytes>>(4);
     std::thread::spawn(move || {

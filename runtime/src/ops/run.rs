@@ -321,12 +321,15 @@ async fn run_native(
         .map(|kv| env_pair(kv))
         .collect::<OpResult<Vec<_>>>()?;
     let task = task_for(kernel, acting, &spec.zone, native.agent_name())?;
-    let output = match io {
-        RunIo::Inherit => None,
-        // A native agent's stdin is empty.
-        RunIo::Stream { output, .. } => Some(output),
+    let (output, stdin) = match io {
+        RunIo::Inherit => (None, Some(super::remote::process_stdin())),
+        RunIo::Stream { output, stdin } => (Some(output), stdin),
     };
-    Ok(native::run(kernel, task, &native, &env, limits, output.as_ref()).await?)
+    let io = native::NativeIo {
+        output: output.as_ref(),
+        stdin,
+    };
+    Ok(native::run(kernel, task, &native, &env, limits, io).await?)
 }
 
 /// One agent, compiled and bound to its task, ready to start.
@@ -525,7 +528,7 @@ fn settle(results: Vec<(String, OpResult<i32>)>) -> (OpResult<i32>, Vec<String>)
 
 /// Writes `bytes` into an agent's stdin until they end (then the agent
 /// reads end-of-file) or the agent is gone.
-async fn feed(mut bytes: super::ByteStream, mut to: DuplexStream) {
+pub(crate) async fn feed(mut bytes: super::ByteStream, mut to: impl tokio::io::AsyncWrite + Unpin) {
     use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     while let Some(Ok(chunk)) = bytes.next().await {
