@@ -94,6 +94,14 @@ fn on_host(script: &str) -> [&str; 9] {
     [a, b, c, d, e, f, g, h, script]
 }
 
+/// `nexus fs put --zone z1 LOCAL DEST`.
+fn put_file(home: &Path, local: &Path, dest: &str) {
+    ok(
+        home,
+        &["fs", "put", "--zone", "z1", local.to_str().unwrap(), dest],
+    );
+}
+
 /// `nexus ARGS` with "fed through\n" on its stdin; its stdout.
 fn fed(home: &Path, args: &[&str]) -> String {
     use std::io::Write;
@@ -163,17 +171,7 @@ fn a_container_reaches_its_zone_through_the_kernel_and_nothing_else() {
     ok(home, &["fs", "mkdir", "--zone", "z1", "/in"]);
     let data = dir.path().join("data.json");
     std::fs::write(&data, r#"{"a": 1}"#).unwrap();
-    ok(
-        home,
-        &[
-            "fs",
-            "put",
-            "--zone",
-            "z1",
-            data.to_str().unwrap(),
-            "/in/data.json",
-        ],
-    );
+    put_file(home, &data, "/in/data.json");
     // Another zone, mounted inside z1: without `enter` on it, closed.
     ok(home, &["zone", "create", "z2"]);
     ok(home, &["mount", "--zone", "z1", "/other", "z2"]);
@@ -316,17 +314,7 @@ fn files_behave_as_posix_programs_expect() {
     let home = dir.path();
     // The example agent, kept in its zone, run twice: its state carries.
     let agent = root().join("examples/native-python/agent.py");
-    ok(
-        home,
-        &[
-            "fs",
-            "put",
-            "--zone",
-            "z1",
-            agent.to_str().unwrap(),
-            "/agent.py",
-        ],
-    );
+    put_file(home, &agent, "/agent.py");
     let mut args = vec!["run", "--image", image(), "--zone", "z1", "--"];
     args.extend(["python3", "agent.py", "buy", "milk"]);
     let first = ok(home, &args);
@@ -779,7 +767,7 @@ print("long:", json.loads(f.readline())["error"]["code"])
     let script = "python3 -c \"import json, os, socket; s = socket.socket(socket.AF_UNIX); \
         s.connect(os.environ['NEXUS_SOCKET']); s.sendall(b'{\\\"op\\\":\\\"whoami\\\"}\\n'); \
         print(json.loads(s.makefile().readline())['ok']['principal'])\"; \
-        echo $NEXUS_SOCKET; sleep 3";
+        echo $NEXUS_SOCKET; while [ ! -e checked ]; do sleep 0.1; done";
     let mut running = nexus(home)
         .args(on_host(script))
         .stdout(std::process::Stdio::piped())
@@ -795,5 +783,9 @@ print("long:", json.loads(f.readline())["error"]["code"])
     let mut answer = String::new();
     let _ = outsider.read_to_string(&mut answer);
     assert_eq!(answer, "", "an outsider was answered");
+    // Only now may the run end (no race with a fixed sleep): a file made
+    // through its mount (the data directory is the run's while it runs).
+    let mount = Path::new(&socket).parent().unwrap();
+    std::fs::write(mount.join("checked"), "").unwrap();
     assert!(running.wait().unwrap().success());
 }

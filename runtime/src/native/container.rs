@@ -29,7 +29,7 @@ use crate::ops::{ByteStream, Output};
 /// The user every container runs as: `nobody`, never root.
 pub const USER: (u32, u32) = (65534, 65534);
 /// Processes (threads included) in one container at most.
-pub const PIDS: i64 = 256;
+const PIDS: i64 = 256;
 /// Memory of a container unless `--memory` says otherwise.
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
 /// The writable scratch space at `/tmp`.

@@ -27,8 +27,8 @@ use crate::agent::budget::{HostMemory, NodeMemory};
 use crate::agent::pipe::PipeBudget;
 use crate::ops::{ByteStream, Output};
 
-pub use container::{DEFAULT_MEMORY, PIDS};
-pub use sweep::{sweep_runs, Swept};
+pub use container::DEFAULT_MEMORY;
+use sweep::sweep_runs;
 
 /// Where a container sees the zone.
 pub const MOUNT_POINT: &str = "/mnt/nexus";

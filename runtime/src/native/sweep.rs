@@ -14,13 +14,6 @@ use bollard::Docker;
 use super::container;
 use super::mount::{detach, owner_alive, remove_run_dir, runs_dir};
 
-/// What a sweep removed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Swept {
-    pub runs: usize,
-    pub containers: usize,
-}
-
 /// The run ids with a live owner.
 fn live_runs(home: &Path) -> Vec<String> {
     let Ok(entries) = fs::read_dir(runs_dir(home)) else {
