@@ -20,9 +20,12 @@ pub(crate) mod types;
 pub(crate) mod zone;
 
 pub use access::audit::{AuditRecord, AuditSink, RecordStore, StoredRecord};
+pub use access::egress::{EgressPass, SecretRow};
 pub use access::gate::{Issuer, AUDIT_PAGE};
+pub use access::host::{Destination, Host as DestinationHost, Scheme};
 pub use access::identity::{Capabilities, Permission, Pid, Principal, Task};
 pub use access::rebac::{Namespace, ObjectRef, Relation, Subject, Tuple};
+pub use access::secret::SecretHeader;
 pub use access::token::keys as issuer_keys;
 pub use access::token::{Claims, MAX_TTL};
 pub use consensus::driver::{ReplicaProgress, ZoneStatus};

@@ -179,6 +179,7 @@ impl Kernel {
             }
             ZoneCommand::RevokeToken { .. } => on_zone(Permission::Admin, "revoke-token"),
             ZoneCommand::SetQuota { .. } => on_zone(Permission::Admin, "set-quota"),
+            ZoneCommand::SetSecret { .. } => on_zone(Permission::Admin, "set-secret"),
             ZoneCommand::Create { parent, new, .. } => {
                 write(*parent)?;
                 match new {

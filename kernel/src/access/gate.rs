@@ -128,7 +128,7 @@ impl TupleSource for ZoneTuples<'_> {
 
     fn parent_of(&self, object: &ObjectRef) -> Result<Option<ObjectRef>> {
         let Some(ino) = object.ino() else {
-            return Ok(None);
+            return Ok(crate::access::host::parent_object(object));
         };
         Ok(self
             .state
@@ -524,7 +524,7 @@ impl Kernel {
     pub(crate) fn tuple_guard(&self, zone: &ZoneId, t: &Tuple) -> Result<ObjectRef> {
         t.validate()?;
         match t.object.ns {
-            Namespace::Group => Ok(ObjectRef::zone(zone)),
+            Namespace::Group | Namespace::Host => Ok(ObjectRef::zone(zone)),
             Namespace::Zone if t.object != ObjectRef::zone(zone) => Err(KernelError::Invalid(
                 format!("{} is not this task's zone {zone}", t.object),
             )),

@@ -59,14 +59,17 @@ pub enum Permission {
     Write,
     Enter,
     Admin,
+    /// Send requests to a `host:` destination (egress).
+    Fetch,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [
+    pub const ALL: [Permission; 5] = [
         Permission::Read,
         Permission::Write,
         Permission::Enter,
         Permission::Admin,
+        Permission::Fetch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +78,7 @@ impl Permission {
             Permission::Write => "write",
             Permission::Enter => "enter",
             Permission::Admin => "admin",
+            Permission::Fetch => "fetch",
         }
     }
 
@@ -83,7 +87,9 @@ impl Permission {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| {
-                KernelError::Invalid(format!("permission {s:?}: use read, write, enter or admin"))
+                KernelError::Invalid(format!(
+                    "permission {s:?}: use read, write, enter, admin or fetch"
+                ))
             })
     }
 
@@ -97,7 +103,7 @@ impl Permission {
 pub struct Capabilities(u8);
 
 impl Capabilities {
-    pub const ALL: Capabilities = Capabilities(0b1111);
+    pub const ALL: Capabilities = Capabilities(0b1_1111);
     pub const NONE: Capabilities = Capabilities(0);
 
     pub fn of(perms: &[Permission]) -> Self {

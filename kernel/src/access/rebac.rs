@@ -29,6 +29,8 @@ pub enum Namespace {
     File,
     Pipe,
     Group,
+    /// An egress destination (`host:api.example.com`, see `access::host`).
+    Host,
 }
 
 impl Namespace {
@@ -39,6 +41,7 @@ impl Namespace {
             Namespace::File => "file",
             Namespace::Pipe => "pipe",
             Namespace::Group => "group",
+            Namespace::Host => "host",
         }
     }
 
@@ -49,6 +52,7 @@ impl Namespace {
             Namespace::File,
             Namespace::Pipe,
             Namespace::Group,
+            Namespace::Host,
         ]
         .into_iter()
         .find(|n| n.as_str() == s)
@@ -71,6 +75,8 @@ pub enum Relation {
     Editor,
     Viewer,
     Member,
+    /// May send requests to a `host:` destination.
+    Fetch,
 }
 
 impl Relation {
@@ -80,6 +86,7 @@ impl Relation {
             Relation::Editor => "editor",
             Relation::Viewer => "viewer",
             Relation::Member => "member",
+            Relation::Fetch => "fetch",
         }
     }
 
@@ -89,12 +96,13 @@ impl Relation {
             Relation::Editor,
             Relation::Viewer,
             Relation::Member,
+            Relation::Fetch,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
         .ok_or_else(|| {
             KernelError::Invalid(format!(
-                "relation {s:?}: use owner, editor, viewer or member"
+                "relation {s:?}: use owner, editor, viewer, member or fetch"
             ))
         })
     }
@@ -134,6 +142,10 @@ impl ObjectRef {
         };
         let (ns, id) = s.split_once(':').ok_or_else(bad)?;
         let ns = Namespace::parse(ns).ok_or_else(bad)?;
+        if ns == Namespace::Host {
+            let id = crate::access::host::object_id(id)?;
+            return Ok(ObjectRef { ns, id });
+        }
         let ok_id = !id.is_empty()
             && id.len() <= 128
             && id
@@ -209,7 +221,8 @@ impl Tuple {
     pub fn validate(&self) -> Result<()> {
         let ok = match self.object.ns {
             Namespace::Group => self.relation == Relation::Member,
-            _ => self.relation != Relation::Member,
+            Namespace::Host => self.relation == Relation::Fetch,
+            _ => !matches!(self.relation, Relation::Member | Relation::Fetch),
         };
         if !ok {
             return Err(KernelError::Invalid(format!(
@@ -263,6 +276,14 @@ pub fn rules(ns: Namespace, name: Name) -> &'static [Term] {
     match (ns, name) {
         (Namespace::Group, Rel(Relation::Member)) => &[Direct(Relation::Member)],
         (Namespace::Group, _) | (_, Rel(Relation::Member)) => &[],
+        // Egress is granted only by `fetch` tuples, on the destination or a
+        // wildcard above it: owning a zone reaches no host.
+        (Namespace::Host, Rel(Relation::Fetch)) => &[Direct(Relation::Fetch)],
+        (Namespace::Host, Perm(Permission::Fetch)) => &[
+            Computed(Rel(Relation::Fetch)),
+            Parent(Perm(Permission::Fetch)),
+        ],
+        (Namespace::Host, _) | (_, Rel(Relation::Fetch)) | (_, Perm(Permission::Fetch)) => &[],
         (_, Rel(Relation::Owner)) => OWNER,
         (_, Rel(Relation::Editor)) => EDITOR,
         (_, Rel(Relation::Viewer)) => VIEWER,

@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::access::rebac::Tuple;
+use crate::access::rebac::{ObjectRef, Tuple};
+use crate::access::secret::SecretHeader;
 use crate::types::{ChunkRef, Ino, Inode, ReplicaId, Timestamp, ZoneId};
 use crate::zone::pipe_record::Checkpoint;
 use crate::zone::usage::ZoneQuota;
@@ -104,6 +105,12 @@ pub enum ZoneCommand {
     /// them from its store, or found another zone naming them): they leave
     /// the zone's list of unreferenced chunks.
     Collected { hashes: Vec<[u8; 32]> },
+    /// Sets the headers the kernel adds to requests to `destination` (a
+    /// `host:` object); none removes them.
+    SetSecret {
+        destination: ObjectRef,
+        headers: Vec<SecretHeader>,
+    },
 }
 
 /// What applying a command produced, returned to the proposer.

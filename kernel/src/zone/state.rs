@@ -12,6 +12,7 @@ use std::ops::Bound;
 
 use crate::access::identity::Principal;
 use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
+use crate::access::secret::SecretHeader;
 use crate::error::{KernelError, Result};
 use crate::types::{
     ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ReplicaId, ROOT_INO,
@@ -43,6 +44,8 @@ pub(crate) mod keys {
     /// `s\x09` + chunk hash: a chunk no file of the zone names any more,
     /// until a node's collector has dealt with it (`Collected`).
     pub const ALL_UNREFERENCED: &[u8] = b"s\x09";
+    /// `s\x0a` + destination object: its secret headers.
+    pub const ALL_SECRETS: &[u8] = b"s\x0a";
     /// Present once the reference counts are kept (a zone from before
     /// them is counted at its first command that changes a chunk).
     pub const REFS_KEPT: &[u8] = b"s\x00refs";
@@ -77,6 +80,10 @@ pub(crate) mod keys {
 
     pub fn unreferenced(hash: &[u8; 32]) -> Vec<u8> {
         [ALL_UNREFERENCED, hash].concat()
+    }
+
+    pub fn secret(destination: &ObjectRef) -> Vec<u8> {
+        [ALL_SECRETS, destination.to_string().as_bytes()].concat()
     }
 
     pub fn revoked(token_id: &str) -> Vec<u8> {
@@ -308,6 +315,24 @@ impl ZoneState {
             .scan_prefix(keys::usersets(object, relation))
             .map(|kv| Ok(dec::<Tuple>(&kv?.1)?.subject))
             .collect()
+    }
+
+    /// The secret headers bound to `destination`, if any.
+    pub fn secret(&self, destination: &ObjectRef) -> Result<Option<Vec<SecretHeader>>> {
+        self.tree
+            .get(keys::secret(destination))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Every destination with secrets, and its headers.
+    pub fn secrets(&self) -> impl Iterator<Item = Result<(String, Vec<SecretHeader>)>> + '_ {
+        self.tree.scan_prefix(keys::ALL_SECRETS).map(|kv| {
+            let (k, v) = kv?;
+            let dest = String::from_utf8(k[keys::ALL_SECRETS.len()..].to_vec())
+                .map_err(|_| KernelError::Corrupt("secret key".into()))?;
+            Ok((dest, dec(&v)?))
+        })
     }
 
     /// Every tuple in the zone, in key order.
@@ -885,6 +910,18 @@ impl Tx<'_> {
             }
             ZoneCommand::SetQuota { quota } => {
                 self.insert(keys::QUOTA.to_vec(), enc(quota));
+                Ok(Applied::Done)
+            }
+            ZoneCommand::SetSecret {
+                destination,
+                headers,
+            } => {
+                crate::access::secret::validate(destination, headers)?;
+                if headers.is_empty() {
+                    self.remove(keys::secret(destination));
+                } else {
+                    self.insert(keys::secret(destination), enc(headers));
+                }
                 Ok(Applied::Done)
             }
             ZoneCommand::RevokeToken { id } => {

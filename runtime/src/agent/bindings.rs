@@ -1,7 +1,7 @@
 //! Host bindings generated from `wit/` for what Nexus implements itself:
 //! `wasi:filesystem`, `nexus:kernel/pipe` and `nexus:kernel/timer` on the
 //! kernel, `wasi:clocks/monotonic-clock` on the kernel's timer driver,
-//! `wasi:sockets` and `wasi:http` denying every call, and
+//! `wasi:sockets` denying every call, `wasi:http` as the kernel's egress, and
 //! `nexus:kernel/identity`. The
 //! `wasi:io` and `wasi:clocks` types are wasmtime-wasi's own, so streams and
 //! pollables interoperate with the rest of its implementation.
@@ -49,9 +49,9 @@ wasmtime::component::bindgen!({
         "wasi:http/types.outgoing-body": crate::agent::http::OutgoingBody,
         "wasi:http/types.incoming-request": crate::agent::http::NoHttp,
         "wasi:http/types.response-outparam": crate::agent::http::NoHttp,
-        "wasi:http/types.incoming-response": crate::agent::http::NoHttp,
-        "wasi:http/types.incoming-body": crate::agent::http::NoHttp,
-        "wasi:http/types.future-trailers": crate::agent::http::NoHttp,
-        "wasi:http/types.future-incoming-response": crate::agent::http::NoHttp,
+        "wasi:http/types.incoming-response": crate::agent::http::IncomingResponse,
+        "wasi:http/types.incoming-body": crate::agent::http::IncomingBody,
+        "wasi:http/types.future-trailers": crate::agent::http::FutureTrailers,
+        "wasi:http/types.future-incoming-response": crate::agent::http::FutureResponse,
     },
 });

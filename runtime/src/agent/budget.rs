@@ -83,6 +83,14 @@ impl HostMemory {
         })
     }
 
+    /// A charge of nothing yet, to be resized as what it covers grows.
+    pub fn empty_charge(self: &Arc<Self>) -> Charge {
+        Charge {
+            memory: self.clone(),
+            bytes: 0,
+        }
+    }
+
     fn take(&self, bytes: u64, what: &str) -> Result<(), KernelError> {
         if let Err(used) = self.agent.take(bytes) {
             return Err(KernelError::Quota(format!(

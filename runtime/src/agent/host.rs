@@ -19,7 +19,7 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
     UpdateDeadline,
 };
-use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdoutStream};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
 use wasmtime_wasi::p2::bindings::{cli, clocks, random, CommandPre};
@@ -28,6 +28,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::bindings;
 use super::budget::{HostMemory, NodeMemory, NODE_HOST_MEMORY};
+use super::http::{Egress, EgressLimits, Notices};
 use super::state::{AgentState, TaskLimits};
 
 /// Agents one host runs at once from its pool of pre-reserved slots.
@@ -95,6 +96,8 @@ pub struct RunLimits {
     /// Host memory every agent of this node holds together (an agent's
     /// own share is `memory`).
     pub node_memory: Arc<NodeMemory>,
+    /// What its HTTP requests may use.
+    pub egress: EgressLimits,
 }
 
 impl Default for RunLimits {
@@ -106,6 +109,7 @@ impl Default for RunLimits {
             max_descriptors: 1024,
             max_timers: DEFAULT_TIMER_LIMIT,
             node_memory: NodeMemory::new(NODE_HOST_MEMORY),
+            egress: EgressLimits::default(),
         }
     }
 }
@@ -346,9 +350,10 @@ impl Host {
     ) -> Result<i32, RunError> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.args(args).envs(env);
-        match stdio {
+        let notices = match stdio {
             Stdio::Inherit => {
                 wasi.inherit_stdin().inherit_stdout().inherit_stderr();
+                Notices::new(Box::new(tokio::io::stderr()))
             }
             Stdio::Streams {
                 stdin,
@@ -359,10 +364,13 @@ impl Host {
                 if let Some(stdin) = stdin {
                     wasi.stdin(AsyncStdinStream::new(stdin));
                 }
+                let stderr = AsyncStdoutStream::new(STREAM_BUDGET, stderr);
+                let notices = Notices::new(stderr.async_stream());
                 wasi.stdout(AsyncStdoutStream::new(STREAM_BUDGET, stdout))
-                    .stderr(AsyncStdoutStream::new(STREAM_BUDGET, stderr));
+                    .stderr(stderr);
+                notices
             }
-        }
+        };
         let timers = kernel.timers().for_task(limits.max_timers);
         let host_memory = HostMemory::new(limits.memory as u64, limits.node_memory.clone());
         let mut table = ResourceTable::new();
@@ -379,6 +387,7 @@ impl Host {
             pipe_budget: super::pipe::PipeBudget::new(host_memory.clone()),
             host_memory,
             timers,
+            egress: Egress::new(limits.egress.clone(), notices),
             store_limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
                 .instances(64)

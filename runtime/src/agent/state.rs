@@ -34,6 +34,8 @@ pub struct AgentState {
     pub pipe_budget: Arc<super::pipe::PipeBudget>,
     /// The task's timers on the kernel's driver (counted and bounded).
     pub timers: TaskTimers,
+    /// Its HTTP requests' limits, counters and notices.
+    pub egress: super::http::Egress,
     pub store_limits: StoreLimits,
 }
 

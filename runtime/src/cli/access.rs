@@ -3,7 +3,7 @@
 
 use nexus_kernel::Claims;
 
-use super::args::{TokenCmd, TupleArgs};
+use super::args::{SecretCmd, TokenCmd, TupleArgs};
 use crate::ops::{CheckQuery, Decision, Issued, OpError, OpResult, Ops, TupleRow, TupleSpec};
 use crate::output;
 
@@ -116,4 +116,42 @@ pub async fn token(ops: &dyn Ops, for_principal: Option<&str>, cmd: TokenCmd) ->
             Ok(())
         }
     }
+}
+
+/// `secret set|rm|list`.
+pub async fn secret(ops: &dyn Ops, cmd: SecretCmd) -> OpResult {
+    match cmd {
+        SecretCmd::Set {
+            zone,
+            destination,
+            headers,
+        } => {
+            let rev = ops.secret_set(&zone.zone, &destination, &headers).await?;
+            println!(
+                "secret headers set for {} (zone revision {rev})",
+                output::shown(&destination)
+            );
+        }
+        SecretCmd::Rm { zone, destination } => {
+            let rev = ops.secret_set(&zone.zone, &destination, &[]).await?;
+            println!(
+                "secrets of {} removed (zone revision {rev})",
+                output::shown(&destination)
+            );
+        }
+        SecretCmd::List { zone, json } => {
+            let rows = ops.secret_list(&zone.zone).await?;
+            if json {
+                return output::json(&rows);
+            }
+            for r in rows {
+                println!(
+                    "host:{}  {}",
+                    output::shown(&r.destination),
+                    r.headers.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -252,7 +252,8 @@ pub enum KernelCommand {
     /// unless `--as` or `--token` says otherwise; it needs `enter` on the zone.
     /// `--with` runs more agents alongside it (e.g. a pipeline over a pipe).
     Run(RunArgs),
-    /// Grant SUBJECT a RELATION on OBJECT: a path, `zone`, or `group:NAME`.
+    /// Grant SUBJECT a RELATION on OBJECT: a path, `zone`, `group:NAME`, or
+    /// a destination `host:NAME` (relation `fetch`: agents' HTTP requests).
     Grant(TupleArgs),
     /// Remove a grant made with `nexus grant`.
     Revoke(TupleArgs),
@@ -262,9 +263,9 @@ pub enum KernelCommand {
         zone: ZoneArg,
         /// A principal, e.g. `agent:bot`.
         subject: String,
-        /// read, write, enter or admin.
+        /// read, write, enter, admin or fetch.
         permission: String,
-        /// A path, `zone`, or `group:NAME`.
+        /// A path, `zone`, `group:NAME` or `host:NAME`.
         object: String,
         /// Answer as of at least this zone revision (from `grant`).
         #[arg(long)]
@@ -282,6 +283,10 @@ pub enum KernelCommand {
     /// Issue, inspect and revoke signed tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Credentials the kernel adds to agents' HTTP requests to a
+    /// destination; no agent can read them.
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// Write many files concurrently, printing `ack PATH HASH` as each one
     /// is durably committed (a load generator; crash tests use it).
     Stress(StressArgs),
@@ -367,10 +372,39 @@ pub struct TupleArgs {
     pub zone: ZoneArg,
     /// `user:NAME`, `agent:NAME`, `node:ID`, or a userset like `group:eng#member`.
     pub subject: String,
-    /// owner, editor, viewer (or member, for groups).
+    /// owner, editor, viewer (member, for groups; fetch, for hosts).
     pub relation: String,
-    /// A path in the zone, `zone` for the zone itself, or `group:NAME`.
+    /// A path in the zone, `zone` for the zone itself, `group:NAME`, or
+    /// `host:api.example.com` (`*.example.com`, `http://10.0.0.5:8080`).
     pub object: String,
+}
+
+#[derive(Subcommand)]
+pub enum SecretCmd {
+    /// Bind headers to DESTINATION (e.g. api.example.com, *.example.com,
+    /// http://10.0.0.5:8080): every request an agent sends there carries
+    /// them, replacing its own. Replaces the destination's earlier ones.
+    Set {
+        #[command(flatten)]
+        zone: ZoneArg,
+        destination: String,
+        /// `Name: value`, e.g. 'Authorization: Bearer sk-…' (repeatable).
+        #[arg(long = "header", short = 'H', required = true)]
+        headers: Vec<String>,
+    },
+    /// Remove DESTINATION's secrets.
+    Rm {
+        #[command(flatten)]
+        zone: ZoneArg,
+        destination: String,
+    },
+    /// The destinations with secrets and their header names (never values).
+    List {
+        #[command(flatten)]
+        zone: ZoneArg,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -382,7 +416,7 @@ pub enum TokenCmd {
         /// Lifetime: e.g. 90s, 30m, 1h, 7d.
         #[arg(long, default_value = "1h")]
         ttl: String,
-        /// Capabilities the token carries: read,write,enter,admin or all.
+        /// Capabilities the token carries: read,write,enter,admin,fetch or all.
         #[arg(long, default_value = "all")]
         caps: String,
         /// Other zones the holder may enter through mounts (comma-separated;

@@ -32,6 +32,7 @@ pub async fn dispatch(
     let done = match cmd {
         KernelCommand::Run(args) => return run::run(ops, args).await,
         KernelCommand::Token(cmd) => access::token(ops, as_principal, cmd).await,
+        KernelCommand::Secret(cmd) => access::secret(ops, cmd).await,
         KernelCommand::Zone(cmd) => zone::run(ops, cmd).await,
         KernelCommand::Fs(cmd) => fs::run(ops, cmd).await,
         KernelCommand::Pipe(cmd) => pipe::run(ops, cmd).await,

@@ -408,6 +408,31 @@ impl Node for NodeApi {
         ok(wire::decision(d))
     }
 
+    async fn secret_set(&self, req: Request<pb::SecretSetRequest>) -> Reply<pb::Revision> {
+        let r = req.get_ref();
+        let revision = self
+            .ops(&req)?
+            .secret_set(&r.zone, &r.destination, &r.headers)
+            .await;
+        ok(pb::Revision {
+            revision: revision.map_err(refused)?,
+        })
+    }
+
+    async fn secret_list(&self, req: Request<pb::ZoneRef>) -> Reply<pb::SecretList> {
+        let rows = self.ops(&req)?.secret_list(&req.get_ref().zone).await;
+        ok(pb::SecretList {
+            rows: rows
+                .map_err(refused)?
+                .into_iter()
+                .map(|e| pb::SecretRow {
+                    destination: e.destination,
+                    headers: e.headers,
+                })
+                .collect(),
+        })
+    }
+
     async fn tuples(&self, req: Request<pb::ZoneRef>) -> Reply<pb::TupleList> {
         let rows = self.ops(&req)?.tuples(&req.get_ref().zone).await;
         ok(pb::TupleList {

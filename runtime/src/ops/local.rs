@@ -16,6 +16,7 @@ use nexus_kernel::StoredRecord;
 use nexus_kernel::ZoneQuota;
 use nexus_kernel::ZoneStatus;
 use nexus_kernel::{Capabilities, Permission, Principal, Task};
+use nexus_kernel::{Destination, SecretHeader};
 use nexus_kernel::{FileKind, Stat, ZoneId};
 use nexus_kernel::{Handle, OpenOptions};
 use nexus_kernel::{ObjectRef, Relation, Subject, Tuple};
@@ -24,8 +25,8 @@ use nexus_kernel::{PipeEnd, PipeMode, PipeRead, PipeStat};
 use super::run::Hosts;
 use super::{
     ByteStream, CheckQuery, Decision, Download, Entry, Issued, Membership, OpError, OpResult, Ops,
-    PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, TupleRow, TupleSpec, UsageReport, Written,
-    ZoneRow, TRANSFER_CHUNK,
+    PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, SecretEntry, TupleRow, TupleSpec, UsageReport,
+    Written, ZoneRow, TRANSFER_CHUNK,
 };
 use crate::session::Acting;
 
@@ -344,6 +345,27 @@ impl Ops for Local {
             revision,
             inserted: insert,
         })
+    }
+
+    async fn secret_set(&self, zone: &str, destination: &str, headers: &[String]) -> OpResult<u64> {
+        let task = self.task(zone)?;
+        let dest = Destination::parse(destination)?;
+        let headers = headers
+            .iter()
+            .map(|h| SecretHeader::parse(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.kernel.set_secret(&task, &dest, headers).await?)
+    }
+
+    async fn secret_list(&self, zone: &str) -> OpResult<Vec<SecretEntry>> {
+        let rows = self.kernel.secrets(&self.task(zone)?)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SecretEntry {
+                destination: r.destination,
+                headers: r.headers,
+            })
+            .collect())
     }
 
     async fn check(&self, zone: &str, q: CheckQuery) -> OpResult<Decision> {

@@ -202,6 +202,13 @@ pub enum Output {
     Stderr(Vec<u8>),
 }
 
+/// A destination with secrets: its header names, never their values.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SecretEntry {
+    pub destination: String,
+    pub headers: Vec<String>,
+}
+
 /// What a zone holds, and what it may hold.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UsageReport {
@@ -262,6 +269,12 @@ pub trait Ops: Send + Sync {
     async fn write_tuple(&self, zone: &str, tuple: TupleSpec, insert: bool) -> OpResult<Written>;
     async fn check(&self, zone: &str, query: CheckQuery) -> OpResult<Decision>;
     async fn tuples(&self, zone: &str) -> OpResult<Vec<TupleRow>>;
+    /// Binds `headers` (`Name: value`) to `destination` for the kernel to
+    /// add to agents' requests there; none removes them (admin). The zone
+    /// revision with the change.
+    async fn secret_set(&self, zone: &str, destination: &str, headers: &[String]) -> OpResult<u64>;
+    /// The destinations with secrets and their header names (admin).
+    async fn secret_list(&self, zone: &str) -> OpResult<Vec<SecretEntry>>;
 
     /// Signs a token for `principal` (default: the caller) in `zone`.
     /// Signs a token for `principal` (default: the caller) in `zone`,

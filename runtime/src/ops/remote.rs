@@ -29,8 +29,8 @@ use crate::node::transport::MAX_MESSAGE;
 use super::wire::{self, op_error};
 use super::{
     ByteStream, CheckQuery, Decision, Download, Entry, Issued, Membership, OpError, OpResult, Ops,
-    Output, PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, TupleRow, TupleSpec, UsageReport,
-    Written, ZoneRow,
+    Output, PipeEntry, Range, ReplicaSpec, RunIo, RunSpec, SecretEntry, TupleRow, TupleSpec,
+    UsageReport, Written, ZoneRow,
 };
 
 pub struct Remote {
@@ -450,6 +450,35 @@ impl Ops for Remote {
         });
         let d = self.node().check(req).await.map_err(op_error)?;
         Ok(wire::from_decision(d.into_inner()))
+    }
+
+    async fn secret_set(&self, zone: &str, destination: &str, headers: &[String]) -> OpResult<u64> {
+        let req = self.request(pb::SecretSetRequest {
+            zone: zone.to_owned(),
+            destination: destination.to_owned(),
+            headers: headers.to_vec(),
+        });
+        let r = self.node().secret_set(req).await.map_err(op_error)?;
+        Ok(r.into_inner().revision)
+    }
+
+    async fn secret_list(&self, zone: &str) -> OpResult<Vec<SecretEntry>> {
+        let req = self.request(pb::ZoneRef {
+            zone: zone.to_owned(),
+        });
+        let l = self
+            .node()
+            .secret_list(req)
+            .await
+            .map_err(op_error)?
+            .into_inner();
+        Ok(l.rows
+            .into_iter()
+            .map(|r| SecretEntry {
+                destination: r.destination,
+                headers: r.headers,
+            })
+            .collect())
     }
 
     async fn tuples(&self, zone: &str) -> OpResult<Vec<TupleRow>> {
