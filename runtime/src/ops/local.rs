@@ -349,7 +349,7 @@ impl Ops for Local {
 
     async fn secret_set(&self, zone: &str, destination: &str, headers: &[String]) -> OpResult<u64> {
         let task = self.task(zone)?;
-        let dest = Destination::parse(destination)?;
+        let dest = Destination::parse(destination.strip_prefix("host:").unwrap_or(destination))?;
         let headers = headers
             .iter()
             .map(|h| SecretHeader::parse(h))
