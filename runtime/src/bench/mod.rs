@@ -17,6 +17,7 @@ use serde::Serialize;
 mod agents;
 mod busy;
 mod cluster;
+mod egress;
 mod native;
 mod pipes;
 mod transfer;
@@ -137,6 +138,9 @@ pub async fn run(args: BenchArgs) -> OpResult {
     }
     if wanted("transfer") {
         rows.extend(transfer::transfer(scratch.path(), scale).await?);
+    }
+    if let (Some(fetch), true) = (&args.guest_fetch, wanted("egress")) {
+        rows.extend(egress::egress(&kernel, fetch, scratch.path(), scale).await?);
     }
     if let (Some(image), true) = (&args.native_image, wanted("native")) {
         rows.extend(native::native(&kernel, image, scratch.path(), scale).await?);

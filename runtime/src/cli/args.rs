@@ -311,12 +311,16 @@ pub struct BenchArgs {
     /// `guests/sqlite` built with componentize-py: adds the SQLite rows.
     #[arg(long)]
     pub guest_sqlite: Option<PathBuf>,
+    /// `examples/fetch` built for wasm32-wasip2: adds the egress rows (an
+    /// agent's HTTP requests through the kernel vs stock wasmtime-wasi-http).
+    #[arg(long)]
+    pub guest_fetch: Option<PathBuf>,
     /// A Docker image with python3 (`scripts/native-image`): adds the
     /// native-agent rows (zone through FUSE vs a plain bind mount).
     #[arg(long, value_name = "IMAGE")]
     pub native_image: Option<String>,
     /// Run only these groups (default: all): kernel, gate, agents, writes,
-    /// pipes, busy, cluster, transfer, native.
+    /// pipes, busy, cluster, transfer, egress, native.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]
