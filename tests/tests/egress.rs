@@ -16,7 +16,7 @@ use nexus_kernel::{Capabilities, Kernel, KernelConfig, ObjectRef, Principal, Rel
 use nexus_kernel::{Subject, Task, Tuple, ZoneId};
 use nexus_runtime::agent::host::Stdio as AgentStdio;
 use nexus_runtime::agent::host::{Host, RunLimits};
-use nexus_tests::{guest, nexus, ok, run, text};
+use nexus_tests::{guest, nexus, ok, python_agent, run, text};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const SECRET: &str = "Bearer sk-test-0123456789abcdef";
@@ -41,7 +41,9 @@ impl Seen {
 /// An HTTP/1.1 server on a loopback port, on a thread of its own, that
 /// records every request. Routes: `/echo` (the request's headers and body
 /// back, and its `authorization` in a response header), `/big/N` (N
-/// bytes), `/hang` (never answers), anything else a greeting.
+/// bytes), `/hang` (never answers), and hostile answers: `/garbage` (not
+/// HTTP), `/many-headers` (200 KB of headers), `/trickle` (a body that
+/// stops coming); anything else a greeting.
 struct Server {
     port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -138,6 +140,23 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, log: Arc<Mutex<Vec<S
     let reply: Vec<u8> = if path == "/hang" {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return;
+    } else if path == "/garbage" {
+        let _ = s.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
+        return;
+    } else if path == "/many-headers" {
+        let mut head = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..2000 {
+            head.push_str(&format!("x-h{i}: {}\r\n", "v".repeat(100)));
+        }
+        head.push_str("content-length: 0\r\n\r\n");
+        let _ = s.write_all(head.as_bytes()).await;
+        return;
+    } else if path == "/trickle" {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten..")
+            .await;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        return;
     } else if let Some(n) = path.strip_prefix("/big/") {
         vec![b'x'; n.parse().unwrap_or(0)]
     } else if path == "/echo" {
@@ -202,6 +221,22 @@ fn zone() -> (tempfile::TempDir, String) {
     );
     let fetch = guest("examples/fetch").to_str().unwrap().to_owned();
     (dir, fetch)
+}
+
+/// `nexus secret set` of `Authorization: SECRET` for `dest`, with `more`.
+fn set_secret(home: &Path, dest: &str, more: &[&str]) -> std::process::Output {
+    let header = format!("Authorization: {SECRET}");
+    let mut args = vec!["secret", "set", "--zone", "z1", dest, "-H", &header];
+    args.extend_from_slice(more);
+    run(home, &args)
+}
+
+/// Grants `agent:fetch` the destination `dest` (`host:…`).
+fn allow(home: &Path, dest: &str) {
+    ok(
+        home,
+        &["grant", "--zone", "z1", "agent:fetch", "fetch", dest],
+    );
 }
 
 fn fetch(home: &Path, wasm: &str, args: &[&str]) -> std::process::Output {
@@ -328,10 +363,7 @@ fn a_name_that_resolves_to_a_private_address_is_refused() {
     // The grant names `localhost`, which resolves to loopback: a name an
     // agent's owner does not control could be rebound the same way.
     let dest = format!("host:http://localhost:{}", server.port);
-    ok(
-        home,
-        &["grant", "--zone", "z1", "agent:fetch", "fetch", &dest],
-    );
+    allow(home, &dest);
     let out = fetch(
         home,
         &wasm,
@@ -358,18 +390,12 @@ fn secrets_reach_the_destination_and_never_the_agent() {
     let home = dir.path();
     for s in [&server, &plain] {
         let dest = format!("host:http://127.0.0.1:{}", s.port);
-        ok(
-            home,
-            &["grant", "--zone", "z1", "agent:fetch", "fetch", &dest],
-        );
+        allow(home, &dest);
     }
     let dest = format!("http://127.0.0.1:{}", server.port);
-    let header = format!("Authorization: {SECRET}");
-    let set = ok(
-        home,
-        &["secret", "set", "--zone", "z1", &dest, "-H", &header],
-    );
-    assert!(!set.contains("sk-test"), "{set}");
+    let set = set_secret(home, &dest, &[]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert!(!text(&set.stdout).contains("sk-test"));
     let listed = ok(home, &["secret", "list", "--zone", "z1"]);
     assert!(
         listed.contains("authorization") && !listed.contains("sk-test"),
@@ -432,20 +458,7 @@ fn secrets_reach_the_destination_and_never_the_agent() {
         .success());
     assert_eq!(server.seen()[1].header("authorization"), None);
     // Only an admin of the zone manages secrets.
-    let as_agent = run(
-        home,
-        &[
-            "secret",
-            "set",
-            "--zone",
-            "z1",
-            &dest,
-            "-H",
-            &header,
-            "--as",
-            "agent:fetch",
-        ],
-    );
+    let as_agent = set_secret(home, &dest, &["--as", "agent:fetch"]);
     assert_eq!(
         as_agent.status.code(),
         Some(4),
@@ -461,23 +474,9 @@ fn https_is_checked_against_the_trusted_roots() {
     let (zone_dir, wasm) = zone();
     let home = zone_dir.path();
     let dest = format!("host:127.0.0.1:{}", server.port);
-    ok(
-        home,
-        &["grant", "--zone", "z1", "agent:fetch", "fetch", &dest],
-    );
+    allow(home, &dest);
     let url = format!("https://127.0.0.1:{}/echo", server.port);
-    ok(
-        home,
-        &[
-            "secret",
-            "set",
-            "--zone",
-            "z1",
-            &dest,
-            "-H",
-            &format!("Authorization: {SECRET}"),
-        ],
-    );
+    assert!(set_secret(home, &dest, &[]).status.success());
 
     // Trusted (the CA is the only root): the request and its secret go.
     let out = nexus(home)
@@ -603,4 +602,107 @@ async fn every_limit_is_a_clear_error() {
         lines[2].contains("traffic limit of 1000 bytes"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn a_python_agent_fetches_through_the_sdk() {
+    let server = Server::start(None);
+    let (dir, _) = zone();
+    let home = dir.path();
+    let wasm = python_agent(home, "fetch");
+    let wasm = wasm.to_str().unwrap();
+    let url = format!("http://127.0.0.1:{}/hello", server.port);
+    let denied = run(home, &["run", wasm, "--zone", "z1", "--", &url, "/py.txt"]);
+    assert_eq!(denied.status.code(), Some(4), "{}", text(&denied.stderr));
+    assert!(text(&denied.stderr)
+        .contains("nexus grant --zone z1 agent:fetch fetch host:http://127.0.0.1:"));
+    let dest = format!("host:http://127.0.0.1:{}", server.port);
+    allow(home, &dest);
+    let out = ok(home, &["run", wasm, "--zone", "z1", "--", &url, "/py.txt"]);
+    assert!(out.starts_with("200 27 bytes"), "{out}");
+    assert_eq!(
+        ok(home, &["fs", "cat", "--zone", "z1", "/py.txt"]),
+        "hello from the test server\n"
+    );
+    assert_eq!(server.seen()[0].header("accept"), Some("*/*"));
+}
+
+#[test]
+fn requests_goes_through_the_kernel_with_the_adapter() {
+    let server = Server::start(None);
+    let (dir, _) = zone();
+    let home = dir.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let vendor = Path::new(&std::env::var("HOME").unwrap()).join(".cache/nexus-py/agent-packages");
+    let wasm = home.join("fetch_requests.wasm");
+    let source = root.join("examples/python/fetch_requests.py");
+    ok(
+        home,
+        &[
+            "build",
+            source.to_str().unwrap(),
+            "--path",
+            vendor.to_str().unwrap(),
+            "-o",
+            wasm.to_str().unwrap(),
+        ],
+    );
+    let wasm = wasm.to_str().unwrap();
+    ok(
+        home,
+        &[
+            "grant",
+            "--zone",
+            "z1",
+            "agent:fetch_requests",
+            "viewer",
+            "zone",
+        ],
+    );
+    let url = format!("http://127.0.0.1:{}/hello", server.port);
+    let denied = run(home, &["run", wasm, "--zone", "z1", "--", &url]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        text(&denied.stderr).contains("HttpRequestDenied"),
+        "{}",
+        text(&denied.stderr)
+    );
+    let dest = format!("host:http://127.0.0.1:{}", server.port);
+    ok(
+        home,
+        &[
+            "grant",
+            "--zone",
+            "z1",
+            "agent:fetch_requests",
+            "fetch",
+            &dest,
+        ],
+    );
+    let out = ok(home, &["run", wasm, "--zone", "z1", "--", &url]);
+    assert_eq!(out.trim(), "200 hello from the test server");
+    assert_eq!(server.seen()[0].header("x-from"), Some("requests"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_destination_gets_errors_not_a_crash() {
+    let server = Server::start(None);
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let l = || limits(|e| e.request_time = Duration::from_secs(2));
+    for (path, expected) in [
+        ("/garbage", "HttpProtocolError"),
+        ("/many-headers", "HttpResponseHeaderSectionSize"),
+        ("/trickle", "HttpResponseTimeout"),
+    ] {
+        let (code, _, err) = fetch_with(l(), server.port, &[&format!("{base}{path}")]).await;
+        assert_ne!(code, 0, "{path}");
+        assert!(err.contains(expected), "{path}: {err}");
+    }
+    // Nothing listens: refused, not hung.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (code, _, err) = fetch_with(l(), port, &[&format!("http://127.0.0.1:{port}/")]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("ConnectionRefused"), "{err}");
 }

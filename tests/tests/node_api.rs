@@ -154,6 +154,24 @@ async fn errors_are_the_same_embedded_and_through_a_node() {
             r.mount("z1", "/m", "z9").await.map(drop),
         ),
         (
+            "invalid destination of a secret",
+            l.secret_set("z1", "exa mple.com", &["a: b".into()])
+                .await
+                .map(drop),
+            r.secret_set("z1", "exa mple.com", &["a: b".into()])
+                .await
+                .map(drop),
+        ),
+        (
+            "invalid secret header",
+            l.secret_set("z1", "example.com", &["no colon".into()])
+                .await
+                .map(drop),
+            r.secret_set("z1", "example.com", &["no colon".into()])
+                .await
+                .map(drop),
+        ),
+        (
             "invalid relation",
             l.write_tuple("z1", tuple("agent:bot", "boss", "/d"), true)
                 .await
@@ -248,6 +266,15 @@ async fn answers_are_the_same_embedded_and_through_a_node() {
         json(&l.tuples("z1").await.unwrap()),
         json(&r.tuples("z1").await.unwrap())
     );
+    let secret = ["Authorization: Bearer sk-node-0123456789".to_owned()];
+    r.secret_set("z1", "host:api.example.com", &secret)
+        .await
+        .unwrap();
+    let listed = r.secret_list("z1").await.unwrap();
+    assert_eq!(json(&l.secret_list("z1").await.unwrap()), json(&listed));
+    assert_eq!(listed[0].destination, "host:api.example.com");
+    assert_eq!(listed[0].headers, ["authorization"]);
+    assert!(!json(&listed).contains("sk-node"));
     assert_eq!(
         json(
             &l.check("z1", query("agent:bot", "read", "/a/b/f"))

@@ -5,7 +5,8 @@ Build an agent with componentize-py against the ``command-agent`` world of
 ``os``, ``json`` and ``sqlite3`` work on the agent's zone (its root ``/``
 is the zone root); this package adds what only Nexus has, over the
 bindings componentize-py generates from the ``nexus:kernel`` WIT package:
-identity, pipes and timers, with the semantics of the Rust SDK
+identity, pipes, timers and HTTP requests through the kernel (``fetch``),
+with the semantics of the Rust SDK
 (``guests/rust``). An agent module defines its entry point with
 :func:`main`::
 
@@ -19,23 +20,28 @@ identity, pipes and timers, with the semantics of the Rust SDK
 
 from __future__ import annotations
 
+import json as _json
 import sys
 import traceback
 from dataclasses import dataclass
 from enum import Enum
 from typing import Callable, NoReturn, Optional, Sequence
 
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import exit as wasi_exit
 from wit_world.imports import identity as _identity
 from wit_world.imports import monotonic_clock
+from wit_world.imports import outgoing_handler as _outgoing
+from wit_world.imports import streams as _streams
 from wit_world.imports import pipe as _pipe
 from wit_world.imports import poll as _poll
 from wit_world.imports import timer as _timer
+from wit_world.imports import wasi_http_types as _http
 from wit_world.imports.wasi_filesystem_types import ErrorCode
 
 __all__ = [
+    "HttpError",
     "Identity",
     "Interval",
     "Mode",
@@ -43,16 +49,19 @@ __all__ = [
     "PipeError",
     "PipeStat",
     "Pollable",
+    "Response",
     "TimerError",
     "create_pipe",
     "deadline",
     "exit",
+    "fetch",
     "main",
     "now",
     "poll",
     "sleep",
     "sleep_pollable",
     "timer_usage",
+    "wasi_http_bindings",
     "whoami",
 ]
 
@@ -406,3 +415,145 @@ def poll(pollables: Sequence[Pollable]) -> list[int]:
     """Waits until at least one of ``pollables`` is ready; returns the
     indexes of those that are."""
     return list(_poll.poll(list(pollables)))
+
+
+class HttpError(Exception):
+    """An HTTP request failed; ``code`` names the ``wasi:http`` error-code
+    (``"HttpResponseBodySize"``, ``"DestinationIpProhibited"``, …). A
+    request the kernel refused for want of a grant raises
+    ``PermissionError`` instead (the agent's stderr names the grant)."""
+
+    def __init__(self, code: str, url: str) -> None:
+        super().__init__(f"{url}: {code}")
+        self.code = code
+
+
+@dataclass
+class Response:
+    """A response, read whole."""
+
+    status: int
+    headers: list[tuple[str, bytes]]
+    body: bytes
+
+    def header(self, name: str) -> Optional[bytes]:
+        """The first header named ``name`` (any case)."""
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> object:
+        return _json.loads(self.body)
+
+
+_METHODS = {
+    "GET": _http.Method_Get,
+    "HEAD": _http.Method_Head,
+    "POST": _http.Method_Post,
+    "PUT": _http.Method_Put,
+    "PATCH": _http.Method_Patch,
+    "DELETE": _http.Method_Delete,
+    "OPTIONS": _http.Method_Options,
+}
+
+
+def _http_failure(code: object, url: str) -> Exception:
+    if code is None:
+        return HttpError("StreamError", url)
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    if name == "HttpRequestDenied":
+        return PermissionError(f"{url}: refused by the kernel (no fetch grant)")
+    detail = getattr(code, "value", None)
+    return HttpError(f"{name}({detail})" if detail is not None else name, url)
+
+
+def fetch(
+    url: str,
+    method: str = "GET",
+    headers: Sequence[tuple[str, str | bytes]] = (),
+    body: bytes = b"",
+) -> Response:
+    """Sends a request through the kernel (``wasi:http``) and reads the
+    whole response. It leaves only for a destination this agent was granted
+    (``nexus grant --zone Z agent:NAME fetch host:api.example.com``)."""
+    if url.startswith("https://"):
+        scheme, rest = _http.Scheme_Https(), url[len("https://"):]
+    elif url.startswith("http://"):
+        scheme, rest = _http.Scheme_Http(), url[len("http://"):]
+    else:
+        raise ValueError(f"{url!r} is not http:// or https://")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:] or "/"
+    fields = _http.Fields.from_list(
+        [(n, v.encode() if isinstance(v, str) else v) for n, v in headers]
+    )
+    request = _http.OutgoingRequest(fields)
+    m = _METHODS.get(method.upper())
+    request.set_method(m() if m else _http.Method_Other(method))
+    request.set_scheme(scheme)
+    request.set_authority(authority)
+    request.set_path_with_query(path)
+    outgoing = request.body()
+    with outgoing.write() as stream:
+        for i in range(0, len(body), 4096):
+            stream.blocking_write_and_flush(body[i : i + 4096])
+    try:
+        _http.OutgoingBody.finish(outgoing, None)
+        future = _outgoing.handle(request, None)
+    except Err as e:
+        raise _http_failure(e.value, url) from None
+    while (answer := future.get()) is None:
+        future.subscribe().block()
+    if isinstance(answer, Err):
+        raise HttpError("ResponseTaken", url)
+    if isinstance(answer.value, Err):
+        raise _http_failure(answer.value.value, url)
+    response = answer.value.value
+    status, got = response.status(), response.headers().entries()
+    incoming = response.consume()
+    data = bytearray()
+    with incoming.stream() as stream:
+        while True:
+            try:
+                data += stream.blocking_read(65536)
+            except Err as e:
+                if isinstance(e.value, _streams.StreamError_Closed):
+                    break
+                raise _http_failure(_http.http_error_code(e.value.value), url) from None
+    _http.IncomingBody.finish(incoming)
+    return Response(status, got, bytes(data))
+
+
+def wasi_http_bindings() -> str:
+    """The name of a bindings package laid out as the ``requests-wasi-http``
+    adapter (0.1) looks for it (``ROOT.types.Err``, ``ROOT.imports.types``,
+    ``ROOT.imports.outgoing_handler``), over this world's own, so
+    ``requests`` goes through the kernel's egress::
+
+        adapter = WasiHttpAdapter(nexus_guest.wasi_http_bindings())
+    """
+    import types as _types
+
+    root = "nexus_guest_wasi_http"
+    if root not in sys.modules:
+        package = _types.ModuleType(root)
+        package.__path__ = []
+        world_types = _types.ModuleType(f"{root}.types")
+        world_types.Err = Err  # type: ignore[attr-defined]
+        world_types.Ok = Ok  # type: ignore[attr-defined]
+        imports = _types.ModuleType(f"{root}.imports")
+        imports.__path__ = []
+        sys.modules.update(
+            {
+                root: package,
+                f"{root}.types": world_types,
+                f"{root}.imports": imports,
+                f"{root}.imports.types": _http,
+                f"{root}.imports.outgoing_handler": _outgoing,
+            }
+        )
+    return root

@@ -23,8 +23,8 @@ pub struct EgressPass {
     pub secrets: Vec<SecretHeader>,
 }
 
-/// A destination with secrets, as `nexus secret list` shows it: the
-/// header names, never their values.
+/// A destination with secrets (its object, `host:…`), as `nexus secret
+/// list` shows it: the header names, never their values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRow {
     pub destination: String,

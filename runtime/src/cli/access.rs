@@ -146,7 +146,7 @@ pub async fn secret(ops: &dyn Ops, cmd: SecretCmd) -> OpResult {
             }
             for r in rows {
                 println!(
-                    "host:{}  {}",
+                    "{}  {}",
                     output::shown(&r.destination),
                     r.headers.join(", ")
                 );

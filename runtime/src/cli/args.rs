@@ -78,6 +78,10 @@ pub struct BuildArgs {
     /// The component to write (default: the module's name with `.wasm`).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// More directories of pure-Python packages to include (repeatable),
+    /// e.g. one made with `pip install --target DIR requests`.
+    #[arg(long = "path", value_name = "DIR")]
+    pub paths: Vec<PathBuf>,
     /// componentize-py to use (default: on PATH, else where scripts/setup
     /// installs it).
     #[arg(long, env = "NEXUS_COMPONENTIZE_PY", value_name = "PATH")]

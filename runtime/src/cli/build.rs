@@ -77,6 +77,14 @@ pub fn run(args: BuildArgs) -> OpResult {
         shown(&agent.display().to_string()),
         tool.display()
     );
+    for p in &args.paths {
+        if !p.is_dir() {
+            return Err(OpError::Usage(format!(
+                "--path {}: not a directory",
+                shown(&p.display().to_string())
+            )));
+        }
+    }
     let status = Command::new(&tool)
         .arg("-q")
         .arg("-d")
@@ -86,6 +94,11 @@ pub fn run(args: BuildArgs) -> OpResult {
         .arg(&dir)
         .arg("-p")
         .arg(&sdk)
+        .args(
+            args.paths
+                .iter()
+                .flat_map(|p| [std::ffi::OsStr::new("-p"), p.as_os_str()]),
+        )
         .arg("-o")
         .arg(&output)
         .status()
