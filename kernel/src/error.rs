@@ -111,6 +111,9 @@ pub enum KernelError {
     Content(String),
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
+    /// Too many symbolic links followed, or one where none may be.
+    #[error("too many levels of symbolic links: {0}")]
+    Loop(String),
 }
 
 impl KernelError {
@@ -133,6 +136,7 @@ impl KernelError {
             KernelError::Unsupported(_) => ErrorCode::Unsupported,
             KernelError::BrokenPipe(_) => ErrorCode::Pipe,
             KernelError::WouldBlock(_) => ErrorCode::WouldBlock,
+            KernelError::Loop(_) => ErrorCode::Loop,
             KernelError::Unavailable(_)
             | KernelError::Storage(_)
             | KernelError::Content(_)
@@ -196,6 +200,7 @@ kinds! {
     Storage(String) = "storage",
     Content(String) = "content",
     Corrupt(String) = "corrupt",
+    Loop(String) = "loop",
 }
 
 impl From<sled::Error> for KernelError {

@@ -70,6 +70,8 @@ pub enum FileKind {
     Mount,
     /// DT_PIPE: a bounded ring buffer (behaviour arrives with the pipes issue).
     Pipe,
+    /// DT_LNK: a symbolic link, resolved by the kernel inside its zone.
+    Symlink,
 }
 
 impl FileKind {
@@ -79,6 +81,7 @@ impl FileKind {
             FileKind::Regular => "file",
             FileKind::Mount => "mount",
             FileKind::Pipe => "pipe",
+            FileKind::Symlink => "symlink",
         }
     }
 }
@@ -106,6 +109,10 @@ pub enum InodeBody {
     Pipe {
         capacity: u64,
     },
+    /// What a symbolic link points to (a path, never resolved here).
+    Symlink {
+        target: String,
+    },
 }
 
 /// One inode. There are no hard links, so every inode but the root has
@@ -130,6 +137,7 @@ impl Inode {
             InodeBody::Regular { .. } => FileKind::Regular,
             InodeBody::Mount { .. } => FileKind::Mount,
             InodeBody::Pipe { .. } => FileKind::Pipe,
+            InodeBody::Symlink { .. } => FileKind::Symlink,
         }
     }
 }

@@ -309,6 +309,108 @@ async fn mounts_link_zones_and_are_crossed_by_resolution() {
 }
 
 #[tokio::test]
+async fn symbolic_links_resolve_inside_their_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel(dir.path());
+    let (z1, z2) = (z("z1"), z("z2"));
+    k.create_zone(&me(), &z1).await.unwrap();
+    let t1 = task(&k, &z1);
+    k.create_zone(&me(), &z2).await.unwrap();
+    let t2 = task(&k, &z2);
+    k.mkdir_all(&t1, "/a/b").await.unwrap();
+    let f = k.open_path(&t1, "/a/b/f.txt", CREATE).await.unwrap();
+    k.write(&t1, &f, 0, b"target").await.unwrap();
+
+    // Relative from the link's directory, `..` included; absolute from
+    // the zone root; through a link to a directory.
+    k.symlink(&t1, "b/f.txt", "/a/rel").await.unwrap();
+    k.symlink(&t1, "../a/b", "/a/up").await.unwrap();
+    k.symlink(&t1, "/a/b/f.txt", "/abs").await.unwrap();
+    for p in ["/a/rel", "/a/up/f.txt", "/abs"] {
+        let h = k
+            .open_path(&t1, p, nexus_kernel::OpenOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            &k.read(&t1, &h, 0, 100).await.unwrap()[..],
+            b"target",
+            "{p}"
+        );
+    }
+    assert_eq!(k.stat(&t1, "/a/rel").unwrap().kind, FileKind::Regular);
+    let link = k.lstat(&t1, "/a/rel").unwrap();
+    assert_eq!((link.kind, link.size), (FileKind::Symlink, 7));
+    assert_eq!(k.readlink(&t1, "/a/rel").unwrap(), "b/f.txt");
+    assert_eq!(code(k.readlink(&t1, "/a/b/f.txt")), ErrorCode::Invalid);
+    // `..` after a link to a directory is that directory's parent.
+    assert_eq!(
+        k.stat(&t1, "/a/up/..").unwrap().ino,
+        k.stat(&t1, "/a").unwrap().ino
+    );
+
+    // An absolute target means the root of the link's own zone, even
+    // when the link is reached through a mount from another zone.
+    k.mount(&t1, "/m", &z2).await.unwrap();
+    k.mkdir(&t2, "/inner").await.unwrap();
+    k.symlink(&t2, "/inner", "/to-inner").await.unwrap();
+    assert_eq!(k.stat(&t1, "/m/to-inner").unwrap().zone, z2);
+    assert_eq!(k.stat(&t2, "/to-inner").unwrap().kind, FileKind::Dir);
+    // `..` never climbs above the zone root, through a link neither.
+    k.symlink(&t1, "../../../../a", "/a/escape").await.unwrap();
+    assert_eq!(
+        k.stat(&t1, "/a/escape").unwrap().ino,
+        k.stat(&t1, "/a").unwrap().ino
+    );
+
+    // Loops end; a dangling link is `no-entry`; a trailing `/` follows.
+    k.symlink(&t1, "loop2", "/loop1").await.unwrap();
+    k.symlink(&t1, "loop1", "/loop2").await.unwrap();
+    assert_eq!(code(k.stat(&t1, "/loop1")), ErrorCode::Loop);
+    assert_eq!(k.lstat(&t1, "/loop1").unwrap().kind, FileKind::Symlink);
+    k.symlink(&t1, "nowhere", "/dangling").await.unwrap();
+    assert_eq!(code(k.stat(&t1, "/dangling")), ErrorCode::NoEntry);
+    assert_eq!(k.lstat(&t1, "/a/up/").unwrap().kind, FileKind::Dir);
+    assert_eq!(code(k.lstat(&t1, "/a/rel/")), ErrorCode::NotDirectory);
+
+    // Bad targets are refused; so is a name taken.
+    assert_eq!(code(k.symlink(&t1, "", "/empty").await), ErrorCode::Invalid);
+    assert_eq!(
+        code(k.symlink(&t1, "x\0y", "/nul").await),
+        ErrorCode::Invalid
+    );
+    assert_eq!(code(k.symlink(&t1, "b", "/a/rel").await), ErrorCode::Exist);
+
+    // Unlink and rename act on the link, never its target.
+    k.rename(&t1, "/a/rel", "/a/rel2").await.unwrap();
+    assert_eq!(k.stat(&t1, "/a/rel2").unwrap().size, 6);
+    k.unlink(&t1, "/a/up").await.unwrap();
+    assert_eq!(k.stat(&t1, "/a/b").unwrap().kind, FileKind::Dir);
+    assert_eq!(code(k.rmdir(&t1, "/a/rel2").await), ErrorCode::NotDirectory);
+
+    // The gate: following a link needs the target's permission, not the
+    // link's; reading a link needs `read` on the link.
+    let bot = Principal::parse("agent:bot").unwrap();
+    let grant = |obj: nexus_kernel::ObjectRef, rel| nexus_kernel::Tuple {
+        object: obj,
+        relation: rel,
+        subject: nexus_kernel::Subject::Principal(bot.clone()),
+    };
+    let link_obj = k.object_at(&t1, "/abs").unwrap().1;
+    k.write_tuples(
+        &t1,
+        vec![grant(link_obj, nexus_kernel::Relation::Viewer)],
+        vec![],
+    )
+    .await
+    .unwrap();
+    let tb = k.spawn_task(bot, &z1, Capabilities::ALL).unwrap();
+    assert_eq!(k.readlink(&tb, "/abs").unwrap(), "/a/b/f.txt");
+    assert_eq!(code(k.stat(&tb, "/abs")), ErrorCode::Access);
+    // fsck knows links.
+    assert!(k.check_zone(&t1, true).await.unwrap().consistent());
+}
+
+#[tokio::test]
 async fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let z1 = z("z1");

@@ -569,6 +569,33 @@ fn a_host_process_works_in_its_zone_and_leaves_nothing_running() {
     assert_eq!(mounts_under(home), Vec::<String>::new());
 }
 
+#[test]
+fn symbolic_links_work_through_the_mount() {
+    let dir = zone_for("agent:sh");
+    let home = dir.path();
+    let script = "mkdir -p d && echo linked > d/f && ln -s d/f rel && ln -s d dirlink && \
+         ln -s nowhere dangling && cat rel && cat dirlink/f && readlink rel && \
+         test -L rel && echo is-link; cat dangling 2>/dev/null || echo dangling-fails; \
+         mv rel moved && cat moved && rm dirlink && test -d d && echo target-kept; \
+         ls -l | grep -c '^l'";
+    let out = run(home, &on_host(script));
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert_eq!(
+        said,
+        "linked\nlinked\nd/f\nis-link\ndangling-fails\nlinked\ntarget-kept\n2\n",
+        "{}",
+        text(&out.stderr)
+    );
+    // The links are the zone's: the kernel follows them too.
+    assert_eq!(
+        ok(home, &["fs", "cat", "--zone", "z1", "/moved"]),
+        "linked\n"
+    );
+    let listed = ok(home, &["fs", "ls", "--zone", "z1", "/"]);
+    assert!(listed.contains("symlink"), "{listed}");
+}
+
 /// `nexus run --image … -- sleep 600`, once its container exists.
 fn sleeping_container(home: &Path) -> std::process::Child {
     image();

@@ -50,6 +50,13 @@ fn main() {
                 Ok(()) => println!("symlink: ok"),
                 Err(e) => println!("symlink: {e:?}"),
             }
+            // A relative link climbing out: made, but followed inside the
+            // zone only.
+            match root.symlink_at("../../../../etc/passwd", "climb") {
+                Ok(()) => println!("symlink climbing: ok"),
+                Err(e) => println!("symlink climbing: {e:?}"),
+            }
+            println!("read through climb: {}", outcome(fs::read("/climb")));
             println!(
                 "hard link: {}",
                 outcome(fs::hard_link("/secret.txt", "/hard"))

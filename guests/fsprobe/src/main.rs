@@ -169,6 +169,96 @@ fn unlinked(root: &Descriptor) {
     );
 }
 
+/// Symbolic links: made, read, followed or not, looping, dangling,
+/// renamed and removed.
+fn links(root: &Descriptor) {
+    let text = |r: Result<(Vec<u8>, bool), ErrorCode>| {
+        show(r.map(|(b, _)| String::from_utf8_lossy(&b).into_owned()))
+    };
+    fs::create_dir_all("/l/dir").expect("a writable directory");
+    fs::write("/l/dir/f.txt", b"through the link").expect("a writable directory");
+    let l = open(root, "l", O::DIRECTORY, D::READ | D::MUTATE_DIRECTORY).expect("open l");
+    for (target, name) in [
+        ("dir/f.txt", "to-file"),
+        ("dir", "to-dir"),
+        ("nowhere", "dangling"),
+        ("loop-b", "loop-a"),
+        ("loop-a", "loop-b"),
+        ("../l/dir/./f.txt", "roundabout"),
+    ] {
+        println!("symlink {name}: {}", ok(l.symlink_at(target, name)));
+    }
+    println!(
+        "symlink over a name: {}",
+        ok(l.symlink_at("dir", "to-file"))
+    );
+    println!("symlink absolute: {}", ok(l.symlink_at("/l/dir", "abs")));
+    println!("readlink: {}", show(l.readlink_at("to-file")));
+    println!("readlink of a file: {}", show(l.readlink_at("dir/f.txt")));
+    println!("readlink missing: {}", show(l.readlink_at("nope")));
+    let follow = PathFlags::SYMLINK_FOLLOW;
+    let read = |flags, name: &str| {
+        text(
+            l.open_at(flags, name, O::empty(), D::READ)
+                .and_then(|d| d.read(100, 0)),
+        )
+    };
+    println!("open following: {}", read(follow, "to-file"));
+    println!(
+        "open not following: {}",
+        read(PathFlags::empty(), "to-file")
+    );
+    println!("open roundabout: {}", read(follow, "roundabout"));
+    println!("open a loop: {}", read(follow, "loop-a"));
+    println!("open dangling: {}", read(follow, "dangling"));
+    println!(
+        "open through a dir link: {}",
+        read(PathFlags::empty(), "to-dir/f.txt")
+    );
+    let kind = |flags, name: &str| show(l.stat_at(flags, name).map(|s| format!("{:?}", s.type_)));
+    println!("stat following: {}", kind(follow, "to-file"));
+    println!(
+        "stat not following: {}",
+        kind(PathFlags::empty(), "to-file")
+    );
+    println!(
+        "link size: {}",
+        show(l.stat_at(PathFlags::empty(), "to-file").map(|s| s.size))
+    );
+    println!("stat dangling: {}", kind(PathFlags::empty(), "dangling"));
+    let listed = fs::read_dir("/l").map(|d| {
+        let mut names: Vec<String> = d
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                format!(
+                    "{}:{}",
+                    e.file_name().to_string_lossy(),
+                    e.file_type().map(|t| t.is_symlink()).unwrap_or(false)
+                )
+            })
+            .collect();
+        names.sort();
+        names.join(" ")
+    });
+    println!(
+        "listing: {}",
+        listed.unwrap_or_else(|e| format!("{:?}", e.kind()))
+    );
+    println!("std read_link: {:?}", fs::read_link("/l/to-dir").ok());
+    println!(
+        "std read through: {:?}",
+        fs::read_to_string("/l/to-dir/f.txt").ok()
+    );
+    println!(
+        "rename a link: {}",
+        ok(l.rename_at("to-file", &l, "renamed"))
+    );
+    println!("renamed reads: {}", read(follow, "renamed"));
+    println!("unlink a dir link: {}", ok(l.unlink_file_at("to-dir")));
+    println!("its target stays: {}", fs::metadata("/l/dir/f.txt").is_ok());
+    println!("rmdir a link: {}", ok(l.remove_directory_at("renamed")));
+}
+
 fn main() {
     let (root, _) = preopens::get_directories()
         .into_iter()
@@ -179,6 +269,7 @@ fn main() {
         "slashes" => slashes(&root),
         "confine" => confine(&root),
         "unlinked" => unlinked(&root),
+        "links" => links(&root),
         other => {
             eprintln!("unknown probe {other:?}: modes, slashes, confine or unlinked");
             std::process::exit(64);

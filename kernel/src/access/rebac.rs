@@ -58,12 +58,12 @@ impl Namespace {
         .find(|n| n.as_str() == s)
     }
 
-    /// The namespace of an inode of `kind`. Mount entries are leaves of
-    /// their directory and are gated like files.
+    /// The namespace of an inode of `kind`. Mount entries and symbolic
+    /// links are leaves of their directory and are gated like files.
     pub fn of_kind(kind: FileKind) -> Self {
         match kind {
             FileKind::Dir => Namespace::Dir,
-            FileKind::Regular | FileKind::Mount => Namespace::File,
+            FileKind::Regular | FileKind::Mount | FileKind::Symlink => Namespace::File,
             FileKind::Pipe => Namespace::Pipe,
         }
     }

@@ -191,6 +191,14 @@ impl Kernel {
                             .push(format!("mount {ino} names zone {target}, not served here"));
                     }
                 }
+                InodeBody::Symlink { target } => {
+                    if crate::files::path::check_link_target(target).is_err()
+                        || inode.size != target.len() as u64
+                    {
+                        r.problems
+                            .push(format!("symbolic link {ino}: bad target {target:?}"));
+                    }
+                }
                 InodeBody::Pipe { capacity } => {
                     if let Some(rec) = state.pipe_record(*ino)? {
                         let unread = rec.write_pos.checked_sub(rec.read_pos);

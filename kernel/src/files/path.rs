@@ -15,6 +15,16 @@ pub enum Step<'a> {
     Parent,
 }
 
+/// Symbolic links followed in one resolution at most (Linux's MAXSYMLINKS);
+/// past it, `loop`.
+pub const MAX_LINKS_FOLLOWED: usize = 40;
+
+/// Checks what a symbolic link may point to: any path `parse` accepts (an
+/// absolute one is taken from the zone root when followed).
+pub fn check_link_target(target: &str) -> Result<()> {
+    parse(target).map(drop)
+}
+
 /// Splits a path into steps, dropping empty components and `.`.
 /// `..` is kept as [`Step::Parent`]; the resolver decides what it means
 /// (at the zone root it stays at the root).

@@ -10,7 +10,7 @@
 //! from, and is re-planned on conflict, so concurrent writers never lose
 //! each other's bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -146,6 +146,14 @@ fn with_path(e: KernelError, p: &str) -> KernelError {
     }
 }
 
+/// A path step that outlives the string it was parsed from.
+fn owned_step(step: Step<'_>) -> Option<String> {
+    match step {
+        Step::Name(n) => Some(n.to_owned()),
+        Step::Parent => None,
+    }
+}
+
 fn fresh_ino() -> Ino {
     loop {
         let ino: u64 = rand::random::<u64>() >> 1;
@@ -193,47 +201,101 @@ impl Kernel {
         Ok(self.handle(self.zone(zone)?, ROOT_INO, FileKind::Dir, "/"))
     }
 
-    /// Resolves `p` from the root of the task's zone. `..` steps back
-    /// lexically and stays at that root (invariant 4). A DT_MOUNT in the
-    /// middle of a path is always crossed, a final one only if
-    /// `follow_mount`; crossing needs `enter` on the target zone.
-    pub fn resolve(&self, task: &Task, p: &str, follow_mount: bool) -> Result<Handle> {
-        let steps = path::parse(p)?;
+    /// Resolves `p` from the root of the task's zone. `..` steps back to
+    /// the directory it came from and stays at that root (invariant 4). A
+    /// DT_MOUNT or a symbolic link in the middle of a path is always
+    /// followed, a final one only if `follow` (or `p` ends in `/`);
+    /// crossing a mount needs `enter` on the target zone. A link's target
+    /// is resolved from the directory holding the link, an absolute one
+    /// from the root of the link's zone: a link never leads out of the
+    /// zones the walk may enter. Past `MAX_LINKS_FOLLOWED` links, `loop`.
+    pub fn resolve(&self, task: &Task, p: &str, follow: bool) -> Result<Handle> {
+        let follow = follow || path::names_dir(p);
+        let mut todo: VecDeque<Option<String>> =
+            path::parse(p)?.into_iter().map(owned_step).collect();
         let mut stack = vec![self.root(task.zone())?];
-        let last = steps.len().saturating_sub(1);
-        for (i, step) in steps.iter().enumerate() {
+        let mut links = 0;
+        while let Some(step) = todo.pop_front() {
             let top = stack.last().expect("never empty").clone();
-            match step {
-                Step::Parent => {
-                    if top.kind != FileKind::Dir {
-                        return Err(KernelError::NotDirectory(p.to_owned()));
+            if top.kind != FileKind::Dir {
+                return Err(KernelError::NotDirectory(p.to_owned()));
+            }
+            let Some(name) = step else {
+                if stack.len() > 1 {
+                    stack.pop();
+                }
+                continue;
+            };
+            let d = top
+                .zone
+                .state
+                .dentry(top.ino, &name)?
+                .ok_or_else(|| KernelError::NotFound(p.to_owned()))?;
+            let last = todo.is_empty();
+            match d.kind {
+                FileKind::Mount if !last || follow => {
+                    stack.push(self.cross_mount(task, &top.zone, d.ino, p)?);
+                }
+                FileKind::Symlink if !last || follow => {
+                    links += 1;
+                    if links > path::MAX_LINKS_FOLLOWED {
+                        return Err(KernelError::Loop(p.to_owned()));
                     }
-                    if stack.len() > 1 {
-                        stack.pop();
+                    let target = self.link_target(&top.zone, d.ino)?;
+                    if target.starts_with('/') {
+                        // The first handle of the link's zone on the walk
+                        // is that zone's root.
+                        let root = stack
+                            .iter()
+                            .position(|h| h.zone.id == top.zone.id)
+                            .unwrap_or(0);
+                        stack.truncate(root + 1);
+                    }
+                    for step in path::parse(&target)?.into_iter().rev() {
+                        todo.push_front(owned_step(step));
                     }
                 }
-                Step::Name(name) => {
-                    if top.kind != FileKind::Dir {
-                        return Err(KernelError::NotDirectory(p.to_owned()));
-                    }
-                    let d = top
-                        .zone
-                        .state
-                        .dentry(top.ino, name)?
-                        .ok_or_else(|| KernelError::NotFound(p.to_owned()))?;
-                    let next = if d.kind == FileKind::Mount && (i < last || follow_mount) {
-                        self.cross_mount(task, &top.zone, d.ino, p)?
-                    } else {
-                        self.handle(top.zone.clone(), d.ino, d.kind, p)
-                    };
-                    stack.push(next);
-                }
+                _ => stack.push(self.handle(top.zone.clone(), d.ino, d.kind, p)),
             }
         }
         let mut found = stack.pop().expect("never empty");
         path::check_dir_suffix(p, found.kind)?;
         found.path = p.into();
         Ok(found)
+    }
+
+    /// What the symbolic link `ino` of `zone` points to.
+    fn link_target(&self, zone: &Zone, ino: Ino) -> Result<String> {
+        match self.inode(zone, ino)?.body {
+            InodeBody::Symlink { target } => Ok(target),
+            _ => Err(KernelError::Corrupt(format!("inode {ino} is not a link"))),
+        }
+    }
+
+    /// Makes a symbolic link at `p` pointing to `target`, stored as given
+    /// and resolved whenever it is followed. Needs `write` on the directory.
+    pub async fn symlink(&self, task: &Task, target: &str, p: &str) -> Result<Handle> {
+        let r = match path::check_link_target(target) {
+            Ok(()) => {
+                let new = NewInode::Symlink {
+                    target: target.to_owned(),
+                };
+                self.make(task, p, new).await
+            }
+            Err(e) => Err(e),
+        };
+        self.audited(task, task.zone(), "symlink", p, r)
+    }
+
+    /// What the symbolic link at `p` points to (`invalid` if `p` is not
+    /// one, as POSIX `readlink`). Needs `read` on the link.
+    pub fn readlink(&self, task: &Task, p: &str) -> Result<String> {
+        let h = self.resolve(task, p, false)?;
+        if h.kind != FileKind::Symlink {
+            return Err(KernelError::Invalid(format!("{p} is not a symbolic link")));
+        }
+        self.gate(task, &h, Permission::Read, "readlink", p)?;
+        self.link_target(&h.zone, h.ino)
     }
 
     fn cross_mount(&self, task: &Task, zone: &Arc<Zone>, ino: Ino, p: &str) -> Result<Handle> {

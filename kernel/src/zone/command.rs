@@ -15,8 +15,16 @@ use crate::zone::usage::ZoneQuota;
 pub enum NewInode {
     Dir,
     Regular,
-    Mount { target: ZoneId },
-    Pipe { capacity: u64 },
+    Mount {
+        target: ZoneId,
+    },
+    Pipe {
+        capacity: u64,
+    },
+    /// A symbolic link to `target` (checked by `files::path::check_link_target`).
+    Symlink {
+        target: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1024,11 +1024,22 @@ impl Tx<'_> {
             NewInode::Pipe { capacity } => InodeBody::Pipe {
                 capacity: *capacity,
             },
+            NewInode::Symlink { target } => {
+                crate::files::path::check_link_target(target)?;
+                InodeBody::Symlink {
+                    target: target.clone(),
+                }
+            }
+        };
+        // A link's size is its target's length, as POSIX `lstat` says.
+        let size = match new {
+            NewInode::Symlink { target } => target.len() as u64,
+            _ => 0,
         };
         let inode = Inode {
             ino,
             parent,
-            size: 0,
+            size,
             version: 0,
             atime: now,
             mtime: now,

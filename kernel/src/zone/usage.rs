@@ -29,6 +29,9 @@ pub fn bytes_of(inode: &Inode) -> u64 {
     match &inode.body {
         InodeBody::Regular { .. } => inode.size,
         InodeBody::Pipe { capacity } => *capacity,
+        // A link's target is counted: an agent could otherwise fill a
+        // zone past its quota with links of 4 KiB targets.
+        InodeBody::Symlink { target } => target.len() as u64,
         InodeBody::Dir { .. } | InodeBody::Mount { .. } => 0,
     }
 }

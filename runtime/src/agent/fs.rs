@@ -154,6 +154,7 @@ fn kind_type(kind: FileKind) -> DescriptorType {
         FileKind::Dir | FileKind::Mount => DescriptorType::Directory,
         FileKind::Regular => DescriptorType::RegularFile,
         FileKind::Pipe => DescriptorType::Fifo,
+        FileKind::Symlink => DescriptorType::SymbolicLink,
     }
 }
 
@@ -226,9 +227,21 @@ impl AgentState {
     }
 
     /// The kernel's stat of `path` relative to the descriptor.
-    fn stat_under(&self, fd: &Resource<Descriptor>, path: &str) -> FsResult<Stat> {
+    /// What `path` under `fd` names: the link itself unless `flags` say
+    /// to follow it.
+    fn stat_under(
+        &self,
+        fd: &Resource<Descriptor>,
+        flags: PathFlags,
+        path: &str,
+    ) -> FsResult<Stat> {
         let p = self.desc(fd)?.join(path)?;
-        self.kernel.stat(&self.task, &p).map_err(fs_err)
+        let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
+        let h = self
+            .kernel
+            .resolve(&self.task, &p, follow)
+            .map_err(fs_err)?;
+        self.kernel.stat_handle(&self.task, &h).map_err(fs_err)
     }
 
     fn file(&self, fd: &Resource<Descriptor>) -> FsResult<&Descriptor> {
@@ -439,23 +452,27 @@ impl HostDescriptor for AgentState {
     async fn stat_at(
         &mut self,
         fd: Resource<Descriptor>,
-        _: PathFlags,
+        flags: PathFlags,
         path: String,
     ) -> FsResult<DescriptorStat> {
         // A name resolves only to a linked inode.
-        Ok(to_stat(&self.stat_under(&fd, &path)?, 1))
+        Ok(to_stat(&self.stat_under(&fd, flags, &path)?, 1))
     }
 
     async fn set_times_at(
         &mut self,
         fd: Resource<Descriptor>,
-        _: PathFlags,
+        flags: PathFlags,
         path: String,
         atime: NewTimestamp,
         mtime: NewTimestamp,
     ) -> FsResult<()> {
         let p = self.desc(&fd)?.join(&path)?;
-        let h = self.kernel.resolve(&self.task, &p, true).map_err(fs_err)?;
+        let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
+        let h = self
+            .kernel
+            .resolve(&self.task, &p, follow)
+            .map_err(fs_err)?;
         set_times_of(&self.kernel, &self.task, &h, atime, mtime).await
     }
 
@@ -475,7 +492,7 @@ impl HostDescriptor for AgentState {
     async fn open_at(
         &mut self,
         fd: Resource<Descriptor>,
-        _: PathFlags,
+        path_flags: PathFlags,
         path: String,
         oflags: OpenFlags,
         flags: DescriptorFlags,
@@ -494,6 +511,15 @@ impl HostDescriptor for AgentState {
             return Err(ErrorCode::Invalid.into());
         }
         let p = self.desc(&fd)?.join(&path)?;
+        // Without `symlink-follow`, a final link is not opened (POSIX
+        // `O_NOFOLLOW`: `loop`).
+        if !path_flags.contains(PathFlags::SYMLINK_FOLLOW) {
+            if let Ok(h) = self.kernel.resolve(&self.task, &p, false) {
+                if h.kind == FileKind::Symlink {
+                    return Err(ErrorCode::Loop.into());
+                }
+            }
+        }
         // The access mode, as stock opens it: creating or truncating opens
         // for writing, and a descriptor not asked to write reads.
         let write = flags.intersects(DescriptorFlags::WRITE | DescriptorFlags::MUTATE_DIRECTORY)
@@ -552,11 +578,9 @@ impl HostDescriptor for AgentState {
         Ok(())
     }
 
-    /// Nexus has no symbolic links: nothing is one.
     async fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
         let p = self.desc(&fd)?.join(&path)?;
-        self.kernel.stat(&self.task, &p).map_err(fs_err)?;
-        Err(ErrorCode::Invalid.into())
+        self.kernel.readlink(&self.task, &p).map_err(fs_err)
     }
 
     async fn remove_directory_at(
@@ -583,10 +607,24 @@ impl HostDescriptor for AgentState {
             .map_err(fs_err)
     }
 
-    /// Nexus has no symbolic links.
-    async fn symlink_at(&mut self, fd: Resource<Descriptor>, _: String, _: String) -> FsResult<()> {
-        self.desc(&fd)?;
-        Err(ErrorCode::Unsupported.into())
+    /// As stock, an absolute target is refused (`not-permitted`): a guest's
+    /// paths are relative to a descriptor. The kernel itself takes one as
+    /// from the zone root (`nexus fs ln`, a native agent's `ln -s /x`).
+    async fn symlink_at(
+        &mut self,
+        fd: Resource<Descriptor>,
+        target: String,
+        path: String,
+    ) -> FsResult<()> {
+        let p = self.desc(&fd)?.join(&path)?;
+        if target.starts_with('/') {
+            return Err(ErrorCode::NotPermitted.into());
+        }
+        self.kernel
+            .symlink(&self.task, &target, &p)
+            .await
+            .map(drop)
+            .map_err(fs_err)
     }
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
@@ -646,10 +684,10 @@ impl HostDescriptor for AgentState {
     async fn metadata_hash_at(
         &mut self,
         fd: Resource<Descriptor>,
-        _: PathFlags,
+        flags: PathFlags,
         path: String,
     ) -> FsResult<types::MetadataHashValue> {
-        Ok(hash_of(&self.stat_under(&fd, &path)?))
+        Ok(hash_of(&self.stat_under(&fd, flags, &path)?))
     }
 }
 

@@ -272,6 +272,7 @@ fn kind(s: &str) -> OpResult<FileKind> {
         FileKind::Regular,
         FileKind::Mount,
         FileKind::Pipe,
+        FileKind::Symlink,
     ]
     .into_iter()
     .find(|k| k.as_str() == s)

@@ -241,6 +241,7 @@ impl Inner {
         let (kind, perm, nlink) = match s.kind {
             FileKind::Dir | FileKind::Mount => (FileType::Directory, 0o755, 2),
             FileKind::Regular | FileKind::Pipe => (FileType::RegularFile, 0o644, 1),
+            FileKind::Symlink => (FileType::Symlink, 0o777, 1),
         };
         // Zone roots share an inode number: another zone's inodes are
         // told apart by their zone, so tree walkers see no false loops.
@@ -331,8 +332,15 @@ impl Inner {
         Ok((self.attr(s), id))
     }
 
+    /// What `p` names as Linux sees it: a mount crossed into its zone, a
+    /// symbolic link itself (Linux follows links, with `readlink`).
     fn stat_path(&self, p: &str) -> Reply<Stat> {
-        self.kernel.stat(&self.task, p).map_err(kerr)
+        let h = self.kernel.resolve(&self.task, p, false).map_err(kerr)?;
+        let h = match h.kind {
+            FileKind::Mount => self.kernel.resolve(&self.task, p, true).map_err(kerr)?,
+            _ => h,
+        };
+        self.kernel.stat_handle(&self.task, &h).map_err(kerr)
     }
 
     /// The attributes of `node`, through its open file if there is one (an
@@ -621,6 +629,7 @@ impl Inner {
             let kind = match e.kind {
                 FileKind::Dir | FileKind::Mount => FileType::Directory,
                 FileKind::Regular | FileKind::Pipe => FileType::RegularFile,
+                FileKind::Symlink => FileType::Symlink,
             };
             if reply.add(INodeNo(e.ino), at + 1, kind, &e.name) {
                 return Ok(());
@@ -644,6 +653,29 @@ impl Inner {
             _ => return Err(Errno::EPERM),
         }
         self.entry(parent, name, &self.stat_path(&p)?)
+    }
+
+    /// `ln -s TARGET NAME`: the target stored as given. Linux resolves an
+    /// absolute one from the process's root, not the mount's.
+    async fn symlink(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
+    ) -> Reply<(FileAttr, u64)> {
+        let p = self.child_path(parent, name)?;
+        let target = target.to_str().ok_or(Errno::EINVAL)?;
+        self.kernel
+            .symlink(&self.task, target, &p)
+            .await
+            .map_err(kerr)?;
+        self.entry(parent, name, &self.stat_path(&p)?)
+    }
+
+    fn readlink(&self, node: INodeNo) -> Reply<Vec<u8>> {
+        let p = self.path(node)?;
+        let target = self.kernel.readlink(&self.task, &p).map_err(kerr)?;
+        Ok(target.into_bytes())
     }
 
     async fn mkdir(&self, parent: INodeNo, name: &OsStr) -> Reply<(FileAttr, u64)> {
@@ -787,8 +819,25 @@ impl fuser::Filesystem for ZoneFs {
         });
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::EINVAL);
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.inner.readlink(ino) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        self.serve(move |inner| async move {
+            answer_entry(reply, inner.symlink(parent, &name, &target).await)
+        });
     }
 
     fn mknod(
