@@ -25,6 +25,8 @@ fn trees_copy_both_ways_and_symlinks_never_lead_outside() {
     std::fs::write(secret.join("key"), "do not copy").unwrap();
     symlink(secret.join("key"), src.join("a/leak")).unwrap();
     symlink(&secret, src.join("escape")).unwrap();
+    // A relative link inside the tree is copied as a link.
+    symlink("one.txt", src.join("a/rel")).unwrap();
     ok(home, &["zone", "create", "z1"]);
 
     let out = run(
@@ -41,11 +43,30 @@ fn trees_copy_both_ways_and_symlinks_never_lead_outside() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("put 3 files (3145734 bytes) in 3 directories; 2 skipped"),
+        text(&out.stdout)
+            .contains("put 3 files (3145734 bytes) in 3 directories, 1 symbolic links; 2 skipped"),
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(text(&out.stderr).matches("a symbolic link").count(), 2);
+    assert_eq!(
+        text(&out.stderr)
+            .matches("a link to an absolute host path")
+            .count(),
+        2
+    );
+    assert_eq!(
+        ok(home, &["fs", "readlink", "--zone", "z1", "/in/a/rel"]),
+        "one.txt\n"
+    );
+    assert_eq!(ok(home, &["fs", "cat", "--zone", "z1", "/in/a/rel"]), "one");
+    // `fs ln -s`: an absolute target is taken from the zone root.
+    ok(
+        home,
+        &["fs", "ln", "-s", "--zone", "z1", "/in/top.txt", "/top-link"],
+    );
+    assert_eq!(ok(home, &["fs", "cat", "--zone", "z1", "/top-link"]), "top");
+    let listed = ok(home, &["fs", "ls", "--zone", "z1", "/"]);
+    assert!(listed.contains("symlink"), "{listed}");
     assert_eq!(
         ok(home, &["fs", "cat", "--zone", "z1", "/in/a/one.txt"]),
         "one"

@@ -154,6 +154,11 @@ async fn errors_are_the_same_embedded_and_through_a_node() {
             r.mount("z1", "/m", "z9").await.map(drop),
         ),
         (
+            "invalid (readlink of a directory)",
+            l.readlink("z1", "/d").await.map(drop),
+            r.readlink("z1", "/d").await.map(drop),
+        ),
+        (
             "invalid destination of a secret",
             l.secret_set("z1", "exa mple.com", &["a: b".into()])
                 .await
@@ -265,6 +270,13 @@ async fn answers_are_the_same_embedded_and_through_a_node() {
     assert_eq!(
         json(&l.tuples("z1").await.unwrap()),
         json(&r.tuples("z1").await.unwrap())
+    );
+    r.symlink("z1", "b/f", "/a/link").await.unwrap();
+    assert_eq!(l.readlink("z1", "/a/link").await.unwrap(), "b/f");
+    assert_eq!(r.readlink("z1", "/a/link").await.unwrap(), "b/f");
+    assert_eq!(
+        json(&l.stat("z1", "/a/link", false).await.unwrap()),
+        json(&r.stat("z1", "/a/link", false).await.unwrap())
     );
     let secret = ["Authorization: Bearer sk-node-0123456789".to_owned()];
     r.secret_set("z1", "host:api.example.com", &secret)

@@ -664,6 +664,22 @@ pub enum FsCmd {
         from: String,
         to: String,
     },
+    /// Make a symbolic link LINK to TARGET (`-s`: Nexus has no hard links
+    /// yet). An absolute TARGET is taken from the zone root.
+    Ln {
+        #[command(flatten)]
+        zone: ZoneArg,
+        #[arg(short = 's', long = "symbolic", required = true)]
+        symbolic: bool,
+        target: String,
+        link: String,
+    },
+    /// Print what a symbolic link points to.
+    Readlink {
+        #[command(flatten)]
+        zone: ZoneArg,
+        path: String,
+    },
 }
 
 #[derive(Args)]

@@ -93,6 +93,13 @@ pub async fn run(ops: &dyn Ops, cmd: FsCmd) -> OpResult {
             path,
         } => ops.remove(&zone.zone, &path, recursive).await,
         FsCmd::Mv { zone, from, to } => ops.rename(&zone.zone, &from, &to).await,
+        FsCmd::Ln {
+            zone, target, link, ..
+        } => ops.symlink(&zone.zone, &target, &link).await,
+        FsCmd::Readlink { zone, path } => {
+            println!("{}", output::shown(&ops.readlink(&zone.zone, &path).await?));
+            Ok(())
+        }
     }
 }
 

@@ -25,16 +25,21 @@ struct Copied {
     files: u64,
     dirs: u64,
     bytes: u64,
+    links: u64,
     skipped: u64,
 }
 
 impl Copied {
     fn report(&self, what: &str) {
         println!(
-            "{what} {} files ({} bytes) in {} directories{}",
+            "{what} {} files ({} bytes) in {} directories{}{}",
             self.files,
             self.bytes,
             self.dirs,
+            match self.links {
+                0 => String::new(),
+                n => format!(", {n} symbolic links"),
+            },
             match self.skipped {
                 0 => String::new(),
                 n => format!("; {n} skipped"),
@@ -94,7 +99,16 @@ pub async fn put_tree(ops: &dyn Ops, zone: &str, src: &str, dest: &str) -> OpRes
                 copied.bytes += ops.put(zone, &target, bytes).await?;
                 copied.files += 1;
             } else if kind.is_symlink() {
-                skip(&mut copied, &here, "a symbolic link (Nexus has none)");
+                // Copied as a link, never followed; an absolute target
+                // names a host path, which means nothing in the zone.
+                match dir.read_link(name).map(|t| t.to_str().map(str::to_owned)) {
+                    Ok(Some(link_to)) => {
+                        ops.symlink(zone, &link_to, &target).await?;
+                        copied.links += 1;
+                    }
+                    Ok(None) => skip(&mut copied, &here, "a link whose target is not UTF-8"),
+                    Err(_) => skip(&mut copied, &here, "a link to an absolute host path"),
+                }
             } else {
                 skip(&mut copied, &here, "not a regular file or directory");
             }

@@ -375,6 +375,21 @@ impl Node for NodeApi {
         ok(pb::Empty {})
     }
 
+    async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let done = self.ops(&req)?.symlink(&r.zone, &r.target, &r.path).await;
+        done.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
+    async fn readlink(&self, req: Request<pb::PathRequest>) -> Reply<pb::LinkTarget> {
+        let r = req.get_ref();
+        let target = self.ops(&req)?.readlink(&r.zone, &r.path).await;
+        ok(pb::LinkTarget {
+            target: target.map_err(refused)?,
+        })
+    }
+
     async fn mount(&self, req: Request<pb::MountRequest>) -> Reply<pb::MountReply> {
         let r = req.get_ref();
         let ino = self.ops(&req)?.mount(&r.zone, &r.path, &r.target).await;

@@ -291,6 +291,15 @@ impl Ops for Local {
         Ok(self.kernel.rename(&self.task(zone)?, from, to).await?)
     }
 
+    async fn symlink(&self, zone: &str, target: &str, path: &str) -> OpResult {
+        self.kernel.symlink(&self.task(zone)?, target, path).await?;
+        Ok(())
+    }
+
+    async fn readlink(&self, zone: &str, path: &str) -> OpResult<String> {
+        Ok(self.kernel.readlink(&self.task(zone)?, path)?)
+    }
+
     async fn mount(&self, zone: &str, path: &str, target: &str) -> OpResult<u64> {
         let target = ZoneId::new(target)?;
         let h = self.kernel.mount(&self.task(zone)?, path, &target).await?;

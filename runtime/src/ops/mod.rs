@@ -255,6 +255,11 @@ pub trait Ops: Send + Sync {
     async fn list(&self, zone: &str, path: &str, linearizable: bool) -> OpResult<Vec<Entry>>;
     async fn remove(&self, zone: &str, path: &str, recursive: bool) -> OpResult;
     async fn rename(&self, zone: &str, from: &str, to: &str) -> OpResult;
+    /// A symbolic link at `path` to `target`, stored as given (an absolute
+    /// target is taken from the zone root when followed).
+    async fn symlink(&self, zone: &str, target: &str, path: &str) -> OpResult;
+    /// What the symbolic link at `path` points to.
+    async fn readlink(&self, zone: &str, path: &str) -> OpResult<String>;
     /// Links zone `target` at `path`; the mount entry's inode.
     async fn mount(&self, zone: &str, path: &str, target: &str) -> OpResult<u64>;
 

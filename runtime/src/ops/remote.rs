@@ -371,6 +371,26 @@ impl Ops for Remote {
         Ok(())
     }
 
+    async fn symlink(&self, zone: &str, target: &str, path: &str) -> OpResult {
+        let req = self.request(pb::SymlinkRequest {
+            zone: zone.to_owned(),
+            target: target.to_owned(),
+            path: path.to_owned(),
+        });
+        self.node().symlink(req).await.map_err(op_error)?;
+        Ok(())
+    }
+
+    async fn readlink(&self, zone: &str, path: &str) -> OpResult<String> {
+        let req = self.request(pb::PathRequest {
+            zone: zone.to_owned(),
+            path: path.to_owned(),
+            ..Default::default()
+        });
+        let r = self.node().readlink(req).await.map_err(op_error)?;
+        Ok(r.into_inner().target)
+    }
+
     async fn mount(&self, zone: &str, p: &str, target: &str) -> OpResult<u64> {
         let req = self.request(pb::MountRequest {
             zone: zone.to_owned(),
