@@ -521,6 +521,17 @@ async fn in_process(port: u16) -> (tempfile::TempDir, Arc<Kernel>, Host, Task) {
 /// stdout.
 async fn fetch_with(limits: RunLimits, port: u16, args: &[&str]) -> (i32, String, String) {
     let (_dir, k, host, task) = in_process(port).await;
+    fetch_as(&k, &host, task, &limits, args).await
+}
+
+/// Runs `examples/fetch ARGS` as `task` with `limits`.
+async fn fetch_as(
+    k: &Arc<Kernel>,
+    host: &Host,
+    task: Task,
+    limits: &RunLimits,
+    args: &[&str],
+) -> (i32, String, String) {
     let pre = host
         .prepare(&host.load(&guest("examples/fetch")).unwrap())
         .unwrap();
@@ -536,7 +547,7 @@ async fn fetch_with(limits: RunLimits, port: u16, args: &[&str]) -> (i32, String
         stderr: err_w,
     };
     let code = host
-        .run(&pre, k.clone(), task, &argv, &[], &limits, stdio)
+        .run(&pre, k.clone(), task, &argv, &[], limits, stdio)
         .await
         .unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -602,6 +613,17 @@ async fn every_limit_is_a_clear_error() {
         lines[2].contains("traffic limit of 1000 bytes"),
         "{out}{err}"
     );
+
+    // A run's agents share its traffic: the second agent of the run finds
+    // what the first spent.
+    let (_dir, k, host, task) = in_process(server.port).await;
+    let run = limits(|e| e.run_bytes = 600);
+    let big = format!("{base}/big/400");
+    let (code, _, _) = fetch_as(&k, &host, task.clone(), &run, &[&big]).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = fetch_as(&k, &host, task, &run, &[&big]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("traffic limit of 600 bytes"), "{err}");
 }
 
 #[test]

@@ -28,7 +28,7 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::bindings;
 use super::budget::{HostMemory, NodeMemory, NODE_HOST_MEMORY};
-use super::http::{Egress, EgressLimits, Notices};
+use super::http::{Egress, EgressLimits, Notices, Traffic};
 use super::state::{AgentState, TaskLimits};
 
 /// Agents one host runs at once from its pool of pre-reserved slots.
@@ -98,6 +98,9 @@ pub struct RunLimits {
     pub node_memory: Arc<NodeMemory>,
     /// What its HTTP requests may use.
     pub egress: EgressLimits,
+    /// Its HTTP traffic so far, shared by the run's agents (a clone of
+    /// these limits runs each one).
+    pub traffic: Arc<Traffic>,
 }
 
 impl Default for RunLimits {
@@ -110,6 +113,7 @@ impl Default for RunLimits {
             max_timers: DEFAULT_TIMER_LIMIT,
             node_memory: NodeMemory::new(NODE_HOST_MEMORY),
             egress: EgressLimits::default(),
+            traffic: Arc::default(),
         }
     }
 }
@@ -387,7 +391,7 @@ impl Host {
             pipe_budget: super::pipe::PipeBudget::new(host_memory.clone()),
             host_memory,
             timers,
-            egress: Egress::new(limits.egress.clone(), notices),
+            egress: Egress::new(limits.egress.clone(), limits.traffic.clone(), notices),
             store_limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
                 .instances(64)

@@ -33,7 +33,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub use body::{FutureTrailers, IncomingBody, OutgoingBody};
 pub use fields::Fields;
-pub use send::{Budget, FutureResponse, IncomingResponse};
+pub use send::{Budget, FutureResponse, IncomingResponse, Traffic};
 pub use types::{
     HeaderError, HttpError, NoHttp, OutgoingRequest, OutgoingResponse, RequestOptions,
 };
@@ -49,7 +49,7 @@ pub struct EgressLimits {
     pub request_time: Duration,
     /// Requests in flight at once (a response being read is in flight).
     pub concurrent: usize,
-    /// Bytes sent and received by the whole run.
+    /// Bytes sent and received by the whole run (all its agents).
     pub run_bytes: u64,
 }
 
@@ -93,9 +93,9 @@ pub struct Egress {
 }
 
 impl Egress {
-    pub fn new(limits: EgressLimits, notices: Notices) -> Self {
+    pub fn new(limits: EgressLimits, traffic: Arc<Traffic>, notices: Notices) -> Self {
         Egress {
-            budget: Budget::new(limits.clone()),
+            budget: Budget::new(limits.clone(), traffic),
             limits,
             notices,
         }

@@ -51,23 +51,27 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-/// What one agent's requests share: the limits, and what is in flight and
-/// spent.
+/// What one agent's requests share: the limits, what it has in flight,
+/// and its run's traffic (shared with the run's other agents).
 pub struct Budget {
     pub limits: EgressLimits,
     in_flight: AtomicUsize,
-    spent: AtomicU64,
+    traffic: Arc<Traffic>,
 }
 
 impl Budget {
-    pub fn new(limits: EgressLimits) -> Arc<Self> {
+    pub fn new(limits: EgressLimits, traffic: Arc<Traffic>) -> Arc<Self> {
         Arc::new(Budget {
             limits,
             in_flight: AtomicUsize::new(0),
-            spent: AtomicU64::new(0),
+            traffic,
         })
     }
 }
+
+/// Bytes a run's agents have sent and received over HTTP, together.
+#[derive(Debug, Default)]
+pub struct Traffic(AtomicU64);
 
 fn spent_error(limit: u64) -> ErrorCode {
     ErrorCode::InternalError(Some(format!(
@@ -103,7 +107,7 @@ impl Exchange {
     /// Counts `n` more bytes against the run's traffic limit.
     pub(super) fn spend(&self, n: u64) -> Result<(), ErrorCode> {
         let limit = self.budget.limits.run_bytes;
-        let before = self.budget.spent.fetch_add(n, Ordering::Relaxed);
+        let before = self.budget.traffic.0.fetch_add(n, Ordering::Relaxed);
         if before.saturating_add(n) > limit {
             return Err(spent_error(limit));
         }
@@ -264,7 +268,7 @@ impl AgentState {
         if budget.in_flight.load(Ordering::Relaxed) > limits.concurrent {
             return Err(refuse(&mut exchange, ErrorCode::ConnectionLimitReached));
         }
-        if budget.spent.load(Ordering::Relaxed) >= limits.run_bytes {
+        if budget.traffic.0.load(Ordering::Relaxed) >= limits.run_bytes {
             let code = spent_error(limits.run_bytes);
             self.egress.notices.say(&describe(&code)).await;
             return Err(refuse(&mut exchange, code));
