@@ -168,9 +168,32 @@ pub(super) mod stock {
     use super::{fail, rates};
     use crate::ops::OpResult;
 
-    struct Stock {
+    /// Stock's store data: wasmtime-wasi's context (and, for the egress
+    /// baseline, wasmtime-wasi-http's).
+    pub(in crate::bench) struct Stock {
         ctx: WasiCtx,
+        http: wasmtime_wasi_http::WasiHttpCtx,
         table: ResourceTable,
+    }
+
+    impl Stock {
+        pub(in crate::bench) fn new(ctx: WasiCtx) -> Self {
+            Stock {
+                ctx,
+                http: wasmtime_wasi_http::WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+            }
+        }
+    }
+
+    impl wasmtime_wasi_http::WasiHttpView for Stock {
+        fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+            wasmtime_wasi_http::WasiHttpCtxView {
+                ctx: &mut self.http,
+                table: &mut self.table,
+                hooks: Default::default(),
+            }
+        }
     }
 
     impl WasiView for Stock {
@@ -195,13 +218,7 @@ pub(super) mod stock {
         b.args(argv);
         b.preopened_dir(dir, "/", FsPerms::ReadWrite)
             .map_err(fail)?;
-        let mut store = Store::new(
-            &engine,
-            Stock {
-                ctx: b.build(),
-                table: ResourceTable::new(),
-            },
-        );
+        let mut store = Store::new(&engine, Stock::new(b.build()));
         let rt = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| {
             rt.block_on(async {

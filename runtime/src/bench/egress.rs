@@ -152,40 +152,15 @@ mod stock {
 
     use std::path::Path;
 
-    use wasmtime::component::{Component, Linker, ResourceTable};
+    use wasmtime::component::{Component, Linker};
     use wasmtime::{Config, Engine, Store};
     use wasmtime_wasi::p2::bindings::CommandPre;
     use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-    use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-    use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+    use wasmtime_wasi::WasiCtxBuilder;
 
     use crate::bench::agents::fail;
+    use crate::bench::agents::stock::Stock;
     use crate::ops::OpResult;
-
-    struct Stock {
-        ctx: WasiCtx,
-        http: WasiHttpCtx,
-        table: ResourceTable,
-    }
-
-    impl WasiView for Stock {
-        fn ctx(&mut self) -> WasiCtxView<'_> {
-            WasiCtxView {
-                ctx: &mut self.ctx,
-                table: &mut self.table,
-            }
-        }
-    }
-
-    impl WasiHttpView for Stock {
-        fn http(&mut self) -> WasiHttpCtxView<'_> {
-            WasiHttpCtxView {
-                ctx: &mut self.http,
-                table: &mut self.table,
-                hooks: Default::default(),
-            }
-        }
-    }
 
     pub async fn fetch(guest: &Path, argv: &[String]) -> OpResult<Option<(f64, f64, f64)>> {
         let engine = Engine::new(&Config::new()).map_err(fail)?;
@@ -198,14 +173,7 @@ mod stock {
         let stdout = MemoryOutputPipe::new(1 << 16);
         let mut b = WasiCtxBuilder::new();
         b.args(argv).stdout(stdout.clone());
-        let mut store = Store::new(
-            &engine,
-            Stock {
-                ctx: b.build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-            },
-        );
+        let mut store = Store::new(&engine, Stock::new(b.build()));
         let cmd = pre.instantiate_async(&mut store).await.map_err(fail)?;
         cmd.wasi_cli_run()
             .call_run(&mut store)
