@@ -326,3 +326,57 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Waits (up to 20 s) until `f` has something to say; panics naming
+/// `what` if it never does.
+pub async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Three nodes in this process over gRPC and TLS, each a voter of zone
+/// `z1` (owned by `user:owner`), with 20 ms ticks.
+pub async fn three_nodes(dir: &std::path::Path) -> Vec<nexus_runtime::node::local::LocalNode> {
+    use nexus_kernel::{Principal, Role, ZoneId};
+    let nodes = nexus_runtime::node::local::start(dir, 3, |cfg| {
+        cfg.driver.tick = std::time::Duration::from_millis(20);
+    })
+    .await
+    .expect("three local nodes");
+    let z1 = ZoneId::new("z1").expect("a zone name");
+    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
+    for n in &nodes[1..] {
+        n.kernel
+            .join_zone(&z1, replicas.clone())
+            .await
+            .expect("join z1");
+    }
+    let owner = Principal::parse("user:owner").expect("a principal");
+    nodes[0]
+        .kernel
+        .create_zone_on(&owner, &z1, replicas)
+        .await
+        .expect("create z1");
+    nodes
+}
+
+/// The sizes of the snapshot receives in progress in a node's spool.
+pub fn spool_parts(home: &std::path::Path) -> Vec<u64> {
+    let spool = home.join("snapshots");
+    std::fs::read_dir(&spool)
+        .expect("the spool directory")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .collect()
+}

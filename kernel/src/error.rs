@@ -215,6 +215,12 @@ impl From<object_store::Error> for KernelError {
     }
 }
 
+impl From<std::io::Error> for KernelError {
+    fn from(e: std::io::Error) -> Self {
+        KernelError::Storage(e.to_string())
+    }
+}
+
 impl From<postcard::Error> for KernelError {
     fn from(e: postcard::Error) -> Self {
         KernelError::Corrupt(e.to_string())

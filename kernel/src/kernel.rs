@@ -24,7 +24,9 @@ use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::access::token::TokenAuthority;
 use crate::consensus::driver::{DriverConfig, ZoneDriver};
 use crate::consensus::forward::Actor;
+use crate::consensus::raftstore::SnapshotInstall;
 use crate::consensus::replica::{Members, Replica, ReplicaConfig, Role};
+use crate::consensus::snapshot::{SpoolDir, SpoolWriter, Spooled};
 use crate::consensus::transport::{LocalOnly, Transport};
 use crate::error::{KernelError, Result};
 use crate::files::collect::{Collector, RunningZones};
@@ -97,6 +99,10 @@ pub struct KernelConfig {
     /// The longest a buffered file write waits before it is written out
     /// (`files/writeback.rs`).
     pub flush_interval: std::time::Duration,
+    /// A snapshot received into the spool up to this size installs in one
+    /// atomic batch; a larger one in steps of bounded memory
+    /// (`consensus::raftstore`).
+    pub snapshot_one_batch_up_to: u64,
 }
 
 /// How much Raft log a replica keeps (see [`ReplicaConfig`]).
@@ -128,6 +134,7 @@ impl KernelConfig {
             log_retention: LogRetention::default(),
             signs_tokens: true,
             flush_interval: crate::files::writeback::FLUSH_INTERVAL,
+            snapshot_one_batch_up_to: SnapshotInstall::default().one_batch_up_to,
         }
     }
 }
@@ -229,6 +236,8 @@ pub struct Kernel {
     timers: TimerDriver,
     /// Set by `shutdown`: no zone starts again in this process.
     closed: std::sync::atomic::AtomicBool,
+    /// Where snapshots from peers are received (`<home>/snapshots`).
+    spool: SpoolDir,
 }
 
 pub(crate) fn tree_name(zone: &ZoneId) -> String {
@@ -336,6 +345,7 @@ impl Kernel {
             TimerDriver::real().map_err(|e| KernelError::Storage(format!("timer thread: {e}")))?
         };
         let tokens = TokenAuthority::open(&cfg.home, db.open_tree("revoked")?, cfg.signs_tokens)?;
+        let spool = SpoolDir::open(&cfg.home)?;
         let content = Arc::new(content);
         let writers = Arc::new(InodeLocks::default());
         let writeback = Arc::new(WriteBack::new(
@@ -370,6 +380,7 @@ impl Kernel {
             open_files: Arc::default(),
             timers,
             closed: Default::default(),
+            spool,
         })
     }
 
@@ -588,6 +599,44 @@ impl Kernel {
         msg: raft::prelude::Message,
         incarnation: u64,
     ) -> Result<()> {
+        let z = self.admit_message(zone, &msg, incarnation)?;
+        z.driver.step(msg)
+    }
+
+    /// Starts receiving a snapshot of `zone` from a peer into this node's
+    /// spool (a file, never memory); the transport writes the payload to
+    /// it, then [`Kernel::deliver_snapshot`] hands it over.
+    pub fn snapshot_spool(&self, zone: &ZoneId) -> Result<SpoolWriter> {
+        self.zone(zone)?;
+        self.spool.create(zone.as_str())
+    }
+
+    /// [`Kernel::deliver`] for a MsgSnapshot whose payload arrived
+    /// separately, complete and checked, in `spooled`; the replica installs
+    /// it from the file.
+    pub fn deliver_snapshot(
+        &self,
+        zone: &ZoneId,
+        msg: raft::prelude::Message,
+        incarnation: u64,
+        spooled: Spooled,
+    ) -> Result<()> {
+        if msg.get_msg_type() != raft::prelude::MessageType::MsgSnapshot {
+            return Err(KernelError::Invalid(format!(
+                "zone {zone}: a spooled payload with a message that is not a snapshot"
+            )));
+        }
+        let z = self.admit_message(zone, &msg, incarnation)?;
+        z.driver.step_spooled(msg, spooled)
+    }
+
+    /// The checks both deliveries make; returns the zone.
+    fn admit_message(
+        &self,
+        zone: &ZoneId,
+        msg: &raft::prelude::Message,
+        incarnation: u64,
+    ) -> Result<Arc<Zone>> {
         use raft::prelude::MessageType::{MsgAppend, MsgHeartbeat, MsgSnapshot};
         if msg.to != self.cfg.replica_id {
             return Err(KernelError::Invalid(format!(
@@ -614,9 +663,9 @@ impl Kernel {
         }
         // Its shape, before it is queued (the sender hears why); checks
         // against the replica's own state follow on its thread.
-        crate::consensus::admission::check(&msg)
+        crate::consensus::admission::check(msg)
             .map_err(|r| KernelError::Invalid(format!("zone {zone}: {r}")))?;
-        z.driver.step(msg)
+        Ok(z)
     }
 
     /// What became of a snapshot this node's replica of `zone` sent to `to`
@@ -706,7 +755,13 @@ impl Kernel {
         let mut rcfg = ReplicaConfig::new(me, role);
         rcfg.compact_after = self.cfg.log_retention.compact_after;
         rcfg.keep_entries = self.cfg.log_retention.keep_entries;
+        rcfg.snapshots = SnapshotInstall {
+            spool: Some(self.spool.clone()),
+            one_batch_up_to: self.cfg.snapshot_one_batch_up_to,
+        };
         let replica = Replica::open(self.db.clone(), tree.clone(), rcfg, &record.replicas)?;
+        // An interrupted install finished with its file; the rest are stale.
+        self.spool.sweep(id.as_str(), None)?;
         let members = replica.members();
         self.transport.register_zone(id, record.incarnation);
         let driver = ZoneDriver::spawn(

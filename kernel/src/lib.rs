@@ -32,6 +32,8 @@ pub use consensus::driver::{ReplicaProgress, ZoneStatus};
 /// The wire format of a write a follower forwards to its zone's leader.
 pub use consensus::forward::{Actor, Forwarded, MemberChange, Outcome, Proposal};
 pub use consensus::replica::{MemberInfo, Role};
+/// What a transport needs to receive a snapshot into the spool.
+pub use consensus::snapshot::{SnapshotWriter, SpoolDir, SpoolWriter, Spooled};
 pub use consensus::transport::{ForwardReply, Transport};
 pub use error::{ErrorCode, KernelError, Result};
 pub use files::check::CheckReport;

@@ -5,6 +5,7 @@
 // Tests may unwrap: a panic here is a failed test.
 #![allow(clippy::unwrap_used)]
 
+use nexus_tests::eventually;
 use std::time::{Duration, Instant};
 
 use nexus_kernel::ErrorCode;
@@ -43,17 +44,6 @@ async fn shared_zone(nodes: &[LocalNode]) -> (ZoneId, Principal) {
         .await
         .unwrap();
     (z1, owner)
-}
-
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,6 +410,8 @@ async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_ref
         // Compact early, so a newcomer's log is gone and it needs a snapshot.
         cfg.log_retention.compact_after = 50;
         cfg.log_retention.keep_entries = 10;
+        // Snapshots are received into the spool; install them in steps.
+        cfg.snapshot_one_batch_up_to = 64 << 10;
     })
     .await
     .unwrap();
@@ -530,6 +522,10 @@ async fn a_new_replica_catches_up_by_streamed_snapshots_and_damaged_ones_are_ref
         let dump = n.kernel.zone_state(&z1).unwrap().dump().unwrap();
         assert_eq!(dump, reference, "node {} diverged", n.kernel.node_id());
     }
+    // Installed snapshots leave nothing in the spool.
+    let spool = k3.home().join("snapshots");
+    let left: Vec<_> = std::fs::read_dir(&spool).unwrap().collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", spool.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

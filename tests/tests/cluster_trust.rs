@@ -21,26 +21,6 @@ use nexus_runtime::node::tls::{self, authority::Authority, Dialer, NodeTls};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 
-async fn three(dir: &std::path::Path) -> Vec<LocalNode> {
-    let nodes = local::start(dir, 3, |cfg| {
-        cfg.driver.tick = Duration::from_millis(20);
-    })
-    .await
-    .unwrap();
-    let z1 = ZoneId::new("z1").unwrap();
-    let replicas = vec![(1, Role::Voter), (2, Role::Voter), (3, Role::Voter)];
-    for n in &nodes[1..] {
-        n.kernel.join_zone(&z1, replicas.clone()).await.unwrap();
-    }
-    let owner = Principal::parse("user:owner").unwrap();
-    nodes[0]
-        .kernel
-        .create_zone_on(&owner, &z1, replicas)
-        .await
-        .unwrap();
-    nodes
-}
-
 /// A raft message as node `from` would send it to node `to` in zone z1.
 fn forged_batch(from: u64, claimed: u64, to: u64) -> Batch {
     let mut m = Message::default();
@@ -94,7 +74,7 @@ async fn exchange(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outsiders_and_impostors_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     let addr = nodes[0].addr.to_string();
 
     // Connections that never say a word hold up nobody.
@@ -209,7 +189,7 @@ async fn outsiders_and_impostors_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused_on_new_and_open_connections() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     // Before: node 3 speaks for itself and is heard.
     let node3 = heard_from_node3(&nodes).await;
     // An open stream from node 3, before the revocation.
@@ -261,7 +241,7 @@ fn tokio_stream_of(rx: tokio::sync::mpsc::Receiver<Batch>) -> impl futures::Stre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_certificate_works_and_the_old_one_can_be_revoked() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     let tls3 = dir.path().join("node3/tls");
     let old = dir.path().join("old-node3.crt");
     std::fs::copy(tls3.join(tls::NODE_CERT), &old).unwrap();
@@ -304,7 +284,7 @@ async fn a_rotated_certificate_works_and_the_old_one_can_be_revoked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_snapshot_and_a_refused_add_replica_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     // A snapshot "from node 2" (term 1000, index 10^6) sent with node 3's
     // certificate: refused before any of it is read.
     let mut m = Message::default();
@@ -386,7 +366,7 @@ fn owner() -> Principal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     let node3 = heard_from_node3(&nodes).await;
     // Node 3 gets a certificate that ends now: the one thing that changes.
     let ca = Authority::open(&dir.path().join("ca")).unwrap();
@@ -463,7 +443,7 @@ fn refused_as(outcome: &Outcome, kind: &str, says: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_node_cannot_write_what_its_caller_may_not() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     let z1 = ZoneId::new("z1").unwrap();
     let owner = || task("user:owner", "z1", Capabilities::ALL, None);
 
@@ -634,7 +614,7 @@ async fn a_member_node_cannot_write_what_its_caller_may_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_receives_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = three(dir.path()).await;
+    let nodes = nexus_tests::three_nodes(dir.path()).await;
     let node3 = Dialer::Node(nodes[2].tls.clone());
     let to_node1 = || async {
         let channel = tls::channel(&node3, &nodes[0].addr.to_string(), &tls::node_name(1))
@@ -703,10 +683,22 @@ async fn snapshot_receives_are_bounded() {
         "{refused:?}"
     );
     assert_eq!(held.len(), max, "refused before the slots were full");
-    // Abandoned receives give their slots back.
+    // What the held receives took in is on disk, one chunk each (not in
+    // memory): a part file per receive in the node's spool.
+    let parts = || nexus_tests::spool_parts(nodes[0].kernel.home());
+    let chunk = nexus_runtime::node::snapshot::CHUNK as u64;
+    nexus_tests::eventually("the held chunks to reach the spool", || {
+        (parts() == vec![chunk; max]).then_some(())
+    })
+    .await;
+    // Abandoned receives give their slots back, and their files.
     for h in &held {
         h.abort();
     }
+    nexus_tests::eventually("abandoned part files to go", || {
+        parts().is_empty().then_some(())
+    })
+    .await;
     let mut taken = false;
     for _ in 0..100 {
         let mut call = attempt();

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::consensus::forward::{Actor, Forwarded, Outcome, Proposal};
 use crate::consensus::replica::Replica;
+use crate::consensus::snapshot::Spooled;
 use crate::consensus::transport::Transport;
 use crate::error::{KernelError, Result};
 use crate::types::{ReplicaId, ZoneId};
@@ -33,6 +34,7 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 enum Input {
     Propose(Proposal, oneshot::Sender<Result<Proposed>>),
     Step(Message),
+    StepSpooled(Message, Spooled),
     Status(oneshot::Sender<ZoneStatus>),
     ReadIndex(oneshot::Sender<Result<u64>>),
     TransferLeader(ReplicaId),
@@ -338,6 +340,15 @@ impl ZoneDriver {
         })
     }
 
+    /// Queues a MsgSnapshot whose payload is in the spool.
+    pub fn step_spooled(&self, msg: Message, spooled: Spooled) -> Result<()> {
+        self.sender()?
+            .try_send(Input::StepSpooled(msg, spooled))
+            .map_err(|_| {
+                KernelError::Unavailable(format!("zone {} is overloaded or stopped", self.zone))
+            })
+    }
+
     /// Stops the driver after it drains what is queued; joins its thread.
     pub fn stop(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -367,7 +378,7 @@ fn is_traffic(m: &Message) -> bool {
 /// Whether an input is activity that keeps (or gets) the zone awake.
 fn wakes(input: &Input) -> bool {
     match input {
-        Input::Step(m) => is_traffic(m),
+        Input::Step(m) | Input::StepSpooled(m, _) => is_traffic(m),
         Input::Status(_) => false,
         _ => true,
     }
@@ -466,6 +477,11 @@ fn run(
                     }
                     Input::Step(m) => {
                         if let Err(e) = replica.step(m) {
+                            tracing::error!(%zone, "raft step failed: {e}");
+                        }
+                    }
+                    Input::StepSpooled(m, spooled) => {
+                        if let Err(e) = replica.step_spooled(m, spooled) {
                             tracing::error!(%zone, "raft step failed: {e}");
                         }
                     }

@@ -10,4 +10,5 @@ pub mod forward;
 pub mod membership;
 pub mod raftstore;
 pub mod replica;
+pub mod snapshot;
 pub mod transport;

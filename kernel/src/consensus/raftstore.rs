@@ -12,22 +12,36 @@
 //! Everything one Ready asks to persist goes into ONE `sled::Batch`, followed
 //! by one flush, so a crash never leaves `commit` beyond the log and many
 //! proposals share one flush (group commit).
+//!
+//! The one exception is a spooled snapshot larger than
+//! [`SnapshotInstall::one_batch_up_to`]: it is written in steps of bounded
+//! size under a durable note (`r\0installing`) naming its spool file, so a
+//! crash part-way is finished at the next open, and only the final step
+//! (log reset, hard state, applied index, the note's removal) shares the
+//! Ready's batch. While it is being written, this replica's local reads
+//! may see the state part-installed; its applied index moves only at the
+//! end, so reads that wait for an index (linearizable ones) never do.
 
 use protobuf::Message as _;
 use raft::prelude::*;
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use crate::consensus::replica::{MemberInfo, Role};
+use crate::consensus::snapshot::{self, SnapshotReader, SnapshotWriter, SpoolDir};
 use crate::error::{KernelError, Result};
 use crate::types::ReplicaId;
-use crate::zone::state::ZoneState;
+use crate::zone::state::{keys, ZoneState};
 
 const HS: &[u8] = b"r\x00hs";
 const CS: &[u8] = b"r\x00cs";
 const TRUNC: &[u8] = b"r\x00trunc";
 const ROLES: &[u8] = b"r\x00roles";
+const INSTALLING: &[u8] = b"r\x00installing";
+/// Bytes of one step of a snapshot installed in steps.
+const INSTALL_STEP: usize = 4 << 20;
 
 /// Each member's role and incarnation, by node id.
 pub type Roster = BTreeMap<ReplicaId, MemberInfo>;
@@ -48,18 +62,59 @@ fn to_raft(e: KernelError) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
 
-/// A snapshot's payload: the state machine's key/value pairs and the
-/// members' roles and incarnations (raft's ConfState has neither).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SnapshotData {
-    pairs: crate::zone::state::StateDump,
-    roster: Roster,
+/// How this replica installs snapshots received into a spool.
+#[derive(Clone, Debug)]
+pub struct SnapshotInstall {
+    /// Where spooled snapshots are (none: only snapshots carried whole in
+    /// their message are taken).
+    pub spool: Option<SpoolDir>,
+    /// A spooled snapshot up to this size is installed in the Ready's one
+    /// batch (atomically, holding it in memory once); a larger one in
+    /// steps.
+    pub one_batch_up_to: u64,
 }
 
-/// Whether a snapshot's payload decodes: one that does not is refused
-/// before raft-rs takes it (its installation could only fail).
-pub fn snapshot_decodes(data: &[u8]) -> bool {
-    postcard::from_bytes::<SnapshotData>(data).is_ok()
+impl Default for SnapshotInstall {
+    fn default() -> Self {
+        SnapshotInstall {
+            spool: None,
+            one_batch_up_to: 64 << 20,
+        }
+    }
+}
+
+/// Removals and insertions applied in batches of bounded size.
+struct Steps<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    bytes: usize,
+}
+
+impl Steps<'_> {
+    fn remove(&mut self, key: sled::IVec) -> Result<()> {
+        self.bytes += key.len();
+        self.batch.remove(key);
+        self.maybe_apply()
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.bytes += key.len() + value.len();
+        self.batch.insert(key, value);
+        self.maybe_apply()
+    }
+
+    fn maybe_apply(&mut self) -> Result<()> {
+        if self.bytes >= INSTALL_STEP {
+            self.apply()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self) -> Result<()> {
+        self.tree.apply_batch(std::mem::take(&mut self.batch))?;
+        self.bytes = 0;
+        Ok(())
+    }
 }
 
 pub struct SledRaftStorage {
@@ -72,16 +127,18 @@ pub struct SledRaftStorage {
     trunc_index: u64,
     trunc_term: u64,
     last_index: u64,
+    install: SnapshotInstall,
 }
 
 impl SledRaftStorage {
     /// Opens the log in `tree`. On a brand-new tree, records `initial` (all
     /// voters) as the configuration: every replica of a group starts from
-    /// the same one.
+    /// the same one. An install a crash cut short is finished here.
     pub fn open(
         tree: sled::Tree,
         state: Option<ZoneState>,
         initial: &[(ReplicaId, Role)],
+        install: SnapshotInstall,
     ) -> Result<Self> {
         let hs = match tree.get(HS)? {
             Some(v) => HardState::parse_from_bytes(&v).map_err(pb_err)?,
@@ -115,7 +172,7 @@ impl SledRaftStorage {
             Some(kv) => u64::from_be_bytes(kv?.0[2..].try_into().expect("8-byte index")),
             None => trunc_index,
         };
-        Ok(SledRaftStorage {
+        let mut storage = SledRaftStorage {
             tree,
             state,
             hs,
@@ -124,7 +181,33 @@ impl SledRaftStorage {
             trunc_index,
             trunc_term,
             last_index,
-        })
+            install,
+        };
+        storage.finish_interrupted_install()?;
+        Ok(storage)
+    }
+
+    /// Redoes the install a crash interrupted, from its spool file.
+    fn finish_interrupted_install(&mut self) -> Result<()> {
+        let Some(note) = self.tree.get(INSTALLING)? else {
+            return Ok(());
+        };
+        let (meta, name): (Vec<u8>, String) = postcard::from_bytes(&note)?;
+        let mut snap = Snapshot::default();
+        snap.set_metadata(SnapshotMetadata::parse_from_bytes(&meta).map_err(pb_err)?);
+        snap.data = snapshot::marker_of(&name).into();
+        tracing::info!(
+            index = snap.get_metadata().index,
+            "finishing an interrupted snapshot install"
+        );
+        let mut batch = sled::Batch::default();
+        self.stage_snapshot(&mut batch, &snap)?;
+        self.tree.apply_batch(batch)?;
+        self.tree.flush()?;
+        if let Some(spool) = &self.install.spool {
+            spool.remove(&name)?;
+        }
+        Ok(())
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -183,11 +266,28 @@ impl SledRaftStorage {
         for kv in self.tree.scan_prefix(b"r\x01") {
             batch.remove(kv?.0);
         }
-        let data: SnapshotData = postcard::from_bytes(&snap.data)?;
-        if let Some(state) = &self.state {
-            state.restore_into(batch, data.pairs)?;
-        }
-        self.roster = data.roster;
+        self.roster = match snapshot::spooled_name(&snap.data) {
+            None => self.fill_one_batch(batch, &snap.data[..])?,
+            Some(name) => {
+                let spool = self.install.spool.as_ref().ok_or_else(|| {
+                    KernelError::Corrupt(
+                        "a spooled snapshot reached a replica with no spool".into(),
+                    )
+                })?;
+                let (len, file) = spool.reader(name)?;
+                if len <= self.install.one_batch_up_to {
+                    self.fill_one_batch(batch, file)?
+                } else {
+                    // A durable note first: from here a crash is redone.
+                    let note = (meta.write_to_bytes().map_err(pb_err)?, name);
+                    self.tree
+                        .insert(INSTALLING, postcard::to_allocvec(&note)?)?;
+                    self.tree.flush()?;
+                    self.fill_in_steps(file)?
+                }
+            }
+        };
+        batch.remove(INSTALLING);
         batch.insert(ROLES, postcard::to_allocvec(&self.roster)?);
         // The snapshot's own applied index rides in its pairs; a witness
         // records it directly.
@@ -202,6 +302,50 @@ impl SledRaftStorage {
         batch.insert(HS, self.hs.write_to_bytes().map_err(pb_err)?);
         batch.insert(CS, self.cs.write_to_bytes().map_err(pb_err)?);
         Ok(())
+    }
+
+    /// Stages in `batch` the replacement of the state by the payload's
+    /// records; returns the payload's roster. A witness keeps no state.
+    fn fill_one_batch(&self, batch: &mut sled::Batch, payload: impl Read) -> Result<Roster> {
+        let (roster, mut records) = SnapshotReader::open(payload)?;
+        if self.state.is_some() {
+            for kv in self.tree.scan_prefix(keys::STATE_PREFIX) {
+                batch.remove(kv?.0);
+            }
+            while let Some((k, v)) = records.pair()? {
+                batch.insert(k, v);
+            }
+        }
+        Ok(roster)
+    }
+
+    /// Replaces the state by the payload's records in steps of bounded
+    /// size, all but the applied index (which the final batch sets).
+    fn fill_in_steps(&self, payload: impl Read) -> Result<Roster> {
+        let (roster, mut records) = SnapshotReader::open(payload)?;
+        if self.state.is_none() {
+            return Ok(roster);
+        }
+        let mut steps = Steps {
+            tree: &self.tree,
+            batch: sled::Batch::default(),
+            bytes: 0,
+        };
+        for kv in self.tree.scan_prefix(keys::STATE_PREFIX) {
+            let key = kv?.0;
+            if key != keys::APPLIED {
+                steps.remove(key)?;
+            }
+        }
+        // Every removal lands before the first insertion of the same key.
+        steps.apply()?;
+        while let Some((k, v)) = records.pair()? {
+            if k != keys::APPLIED {
+                steps.insert(k, v)?;
+            }
+        }
+        steps.apply()?;
+        Ok(roster)
     }
 
     /// Records a configuration produced by an applied conf change.
@@ -320,14 +464,16 @@ impl Storage for SledRaftStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let pairs = state.dump().map_err(to_raft)?;
+        let payload = || -> Result<Vec<u8>> {
+            let mut w = SnapshotWriter::new(Vec::new(), &self.roster)?;
+            for kv in state.pairs() {
+                let (k, v) = kv?;
+                w.pair(&k, &v)?;
+            }
+            w.finish()
+        };
         let mut snap = Snapshot {
-            data: postcard::to_allocvec(&SnapshotData {
-                pairs,
-                roster: self.roster.clone(),
-            })
-            .map_err(|e| to_raft(e.into()))?
-            .into(),
+            data: payload().map_err(to_raft)?.into(),
             ..Snapshot::default()
         };
         let meta = snap.mut_metadata();
@@ -364,8 +510,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
-            let mut s =
-                SledRaftStorage::open(db.open_tree("z").unwrap(), None, &members()).unwrap();
+            let mut s = SledRaftStorage::open(
+                db.open_tree("z").unwrap(),
+                None,
+                &members(),
+                SnapshotInstall::default(),
+            )
+            .unwrap();
             let mut b = sled::Batch::default();
             let hs = HardState {
                 term: 2,
@@ -393,7 +544,13 @@ mod tests {
                     .ok()
             })
             .expect("reopen the database");
-        let s = SledRaftStorage::open(db.open_tree("z").unwrap(), None, &[]).unwrap();
+        let s = SledRaftStorage::open(
+            db.open_tree("z").unwrap(),
+            None,
+            &[],
+            SnapshotInstall::default(),
+        )
+        .unwrap();
         assert_eq!(s.hard_state().commit, 3);
         assert_eq!(s.hard_state().vote, 1);
         assert_eq!(s.conf_state(), &conf());
@@ -411,7 +568,9 @@ mod tests {
     fn a_conflicting_append_truncates_the_suffix() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("z").unwrap();
-        let mut s = SledRaftStorage::open(tree.clone(), None, &members()).unwrap();
+        let mut s =
+            SledRaftStorage::open(tree.clone(), None, &members(), SnapshotInstall::default())
+                .unwrap();
         let mut b = sled::Batch::default();
         s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1), entry(3, 1)], None)
             .unwrap();
@@ -424,7 +583,125 @@ mod tests {
         assert!(s
             .entries(3, 4, None, GetEntriesContext::empty(false))
             .is_err());
-        let reopened = SledRaftStorage::open(tree, None, &members()).unwrap();
+        let reopened =
+            SledRaftStorage::open(tree, None, &members(), SnapshotInstall::default()).unwrap();
         assert_eq!(Storage::last_index(&reopened).unwrap(), 2);
+    }
+
+    /// A spooled snapshot with `pairs` at (index 100, term 3).
+    fn spooled_snapshot(
+        spool: &SpoolDir,
+        pairs: &[(Vec<u8>, Vec<u8>)],
+    ) -> (Snapshot, snapshot::Spooled) {
+        let roster: Roster = members()
+            .into_iter()
+            .map(|(id, role)| (id, MemberInfo::first(role)))
+            .collect();
+        let mut w = SnapshotWriter::new(Vec::new(), &roster).unwrap();
+        for (k, v) in pairs {
+            w.pair(k, v).unwrap();
+        }
+        let mut file = spool.create("z").unwrap();
+        file.write(&w.finish().unwrap()).unwrap();
+        let spooled = file.finish().unwrap();
+        let mut snap = Snapshot {
+            data: spooled.marker().into(),
+            ..Snapshot::default()
+        };
+        snap.mut_metadata().index = 100;
+        snap.mut_metadata().term = 3;
+        snap.mut_metadata().set_conf_state(conf());
+        (snap, spooled)
+    }
+
+    fn state_of(tree: &sled::Tree) -> Vec<(Vec<u8>, Vec<u8>)> {
+        ZoneState::new(tree.clone()).dump().unwrap()
+    }
+
+    #[test]
+    fn a_large_spooled_snapshot_installs_in_steps_and_a_crash_part_way_is_finished_at_open() {
+        let home = tempfile::tempdir().unwrap();
+        let spool = SpoolDir::open(home.path()).unwrap();
+        let install = SnapshotInstall {
+            spool: Some(spool.clone()),
+            one_batch_up_to: 0,
+        };
+        // 12 MiB of records: three steps.
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..48u32)
+            .map(|i| {
+                (
+                    format!("s\x01k{i:02}").into_bytes(),
+                    vec![i as u8; 256 << 10],
+                )
+            })
+            .collect();
+        pairs.push((keys::APPLIED.to_vec(), 100u64.to_be_bytes().to_vec()));
+        pairs.sort();
+        let open = |tree: &sled::Tree| {
+            let state = Some(ZoneState::new(tree.clone()));
+            SledRaftStorage::open(tree.clone(), state, &members(), install.clone()).unwrap()
+        };
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let files = || std::fs::read_dir(spool.path()).unwrap().count();
+
+        // Installed whole: the old state and log are gone, the new state is
+        // the snapshot's, and its file goes with its handle.
+        let tree = db.open_tree("whole").unwrap();
+        tree.insert(b"s\x01old", b"x").unwrap();
+        tree.insert(b"s\x01k07", b"old value").unwrap();
+        let mut s = open(&tree);
+        let mut b = sled::Batch::default();
+        s.stage_ready(&mut b, None, &[entry(1, 1), entry(2, 1)], None)
+            .unwrap();
+        tree.apply_batch(b).unwrap();
+        let (snap, spooled) = spooled_snapshot(&spool, &pairs);
+        let mut b = sled::Batch::default();
+        s.stage_ready(&mut b, Some(&snap), &[], None).unwrap();
+        tree.apply_batch(b).unwrap();
+        drop(spooled);
+        assert_eq!(state_of(&tree), pairs);
+        assert_eq!(Storage::first_index(&s).unwrap(), 101);
+        assert_eq!(s.hard_state().commit, 100);
+        assert!(tree.get(INSTALLING).unwrap().is_none());
+        assert_eq!(files(), 0);
+
+        // Cut short after the steps, before the Ready's batch: the note
+        // and the file remain, and the next open finishes the install.
+        let tree = db.open_tree("cut").unwrap();
+        tree.insert(b"s\x01old", b"x").unwrap();
+        let mut s = open(&tree);
+        let (snap, spooled) = spooled_snapshot(&spool, &pairs);
+        let mut b = sled::Batch::default();
+        s.stage_ready(&mut b, Some(&snap), &[], None).unwrap();
+        drop(b);
+        spooled.keep();
+        assert!(tree.get(INSTALLING).unwrap().is_some());
+        assert_ne!(ZoneState::new(tree.clone()).applied_index().unwrap(), 100);
+        let s = open(&tree);
+        assert_eq!(state_of(&tree), pairs);
+        assert_eq!(s.hard_state().commit, 100);
+        assert_eq!(Storage::first_index(&s).unwrap(), 101);
+        assert!(tree.get(INSTALLING).unwrap().is_none());
+        assert_eq!(files(), 0);
+
+        // Within the one-batch bound, the same snapshot installs atomically.
+        let tree = db.open_tree("one").unwrap();
+        let state = Some(ZoneState::new(tree.clone()));
+        let mut s = SledRaftStorage::open(
+            tree.clone(),
+            state,
+            &members(),
+            SnapshotInstall {
+                spool: Some(spool.clone()),
+                one_batch_up_to: u64::MAX,
+            },
+        )
+        .unwrap();
+        let (snap, _spooled) = spooled_snapshot(&spool, &pairs);
+        let mut b = sled::Batch::default();
+        s.stage_ready(&mut b, Some(&snap), &[], None).unwrap();
+        assert!(state_of(&tree).is_empty(), "nothing lands before the batch");
+        tree.apply_batch(b).unwrap();
+        assert_eq!(state_of(&tree), pairs);
     }
 }

@@ -11,7 +11,8 @@ use raft::prelude::*;
 use raft::StateRole;
 
 use crate::consensus::admission;
-use crate::consensus::raftstore::{self, SledRaftStorage};
+use crate::consensus::raftstore::{SledRaftStorage, SnapshotInstall};
+use crate::consensus::snapshot::{self, Spooled};
 use crate::error::{KernelError, Result};
 use crate::types::ReplicaId;
 use crate::zone::command::{Applied, ZoneCommand};
@@ -134,6 +135,8 @@ pub struct ReplicaConfig {
     pub compact_after: u64,
     /// Entries kept behind the applied index after compaction, for slow followers.
     pub keep_entries: u64,
+    /// Where snapshots received into a spool are, and how they install.
+    pub snapshots: SnapshotInstall,
 }
 
 impl ReplicaConfig {
@@ -146,6 +149,7 @@ impl ReplicaConfig {
             fixed_election_timeout: None,
             compact_after: 20_000,
             keep_entries: 5_000,
+            snapshots: SnapshotInstall::default(),
         }
     }
 }
@@ -177,6 +181,8 @@ pub struct Replica {
     pending_adds: Vec<(u64, ReplicaId, MemberInfo)>,
     /// Peers' messages refused by admission.
     refused: u64,
+    /// Spooled snapshots raft-rs took, until a Ready installs them.
+    spooled: Vec<Spooled>,
     /// raft-rs panicked stepping a message: its memory is not to be
     /// trusted, the replica must be reopened.
     poisoned: bool,
@@ -196,7 +202,7 @@ impl Replica {
     ) -> Result<Self> {
         let state = ZoneState::new(tree.clone());
         let sm = (cfg.role == Role::Voter).then(|| state.clone());
-        let storage = SledRaftStorage::open(tree.clone(), sm, initial)?;
+        let storage = SledRaftStorage::open(tree.clone(), sm, initial, cfg.snapshots.clone())?;
         let mut rc = Config::new(cfg.id);
         rc.heartbeat_tick = cfg.heartbeat_tick;
         rc.election_tick = cfg.election_tick;
@@ -231,6 +237,7 @@ impl Replica {
             members: Members::default(),
             pending_adds: Vec::new(),
             refused: 0,
+            spooled: Vec::new(),
             poisoned: false,
         };
         replica.publish_members();
@@ -386,6 +393,24 @@ impl Replica {
     /// against this replica's term and log); a refused one is dropped and
     /// counted, and raft-rs never sees it.
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        self.admit_and_step(msg, false)
+    }
+
+    /// Steps a MsgSnapshot whose payload was received into the spool
+    /// (checked whole there); the message carries a marker naming it.
+    pub fn step_spooled(&mut self, mut msg: Message, spooled: Spooled) -> Result<()> {
+        let marker = spooled.marker();
+        msg.mut_snapshot().data = marker.clone().into();
+        self.admit_and_step(msg, true)?;
+        // Kept only if raft-rs took it: the next Ready installs it.
+        let taken = self.raw.raft.raft_log.unstable_snapshot().as_ref();
+        if taken.is_some_and(|s| s.data[..] == marker[..]) {
+            self.spooled.push(spooled);
+        }
+        Ok(())
+    }
+
+    fn admit_and_step(&mut self, msg: Message, spooled: bool) -> Result<()> {
         let admitted = admission::check(&msg).and_then(|()| {
             let raft = &self.raw.raft;
             let own = admission::Own {
@@ -398,8 +423,12 @@ impl Replica {
             admission::check_against(&msg, &own)
         });
         let admitted = admitted.and_then(|()| {
+            let data = &msg.get_snapshot().data;
             let garbled = msg.get_msg_type() == MessageType::MsgSnapshot
-                && !raftstore::snapshot_decodes(&msg.get_snapshot().data);
+                && match spooled {
+                    true => snapshot::spooled_name(data).is_none(),
+                    false => !snapshot::decodes(data),
+                };
             match garbled {
                 true => Err(admission::Refused("a snapshot that does not decode".into())),
                 false => Ok(()),
@@ -517,6 +546,17 @@ impl Replica {
         &mut self,
         send_now: &mut dyn FnMut(Vec<Message>),
     ) -> Result<ReadyOutput> {
+        // Installed (or replaced) by this pass: the files go after it. If
+        // it fails, an install may need one when the zone reopens.
+        let spooled = std::mem::take(&mut self.spooled);
+        let out = self.ready_pass(send_now);
+        if out.is_err() {
+            spooled.into_iter().for_each(Spooled::keep);
+        }
+        out
+    }
+
+    fn ready_pass(&mut self, send_now: &mut dyn FnMut(Vec<Message>)) -> Result<ReadyOutput> {
         let mut out = ReadyOutput::default();
         if !self.raw.has_ready() {
             return Ok(out);
@@ -686,5 +726,49 @@ mod tests {
         hb.commit = 0;
         r.step(hb).unwrap();
         assert_eq!(r.leader_id(), 1);
+    }
+
+    #[test]
+    fn a_spool_marker_from_the_wire_is_refused_and_a_whole_payload_installs() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("z").unwrap();
+        let members = [(1, Role::Voter), (2, Role::Voter)];
+        let mut r = Replica::open(db, tree, ReplicaConfig::new(2, Role::Voter), &members).unwrap();
+        let snapshot_with = |data: Vec<u8>| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgSnapshot);
+            m.from = 1;
+            m.to = 2;
+            m.term = 5;
+            let meta = m.mut_snapshot().mut_metadata();
+            meta.index = 10;
+            meta.term = 5;
+            meta.set_conf_state(ConfState::from((vec![1, 2], vec![])));
+            m.mut_snapshot().data = data.into();
+            m
+        };
+        let settle = |r: &mut Replica, m: Message| {
+            r.step(m).unwrap();
+            while r.has_ready() {
+                r.on_ready().unwrap();
+            }
+            r.commit_index()
+        };
+        // A peer naming a spool file (it never can: only the node's own
+        // receive sets a marker) is refused like any undecodable payload.
+        let forged = snapshot_with(snapshot::marker_of("z~1-1.snap"));
+        assert_eq!(settle(&mut r, forged), 0);
+        let roster: crate::consensus::raftstore::Roster = members
+            .iter()
+            .map(|(id, role)| (*id, MemberInfo::first(*role)))
+            .collect();
+        let mut w = snapshot::SnapshotWriter::new(Vec::new(), &roster).unwrap();
+        w.pair(b"s\x01k", b"v").unwrap();
+        assert_eq!(settle(&mut r, snapshot_with(w.finish().unwrap())), 10);
+        assert_eq!(
+            r.state().dump().unwrap().len(),
+            2,
+            "the record and the applied index"
+        );
     }
 }

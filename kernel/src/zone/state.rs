@@ -403,35 +403,19 @@ impl ZoneState {
         })
     }
 
-    /// The whole state as key/value pairs: a snapshot's payload.
+    /// Every key/value pair of the state.
+    pub fn pairs(&self) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec)>> + '_ {
+        self.tree.scan_prefix(keys::STATE_PREFIX).map(|kv| Ok(kv?))
+    }
+
+    /// The whole state as key/value pairs (to compare replicas).
     pub fn dump(&self) -> Result<StateDump> {
-        self.tree
-            .scan_prefix(keys::STATE_PREFIX)
+        self.pairs()
             .map(|kv| {
                 let (k, v) = kv?;
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
-    }
-
-    /// Adds to `batch` the removal of the current state and the insertion of `pairs`.
-    pub(crate) fn restore_into(
-        &self,
-        batch: &mut sled::Batch,
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<()> {
-        for kv in self.tree.scan_prefix(keys::STATE_PREFIX) {
-            batch.remove(kv?.0);
-        }
-        for (k, v) in pairs {
-            if !k.starts_with(keys::STATE_PREFIX) {
-                return Err(KernelError::Corrupt(
-                    "snapshot key outside the state".into(),
-                ));
-            }
-            batch.insert(k, v);
-        }
-        Ok(())
     }
 
     /// Starts applying a run of committed entries; see [`Applier`].
@@ -525,7 +509,7 @@ fn check_replaceable(target: &Inode, dir: bool, name: &str) -> Result<()> {
     }
 }
 
-/// A zone's state as key/value pairs: a snapshot's payload.
+/// A zone's state as key/value pairs.
 pub type StateDump = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// One command's mutation. Reads see this command's own writes, then what

@@ -28,7 +28,7 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::forward::MAX_FORWARD_BATCH;
-use super::snapshot::Assembly;
+use super::snapshot::{header_of, Assembly, SnapshotError};
 use super::tls::{NodeTls, Peer};
 use super::transport::MAX_MESSAGE;
 use crate::ops::run::RunPolicy;
@@ -41,7 +41,7 @@ pub struct Receiver {
     kernel: Arc<Kernel>,
     tls: Arc<NodeTls>,
     peers: HashSet<ReplicaId>,
-    /// Snapshots being received at once (each is held in memory whole).
+    /// Snapshots being received at once (each into a spool file).
     receiving: Arc<tokio::sync::Semaphore>,
 }
 
@@ -62,6 +62,24 @@ impl RaftService {
             receiving: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOT_RECEIVES)),
         }))
     }
+}
+
+/// Why a snapshot stream was refused, as the sender hears it.
+fn refusal(e: SnapshotError) -> Status {
+    match e {
+        SnapshotError::Spool(why) => Status::unavailable(why),
+        damaged => Status::data_loss(damaged.to_string()),
+    }
+}
+
+/// Runs a step of a snapshot's receive on the blocking threads.
+async fn off_thread<T: Send + 'static>(
+    step: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(step)
+        .await
+        .map_err(|e| Status::internal(format!("snapshot receive: {e}")))?
+        .map_err(refusal)
 }
 
 /// The node a connection's certificate proves its peer to be, if it is a
@@ -127,12 +145,12 @@ impl Receiver {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("an empty snapshot stream"))?;
-        let mut assembly = Assembly::start(first).map_err(|e| Status::data_loss(e.to_string()))?;
-        let (from, to) = (assembly.header.from_node, assembly.header.to_node);
+        let header = header_of(&first).map_err(refusal)?;
+        let (from, to) = (header.from_node, header.to_node);
         self.admit(peer, from, to)?;
-        // Before the data: a zone served here, and room to hold it.
-        let zone = ZoneId::new(&assembly.header.zone)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Before the data: a zone served here, and a receive slot.
+        let zone =
+            ZoneId::new(&header.zone).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.kernel
             .zone(&zone)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
@@ -141,16 +159,18 @@ impl Receiver {
                 "already receiving {MAX_SNAPSHOT_RECEIVES} snapshots; the leader sends again later"
             ))
         })?;
+        let spool = self
+            .kernel
+            .snapshot_spool(&zone)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        // The spool is a file: its writes run on the blocking threads.
+        let mut assembly = off_thread(move || Assembly::start(first, spool)).await?;
         while let Some(chunk) = inbound.message().await? {
-            assembly
-                .push(chunk)
-                .map_err(|e| Status::data_loss(e.to_string()))?;
+            assembly = off_thread(move || assembly.push(chunk).map(|()| assembly)).await?;
         }
         let bytes = assembly.received();
         let incarnation = assembly.header.incarnation;
-        let msg = assembly
-            .finish()
-            .map_err(|e| Status::data_loss(e.to_string()))?;
+        let (msg, spooled) = off_thread(move || assembly.finish()).await?;
         if msg.from != from {
             return Err(Status::invalid_argument(format!(
                 "a snapshot from node {} sent by node {from}",
@@ -158,7 +178,7 @@ impl Receiver {
             )));
         }
         self.kernel
-            .deliver(&zone, msg, incarnation)
+            .deliver_snapshot(&zone, msg, incarnation, spooled)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(bytes)
     }

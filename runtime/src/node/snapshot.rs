@@ -5,14 +5,18 @@
 //! shared `Exchange` stream. So the transport lifts the data out of the
 //! MsgSnapshot and streams it on a call of its own: a header (the message
 //! without its data, the data's length and BLAKE3 hash), then chunks each
-//! checked by CRC-32 and placed by offset. The receiver refuses a chunk
-//! that is corrupt, out of place or past the announced end, and a stream
-//! that ends short or whose whole does not hash right; only a complete,
-//! verified snapshot reaches the replica. Progress is logged both ends.
+//! checked by CRC-32 and placed by offset, cut from the data as they are
+//! sent. The receiver writes each chunk to a file in the kernel's spool
+//! as it arrives (memory per receive: one chunk), and refuses a chunk that
+//! is corrupt, out of place or past the announced end, and a stream that
+//! ends short, whose whole does not hash right or does not decode; only a
+//! complete, verified snapshot reaches the replica, which installs it from
+//! the file. Progress is logged both ends.
 
 use std::time::Instant;
 
-use nexus_kernel::ReplicaId;
+use bytes::Bytes;
+use nexus_kernel::{ReplicaId, SpoolWriter, Spooled};
 use nexus_proto::transport::{SnapshotChunk, SnapshotHeader};
 use protobuf::Message as _;
 use raft::prelude::Message;
@@ -49,17 +53,22 @@ pub enum SnapshotError {
     BadMessage(String),
     #[error("the header's message is not a snapshot")]
     NotASnapshot,
+    /// Writing or checking the spool file failed (a payload that does not
+    /// decode is refused here too).
+    #[error("spooling the snapshot: {0}")]
+    Spool(String),
 }
 
-/// `msg` (a MsgSnapshot) as a header and the chunks of its data. `fault`
-/// damages the stream on purpose (tests and drills).
+/// `msg` (a MsgSnapshot) as a header and the chunks of its data, each cut
+/// when it is taken. `fault` damages the stream on purpose (tests and
+/// drills).
 pub fn split(
     zone: &str,
     from: (ReplicaId, u64),
     to: ReplicaId,
     mut msg: Message,
     fault: Option<Fault>,
-) -> Result<Vec<SnapshotChunk>, protobuf::ProtobufError> {
+) -> Result<Chunks, protobuf::ProtobufError> {
     let (from, incarnation) = from;
     let data = std::mem::take(&mut msg.mut_snapshot().data);
     let header = SnapshotHeader {
@@ -71,39 +80,76 @@ pub fn split(
         blake3: blake3::hash(&data).as_bytes().to_vec(),
         incarnation,
     };
-    let mut chunks: Vec<SnapshotChunk> = data
-        .chunks(CHUNK)
-        .enumerate()
-        .map(|(i, part)| SnapshotChunk {
-            header: None,
+    let count = data.len().div_ceil(CHUNK).max(1);
+    Ok(Chunks {
+        header: Some(header),
+        data,
+        next: 0,
+        count,
+        fault,
+    })
+}
+
+/// The chunks of one snapshot, in order; see [`split`].
+pub struct Chunks {
+    header: Option<SnapshotHeader>,
+    data: Bytes,
+    next: usize,
+    count: usize,
+    fault: Option<Fault>,
+}
+
+impl Chunks {
+    /// Bytes of snapshot data.
+    pub fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Chunks to send.
+    pub fn len(&self) -> usize {
+        match self.fault {
+            Some(Fault::Truncate) if self.count > 1 => self.count - 1,
+            _ => self.count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Iterator for Chunks {
+    type Item = SnapshotChunk;
+
+    fn next(&mut self) -> Option<SnapshotChunk> {
+        let i = self.next;
+        if i >= self.len() {
+            return None;
+        }
+        self.next += 1;
+        let part = self
+            .data
+            .slice((i * CHUNK).min(self.data.len())..((i + 1) * CHUNK).min(self.data.len()));
+        let mut chunk = SnapshotChunk {
+            header: self.header.take(),
             offset: (i * CHUNK) as u64,
+            crc32: crc32fast::hash(&part),
             data: part.to_vec(),
-            crc32: crc32fast::hash(part),
-        })
-        .collect();
-    if chunks.is_empty() {
-        chunks.push(SnapshotChunk::default());
-    }
-    chunks[0].header = Some(header);
-    match fault {
-        Some(Fault::Corrupt) => {
-            let last = chunks.last_mut().expect("at least one chunk");
-            match last.data.last_mut() {
+        };
+        let last = i + 1 == self.count;
+        match self.fault {
+            Some(Fault::Corrupt) if last => match chunk.data.last_mut() {
                 Some(b) => *b ^= 0xff,
-                None => last.crc32 ^= 1,
+                None => chunk.crc32 ^= 1,
+            },
+            Some(Fault::Truncate) if last => {
+                chunk.data.pop();
+                chunk.crc32 = crc32fast::hash(&chunk.data);
             }
+            _ => {}
         }
-        Some(Fault::Truncate) if chunks.len() > 1 => {
-            chunks.pop();
-        }
-        Some(Fault::Truncate) => {
-            let last = &mut chunks[0];
-            last.data.pop();
-            last.crc32 = crc32fast::hash(&last.data);
-        }
-        None => {}
+        Some(chunk)
     }
-    Ok(chunks)
 }
 
 /// Damage to inflict on the next snapshot sent (fault injection).
@@ -111,30 +157,40 @@ pub fn split(
 pub enum Fault {
     /// Flip a byte of the last chunk after its CRC was computed.
     Corrupt,
-    /// Leave out the last chunk.
+    /// Leave out the last chunk (or the last byte of a lone chunk).
     Truncate,
 }
 
-/// An incoming snapshot being put together.
+/// An incoming snapshot being written to the spool. Its calls block on
+/// the file: run them off the async threads.
 pub struct Assembly {
     pub header: SnapshotHeader,
-    data: Vec<u8>,
+    spool: SpoolWriter,
+    hasher: blake3::Hasher,
+    received: u64,
     started: Instant,
     next_report: u64,
 }
 
+/// The header a stream's first chunk carries, checked before anything of
+/// the stream is stored.
+pub fn header_of(first: &SnapshotChunk) -> Result<&SnapshotHeader, SnapshotError> {
+    let header = first.header.as_ref().ok_or(SnapshotError::NoHeader)?;
+    if header.size > MAX_SNAPSHOT {
+        return Err(SnapshotError::TooLarge(header.size));
+    }
+    Ok(header)
+}
+
 impl Assembly {
-    /// Starts from the stream's first chunk.
-    pub fn start(first: SnapshotChunk) -> Result<Self, SnapshotError> {
-        let header = first.header.clone().ok_or(SnapshotError::NoHeader)?;
-        if header.size > MAX_SNAPSHOT {
-            return Err(SnapshotError::TooLarge(header.size));
-        }
-        // Grow as chunks arrive rather than trusting the announced size.
-        let capacity = header.size.min(64 << 20) as usize;
+    /// Starts from the stream's first chunk, writing into `spool`.
+    pub fn start(first: SnapshotChunk, spool: SpoolWriter) -> Result<Self, SnapshotError> {
+        let header = header_of(&first)?.clone();
         let mut a = Assembly {
             header,
-            data: Vec::with_capacity(capacity),
+            spool,
+            hasher: blake3::Hasher::new(),
+            received: 0,
             started: Instant::now(),
             next_report: 0,
         };
@@ -151,7 +207,7 @@ impl Assembly {
 
     fn push_data(&mut self, chunk: SnapshotChunk) -> Result<(), SnapshotError> {
         let size = self.header.size;
-        let expected = self.data.len() as u64;
+        let expected = self.received;
         if chunk.offset != expected {
             return Err(SnapshotError::OutOfPlace {
                 expected,
@@ -167,8 +223,12 @@ impl Assembly {
         if crc32fast::hash(&chunk.data) != chunk.crc32 {
             return Err(SnapshotError::Corrupt(chunk.offset));
         }
-        self.data.extend_from_slice(&chunk.data);
-        let got = self.data.len() as u64;
+        self.spool
+            .write(&chunk.data)
+            .map_err(|e| SnapshotError::Spool(e.to_string()))?;
+        self.hasher.update(&chunk.data);
+        self.received += chunk.data.len() as u64;
+        let got = self.received;
         if got >= self.next_report && size >= 4 * CHUNK as u64 {
             tracing::info!(
                 zone = %self.header.zone,
@@ -184,24 +244,29 @@ impl Assembly {
     }
 
     pub fn received(&self) -> u64 {
-        self.data.len() as u64
+        self.received
     }
 
-    /// The complete, verified MsgSnapshot.
-    pub fn finish(self) -> Result<Message, SnapshotError> {
+    /// The MsgSnapshot (without its data) and its complete, verified,
+    /// durable payload in the spool.
+    pub fn finish(self) -> Result<(Message, Spooled), SnapshotError> {
         let size = self.header.size;
-        let got = self.data.len() as u64;
+        let got = self.received;
         if got != size {
             return Err(SnapshotError::Truncated { got, size });
         }
-        if blake3::hash(&self.data).as_bytes()[..] != self.header.blake3[..] {
+        if self.hasher.finalize().as_bytes()[..] != self.header.blake3[..] {
             return Err(SnapshotError::HashMismatch);
         }
-        let mut msg = Message::parse_from_bytes(&self.header.message)
+        let msg = Message::parse_from_bytes(&self.header.message)
             .map_err(|e| SnapshotError::BadMessage(e.to_string()))?;
         if msg.get_msg_type() != raft::prelude::MessageType::MsgSnapshot {
             return Err(SnapshotError::NotASnapshot);
         }
+        let spooled = self
+            .spool
+            .finish()
+            .map_err(|e| SnapshotError::Spool(e.to_string()))?;
         tracing::info!(
             zone = %self.header.zone,
             from = self.header.from_node,
@@ -209,26 +274,31 @@ impl Assembly {
             mib(size),
             self.started.elapsed()
         );
-        msg.mut_snapshot().data = self.data.into();
-        Ok(msg)
+        Ok((msg, spooled))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nexus_kernel::SnapshotWriter;
     use raft::prelude::{MessageType, Snapshot};
 
-    fn snapshot(len: usize) -> Message {
+    /// A valid payload of about `len` bytes.
+    fn payload(len: usize) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(Vec::new(), &Default::default()).unwrap();
+        let value: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        w.pair(b"s\x01k", &value).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn snapshot(data: Vec<u8>) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgSnapshot);
         m.from = 1;
         m.to = 2;
         let mut s = Snapshot {
-            data: (0..len)
-                .map(|i| (i * 7 % 251) as u8)
-                .collect::<Vec<_>>()
-                .into(),
+            data: data.into(),
             ..Snapshot::default()
         };
         s.mut_metadata().index = 42;
@@ -236,56 +306,69 @@ mod tests {
         m
     }
 
-    fn assemble(chunks: Vec<SnapshotChunk>) -> Result<Message, SnapshotError> {
+    /// Receives `chunks` into a spool; the message and the spooled size.
+    fn assemble(
+        chunks: impl IntoIterator<Item = SnapshotChunk>,
+    ) -> Result<(Message, u64), SnapshotError> {
+        let home = tempfile::tempdir().unwrap();
+        let spool = nexus_kernel::SpoolDir::open(home.path()).unwrap();
         let mut it = chunks.into_iter();
-        let mut a = Assembly::start(it.next().expect("a chunk"))?;
+        let mut a = Assembly::start(it.next().expect("a chunk"), spool.create("z1").unwrap())?;
         for c in it {
             a.push(c)?;
         }
-        a.finish()
+        let (msg, spooled) = a.finish()?;
+        Ok((msg, spooled.size().unwrap()))
     }
 
     #[test]
     fn a_snapshot_survives_the_round_trip_at_every_size() {
-        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17] {
-            let m = snapshot(len);
+        for len in [0, 1, CHUNK - 40, CHUNK, CHUNK + 1, 3 * CHUNK + 17] {
+            let data = payload(len);
+            let size = data.len();
+            let m = snapshot(data);
             let chunks = split("z1", (1, 7), 2, m.clone(), None).unwrap();
-            assert_eq!(chunks.len(), len.div_ceil(CHUNK).max(1));
-            assert_eq!(assemble(chunks).unwrap(), m, "length {len}");
+            assert_eq!(chunks.len(), size.div_ceil(CHUNK).max(1));
+            let (got, spooled) = assemble(chunks).unwrap();
+            let mut bare = m;
+            bare.mut_snapshot().data = Default::default();
+            assert_eq!((got, spooled), (bare, size as u64), "length {len}");
         }
     }
 
     #[test]
     fn damaged_streams_are_refused() {
-        let m = snapshot(3 * CHUNK + 5);
+        let data = payload(3 * CHUNK);
+        let size = data.len() as u64;
+        let m = snapshot(data);
+        let all = || {
+            split("z1", (1, 7), 2, m.clone(), None)
+                .unwrap()
+                .collect::<Vec<_>>()
+        };
+        let last = (size - 1) / CHUNK as u64 * CHUNK as u64;
         let corrupt = split("z1", (1, 7), 2, m.clone(), Some(Fault::Corrupt)).unwrap();
-        assert_eq!(
-            assemble(corrupt),
-            Err(SnapshotError::Corrupt(3 * CHUNK as u64))
-        );
+        assert_eq!(assemble(corrupt).unwrap_err(), SnapshotError::Corrupt(last));
         let short = split("z1", (1, 7), 2, m.clone(), Some(Fault::Truncate)).unwrap();
         assert_eq!(
-            assemble(short),
-            Err(SnapshotError::Truncated {
-                got: 3 * CHUNK as u64,
-                size: 3 * CHUNK as u64 + 5
-            })
+            assemble(short).unwrap_err(),
+            SnapshotError::Truncated { got: last, size }
         );
-        let mut swapped = split("z1", (1, 7), 2, m.clone(), None).unwrap();
+        let mut swapped = all();
         swapped.swap(1, 2);
         assert!(matches!(
             assemble(swapped),
             Err(SnapshotError::OutOfPlace { .. })
         ));
         // A chunk whose CRC matches its (altered) bytes still fails the hash.
-        let mut forged = split("z1", (1, 7), 2, m.clone(), None).unwrap();
+        let mut forged = all();
         forged[1].data[0] ^= 1;
         forged[1].crc32 = crc32fast::hash(&forged[1].data);
-        assert_eq!(assemble(forged), Err(SnapshotError::HashMismatch));
-        let mut long = split("z1", (1, 7), 2, m.clone(), None).unwrap();
+        assert_eq!(assemble(forged).unwrap_err(), SnapshotError::HashMismatch);
+        let mut long = all();
         long.push(SnapshotChunk {
             header: None,
-            offset: 3 * CHUNK as u64 + 5,
+            offset: size,
             data: vec![1],
             crc32: crc32fast::hash(&[1]),
         });
@@ -293,8 +376,15 @@ mod tests {
             assemble(long),
             Err(SnapshotError::Overflow { .. })
         ));
-        let mut headless = split("z1", (1, 7), 2, m, None).unwrap();
+        let mut headless = all();
         headless[0].header = None;
-        assert!(matches!(assemble(headless), Err(SnapshotError::NoHeader)));
+        assert!(matches!(
+            headless.first().map(header_of),
+            Some(Err(SnapshotError::NoHeader))
+        ));
+        // Whole and hashing right, but not a payload: refused at the spool.
+        let garbage = snapshot(vec![7; CHUNK + 3]);
+        let chunks = split("z1", (1, 7), 2, garbage, None).unwrap();
+        assert!(matches!(assemble(chunks), Err(SnapshotError::Spool(_))));
     }
 }

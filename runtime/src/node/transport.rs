@@ -366,13 +366,12 @@ async fn stream_snapshot(
 ) -> Result<u64, String> {
     let to = msg.to;
     let chunks = snapshot::split(zone.as_str(), me, to, msg, fault).map_err(|e| e.to_string())?;
-    let size = chunks[0].header.as_ref().map_or(0, |h| h.size);
-    let count = chunks.len();
+    let (size, count) = (chunks.size(), chunks.len());
     tracing::info!(%zone, to, "sending a snapshot: {size} bytes in {count} chunks");
     let started = Instant::now();
     let mut client = connect(dialer, to, addr).await?;
     let zone_name = zone.to_string();
-    let stream = futures::stream::iter(chunks.into_iter().enumerate().map(move |(i, c)| {
+    let stream = futures::stream::iter(chunks.enumerate().map(move |(i, c)| {
         if count >= 10 && (i + 1) % (count / 10) == 0 {
             tracing::info!(zone = %zone_name, to, "snapshot: chunk {} of {count}", i + 1);
         }
