@@ -218,6 +218,21 @@ fn host_memory_an_agent_causes_is_bounded_by_its_memory_limit() {
     assert!(n > 100 && n < 1000, "{held}");
     assert_eq!(then, "QuotaExceeded", "{held}");
     within(peak, 32 * MIB);
+
+    // File streams, each reading 1 MiB ahead: as many as the budget holds
+    // (unbounded, 1,000 streams held 1.1 GB), then the read fails.
+    let (code, out, err, peak) = s.measured(&["--memory", "32MiB"], "streambomb");
+    assert_eq!(code, 0, "{err}");
+    let held = line(&out, "streams held");
+    let (n, then) = held.split_once(" then ").unwrap();
+    let n: u64 = n.parse().unwrap();
+    assert!((16..=32).contains(&n), "{held}");
+    assert!(
+        then.contains("a file stream's read buffer")
+            && then.contains("would pass this agent's host memory"),
+        "{held}"
+    );
+    within(peak, 32 * MIB);
     s.intact();
 }
 

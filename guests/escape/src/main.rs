@@ -147,6 +147,40 @@ fn main() {
             };
             println!("listings held: {} then {err}", held.len());
         }
+        "streambomb" => {
+            // Each file stream reads ahead into the host's memory: as many
+            // streams on one file as the host will fill.
+            use nexus_guest::raw::wasi::filesystem::{preopens, types};
+            use nexus_guest::raw::wasi::io::streams;
+            fs::write("/big", vec![5u8; 4 << 20]).expect("a writable zone");
+            let (root, _) = preopens::get_directories()
+                .into_iter()
+                .next()
+                .expect("a preopened root");
+            let mut held = Vec::new();
+            let outcome = loop {
+                let opened = root.open_at(
+                    types::PathFlags::empty(),
+                    "big",
+                    types::OpenFlags::empty(),
+                    types::DescriptorFlags::READ,
+                );
+                let file = match opened {
+                    Ok(file) => file,
+                    Err(e) => break format!("open: {e:?}"),
+                };
+                let stream = file.read_via_stream(0).expect("a stream");
+                match stream.blocking_read(1) {
+                    Ok(_) => held.push((stream, file)),
+                    Err(streams::StreamError::LastOperationFailed(e)) => break e.to_debug_string(),
+                    Err(e) => break format!("{e:?}"),
+                }
+                if held.len() >= 2048 {
+                    break "no limit".into();
+                }
+            };
+            println!("streams held: {} then {outcome}", held.len());
+        }
         "fill" => {
             // Writes until the zone refuses more: through std (a stream,
             // whose failure wasi-libc reports as EIO whatever its code),

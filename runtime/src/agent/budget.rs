@@ -142,6 +142,15 @@ impl Charge {
     }
 }
 
+impl Charge {
+    /// Gives back all but `bytes` (never more than is held).
+    pub fn shrink(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.bytes);
+        self.memory.give(self.bytes - bytes);
+        self.bytes = bytes;
+    }
+}
+
 impl Drop for Charge {
     fn drop(&mut self) {
         self.memory.give(self.bytes);

@@ -25,7 +25,7 @@ use super::budget::Charge;
 use super::pipe::{HeldEnd, PipeInputStream, PipeOutputStream};
 use super::state::AgentState;
 use super::streams::STREAM_CHUNK;
-use super::streams::{FileRef, KernelInputStream, KernelOutputStream, UnreadableStream};
+use super::streams::{FileRef, KernelInputStream, KernelOutputStream, Place, UnreadableStream};
 
 pub type FsError = wasmtime_wasi::TrappableError<ErrorCode>;
 type FsResult<T> = Result<T, FsError>;
@@ -645,7 +645,8 @@ impl HostDescriptor for AgentState {
         } else if d.handle.kind == FileKind::Pipe {
             Box::new(PipeInputStream::new(k, t, d.pipe_end(PipeMode::Read)?))
         } else {
-            Box::new(KernelInputStream::new(k, t, d.file_ref(), offset))
+            let held = self.host_memory.empty_charge();
+            Box::new(KernelInputStream::new(k, t, d.file_ref(), offset, held))
         };
         self.table.push(s).map_err(FsError::trap)
     }
@@ -655,14 +656,14 @@ impl HostDescriptor for AgentState {
         fd: Resource<Descriptor>,
         offset: u64,
     ) -> FsResult<Resource<DynOutputStream>> {
-        self.output_stream(fd, |k, t, h| KernelOutputStream::at(k, t, h, offset))
+        self.output_stream(fd, Place::At(offset))
     }
 
     fn append_via_stream(
         &mut self,
         fd: Resource<Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
-        self.output_stream(fd, KernelOutputStream::append)
+        self.output_stream(fd, Place::Append)
     }
 
     async fn is_same_object(
@@ -724,7 +725,7 @@ impl AgentState {
     fn output_stream(
         &mut self,
         fd: Resource<Descriptor>,
-        make: impl FnOnce(Arc<Kernel>, Task, FileRef) -> KernelOutputStream,
+        place: Place,
     ) -> FsResult<Resource<DynOutputStream>> {
         let d = self.file(&fd)?;
         if !d.write {
@@ -734,7 +735,8 @@ impl AgentState {
         let s: DynOutputStream = if d.handle.kind == FileKind::Pipe {
             Box::new(PipeOutputStream::new(k, t, d.pipe_end(PipeMode::Write)?))
         } else {
-            Box::new(make(k, t, d.file_ref()))
+            let held = self.host_memory.empty_charge();
+            Box::new(KernelOutputStream::new(k, t, d.file_ref(), place, held))
         };
         self.table.push(s).map_err(FsError::trap)
     }

@@ -3,7 +3,10 @@
 //! read of an inline file), else run as its own tokio task that the
 //! stream's pollable waits on: a guest blocked on a stream never spins (no
 //! busy waiting), and at most one call is in flight per stream with a
-//! bounded buffer (invariant 7).
+//! bounded buffer (invariant 7). A stream's buffer (the bytes read ahead,
+//! or a write waiting in its task) is host memory the agent caused: it is
+//! charged to the agent's budget while held, and a read or write that
+//! would pass the budget fails with `quota`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +23,7 @@ use tokio::task::JoinHandle;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, OutputStream, StreamError, StreamResult};
 
+use super::budget::Charge;
 use super::fs::stream_failure;
 
 /// A file a stream works on: its handle, and the hold that keeps it open.
@@ -76,23 +80,33 @@ pub struct KernelInputStream {
     handle: Handle,
     offset: u64,
     state: ReadState,
+    /// The bytes in flight or read ahead, charged to the agent.
+    held: Charge,
     /// Keeps the file open (alive past an unlink) while the stream lives.
     _open: Option<Arc<OpenFile>>,
 }
 
 impl KernelInputStream {
-    pub fn new(kernel: Arc<Kernel>, task: Task, file: FileRef, offset: u64) -> Self {
+    pub fn new(kernel: Arc<Kernel>, task: Task, file: FileRef, offset: u64, held: Charge) -> Self {
         KernelInputStream {
             kernel,
             task,
             handle: file.0,
             offset,
             state: ReadState::Idle,
+            held,
             _open: file.1,
         }
     }
 
     fn start(&mut self) {
+        if let Err(over) = self
+            .held
+            .resize(STREAM_CHUNK as u64, "a file stream's read buffer")
+        {
+            self.state = ReadState::Failed(over);
+            return;
+        }
         let (k, t, h, off) = (
             self.kernel.clone(),
             self.task.clone(),
@@ -114,6 +128,15 @@ impl KernelInputStream {
             Ok(Err(e)) => ReadState::Failed(e),
             Err(e) => ReadState::Failed(KernelError::Storage(format!("read task: {e}"))),
         };
+        self.held.shrink(self.buffered());
+    }
+
+    /// Bytes read ahead and not yet taken.
+    fn buffered(&self) -> u64 {
+        match &self.state {
+            ReadState::Ready(b) => b.len() as u64,
+            _ => 0,
+        }
     }
 }
 
@@ -155,6 +178,11 @@ impl InputStream for KernelInputStream {
                 if !b.is_empty() {
                     self.state = ReadState::Ready(b);
                 }
+                // A slice keeps the whole buffer alive: charged until the
+                // last byte is taken.
+                if self.buffered() == 0 {
+                    self.held.shrink(0);
+                }
                 Ok(out)
             }
             ReadState::Failed(e) => {
@@ -172,7 +200,7 @@ impl InputStream for KernelInputStream {
 
 /// Where an output stream's bytes land.
 #[derive(Clone, Copy)]
-enum Place {
+pub enum Place {
     At(u64),
     Append,
 }
@@ -185,12 +213,14 @@ pub struct KernelOutputStream {
     place: Place,
     pending: Option<JoinHandle<Result<u64, KernelError>>>,
     failed: Option<KernelError>,
+    /// The bytes of the write in flight, charged to the agent.
+    held: Charge,
     /// Keeps the file open (alive past an unlink) while the stream lives.
     _open: Option<Arc<OpenFile>>,
 }
 
 impl KernelOutputStream {
-    fn new(kernel: Arc<Kernel>, task: Task, file: FileRef, place: Place) -> Self {
+    pub fn new(kernel: Arc<Kernel>, task: Task, file: FileRef, place: Place, held: Charge) -> Self {
         KernelOutputStream {
             kernel,
             task,
@@ -198,19 +228,13 @@ impl KernelOutputStream {
             place,
             pending: None,
             failed: None,
+            held,
             _open: file.1,
         }
     }
 
-    pub fn at(kernel: Arc<Kernel>, task: Task, file: FileRef, offset: u64) -> Self {
-        Self::new(kernel, task, file, Place::At(offset))
-    }
-
-    pub fn append(kernel: Arc<Kernel>, task: Task, file: FileRef) -> Self {
-        Self::new(kernel, task, file, Place::Append)
-    }
-
     fn settle(&mut self, r: Result<Result<u64, KernelError>, tokio::task::JoinError>) {
+        self.held.shrink(0);
         match r {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => self.failed = Some(e),
@@ -262,6 +286,9 @@ impl OutputStream for KernelOutputStream {
         if bytes.len() > STREAM_CHUNK {
             return Err(StreamError::trap("write larger than check-write permitted"));
         }
+        self.held
+            .resize(bytes.len() as u64, "a file stream's write")
+            .map_err(stream_failure)?;
         let (k, t, h, place) = (
             self.kernel.clone(),
             self.task.clone(),
