@@ -345,6 +345,40 @@ async fn a_large_write_is_buffered_in_bounded_pieces() {
     assert!(k.read(&t, &f, 0, 20 * CHUNK_SIZE).await.unwrap()[..] == data[..16 << 20]);
 }
 
+/// One writer holds at most 64 MiB of the node's write-back buffers
+/// (`WRITER_DIRTY_MAX`): past it, its next write writes its files out
+/// first. 20 files of 6 MiB each would otherwise hold 120 MiB (the node
+/// allows 256).
+#[tokio::test]
+async fn one_writer_holds_a_bounded_share_of_the_buffers() {
+    let (_dir, k, t) = zone(HOUR).await;
+    let data: Vec<u8> = (0..6 * CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
+    let mut files = Vec::new();
+    for i in 0..20 {
+        let f = k.open_path(&t, &format!("/f{i}"), CREATE).await.unwrap();
+        k.write(&t, &f, 0, &data).await.unwrap();
+        files.push(f);
+    }
+    // What is not committed is what the buffers hold.
+    let mut buffered = 0;
+    for f in &files {
+        let committed = k
+            .read_linearized(&t, f, 0, data.len() as u64)
+            .await
+            .unwrap();
+        buffered += data.len() - committed.len();
+    }
+    assert!(
+        buffered <= (64 + 8) << 20,
+        "one writer holds {} MiB of buffers",
+        buffered >> 20
+    );
+    assert!(buffered > 0, "nothing was buffered at all");
+    for f in &files {
+        assert!(k.read(&t, f, 0, data.len() as u64).await.unwrap()[..] == data[..]);
+    }
+}
+
 /// Readers racing appends and write-outs (background every 5 ms, and
 /// syncs) never see less than was written before they began, nor a wrong
 /// byte. (The window where a reader could read the committed state before

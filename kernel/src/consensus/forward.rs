@@ -21,7 +21,7 @@ use crate::types::{ReplicaId, ZoneId};
 use crate::zone::command::{Applied, ZoneCommand};
 
 /// Who a write is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Actor {
     /// A task, as its node's gate bound it at spawn (the leader rebuilds the
     /// task from this and checks the write as that task).

@@ -20,6 +20,7 @@ use crate::access::rebac::ObjectRef;
 use crate::error::{KernelError, Result};
 use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX};
 use crate::files::path::{self, Step};
+use crate::files::writeback::Room;
 use crate::kernel::{Kernel, Zone};
 use crate::types::now;
 use crate::types::{ChunkRef, DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
@@ -53,6 +54,19 @@ impl InodeLocks {
             locks.entry((zone.clone(), ino)).or_default().clone()
         };
         lock.lock_owned().await
+    }
+
+    /// The lock of an inode if nobody holds it now.
+    pub(crate) fn try_lock(
+        &self,
+        zone: &ZoneId,
+        ino: Ino,
+    ) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry((zone.clone(), ino)).or_default().clone()
+        };
+        lock.try_lock_owned().ok()
     }
 }
 
@@ -655,15 +669,20 @@ impl Kernel {
         }
         // In pieces of at most a chunk, so no write holds more than the
         // buffers' bounds, however large it is.
-        let mut at = offset;
+        let (mut at, by) = (offset, task.actor());
         for piece in data.chunks(CHUNK_SIZE as usize) {
-            if !self
+            match self
                 .writeback
-                .has_room(&h.zone.id, h.ino, piece.len() as u64)
+                .room(&h.zone.id, h.ino, &by, piece.len() as u64)
             {
-                self.writeback.write_out(h).await?;
+                Room::Fits => {}
+                Room::FileOrNodeFull => self.writeback.write_out(h).await?,
+                Room::WriterFull => {
+                    self.writeback.write_out(h).await?;
+                    self.writeback.write_out_others(&by, h).await;
+                }
             }
-            self.writeback.record(h, task.actor(), at, piece, now());
+            self.writeback.record(h, by.clone(), at, piece, now());
             at += piece.len() as u64;
         }
         self.start_background();

@@ -13,7 +13,8 @@
 //! - a write is visible at once to every reader on this node (reads and
 //!   stats overlay the buffer on the committed state);
 //! - it is durable once written out: at `sync`, when the file's buffer
-//!   passes [`FILE_DIRTY_MAX`] or the node's passes [`NODE_DIRTY_MAX`], at
+//!   passes [`FILE_DIRTY_MAX`], its writer's [`WRITER_DIRTY_MAX`] or the
+//!   node's [`NODE_DIRTY_MAX`], at
 //!   a truncate or set-times of the file, at a whole-file put's commit, at
 //!   shutdown, and at most [`FLUSH_INTERVAL`] after it was made;
 //! - other nodes see it once it is written out.
@@ -42,6 +43,10 @@ use crate::types::{Ino, Inode, InodeBody, Timestamp, ZoneId};
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// A file's buffer is written out by the writer that would pass this.
 pub const FILE_DIRTY_MAX: u64 = 8 << 20;
+/// The buffers of the files one writer (a principal with its zone and
+/// capabilities, as `Actor` names it) wrote last: past this it writes its
+/// file out first, so no agent holds more than this of the node's buffer.
+pub const WRITER_DIRTY_MAX: u64 = 64 << 20;
 /// All files' buffers together; past this a writer writes its file out
 /// first, and the background write-out starts at once.
 pub const NODE_DIRTY_MAX: u64 = 256 << 20;
@@ -68,6 +73,37 @@ struct Table {
     failed: HashMap<Key, KernelError>,
     /// Bytes held by every file's extents.
     total: u64,
+    /// Bytes held by the files each writer wrote last.
+    by_writer: HashMap<Actor, u64>,
+}
+
+impl Table {
+    /// Counts a file's buffer, of `bytes`, as `by`'s.
+    fn count(&mut self, by: &Actor, bytes: u64) {
+        self.total += bytes;
+        *self.by_writer.entry(by.clone()).or_default() += bytes;
+    }
+
+    /// Stops counting a file's buffer, of `bytes`, as `by`'s.
+    fn uncount(&mut self, by: &Actor, bytes: u64) {
+        self.total -= bytes;
+        if let Some(held) = self.by_writer.get_mut(by) {
+            *held -= bytes;
+            if *held == 0 {
+                self.by_writer.remove(by);
+            }
+        }
+    }
+}
+
+/// What a write finds in the buffers (see [`WriteBack::room`]).
+pub(crate) enum Room {
+    Fits,
+    /// The file's or the node's: the writer writes its file out first.
+    FileOrNodeFull,
+    /// The writer's: it writes out its files first (the ones no other
+    /// writer is busy with).
+    WriterFull,
 }
 
 /// What a reader overlays on the committed state of a file.
@@ -166,14 +202,22 @@ impl WriteBack {
         }
     }
 
-    /// Whether `len` more bytes for this file stay within both budgets.
-    pub(crate) fn has_room(&self, zone: &ZoneId, ino: Ino, len: u64) -> bool {
+    /// Whether `len` more bytes for this file, by `by`, stay within the
+    /// file's, the writer's and the node's budgets.
+    pub(crate) fn room(&self, zone: &ZoneId, ino: Ino, by: &Actor, len: u64) -> Room {
         let table = self.table();
         let file = table
             .files
             .get(&(zone.clone(), ino))
             .map_or(0, |f| f.extents.bytes());
-        file + len <= FILE_DIRTY_MAX && table.total + len <= NODE_DIRTY_MAX
+        let writer = table.by_writer.get(by).copied().unwrap_or(0);
+        if writer + len > WRITER_DIRTY_MAX {
+            Room::WriterFull
+        } else if file + len > FILE_DIRTY_MAX || table.total + len > NODE_DIRTY_MAX {
+            Room::FileOrNodeFull
+        } else {
+            Room::Fits
+        }
     }
 
     /// Buffers `data` at `at` for the file behind `h`, written by `by`.
@@ -190,12 +234,13 @@ impl WriteBack {
                 extents: Arc::default(),
                 mtime: now,
             });
-        let extents = Arc::make_mut(&mut file.extents);
-        let before = extents.bytes();
-        extents.write(at, data);
-        table.total = table.total - before + extents.bytes();
-        file.by = by;
+        let (was_by, before) = (file.by.clone(), file.extents.bytes());
+        Arc::make_mut(&mut file.extents).write(at, data);
+        let after = file.extents.bytes();
+        file.by = by.clone();
         file.mtime = file.mtime.max(now);
+        table.uncount(&was_by, before);
+        table.count(&by, after);
         let over = table.total > NODE_DIRTY_MAX / 2;
         drop(guard);
         if over {
@@ -208,23 +253,27 @@ impl WriteBack {
         let mut table = self.table();
         let key = (zone.clone(), ino);
         if let Some(f) = table.files.remove(&key) {
-            table.total -= f.extents.bytes();
+            table.uncount(&f.by, f.extents.bytes());
         }
         table.failed.remove(&key);
     }
 
     /// Forgets every buffer of a zone (it was destroyed).
     pub(crate) fn forget_zone(&self, zone: &ZoneId) {
-        let mut table = self.table();
-        let gone: u64 = table
+        let mut guard = self.table();
+        let table = &mut *guard;
+        let gone: Vec<Key> = table
             .files
-            .iter()
-            .filter(|((z, _), _)| z == zone)
-            .map(|(_, f)| f.extents.bytes())
-            .sum();
-        table.files.retain(|(z, _), _| z != zone);
+            .keys()
+            .filter(|(z, _)| z == zone)
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(f) = table.files.remove(&key) {
+                table.uncount(&f.by, f.extents.bytes());
+            }
+        }
         table.failed.retain(|(z, _), _| z != zone);
-        table.total -= gone;
     }
 
     /// Writes out the buffer of the file behind `h`; the caller holds its
@@ -373,7 +422,26 @@ impl WriteBack {
         self.flush_where(|f| actors.contains(&f.by)).await
     }
 
+    /// Writes out the other files `by` wrote last whose writer lock is
+    /// free (the caller holds the lock of the file behind `h`; waiting for
+    /// another could deadlock with its holder doing the same). A failure is
+    /// kept for that file's next write or sync.
+    pub(crate) async fn write_out_others(&self, by: &Actor, h: &Handle) {
+        let _ = self
+            .write_out_where(
+                |f| &f.by == by && (f.handle.zone_id(), f.handle.ino) != (h.zone_id(), h.ino),
+                false,
+            )
+            .await;
+    }
+
     async fn flush_where(&self, which: impl Fn(&DirtyFile) -> bool) -> Result<()> {
+        self.write_out_where(which, true).await
+    }
+
+    /// Writes out the files `which` picks, each under its writer lock:
+    /// waiting for it, or skipping a file whose lock is held.
+    async fn write_out_where(&self, which: impl Fn(&DirtyFile) -> bool, wait: bool) -> Result<()> {
         let handles: Vec<Handle> = self
             .table()
             .files
@@ -383,7 +451,14 @@ impl WriteBack {
             .collect();
         let mut first_err = None;
         for h in handles {
-            if let Err(e) = self.flush(&h).await {
+            let written = match wait {
+                true => self.flush(&h).await,
+                false => match self.locks.try_lock(h.zone_id(), h.ino) {
+                    Some(_writer) => self.write_out(&h).await,
+                    None => continue,
+                },
+            };
+            if let Err(e) = written {
                 tracing::warn!(zone = %h.zone_id(), ino = h.ino, "write-out: {e}");
                 if !may_pass(&e) {
                     self.table()
