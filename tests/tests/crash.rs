@@ -327,3 +327,52 @@ fn every_stored_chunk_is_fsynced_with_its_directory() {
         );
     }
 }
+
+/// A chunk damaged on disk (same length, other bytes: a flipped bit, or a
+/// file planted under its name) is never served: reading it is an error,
+/// `zone check` (by size) passes it and `zone check --deep` names it, and
+/// the other chunks of the file still read.
+#[test]
+fn a_damaged_chunk_is_an_error_and_the_deep_check_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let run = |args: &[&str]| nexus(&home).args(args).output().unwrap();
+    assert!(run(&["zone", "create", "z1"]).status.success());
+    let local = dir.path().join("two-chunks");
+    let data = nexus_tests::pattern(2 << 20, 5);
+    std::fs::write(&local, &data).unwrap();
+    assert!(
+        run(&["fs", "put", local.to_str().unwrap(), "/f", "--zone", "z1"])
+            .status
+            .success()
+    );
+    // The first chunk's file, by the hash of the file's first MiB.
+    let hash = blake3::hash(&data[..1 << 20]).to_hex().to_string();
+    let chunk = home.join("content/chunks").join(&hash[..2]).join(&hash);
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    bytes[4096] ^= 1;
+    std::fs::write(&chunk, &bytes).unwrap();
+
+    let read = run(&["fs", "cat", "/f", "--zone", "z1"]);
+    assert!(!read.status.success(), "a damaged chunk was served");
+    let err = String::from_utf8_lossy(&read.stderr);
+    assert!(err.contains("does not match its hash"), "{err}");
+    assert!(
+        read.stdout.len() < 1 << 20,
+        "{} bytes of the damaged chunk reached the reader",
+        read.stdout.len()
+    );
+    let shallow = run(&["zone", "check", "z1", "--json"]);
+    assert!(
+        shallow.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shallow.stdout)
+    );
+    let deep = run(&["zone", "check", "z1", "--deep", "--json"]);
+    assert!(!deep.status.success());
+    let report = String::from_utf8_lossy(&deep.stdout);
+    assert!(
+        report.contains(&format!("({hash}) fails its hash")),
+        "{report}"
+    );
+}

@@ -60,6 +60,10 @@ pub enum RunError {
     OutOfFuel,
     #[error("agent trapped: {0}")]
     Trap(String),
+    /// The preview 1 adapter Nexus wraps a wasip1 module with failed one of
+    /// its own assertions: its state was overwritten.
+    #[error("agent trapped in the WASI preview 1 adapter, whose state the module overwrote ({0})")]
+    AdapterAsserted(String),
     #[error("runtime: {0}")]
     Host(String),
 }
@@ -442,9 +446,30 @@ impl Host {
                         Err(RunError::Timeout(limits.timeout.unwrap_or_default()))
                     }
                     Some(wasmtime::Trap::OutOfFuel) => Err(RunError::OutOfFuel),
+                    _ if adapter_asserted(&e) => {
+                        Err(RunError::AdapterAsserted(e.root_cause().to_string()))
+                    }
                     _ => Err(RunError::Trap(format!("{e:#}"))),
                 }
             }
         }
     }
+}
+
+/// Whether a trap is the preview 1 adapter's own assertion failing (its
+/// frames keep their names in the backtrace). The known cause is a module
+/// whose wasi-libc predates 2023: at its first `malloc` it claims the
+/// memory up to the end of linear memory, which includes the pages the
+/// adapter grew for its state, and then writes over them.
+fn adapter_asserted(e: &wasmtime::Error) -> bool {
+    e.downcast_ref::<wasmtime::WasmBacktrace>()
+        .is_some_and(|bt| {
+            bt.frames().iter().any(|f| {
+                // The name as the name section has it: mangled, so matched by
+                // its parts.
+                f.func_name().is_some_and(|n| {
+                    n.contains("wasi_snapshot_preview1") && n.contains("assert_fail")
+                })
+            })
+        })
 }

@@ -83,9 +83,9 @@ impl OpError {
                     exit::NOT_FOUND
                 }
                 crate::agent::host::RunError::Timeout(_) => exit::TIMEOUT,
-                crate::agent::host::RunError::OutOfFuel | crate::agent::host::RunError::Trap(_) => {
-                    exit::KILLED
-                }
+                crate::agent::host::RunError::OutOfFuel
+                | crate::agent::host::RunError::Trap(_)
+                | crate::agent::host::RunError::AdapterAsserted(_) => exit::KILLED,
                 _ => exit::FAILURE,
             },
         }
@@ -106,6 +106,14 @@ impl OpError {
             OpError::Kernel(KernelError::Access(_)) => {
                 Some("`nexus tuples` lists grants, `nexus grant` adds one, `nexus check` explains a decision")
             }
+            OpError::Run(crate::agent::host::RunError::AdapterAsserted(_)) => Some(
+                "a wasip1 module built with a wasi-libc from before 2023 (Debian 12's clang and \
+                 wasi-libc among them) lets malloc take the memory the adapter set aside, then \
+                 writes over it; rebuild it with a current toolchain (`python3 -m ziglang cc \
+                 -target wasm32-wasi`, or wasi-sdk 19 or later) or for wasm32-wasip2. Stock \
+                 wasmtime runs wasip1 modules without the adapter, which is why it does not fail \
+                 there",
+            ),
             OpError::Tls(_) => Some(
                 "a cluster's TLS material comes from `nexus cluster ca` and `nexus cluster cert`; \
                  clients name the CA's certificate with --ca",
