@@ -119,4 +119,36 @@ fn python_agents_use_files_sqlite_pipes_and_timers_and_fail_as_python_does() {
             "{a} | {b}: {results}"
         );
     }
+
+    // Both SDKs build agents of the `agent` world, checked as
+    // wit-component checks a component against a world: the Python ones
+    // are `command-agent` exactly (the `agent` imports, `wasi:cli/run`
+    // exported); the Rust ones import only what `agent` offers and export
+    // `run` as Rust's std does (at 0.2.0, which the host takes as any 0.2).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let mut resolve = wit_parser::Resolve::default();
+    let (kernel, _) = resolve.push_dir(root.join("wit")).unwrap();
+    let world = |name| resolve.select_world(&[kernel], Some(name)).unwrap();
+    let targets = |agent: &PathBuf, name| {
+        let bytes = std::fs::read(agent).unwrap();
+        wit_component::targets(&resolve, world(name), &bytes)
+            .unwrap_or_else(|e| panic!("{} is not of world {name}: {e:#}", agent.display()));
+    };
+    for agent in [&notes, &producer, &consumer, &fails] {
+        targets(agent, "command-agent");
+    }
+    for agent in [&rust_producer, &rust_consumer] {
+        targets(agent, "agent");
+    }
+    // One that exports no `run`, or imports what the world has not, is not.
+    for other in [
+        "(component)",
+        r#"(component (import "wasi:keyvalue/store@0.2.0" (instance)))"#,
+    ] {
+        let bytes = wat::parse_str(other).unwrap();
+        let refused = wit_component::targets(&resolve, world("command-agent"), &bytes);
+        assert!(refused.is_err(), "{other}");
+    }
 }
