@@ -114,6 +114,9 @@ pub enum KernelError {
     /// Too many symbolic links followed, or one where none may be.
     #[error("too many levels of symbolic links: {0}")]
     Loop(String),
+    /// A path resolved beneath a directory would leave it.
+    #[error("operation not permitted: {0}")]
+    NotPermitted(String),
 }
 
 impl KernelError {
@@ -137,6 +140,7 @@ impl KernelError {
             KernelError::BrokenPipe(_) => ErrorCode::Pipe,
             KernelError::WouldBlock(_) => ErrorCode::WouldBlock,
             KernelError::Loop(_) => ErrorCode::Loop,
+            KernelError::NotPermitted(_) => ErrorCode::NotPermitted,
             KernelError::Unavailable(_)
             | KernelError::Storage(_)
             | KernelError::Content(_)
@@ -201,6 +205,7 @@ kinds! {
     Content(String) = "content",
     Corrupt(String) = "corrupt",
     Loop(String) = "loop",
+    NotPermitted(String) = "not-permitted",
 }
 
 impl From<sled::Error> for KernelError {
@@ -249,6 +254,8 @@ mod tests {
             KernelError::Quota("a".into()),
             KernelError::BrokenPipe("a".into()),
             KernelError::WouldBlock("a".into()),
+            KernelError::Loop("a".into()),
+            KernelError::NotPermitted("a".into()),
         ];
         let codes: std::collections::HashSet<_> = errs.iter().map(|e| e.code()).collect();
         assert_eq!(codes.len(), errs.len());
@@ -277,6 +284,7 @@ mod tests {
             KernelError::Unsupported("u".into()),
             KernelError::BrokenPipe("p".into()),
             KernelError::WouldBlock("w".into()),
+            KernelError::NotPermitted("beneath".into()),
             KernelError::ZoneNotFound(zone.clone()),
             KernelError::ZoneExists(zone),
             KernelError::Conflict(42),

@@ -39,7 +39,7 @@ pub use error::{ErrorCode, KernelError, Result};
 pub use files::check::CheckReport;
 pub use files::content::{GcReport, CHUNK_SIZE, INLINE_MAX};
 pub use files::open::OpenFile;
-pub use files::vfs::{Handle, OpenOptions};
+pub use files::vfs::{At, Handle, OpenOptions};
 pub use ipc::pipe::{Attached, PipeEnd, PipeMode, PipeRead, PipeStat, PIPE_BUF};
 pub use ipc::timer::{TaskTimers, Timer, TimerError, DEFAULT_TIMER_LIMIT};
 pub use kernel::{Kernel, KernelConfig, ObjectStoreConfig, ZoneRecord};

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{count_chunks, CREATE};
-use nexus_kernel::{Capabilities, Principal, Task};
+use nexus_kernel::{At, Capabilities, Principal, Task};
 use nexus_kernel::{ErrorCode, KernelError};
 use nexus_kernel::{FileKind, ZoneId};
 use nexus_kernel::{Kernel, KernelConfig, ObjectStoreConfig};
@@ -658,4 +658,56 @@ async fn a_zone_quota_refuses_growth_and_never_shrinking() {
             inodes: 4
         }
     );
+}
+
+/// A path beneath a directory handle (a WASI descriptor's) starts at the
+/// directory's inode, wherever it now is, and may not leave it.
+#[tokio::test]
+async fn a_path_beneath_a_directory_follows_its_inode_and_stays_in_it() {
+    let (_dir, k, _z1, t) = zone_z1().await;
+    k.mkdir_all(&t, "/d/sub").await.unwrap();
+    let d = k.resolve(&t, "/d", true).unwrap();
+    k.rename(&t, "/d", "/e").await.unwrap();
+    // After a rename, the handle still names the directory.
+    let f = k
+        .open_path(&t, At::under(&d, "f.txt"), CREATE)
+        .await
+        .unwrap();
+    k.write(&t, &f, 0, b"here").await.unwrap();
+    assert_eq!(k.stat(&t, "/e/f.txt").unwrap().size, 4);
+    assert_eq!(
+        k.resolve(&t, At::under(&d, "sub/../f.txt"), true)
+            .unwrap()
+            .ino,
+        f.ino
+    );
+    // It may not be left: by `..`, an absolute path, or a link.
+    let refused = |e: KernelError| assert_eq!(e.code(), ErrorCode::NotPermitted, "{e}");
+    for p in ["..", "sub/../..", "/e/f.txt"] {
+        refused(k.resolve(&t, At::under(&d, p), true).unwrap_err());
+    }
+    k.symlink(&t, "../e/f.txt", "/e/up").await.unwrap();
+    k.symlink(&t, "/e/f.txt", "/e/abs").await.unwrap();
+    for p in ["up", "abs"] {
+        refused(k.resolve(&t, At::under(&d, p), true).unwrap_err());
+        // From the zone root both lead to the file (the kernel's rule).
+        let from_root = k.resolve(&t, format!("/e/{p}").as_str(), true).unwrap();
+        assert_eq!(from_root.ino, f.ino);
+    }
+    // Gone: nothing is found or made through it, even when a directory
+    // of the same name is made again.
+    let sub = k.resolve(&t, "/e/sub", true).unwrap();
+    k.rmdir(&t, "/e/sub").await.unwrap();
+    k.mkdir(&t, "/e/sub").await.unwrap();
+    let e = k
+        .open_path(&t, At::under(&sub, "g.txt"), CREATE)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoEntry, "{e}");
+    assert!(k.stat(&t, "/e/sub/g.txt").is_err());
+    assert!(k
+        .readdir_handle(&t, &sub, None, 10)
+        .unwrap()
+        .entries
+        .is_empty());
 }

@@ -259,6 +259,49 @@ fn links(root: &Descriptor) {
     println!("rmdir a link: {}", ok(l.remove_directory_at("renamed")));
 }
 
+/// A directory descriptor names its directory, not the path it was
+/// opened by: it follows a rename, and one whose directory was removed
+/// finds nothing (not a new directory of the same name).
+fn dirfd(root: &Descriptor) {
+    let dir = |name: &str| {
+        fs::create_dir(format!("/{name}")).expect("a writable directory");
+        open(root, name, O::DIRECTORY, D::READ | D::MUTATE_DIRECTORY).expect("open the directory")
+    };
+    let create = |d: &Descriptor, name: &str| {
+        let made = open(d, name, O::CREATE, D::READ | D::WRITE);
+        ok(made.and_then(|f| f.write(b"made", 0).map(drop)))
+    };
+    let moved = dir("before");
+    println!(
+        "rename the directory: {}",
+        ok(root.rename_at("before", root, "after"))
+    );
+    println!("create through it: {}", create(&moved, "f.txt"));
+    println!(
+        "found under the new name: {}",
+        fs::read_to_string("/after/f.txt").unwrap_or_else(|e| format!("{:?}", e.kind()))
+    );
+    println!(
+        "stat through it: {}",
+        show(moved.stat_at(PathFlags::empty(), "f.txt").map(|s| s.size))
+    );
+    let gone = dir("gone");
+    println!(
+        "remove the directory: {}",
+        ok(root.remove_directory_at("gone"))
+    );
+    fs::create_dir("/gone").expect("a new directory by the name");
+    println!("create through the removed one: {}", create(&gone, "g.txt"));
+    println!("in the new one: {}", fs::metadata("/gone/g.txt").is_ok());
+    println!(
+        "list the removed one: {}",
+        show(
+            gone.read_directory()
+                .map(|s| s.read_directory_entry().map_or(0, |e| e.map_or(0, |_| 1)))
+        )
+    );
+}
+
 fn main() {
     let (root, _) = preopens::get_directories()
         .into_iter()
@@ -270,8 +313,9 @@ fn main() {
         "confine" => confine(&root),
         "unlinked" => unlinked(&root),
         "links" => links(&root),
+        "dirfd" => dirfd(&root),
         other => {
-            eprintln!("unknown probe {other:?}: modes, slashes, confine or unlinked");
+            eprintln!("unknown probe {other:?}: modes, slashes, confine, unlinked, links or dirfd");
             std::process::exit(64);
         }
     }

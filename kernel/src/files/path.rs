@@ -106,7 +106,13 @@ pub fn split_parent(path: &str) -> Result<(&str, &str)> {
         None => ("", trimmed),
     };
     check_new_name(name)?;
-    Ok((if parent.is_empty() { "/" } else { parent }, name))
+    // A name alone is in the directory the path starts from.
+    let parent = match (parent.is_empty(), path.starts_with('/')) {
+        (false, _) => parent,
+        (true, true) => "/",
+        (true, false) => ".",
+    };
+    Ok((parent, name))
 }
 
 #[cfg(test)]
@@ -158,7 +164,8 @@ mod tests {
     #[test]
     fn split_parent_requires_a_plain_final_name() {
         assert_eq!(split_parent("/a/b").unwrap(), ("/a", "b"));
-        assert_eq!(split_parent("b").unwrap(), ("/", "b"));
+        assert_eq!(split_parent("b").unwrap(), (".", "b"));
+        assert_eq!(split_parent("/b").unwrap(), ("/", "b"));
         assert_eq!(split_parent("/a/b/").unwrap(), ("/a", "b"));
         assert!(split_parent("/a/..").is_err());
         assert!(split_parent("/").is_err());

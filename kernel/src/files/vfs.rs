@@ -70,6 +70,52 @@ impl InodeLocks {
     }
 }
 
+/// A path and where it starts: the root of the task's zone (a `&str` is
+/// such a path), or a directory it may not climb above (a WASI
+/// descriptor's: `..` past it, or a symbolic link leading out of it, is
+/// `not-permitted`, as `openat` beneath a directory). A directory is
+/// named by its inode, not its path: a descriptor keeps working on its
+/// directory after a rename, and one whose directory was removed finds
+/// nothing.
+#[derive(Clone, Copy)]
+pub struct At<'a> {
+    base: Option<&'a Handle>,
+    path: &'a str,
+}
+
+impl<'a> At<'a> {
+    pub fn under(dir: &'a Handle, path: &'a str) -> Self {
+        At {
+            base: Some(dir),
+            path,
+        }
+    }
+
+    fn with_path(self, path: &'a str) -> Self {
+        At { path, ..self }
+    }
+
+    /// The path for messages and the audit log: from the zone root.
+    pub fn shown(&self) -> std::borrow::Cow<'a, str> {
+        match self.base {
+            None => self.path.into(),
+            Some(b) => format!("{}/{}", b.path.trim_end_matches('/'), self.path).into(),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for At<'a> {
+    fn from(path: &'a str) -> Self {
+        At { base: None, path }
+    }
+}
+
+impl<'a> From<&'a String> for At<'a> {
+    fn from(path: &'a String) -> Self {
+        At::from(path.as_str())
+    }
+}
+
 /// An open file or directory: a zone and an inode in it.
 #[derive(Clone)]
 pub struct Handle {
@@ -137,7 +183,7 @@ impl OpenOptions {
 
 /// Where a write lands.
 #[derive(Clone, Copy)]
-enum At {
+enum Lands {
     Offset(u64),
     End,
 }
@@ -223,11 +269,25 @@ impl Kernel {
     /// is resolved from the directory holding the link, an absolute one
     /// from the root of the link's zone: a link never leads out of the
     /// zones the walk may enter. Past `MAX_LINKS_FOLLOWED` links, `loop`.
-    pub fn resolve(&self, task: &Task, p: &str, follow: bool) -> Result<Handle> {
-        let follow = follow || path::names_dir(p);
+    ///
+    /// From a directory (`At::under`), the walk starts at its inode and
+    /// may not leave it: `..` past it, an absolute path or a link with an
+    /// absolute target is `not-permitted`.
+    pub fn resolve<'a>(&self, task: &Task, at: impl Into<At<'a>>, follow: bool) -> Result<Handle> {
+        let at = at.into();
+        let shown = at.shown();
+        let p: &str = &shown;
+        let follow = follow || path::names_dir(at.path);
+        let beneath = |what: &str| KernelError::NotPermitted(format!("{p}: {what}"));
         let mut todo: VecDeque<Option<String>> =
-            path::parse(p)?.into_iter().map(owned_step).collect();
-        let mut stack = vec![self.root(task.zone())?];
+            path::parse(at.path)?.into_iter().map(owned_step).collect();
+        let mut stack = match at.base {
+            None => vec![self.root(task.zone())?],
+            Some(_) if at.path.starts_with('/') => {
+                return Err(beneath("an absolute path from a directory"))
+            }
+            Some(dir) => vec![dir.clone()],
+        };
         let mut links = 0;
         while let Some(step) = todo.pop_front() {
             let top = stack.last().expect("never empty").clone();
@@ -235,8 +295,10 @@ impl Kernel {
                 return Err(KernelError::NotDirectory(p.to_owned()));
             }
             let Some(name) = step else {
-                if stack.len() > 1 {
-                    stack.pop();
+                match (stack.len(), at.base) {
+                    (1, Some(_)) => return Err(beneath("`..` above the directory")),
+                    (1, None) => {}
+                    _ => drop(stack.pop()),
                 }
                 continue;
             };
@@ -256,6 +318,9 @@ impl Kernel {
                         return Err(KernelError::Loop(p.to_owned()));
                     }
                     let target = self.link_target(&top.zone, d.ino)?;
+                    if target.starts_with('/') && at.base.is_some() {
+                        return Err(beneath("a link to an absolute path"));
+                    }
                     if target.starts_with('/') {
                         // The first handle of the link's zone on the walk
                         // is that zone's root.
@@ -273,7 +338,7 @@ impl Kernel {
             }
         }
         let mut found = stack.pop().expect("never empty");
-        path::check_dir_suffix(p, found.kind)?;
+        path::check_dir_suffix(at.path, found.kind)?;
         found.path = p.into();
         Ok(found)
     }
@@ -288,23 +353,32 @@ impl Kernel {
 
     /// Makes a symbolic link at `p` pointing to `target`, stored as given
     /// and resolved whenever it is followed. Needs `write` on the directory.
-    pub async fn symlink(&self, task: &Task, target: &str, p: &str) -> Result<Handle> {
+    pub async fn symlink<'a>(
+        &self,
+        task: &Task,
+        target: &str,
+        p: impl Into<At<'a>>,
+    ) -> Result<Handle> {
+        let at = p.into();
         let r = match path::check_link_target(target) {
             Ok(()) => {
                 let new = NewInode::Symlink {
                     target: target.to_owned(),
                 };
-                self.make(task, p, new).await
+                self.make(task, at, new).await
             }
             Err(e) => Err(e),
         };
-        self.audited(task, task.zone(), "symlink", p, r)
+        self.audited(task, task.zone(), "symlink", &at.shown(), r)
     }
 
     /// What the symbolic link at `p` points to (`invalid` if `p` is not
     /// one, as POSIX `readlink`). Needs `read` on the link.
-    pub fn readlink(&self, task: &Task, p: &str) -> Result<String> {
-        let h = self.resolve(task, p, false)?;
+    pub fn readlink<'a>(&self, task: &Task, p: impl Into<At<'a>>) -> Result<String> {
+        let at = p.into();
+        let shown = at.shown();
+        let p: &str = &shown;
+        let h = self.resolve(task, at, false)?;
         if h.kind != FileKind::Symlink {
             return Err(KernelError::Invalid(format!("{p} is not a symbolic link")));
         }
@@ -343,9 +417,9 @@ impl Kernel {
     }
 
     /// The parent directory handle and final name of `p`.
-    fn parent_of<'p>(&self, task: &Task, p: &'p str) -> Result<(Handle, &'p str)> {
-        let (parent, name) = path::split_parent(p)?;
-        let dir = self.resolve(task, parent, true)?;
+    fn parent_of<'p>(&self, task: &Task, at: At<'p>) -> Result<(Handle, &'p str)> {
+        let (parent, name) = path::split_parent(at.path)?;
+        let dir = self.resolve(task, at.with_path(parent), true)?;
         if dir.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(parent.to_owned()));
         }
@@ -419,19 +493,22 @@ impl Kernel {
         }
     }
 
-    pub async fn mkdir(&self, task: &Task, p: &str) -> Result<Handle> {
-        let r = self.make(task, p, NewInode::Dir).await;
-        self.audited(task, task.zone(), "mkdir", p, r)
+    pub async fn mkdir<'a>(&self, task: &Task, p: impl Into<At<'a>>) -> Result<Handle> {
+        let at = p.into();
+        let r = self.make(task, at, NewInode::Dir).await;
+        self.audited(task, task.zone(), "mkdir", &at.shown(), r)
     }
 
     /// Creates an inode at `p` in its parent directory.
-    async fn make(&self, task: &Task, p: &str, new: NewInode) -> Result<Handle> {
+    async fn make(&self, task: &Task, at: At<'_>, new: NewInode) -> Result<Handle> {
+        let shown = at.shown();
+        let p: &str = &shown;
         // As POSIX `open("new/", O_CREAT)`: a file is never made at a
         // path that names a directory.
-        if new == NewInode::Regular && path::names_dir(p) {
+        if new == NewInode::Regular && path::names_dir(at.path) {
             return Err(KernelError::IsDirectory(p.to_owned()));
         }
-        let (dir, name) = self.parent_of(task, p)?;
+        let (dir, name) = self.parent_of(task, at)?;
         let inode = self
             .create_in(task, &dir, name, new, p)
             .await
@@ -466,7 +543,7 @@ impl Kernel {
 
     /// Creates a DT_PIPE inode (capacity already validated by `mkpipe`).
     pub(crate) async fn make_pipe(&self, task: &Task, p: &str, capacity: u64) -> Result<Handle> {
-        self.make(task, p, NewInode::Pipe { capacity }).await
+        self.make(task, p.into(), NewInode::Pipe { capacity }).await
     }
 
     /// Links zone `target` at `p`. Refused over an existing entry; needs
@@ -476,7 +553,7 @@ impl Kernel {
         let new = NewInode::Mount {
             target: target.clone(),
         };
-        let r = self.make(task, p, new).await;
+        let r = self.make(task, p.into(), new).await;
         self.audited(task, task.zone(), "mount", p, r)
     }
 
@@ -511,8 +588,16 @@ impl Kernel {
     /// Opens `p`, creating a regular file if asked. Opening an existing
     /// entry needs `read` and/or `write` on it, as `opts` intends; creating
     /// needs `write` on the directory.
-    pub async fn open_path(&self, task: &Task, p: &str, opts: OpenOptions) -> Result<Handle> {
-        let existing = match self.resolve(task, p, true) {
+    pub async fn open_path<'a>(
+        &self,
+        task: &Task,
+        p: impl Into<At<'a>>,
+        opts: OpenOptions,
+    ) -> Result<Handle> {
+        let at = p.into();
+        let shown = at.shown();
+        let p: &str = &shown;
+        let existing = match self.resolve(task, at, true) {
             Ok(_) if opts.create && opts.exclusive => return Err(KernelError::Exist(p.to_owned())),
             Ok(h) => Some(h),
             Err(KernelError::NotFound(_)) if opts.create && !opts.directory => None,
@@ -528,13 +613,13 @@ impl Kernel {
                 }
                 h
             }
-            None => match self.make(task, p, NewInode::Regular).await {
+            None => match self.make(task, at, NewInode::Regular).await {
                 Ok(h) => {
                     self.audit(task, task.zone(), "create", p, "ok");
                     h
                 }
                 // Lost a race with another creator: open theirs.
-                Err(KernelError::Exist(_)) if !opts.exclusive => self.resolve(task, p, true)?,
+                Err(KernelError::Exist(_)) if !opts.exclusive => self.resolve(task, at, true)?,
                 Err(e) => return self.audited(task, task.zone(), "create", p, Err(e)),
             },
         };
@@ -616,7 +701,9 @@ impl Kernel {
     /// Writes `data` at `offset`; returns the bytes written (all of them).
     pub async fn write(&self, task: &Task, h: &Handle, offset: u64, data: &[u8]) -> Result<u64> {
         self.gate(task, h, Permission::Write, "write", &h.path)?;
-        let r = self.change_content(task, h, At::Offset(offset), data).await;
+        let r = self
+            .change_content(task, h, Lands::Offset(offset), data)
+            .await;
         self.audited(
             task,
             task.zone(),
@@ -629,13 +716,13 @@ impl Kernel {
     /// Appends `data` atomically at the end; returns the offset it landed at.
     pub async fn append(&self, task: &Task, h: &Handle, data: &[u8]) -> Result<u64> {
         self.gate(task, h, Permission::Write, "append", &h.path)?;
-        let r = self.change_content(task, h, At::End, data).await;
+        let r = self.change_content(task, h, Lands::End, data).await;
         self.audited(task, task.zone(), "append", &h.path, r)
     }
 
     /// Buffers a write (see `files/writeback.rs`); a file or node whose
     /// buffer is full is written out first.
-    async fn change_content(&self, task: &Task, h: &Handle, at: At, data: &[u8]) -> Result<u64> {
+    async fn change_content(&self, task: &Task, h: &Handle, at: Lands, data: &[u8]) -> Result<u64> {
         let _writer = self.lock_inode(&h.zone.id, h.ino).await;
         self.writeback.take_failure(&h.zone.id, h.ino)?;
         let len = data.len() as u64;
@@ -643,8 +730,8 @@ impl Kernel {
         let committed = inode.size;
         self.writeback.overlay(&h.zone.id, &mut inode);
         let offset = match at {
-            At::Offset(o) => o,
-            At::End => inode.size,
+            Lands::Offset(o) => o,
+            Lands::End => inode.size,
         };
         if offset
             .checked_add(len)
@@ -810,14 +897,23 @@ impl Kernel {
     /// Renames atomically, replacing a compatible target. Both ends must be
     /// in the same zone. Needs `write` on both directories, on the entry
     /// moved and on the entry replaced.
-    pub async fn rename(&self, task: &Task, from: &str, to: &str) -> Result<()> {
+    pub async fn rename<'a, 'b>(
+        &self,
+        task: &Task,
+        from: impl Into<At<'a>>,
+        to: impl Into<At<'b>>,
+    ) -> Result<()> {
+        let (from, to) = (from.into(), to.into());
         let r = self.rename_gated(task, from, to).await;
-        self.audited(task, task.zone(), "rename", &format!("{from} -> {to}"), r)
+        let shown = format!("{} -> {}", from.shown(), to.shown());
+        self.audited(task, task.zone(), "rename", &shown, r)
     }
 
-    async fn rename_gated(&self, task: &Task, from: &str, to: &str) -> Result<()> {
-        let (src, src_name) = self.parent_of(task, from)?;
-        let (dst, dst_name) = self.parent_of(task, to)?;
+    async fn rename_gated(&self, task: &Task, from_at: At<'_>, to_at: At<'_>) -> Result<()> {
+        let (from_shown, to_shown) = (from_at.shown(), to_at.shown());
+        let (from, to): (&str, &str) = (&from_shown, &to_shown);
+        let (src, src_name) = self.parent_of(task, from_at)?;
+        let (dst, dst_name) = self.parent_of(task, to_at)?;
         if src.zone.id != dst.zone.id {
             return Err(KernelError::CrossZone(format!(
                 "{from} is in zone {}, {to} in zone {}",
@@ -827,8 +923,8 @@ impl Kernel {
         self.gate(task, &src, Permission::Write, "rename", from)?;
         self.gate(task, &dst, Permission::Write, "rename", to)?;
         if let Some(moved) = self.child(&src, src_name, from)? {
-            path::check_dir_suffix(from, moved.kind)?;
-            path::check_dir_suffix(to, moved.kind)?;
+            path::check_dir_suffix(from_at.path, moved.kind)?;
+            path::check_dir_suffix(to_at.path, moved.kind)?;
             self.gate(task, &moved, Permission::Write, "rename", from)?;
         }
         let replaced = self.child(&dst, dst_name, to)?;
@@ -888,28 +984,35 @@ impl Kernel {
     }
 
     /// Removes a file, pipe or mount entry (never a directory).
-    pub async fn unlink(&self, task: &Task, p: &str) -> Result<()> {
-        let r = self.remove(task, p, false).await;
-        self.audited(task, task.zone(), "unlink", p, r)
+    pub async fn unlink<'a>(&self, task: &Task, p: impl Into<At<'a>>) -> Result<()> {
+        let at = p.into();
+        let r = self.remove(task, at, false).await;
+        self.audited(task, task.zone(), "unlink", &at.shown(), r)
     }
 
     /// Removes an empty directory.
-    pub async fn rmdir(&self, task: &Task, p: &str) -> Result<()> {
-        let r = self.remove(task, p, true).await;
-        self.audited(task, task.zone(), "rmdir", p, r)
+    pub async fn rmdir<'a>(&self, task: &Task, p: impl Into<At<'a>>) -> Result<()> {
+        let at = p.into();
+        let r = self.remove(task, at, true).await;
+        self.audited(task, task.zone(), "rmdir", &at.shown(), r)
     }
 
     /// Needs `write` on the directory and on the entry removed.
-    async fn remove(&self, task: &Task, p: &str, dir: bool) -> Result<()> {
+    async fn remove(&self, task: &Task, at: At<'_>, dir: bool) -> Result<()> {
         let op = if dir { "rmdir" } else { "unlink" };
-        if path::parse(p)?.is_empty() {
-            return Err(KernelError::Busy(format!("{p} is the zone root")));
+        let shown = at.shown();
+        let p: &str = &shown;
+        if path::parse(at.path)?.is_empty() {
+            return Err(match at.base {
+                None => KernelError::Busy(format!("{p} is the zone root")),
+                Some(_) => KernelError::Invalid(format!("{p} names the directory itself")),
+            });
         }
-        let (parent, name) = self.parent_of(task, p)?;
+        let (parent, name) = self.parent_of(task, at)?;
         self.gate(task, &parent, Permission::Write, op, p)?;
         let target = self.child(&parent, name, p)?;
         if let Some(target) = &target {
-            path::check_dir_suffix(p, target.kind)?;
+            path::check_dir_suffix(at.path, target.kind)?;
             self.gate(task, target, Permission::Write, op, p)?;
         }
         // A regular file open on this node loses its name, not its content.
@@ -966,7 +1069,17 @@ impl Kernel {
         if h.kind != FileKind::Dir {
             return Err(KernelError::NotDirectory(h.path.to_string()));
         }
-        self.gate(task, h, Permission::Read, "readdir", &h.path)?;
+        match self.gate(task, h, Permission::Read, "readdir", &h.path) {
+            // A directory removed while open lists nothing (as POSIX): it
+            // was gated when opened, and holds no entries now.
+            Err(KernelError::NotFound(_)) if h.zone.state.inode(h.ino)?.is_none() => {
+                return Ok(DirPage {
+                    entries: Vec::new(),
+                    next: None,
+                })
+            }
+            r => r?,
+        }
         let limit = limit.clamp(1, MAX_PAGE);
         let entries = h.zone.state.list(h.ino, cursor, limit)?;
         let next = (entries.len() == limit).then(|| entries[limit - 1].name.clone());

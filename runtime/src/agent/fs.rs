@@ -9,9 +9,9 @@ use std::sync::Arc;
 use nexus_kernel::Kernel;
 use nexus_kernel::PipeMode;
 use nexus_kernel::Task;
+use nexus_kernel::{At, Handle, OpenFile, OpenOptions};
 use nexus_kernel::{DirListing, FileKind, Stat};
 use nexus_kernel::{ErrorCode as K, KernelError};
-use nexus_kernel::{Handle, OpenFile, OpenOptions};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
@@ -65,8 +65,6 @@ fn fs_err(e: KernelError) -> FsError {
 /// An open file, directory or pipe of the agent's zone.
 pub struct Descriptor {
     pub(super) handle: Handle,
-    /// The path it was opened by, from the zone root: `*_at` paths join it.
-    path: String,
     read: bool,
     write: bool,
     /// For a pipe: the ends this descriptor attached when it was opened
@@ -83,7 +81,6 @@ impl Descriptor {
     pub fn root(kernel: &Kernel, task: &Task) -> Result<Self, KernelError> {
         Ok(Descriptor {
             handle: kernel.resolve(task, "/", true)?,
-            path: "/".into(),
             read: true,
             write: true,
             pipe_reader: None,
@@ -105,13 +102,14 @@ impl Descriptor {
         end.clone().ok_or_else(|| ErrorCode::BadDescriptor.into())
     }
 
-    /// `rel` relative to this directory. As WASI requires (and stock
-    /// answers, `not-permitted`), a path is confined to the directory it is
-    /// resolved from: absolute paths are refused, and so is a `..` that
-    /// would climb above it, at the preopen `/` too. (The kernel's own
+    /// `rel` beneath this directory, which the kernel resolves from the
+    /// directory's inode. As WASI requires (and stock answers,
+    /// `not-permitted`), a path is confined to the directory it is
+    /// resolved from: absolute paths are refused, and so is a `..` or a
+    /// link that would leave it, at the preopen `/` too. (The kernel's own
     /// rule, `..` at the zone root stays there, is for its other callers;
     /// nothing leaves the zone either way, invariant 4.)
-    fn join(&self, rel: &str) -> FsResult<String> {
+    fn join<'a>(&'a self, rel: &'a str) -> FsResult<At<'a>> {
         if self.handle.kind != FileKind::Dir {
             return Err(ErrorCode::NotDirectory.into());
         }
@@ -123,15 +121,7 @@ impl Descriptor {
         if rel.is_empty() {
             return Err(ErrorCode::NoEntry.into());
         }
-        let mut depth = 0usize;
-        for part in rel.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => depth = depth.checked_sub(1).ok_or(ErrorCode::NotPermitted)?,
-                _ => depth += 1,
-            }
-        }
-        Ok(format!("{}/{}", self.path.trim_end_matches('/'), rel))
+        Ok(At::under(&self.handle, rel))
     }
 }
 
@@ -237,10 +227,7 @@ impl AgentState {
     ) -> FsResult<Stat> {
         let p = self.desc(fd)?.join(path)?;
         let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
-        let h = self
-            .kernel
-            .resolve(&self.task, &p, follow)
-            .map_err(fs_err)?;
+        let h = self.kernel.resolve(&self.task, p, follow).map_err(fs_err)?;
         self.kernel.stat_handle(&self.task, &h).map_err(fs_err)
     }
 
@@ -438,7 +425,7 @@ impl HostDescriptor for AgentState {
     ) -> FsResult<()> {
         let p = self.desc(&fd)?.join(&path)?;
         self.kernel
-            .mkdir(&self.task, &p)
+            .mkdir(&self.task, p)
             .await
             .map(|_| ())
             .map_err(fs_err)
@@ -469,10 +456,7 @@ impl HostDescriptor for AgentState {
     ) -> FsResult<()> {
         let p = self.desc(&fd)?.join(&path)?;
         let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
-        let h = self
-            .kernel
-            .resolve(&self.task, &p, follow)
-            .map_err(fs_err)?;
+        let h = self.kernel.resolve(&self.task, p, follow).map_err(fs_err)?;
         set_times_of(&self.kernel, &self.task, &h, atime, mtime).await
     }
 
@@ -514,7 +498,7 @@ impl HostDescriptor for AgentState {
         // Without `symlink-follow`, a final link is not opened (POSIX
         // `O_NOFOLLOW`: `loop`).
         if !path_flags.contains(PathFlags::SYMLINK_FOLLOW) {
-            if let Ok(h) = self.kernel.resolve(&self.task, &p, false) {
+            if let Ok(h) = self.kernel.resolve(&self.task, p, false) {
                 if h.kind == FileKind::Symlink {
                     return Err(ErrorCode::Loop.into());
                 }
@@ -535,7 +519,7 @@ impl HostDescriptor for AgentState {
         };
         let handle = self
             .kernel
-            .open_path(&self.task, &p, opts)
+            .open_path(&self.task, p, opts)
             .await
             .map_err(fs_err)?;
         if handle.kind == FileKind::Dir && flags.contains(DescriptorFlags::WRITE) {
@@ -563,7 +547,6 @@ impl HostDescriptor for AgentState {
         let d = Descriptor {
             open: self.kernel.hold_open(&handle),
             handle,
-            path: p,
             read: opts.read,
             write,
             pipe_reader,
@@ -580,7 +563,7 @@ impl HostDescriptor for AgentState {
 
     async fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
         let p = self.desc(&fd)?.join(&path)?;
-        self.kernel.readlink(&self.task, &p).map_err(fs_err)
+        self.kernel.readlink(&self.task, p).map_err(fs_err)
     }
 
     async fn remove_directory_at(
@@ -589,7 +572,7 @@ impl HostDescriptor for AgentState {
         path: String,
     ) -> FsResult<()> {
         let p = self.desc(&fd)?.join(&path)?;
-        self.kernel.rmdir(&self.task, &p).await.map_err(fs_err)
+        self.kernel.rmdir(&self.task, p).await.map_err(fs_err)
     }
 
     async fn rename_at(
@@ -602,7 +585,7 @@ impl HostDescriptor for AgentState {
         let from = self.desc(&fd)?.join(&old)?;
         let to = self.desc(&new_fd)?.join(&new)?;
         self.kernel
-            .rename(&self.task, &from, &to)
+            .rename(&self.task, from, to)
             .await
             .map_err(fs_err)
     }
@@ -621,7 +604,7 @@ impl HostDescriptor for AgentState {
             return Err(ErrorCode::NotPermitted.into());
         }
         self.kernel
-            .symlink(&self.task, &target, &p)
+            .symlink(&self.task, &target, p)
             .await
             .map(drop)
             .map_err(fs_err)
@@ -629,7 +612,7 @@ impl HostDescriptor for AgentState {
 
     async fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
         let p = self.desc(&fd)?.join(&path)?;
-        self.kernel.unlink(&self.task, &p).await.map_err(fs_err)
+        self.kernel.unlink(&self.task, p).await.map_err(fs_err)
     }
 
     fn read_via_stream(
