@@ -4,6 +4,7 @@
 //! the two line for line. It imports nothing but `wasi:cli` and
 //! `wasi:filesystem`, so stock can run it as it is.
 
+use nexus_guest::raw::wasi::clocks::wall_clock::Datetime;
 use nexus_guest::raw::wasi::filesystem::preopens;
 use nexus_guest::raw::wasi::filesystem::types::{
     filesystem_error_code, Descriptor, DescriptorFlags as D, ErrorCode, NewTimestamp,
@@ -61,6 +62,15 @@ fn modes(root: &Descriptor) {
     );
     let created = open(root, "c.txt", O::CREATE, D::READ).expect("create read-only");
     println!("write after create: {}", show(created.write(b"abc", 0)));
+    // 10^10 s is in 2286: past 2^63 ns, where Nexus's times end.
+    let far = NewTimestamp::Timestamp(Datetime {
+        seconds: 10_000_000_000,
+        nanoseconds: 0,
+    });
+    println!(
+        "set-times in 2286: {}",
+        ok(root.set_times_at(PathFlags::empty(), "c.txt", NewTimestamp::NoChange, far))
+    );
 }
 
 /// Paths are exact: a trailing `/` names a directory.
