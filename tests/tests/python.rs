@@ -120,27 +120,28 @@ fn python_agents_use_files_sqlite_pipes_and_timers_and_fail_as_python_does() {
         );
     }
 
-    // Both SDKs build agents of the `agent` world, checked as
-    // wit-component checks a component against a world: the Python ones
-    // are `command-agent` exactly (the `agent` imports, `wasi:cli/run`
-    // exported); the Rust ones import only what `agent` offers and export
-    // `run` as Rust's std does (at 0.2.0, which the host takes as any 0.2).
+    // Both SDKs build agents of one world, `command-agent` (the `agent`
+    // imports, `wasi:cli/run` exported), checked as wit-component checks a
+    // component against a world.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
     let mut resolve = wit_parser::Resolve::default();
     let (kernel, _) = resolve.push_dir(root.join("wit")).unwrap();
-    let world = |name| resolve.select_world(&[kernel], Some(name)).unwrap();
-    let targets = |agent: &PathBuf, name| {
+    let world = resolve
+        .select_world(&[kernel], Some("command-agent"))
+        .unwrap();
+    for agent in [
+        &notes,
+        &producer,
+        &consumer,
+        &fails,
+        &rust_producer,
+        &rust_consumer,
+    ] {
         let bytes = std::fs::read(agent).unwrap();
-        wit_component::targets(&resolve, world(name), &bytes)
-            .unwrap_or_else(|e| panic!("{} is not of world {name}: {e:#}", agent.display()));
-    };
-    for agent in [&notes, &producer, &consumer, &fails] {
-        targets(agent, "command-agent");
-    }
-    for agent in [&rust_producer, &rust_consumer] {
-        targets(agent, "agent");
+        wit_component::targets(&resolve, world, &bytes)
+            .unwrap_or_else(|e| panic!("{} is not a command agent: {e:#}", agent.display()));
     }
     // One that exports no `run`, or imports what the world has not, is not.
     for other in [
@@ -148,7 +149,9 @@ fn python_agents_use_files_sqlite_pipes_and_timers_and_fail_as_python_does() {
         r#"(component (import "wasi:keyvalue/store@0.2.0" (instance)))"#,
     ] {
         let bytes = wat::parse_str(other).unwrap();
-        let refused = wit_component::targets(&resolve, world("command-agent"), &bytes);
-        assert!(refused.is_err(), "{other}");
+        assert!(
+            wit_component::targets(&resolve, world, &bytes).is_err(),
+            "{other}"
+        );
     }
 }

@@ -201,10 +201,14 @@ impl Pending {
         };
         let status = response.status();
         let headers = response.headers().entries();
-        let incoming = response.consume().map_err(|()| bad("response body taken"))?;
+        let incoming = response
+            .consume()
+            .map_err(|()| bad("response body taken"))?;
         let mut body = Vec::new();
         {
-            let stream = incoming.stream().map_err(|()| bad("response stream taken"))?;
+            let stream = incoming
+                .stream()
+                .map_err(|()| bad("response stream taken"))?;
             loop {
                 match stream.blocking_read(64 * 1024) {
                     Ok(bytes) => body.extend_from_slice(&bytes),

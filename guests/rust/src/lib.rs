@@ -10,7 +10,7 @@
 mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "nexus:kernel/agent",
+        world: "nexus:kernel/command-agent",
         generate_all,
     });
 }
@@ -55,7 +55,7 @@ pub fn whoami() -> Identity {
 /// on. (Rust's `std::process::exit` can only say success or failure on
 /// WASI 0.2; this uses `wasi:cli/exit.exit-with-code`.)
 pub fn exit(code: u8) -> ! {
-    bindings::wasi::cli::exit::exit_with_code(code);
+    bindings::wasi::cli0_2_12::exit::exit_with_code(code);
     unreachable!("exit-with-code returned")
 }
 

@@ -19,6 +19,10 @@ const WIT: &[(&str, &str)] = &[
     ("kernel.wit", include_str!("../../../wit/kernel.wit")),
     ("deps/cli.wit", include_str!("../../../wit/deps/cli.wit")),
     (
+        "deps/cli-run.wit",
+        include_str!("../../../wit/deps/cli-run.wit"),
+    ),
+    (
         "deps/clocks.wit",
         include_str!("../../../wit/deps/clocks.wit"),
     ),
