@@ -8,9 +8,20 @@
 
 #[allow(missing_docs, clippy::all)]
 mod bindings {
+    // A component: the `command-agent` world, whose `wasi:cli/run` export
+    // std provides from `main`.
+    #[cfg(not(target_env = "p1"))]
     wit_bindgen::generate!({
         path: "../../wit",
         world: "nexus:kernel/command-agent",
+        generate_all,
+    });
+    // A wasip1 module exports `_start`, and the preview 1 adapter makes it
+    // a command: its bindings declare the same imports, no export.
+    #[cfg(target_env = "p1")]
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "nexus:kernel/agent",
         generate_all,
     });
 }
