@@ -816,3 +816,75 @@ print("long:", json.loads(f.readline())["error"]["code"])
     std::fs::write(mount.join("checked"), "").unwrap();
     assert!(running.wait().unwrap().success());
 }
+
+/// The bounds of a native agent's interfaces refuse what passes them and
+/// harm nothing else: the kernel API socket serves 16 connections at once
+/// (a 17th is closed, and a slot freed is taken again), the mount keeps
+/// 4,096 open files (the next open is `ENFILE`; closing frees them), and a
+/// name that is not UTF-8 is `EINVAL`.
+#[test]
+fn the_socket_and_the_open_table_refuse_past_their_bounds() {
+    let dir = zone_for("agent:sh");
+    let home = dir.path();
+    let script = r#"python3 - <<'PY'
+import json, os, resource, socket, time
+def connect():
+    # A refused connection is closed by the server: end of file, or a
+    # reset when the request was still unread.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["NEXUS_SOCKET"])
+    try:
+        s.sendall(b'{"op":"whoami"}\n')
+        return s, s.makefile().readline()
+    except (ConnectionResetError, BrokenPipeError):
+        return s, ""
+held = [connect() for _ in range(16)]
+print("held:", sum(1 for _, line in held if "agent:sh" in line))
+extra, line = connect()
+print("17th:", "closed" if line == "" else line.strip())
+held.pop()[0].close()
+for _ in range(100):
+    again, line = connect()
+    if line:
+        break
+    time.sleep(0.05)
+print("after one closed:", json.loads(line)["ok"]["principal"])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+open("f", "w").write("x")
+files = []
+try:
+    while len(files) < 5000:
+        files.append(open("f"))
+    print("opened: no limit")
+except OSError as e:
+    print("opened:", len(files), "then errno", e.errno)
+for f in files:
+    f.close()
+print("after closing:", open("f").read())
+try:
+    open(b"bad-\xff", "w")
+    print("non-utf8 name: made")
+except OSError as e:
+    print("non-utf8 name: errno", e.errno)
+PY"#;
+    let out = run(home, &on_host(script));
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("held: 16\n"), "{said}");
+    assert!(said.contains("17th: closed\n"), "{said}");
+    assert!(said.contains("after one closed: agent:sh\n"), "{said}");
+    let opened = said
+        .lines()
+        .find_map(|l| l.strip_prefix("opened: "))
+        .unwrap_or_else(|| panic!("{said}"));
+    let (n, errno) = opened
+        .split_once(" then errno ")
+        .unwrap_or_else(|| panic!("{said}"));
+    let n: usize = n.parse().unwrap();
+    assert!((4000..=4096).contains(&n), "{said}");
+    assert_eq!(errno, "23", "ENFILE expected: {said}");
+    assert!(said.contains("after closing: x\n"), "{said}");
+    // A zone's names are UTF-8: another is `EINVAL`, nothing made.
+    assert!(said.contains("non-utf8 name: errno 22\n"), "{said}");
+}
