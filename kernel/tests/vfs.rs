@@ -711,3 +711,73 @@ async fn a_path_beneath_a_directory_follows_its_inode_and_stays_in_it() {
         .entries
         .is_empty());
 }
+
+/// Hard links: one inode under several names; its content is read and
+/// written through any, goes with the last name, and its grants follow
+/// the inode (the directory of one of its names), not the name used.
+#[tokio::test]
+async fn hard_links_share_one_inode_and_its_grants() {
+    let (_dir, k, z1, t) = zone_z1().await;
+    let code = |e: KernelError| e.code();
+    k.mkdir_all(&t, "/secret").await.unwrap();
+    k.mkdir_all(&t, "/pub").await.unwrap();
+    let f = k.open_path(&t, "/secret/f", CREATE).await.unwrap();
+    let body = vec![7u8; (CHUNK_SIZE + 10) as usize];
+    k.write(&t, &f, 0, &body).await.unwrap();
+    k.sync(&t, &f).await.unwrap();
+    k.link(&t, "/secret/f", "/pub/g").await.unwrap();
+    let g = k.resolve(&t, "/pub/g", true).unwrap();
+    assert_eq!((g.ino, k.link_count(&g)), (f.ino, 2));
+    assert!(k.check_zone(&t, true).await.unwrap().consistent());
+    // Written through one name, read through the other.
+    k.write(&t, &g, 0, b"new").await.unwrap();
+    assert_eq!(&k.read(&t, &f, 0, 3).await.unwrap()[..], b"new");
+    // Refused: a directory, a name taken, a name that is a directory.
+    assert_eq!(
+        code(k.link(&t, "/pub", "/p2").await.unwrap_err()),
+        ErrorCode::NotPermitted
+    );
+    assert_eq!(
+        code(k.link(&t, "/secret/f", "/pub/g").await.unwrap_err()),
+        ErrorCode::Exist
+    );
+    // The grants follow the inode: a viewer of /pub reads what /pub holds
+    // of its own, not a file linked there from /secret.
+    let bot = Principal::parse("agent:bot").unwrap();
+    let pub_dir = k.object_at(&t, "/pub").unwrap().1;
+    let viewer = nexus_kernel::Tuple {
+        object: pub_dir,
+        relation: nexus_kernel::Relation::Viewer,
+        subject: nexus_kernel::Subject::Principal(bot.clone()),
+    };
+    k.write_tuples(&t, vec![viewer], vec![]).await.unwrap();
+    let own = k.open_path(&t, "/pub/own", CREATE).await.unwrap();
+    k.write(&t, &own, 0, b"mine").await.unwrap();
+    let tb = k.spawn_task(bot, &z1, Capabilities::ALL).unwrap();
+    assert!(k.stat(&tb, "/pub/own").is_ok());
+    assert_eq!(code(k.stat(&tb, "/pub/g").unwrap_err()), ErrorCode::Access);
+    // Renaming one name over the other does nothing (as POSIX); moving a
+    // name keeps the inode whole.
+    k.rename(&t, "/pub/g", "/secret/f").await.unwrap();
+    assert_eq!(k.link_count(&g), 2);
+    k.rename(&t, "/pub/g", "/pub/h").await.unwrap();
+    assert!(k.check_zone(&t, true).await.unwrap().consistent());
+    // The first name goes: the file lives on by the other, whose
+    // directory it now inherits from.
+    k.unlink(&t, "/secret/f").await.unwrap();
+    assert_eq!(k.link_count(&g), 1);
+    // (Its buffered write, not yet written out, stays with the inode.)
+    assert_eq!(&k.read(&t, &g, 0, 3).await.unwrap()[..], b"new");
+    assert!(k.stat(&tb, "/pub/h").is_ok());
+    assert!(k.check_zone(&t, true).await.unwrap().consistent());
+    // A file renamed over a name of a linked inode leaves its other name.
+    k.link(&t, "/pub/h", "/secret/again").await.unwrap();
+    k.rename(&t, "/pub/own", "/pub/h").await.unwrap();
+    assert_eq!(k.stat(&t, "/secret/again").unwrap().size, CHUNK_SIZE + 10);
+    assert!(k.check_zone(&t, true).await.unwrap().consistent());
+    // The last name goes, and the content with it.
+    k.unlink(&t, "/secret/again").await.unwrap();
+    let report = k.check_zone(&t, true).await.unwrap();
+    assert!(report.consistent(), "{:?}", report.problems);
+    assert_eq!(report.chunks, 0);
+}

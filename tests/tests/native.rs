@@ -570,20 +570,21 @@ fn a_host_process_works_in_its_zone_and_leaves_nothing_running() {
 }
 
 #[test]
-fn symbolic_links_work_through_the_mount() {
+fn symbolic_and_hard_links_work_through_the_mount() {
     let dir = zone_for("agent:sh");
     let home = dir.path();
     let script = "mkdir -p d && echo linked > d/f && ln -s d/f rel && ln -s d dirlink && \
          ln -s nowhere dangling && cat rel && cat dirlink/f && readlink rel && \
          test -L rel && echo is-link; cat dangling 2>/dev/null || echo dangling-fails; \
          mv rel moved && cat moved && rm dirlink && test -d d && echo target-kept; \
-         ls -l | grep -c '^l'";
+         ls -l | grep -c '^l'; echo one > e && ln e hard && echo more >> hard && rm e && cat hard; \
+         ln d d2 2>/dev/null || echo no-dir-links";
     let out = run(home, &on_host(script));
     let said = text(&out.stdout);
     assert!(out.status.success(), "{said}{}", text(&out.stderr));
     assert_eq!(
         said,
-        "linked\nlinked\nd/f\nis-link\ndangling-fails\nlinked\ntarget-kept\n2\n",
+        "linked\nlinked\nd/f\nis-link\ndangling-fails\nlinked\ntarget-kept\n2\none\nmore\nno-dir-links\n",
         "{}",
         text(&out.stderr)
     );

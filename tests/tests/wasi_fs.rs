@@ -189,4 +189,5 @@ async fn every_probe_answers_as_on_stock() {
     matches_stock("unlinked", &[]).await;
     matches_stock("links", &[]).await;
     matches_stock("dirfd", &[]).await;
+    matches_stock("hardlinks", &[]).await;
 }

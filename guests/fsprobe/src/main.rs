@@ -312,6 +312,49 @@ fn dirfd(root: &Descriptor) {
     );
 }
 
+/// Hard links: one file under two names.
+fn hardlinks(root: &Descriptor) {
+    fs::write("/h.txt", b"one").expect("a writable directory");
+    fs::create_dir("/hd").expect("a writable directory");
+    let link = |from: &str, to: &str| ok(root.link_at(PathFlags::empty(), from, root, to));
+    let count = |name: &str| show(root.stat_at(PathFlags::empty(), name).map(|s| s.link_count));
+    println!("link: {}", link("h.txt", "hd/h2.txt"));
+    println!("count: {}", count("h.txt"));
+    fs::write("/hd/h2.txt", b"two").expect("write through the second name");
+    println!(
+        "read the first: {}",
+        fs::read_to_string("/h.txt").unwrap_or_default()
+    );
+    println!("same file: {}", {
+        let a = open(root, "h.txt", O::empty(), D::READ).expect("open h.txt");
+        let b = open(root, "hd/h2.txt", O::empty(), D::READ).expect("open hd/h2.txt");
+        show(
+            a.is_same_object(&b)
+                .then_some("yes")
+                .ok_or(ErrorCode::Invalid),
+        )
+    });
+    println!("link over a name: {}", link("h.txt", "hd/h2.txt"));
+    println!("link a missing name: {}", link("nope", "x"));
+    println!("link a directory: {}", link("hd", "hd2"));
+    println!("link into a file: {}", link("h.txt", "h.txt/x"));
+    println!("unlink the first: {}", ok(root.unlink_file_at("h.txt")));
+    println!("count after: {}", count("hd/h2.txt"));
+    println!(
+        "read the second: {}",
+        fs::read_to_string("/hd/h2.txt").unwrap_or_default()
+    );
+    println!("rename over itself: {}", {
+        println!("relink: {}", link("hd/h2.txt", "h3.txt"));
+        ok(root.rename_at("h3.txt", root, "hd/h2.txt"))
+    });
+    println!(
+        "both still there: {} {}",
+        count("h3.txt"),
+        count("hd/h2.txt")
+    );
+}
+
 fn main() {
     let (root, _) = preopens::get_directories()
         .into_iter()
@@ -324,8 +367,9 @@ fn main() {
         "unlinked" => unlinked(&root),
         "links" => links(&root),
         "dirfd" => dirfd(&root),
+        "hardlinks" => hardlinks(&root),
         other => {
-            eprintln!("unknown probe {other:?}: modes, slashes, confine, unlinked, links or dirfd");
+            eprintln!("unknown probe {other:?}: modes, slashes, confine, unlinked, links, dirfd or hardlinks");
             std::process::exit(64);
         }
     }

@@ -204,6 +204,14 @@ impl Kernel {
                 ..
             } => rename(*src_parent, src_name, *dst_parent, dst_name),
             ZoneCommand::Remove { parent, name, .. } => unlink(*parent, name),
+            // As the VFS: `write` on the directory gaining the name and on
+            // the entry linked.
+            ZoneCommand::Link {
+                src_parent,
+                src_name,
+                dst_parent,
+                ..
+            } => write(*dst_parent).and_then(|()| write_child(*src_parent, src_name)),
             // The file stays open on the node that forwards the change.
             ZoneCommand::Orphan {
                 parent,

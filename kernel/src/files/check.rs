@@ -81,10 +81,14 @@ impl Kernel {
                     i.ino,
                     i.kind()
                 )),
-                Some(i) if i.parent != dir => r.problems.push(format!(
-                    "inode {} is linked from dir {dir} but records parent {}",
-                    i.ino, i.parent
-                )),
+                Some(i)
+                    if i.parent != dir && !state.names(i.ino)?.contains(&(dir, name.clone())) =>
+                {
+                    r.problems.push(format!(
+                        "inode {} is linked from dir {dir} but records parent {}",
+                        i.ino, i.parent
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -131,7 +135,26 @@ impl Kernel {
         }
         for (ino, inode) in &inodes {
             let links = linked.get(ino).copied().unwrap_or(0);
-            let expected = if orphans.contains_key(ino) { 0 } else { 1 };
+            // Every name an inode of several names has is an entry naming
+            // it, and its parent is the directory of one of them.
+            let names = state.names(*ino)?;
+            for (dir, name) in &names {
+                if state.dentry(*dir, name)?.map(|d| d.ino) != Some(*ino) {
+                    r.problems.push(format!(
+                        "inode {ino} records the name {name:?} in dir {dir}, which does not name it"
+                    ));
+                }
+            }
+            if !names.is_empty() && !names.iter().any(|(d, _)| *d == inode.parent) {
+                r.problems.push(format!(
+                    "inode {ino} records parent {} but has no name there",
+                    inode.parent
+                ));
+            }
+            let expected = match (orphans.contains_key(ino), names.len()) {
+                (true, _) => 0,
+                (false, n) => n.max(1) as u32,
+            };
             if *ino != ROOT_INO && links != expected {
                 r.problems.push(format!(
                     "inode {ino} has {links} directory entries, expected {expected}"

@@ -88,7 +88,7 @@ impl Kernel {
     pub fn link_count(&self, h: &Handle) -> u64 {
         match h.zone().state.orphan_holder(h.ino) {
             Ok(Some(_)) => 0,
-            _ => 1,
+            _ => h.zone().state.name_count(h.ino).unwrap_or(1),
         }
     }
 

@@ -181,6 +181,9 @@ impl OpenOptions {
     };
 }
 
+/// A directory and a name in it.
+type Entry<'a> = (Handle, &'a str);
+
 /// Where a write lands.
 #[derive(Clone, Copy)]
 enum Lands {
@@ -912,14 +915,7 @@ impl Kernel {
     async fn rename_gated(&self, task: &Task, from_at: At<'_>, to_at: At<'_>) -> Result<()> {
         let (from_shown, to_shown) = (from_at.shown(), to_at.shown());
         let (from, to): (&str, &str) = (&from_shown, &to_shown);
-        let (src, src_name) = self.parent_of(task, from_at)?;
-        let (dst, dst_name) = self.parent_of(task, to_at)?;
-        if src.zone.id != dst.zone.id {
-            return Err(KernelError::CrossZone(format!(
-                "{from} is in zone {}, {to} in zone {}",
-                src.zone.id, dst.zone.id
-            )));
-        }
+        let ((src, src_name), (dst, dst_name)) = self.two_ends(task, from_at, to_at)?;
         self.gate(task, &src, Permission::Write, "rename", from)?;
         self.gate(task, &dst, Permission::Write, "rename", to)?;
         if let Some(moved) = self.child(&src, src_name, from)? {
@@ -963,6 +959,72 @@ impl Kernel {
             })?;
         self.after_unlink(kept, replaced);
         Ok(())
+    }
+
+    /// The parent directories and final names of `from` and `to`, which
+    /// must be in one zone (the two ends of a rename or a link).
+    fn two_ends<'a, 'b>(
+        &self,
+        task: &Task,
+        from: At<'a>,
+        to: At<'b>,
+    ) -> Result<(Entry<'a>, Entry<'b>)> {
+        let (src, src_name) = self.parent_of(task, from)?;
+        let (dst, dst_name) = self.parent_of(task, to)?;
+        if src.zone.id != dst.zone.id {
+            return Err(KernelError::CrossZone(format!(
+                "{} is in zone {}, {} in zone {}",
+                from.shown(),
+                src.zone.id,
+                to.shown(),
+                dst.zone.id
+            )));
+        }
+        Ok(((src, src_name), (dst, dst_name)))
+    }
+
+    /// Gives the file or symbolic link at `from` another name, `to` (a
+    /// hard link): one inode, its content and its grants (which it
+    /// inherits from the directory of one of its names), under both; the
+    /// content goes with the last name. Needs `write` on the directory
+    /// gaining the name and on the entry linked; both in one zone.
+    pub async fn link<'a, 'b>(
+        &self,
+        task: &Task,
+        from: impl Into<At<'a>>,
+        to: impl Into<At<'b>>,
+    ) -> Result<()> {
+        let (from, to) = (from.into(), to.into());
+        let r = self.link_gated(task, from, to).await;
+        let shown = format!("{} -> {}", from.shown(), to.shown());
+        self.audited(task, task.zone(), "link", &shown, r)
+    }
+
+    async fn link_gated(&self, task: &Task, from_at: At<'_>, to_at: At<'_>) -> Result<()> {
+        let (from_shown, to_shown) = (from_at.shown(), to_at.shown());
+        let (from, to): (&str, &str) = (&from_shown, &to_shown);
+        let ((src, src_name), (dst, dst_name)) = self.two_ends(task, from_at, to_at)?;
+        let linked = self
+            .child(&src, src_name, from)?
+            .ok_or_else(|| KernelError::NotFound(from.to_owned()))?;
+        path::check_dir_suffix(from_at.path, linked.kind)?;
+        if path::names_dir(to_at.path) {
+            return Err(KernelError::NotDirectory(to.to_owned()));
+        }
+        self.gate(task, &dst, Permission::Write, "link", to)?;
+        self.gate(task, &linked, Permission::Write, "link", from)?;
+        let cmd = ZoneCommand::Link {
+            src_parent: src.ino,
+            src_name: src_name.to_owned(),
+            dst_parent: dst.ino,
+            dst_name: dst_name.to_owned(),
+            now: now(),
+        };
+        src.zone
+            .propose(&task.actor(), cmd)
+            .await
+            .map(drop)
+            .map_err(|e| with_path(e, to))
     }
 
     /// Whether `h` is a regular file open on this node (which an unlink
@@ -1039,9 +1101,13 @@ impl Kernel {
             .propose(&task.actor(), cmd)
             .await
             .map_err(|e| with_path(e, p))?;
+        // Its buffered writes go with the inode (not with a name of a file
+        // that has another).
         if let (None, Some(t)) = (&open, &target) {
-            self.writeback.discard(&t.zone.id, t.ino);
-            self.start_background();
+            if t.zone.state.inode(t.ino)?.is_none() {
+                self.writeback.discard(&t.zone.id, t.ino);
+                self.start_background();
+            }
         }
         self.after_unlink(open, target);
         Ok(())

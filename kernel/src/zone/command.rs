@@ -119,6 +119,15 @@ pub enum ZoneCommand {
         destination: ObjectRef,
         headers: Vec<SecretHeader>,
     },
+    /// Gives the file or link `src_name` of `src_parent` another name
+    /// (a hard link): the same inode, its grants and content.
+    Link {
+        src_parent: Ino,
+        src_name: String,
+        dst_parent: Ino,
+        dst_name: String,
+        now: Timestamp,
+    },
 }
 
 /// What applying a command produced, returned to the proposer.

@@ -46,6 +46,9 @@ pub(crate) mod keys {
     pub const ALL_UNREFERENCED: &[u8] = b"s\x09";
     /// `s\x0a` + destination object: its secret headers.
     pub const ALL_SECRETS: &[u8] = b"s\x0a";
+    /// `s\x0b` + inode + directory + name: every name of an inode that has
+    /// more than one (hard links); absent for an inode of one name.
+    pub const ALL_NAMES: &[u8] = b"s\x0b";
     /// Present once the reference counts are kept (a zone from before
     /// them is counted at its first command that changes a chunk).
     pub const REFS_KEPT: &[u8] = b"s\x00refs";
@@ -72,6 +75,17 @@ pub(crate) mod keys {
 
     pub fn orphan(ino: Ino) -> Vec<u8> {
         tagged(ALL_ORPHANS, ino, 0)
+    }
+
+    pub fn names_prefix(ino: Ino) -> Vec<u8> {
+        tagged(ALL_NAMES, ino, 0)
+    }
+
+    pub fn name(ino: Ino, dir: Ino, name: &str) -> Vec<u8> {
+        let mut k = tagged(ALL_NAMES, ino, 8 + name.len());
+        k.extend_from_slice(&dir.to_be_bytes());
+        k.extend_from_slice(name.as_bytes());
+        k
     }
 
     pub fn refs(hash: &[u8; 32]) -> Vec<u8> {
@@ -344,6 +358,20 @@ impl ZoneState {
 
     /// The node holding inode `ino` open, if it is an orphan (unlinked
     /// while open).
+    /// Every name of `ino` if it has more than one (none otherwise).
+    pub fn names(&self, ino: Ino) -> Result<Vec<(Ino, String)>> {
+        let prefix = keys::names_prefix(ino);
+        self.tree
+            .scan_prefix(&prefix)
+            .map(|kv| name_of_key(&kv?.0, prefix.len()))
+            .collect()
+    }
+
+    /// How many names `ino` has (its link count, an orphan aside).
+    pub fn name_count(&self, ino: Ino) -> Result<u64> {
+        Ok(self.names(ino)?.len().max(1) as u64)
+    }
+
     pub fn orphan_holder(&self, ino: Ino) -> Result<Option<ReplicaId>> {
         self.tree
             .get(keys::orphan(ino))?
@@ -509,6 +537,19 @@ fn check_replaceable(target: &Inode, dir: bool, name: &str) -> Result<()> {
     }
 }
 
+/// The (directory, name) a key of `keys::ALL_NAMES` holds after its
+/// `prefix` bytes (tag and inode).
+fn name_of_key(key: &[u8], prefix: usize) -> Result<(Ino, String)> {
+    let bad = || KernelError::Corrupt("a name key".into());
+    let dir = key.get(prefix..prefix + 8).ok_or_else(bad)?;
+    let dir = u64::from_be_bytes(dir.try_into().map_err(|_| bad())?);
+    let name = std::str::from_utf8(&key[prefix + 8..]).map_err(|_| bad())?;
+    Ok((dir, name.to_owned()))
+}
+
+/// Names one inode may have at most.
+pub const MAX_NAMES: usize = 1024;
+
 /// A zone's state as key/value pairs.
 pub type StateDump = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -643,6 +684,9 @@ impl Tx<'_> {
         self.usage()?.change(before.as_ref(), None);
         self.remove(keys::inode(inode.ino));
         self.remove(keys::pipe(inode.ino));
+        for (dir, name) in self.names(inode.ino)? {
+            self.remove(keys::name(inode.ino, dir, &name));
+        }
         self.drop_chunks_from(inode.ino, 0)?;
         let prefix = keys::tuple_prefix(&ObjectRef::inode(inode.kind(), inode.ino));
         let mut end = prefix.clone();
@@ -652,6 +696,88 @@ impl Tx<'_> {
         }
         self.touch_auth();
         Ok(())
+    }
+
+    /// Every name of `ino` if it has more than one, as this command sees
+    /// them.
+    fn names(&self, ino: Ino) -> Result<Vec<(Ino, String)>> {
+        let lo = keys::names_prefix(ino);
+        // Names are UTF-8 (no 0xff byte): nothing of this inode sorts
+        // after the prefix, 0xff for the directory and one more.
+        let hi = [lo.as_slice(), &[0xff; 9]].concat();
+        self.keys_in(lo.clone(), hi)?
+            .iter()
+            .map(|k| name_of_key(k, lo.len()))
+            .collect()
+    }
+
+    /// `dir`/`name`, one name of `inode`, goes: whether the inode keeps
+    /// another (it then lives on, its parent the directory of one of its
+    /// names: what it inherits grants from).
+    fn unname(&mut self, inode: &mut Inode, dir: Ino, name: &str) -> Result<bool> {
+        let names = self.names(inode.ino)?;
+        if names.is_empty() {
+            return Ok(false);
+        }
+        let rest: Vec<(Ino, String)> = names
+            .into_iter()
+            .filter(|(d, n)| !(*d == dir && n == name))
+            .collect();
+        self.remove(keys::name(inode.ino, dir, name));
+        if rest.len() == 1 {
+            self.remove(keys::name(inode.ino, rest[0].0, &rest[0].1));
+        }
+        if !rest.iter().any(|(d, _)| *d == inode.parent) {
+            if let Some((d, _)) = rest.first() {
+                inode.parent = *d;
+                self.touch_auth();
+            }
+        }
+        Ok(!rest.is_empty())
+    }
+
+    /// Gives the inode `src_name` names another name, `dst_name` in
+    /// `dst_parent`.
+    fn link(
+        &mut self,
+        src_parent: Ino,
+        src_name: &str,
+        dst_parent: Ino,
+        dst_name: &str,
+        now: i64,
+    ) -> Result<Applied> {
+        crate::files::path::check_new_name(dst_name)?;
+        let (_, mut inode) = self.named(src_parent, src_name)?;
+        if !matches!(inode.kind(), FileKind::Regular | FileKind::Symlink) {
+            return Err(KernelError::NotPermitted(format!(
+                "{src_name:?} is a {}: only files and symbolic links take another name",
+                inode.kind().as_str()
+            )));
+        }
+        let mut dst_dir = self.get_dir(dst_parent)?;
+        if self.dentry(dst_parent, dst_name)?.is_some() {
+            return Err(KernelError::Exist(dst_name.to_owned()));
+        }
+        let names = self.names(inode.ino)?;
+        if names.len() >= MAX_NAMES {
+            return Err(KernelError::Quota(format!(
+                "{src_name:?} has {MAX_NAMES} names already"
+            )));
+        }
+        if names.is_empty() {
+            self.insert(keys::name(inode.ino, src_parent, src_name), Vec::new());
+        }
+        self.insert(keys::name(inode.ino, dst_parent, dst_name), Vec::new());
+        let entry = Dentry {
+            ino: inode.ino,
+            kind: inode.kind(),
+        };
+        self.insert(keys::dentry(dst_parent, dst_name), enc(&entry));
+        Self::adjust_entries(&mut dst_dir, 1, now);
+        self.put_inode(&dst_dir)?;
+        inode.ctime = now;
+        self.put_inode(&inode)?;
+        Ok(Applied::Inode(inode))
     }
 
     /// Marks this entry as one that may change permissions.
@@ -869,9 +995,14 @@ impl Tx<'_> {
                 dir,
                 now,
             } => {
-                let (parent_inode, target) = self.named(*parent, name)?;
+                let (parent_inode, mut target) = self.named(*parent, name)?;
                 check_replaceable(&target, *dir, name)?;
-                self.drop_inode(&target)?;
+                if self.unname(&mut target, *parent, name)? {
+                    target.ctime = *now;
+                    self.put_inode(&target)?;
+                } else {
+                    self.drop_inode(&target)?;
+                }
                 self.drop_name(parent_inode, name, *now)?;
                 Ok(Applied::Done)
             }
@@ -925,7 +1056,10 @@ impl Tx<'_> {
                         "{name:?} is not a regular file: only files outlive their name"
                     )));
                 }
-                self.insert(keys::orphan(target.ino), enc(holder));
+                // With another name left, the file lives on by it.
+                if !self.unname(&mut target, *parent, name)? {
+                    self.insert(keys::orphan(target.ino), enc(holder));
+                }
                 target.ctime = *now;
                 self.put_inode(&target)?;
                 self.drop_name(parent_inode, name, *now)?;
@@ -952,6 +1086,13 @@ impl Tx<'_> {
                 }
                 Ok(Applied::Done)
             }
+            ZoneCommand::Link {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                now,
+            } => self.link(*src_parent, src_name, *dst_parent, dst_name, *now),
             ZoneCommand::Reap { ino } => {
                 if self.get(&keys::orphan(*ino))?.is_some() {
                     let inode = self.get_inode(*ino)?;
@@ -1084,18 +1225,27 @@ impl Tx<'_> {
             if old.ino == entry.ino {
                 return Ok(Applied::Done);
             }
-            let old_inode = self.get_inode(old.ino)?;
+            let mut old_inode = self.get_inode(old.ino)?;
             check_replaceable(&old_inode, entry.kind == FileKind::Dir, dst_name)?;
-            match keep_for {
-                Some(holder) if old_inode.kind() == FileKind::Regular => {
-                    self.insert(keys::orphan(old_inode.ino), enc(&holder));
+            if self.unname(&mut old_inode, dst_parent, dst_name)? {
+                old_inode.ctime = now;
+                self.put_inode(&old_inode)?;
+            } else {
+                match keep_for {
+                    Some(holder) if old_inode.kind() == FileKind::Regular => {
+                        self.insert(keys::orphan(old_inode.ino), enc(&holder));
+                    }
+                    _ => self.drop_inode(&old_inode)?,
                 }
-                _ => self.drop_inode(&old_inode)?,
             }
         }
         // Moving changes what the inode inherits from.
         self.touch_auth();
         let mut moved = self.get_inode(entry.ino)?;
+        if !self.names(moved.ino)?.is_empty() {
+            self.remove(keys::name(moved.ino, src_parent, src_name));
+            self.insert(keys::name(moved.ino, dst_parent, dst_name), Vec::new());
+        }
         moved.parent = dst_parent;
         moved.ctime = now;
         self.put_inode(&moved)?;

@@ -216,19 +216,19 @@ impl AgentState {
         self.kernel.stat_handle(&self.task, h).map_err(fs_err)
     }
 
-    /// The kernel's stat of `path` relative to the descriptor.
-    /// What `path` under `fd` names: the link itself unless `flags` say
-    /// to follow it.
+    /// The kernel's stat of `path` relative to the descriptor, and its
+    /// link count: the link itself unless `flags` say to follow it.
     fn stat_under(
         &self,
         fd: &Resource<Descriptor>,
         flags: PathFlags,
         path: &str,
-    ) -> FsResult<Stat> {
+    ) -> FsResult<(Stat, u64)> {
         let p = self.desc(fd)?.join(path)?;
         let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
         let h = self.kernel.resolve(&self.task, p, follow).map_err(fs_err)?;
-        self.kernel.stat_handle(&self.task, &h).map_err(fs_err)
+        let stat = self.kernel.stat_handle(&self.task, &h).map_err(fs_err)?;
+        Ok((stat, self.kernel.link_count(&h)))
     }
 
     fn file(&self, fd: &Resource<Descriptor>) -> FsResult<&Descriptor> {
@@ -442,8 +442,8 @@ impl HostDescriptor for AgentState {
         flags: PathFlags,
         path: String,
     ) -> FsResult<DescriptorStat> {
-        // A name resolves only to a linked inode.
-        Ok(to_stat(&self.stat_under(&fd, flags, &path)?, 1))
+        let (stat, links) = self.stat_under(&fd, flags, &path)?;
+        Ok(to_stat(&stat, links))
     }
 
     async fn set_times_at(
@@ -460,17 +460,19 @@ impl HostDescriptor for AgentState {
         set_times_of(&self.kernel, &self.task, &h, atime, mtime).await
     }
 
-    /// Nexus has no hard links.
+    /// A hard link: the entry named, never what a final link points to
+    /// (as stock: `linkat` without `AT_SYMLINK_FOLLOW`).
     async fn link_at(
         &mut self,
         fd: Resource<Descriptor>,
         _: PathFlags,
-        _: String,
-        _: Resource<Descriptor>,
-        _: String,
+        old: String,
+        new_fd: Resource<Descriptor>,
+        new: String,
     ) -> FsResult<()> {
-        self.desc(&fd)?;
-        Err(ErrorCode::Unsupported.into())
+        let from = self.desc(&fd)?.join(&old)?;
+        let to = self.desc(&new_fd)?.join(&new)?;
+        self.kernel.link(&self.task, from, to).await.map_err(fs_err)
     }
 
     async fn open_at(
@@ -671,7 +673,7 @@ impl HostDescriptor for AgentState {
         flags: PathFlags,
         path: String,
     ) -> FsResult<types::MetadataHashValue> {
-        Ok(hash_of(&self.stat_under(&fd, flags, &path)?))
+        Ok(hash_of(&self.stat_under(&fd, flags, &path)?.0))
     }
 }
 

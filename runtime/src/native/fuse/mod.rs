@@ -672,6 +672,23 @@ impl Inner {
         self.entry(parent, name, &self.stat_path(&p)?)
     }
 
+    /// `ln FILE NAME`: the kernel's hard link (the same inode, its grants
+    /// and content, under both names).
+    async fn link(
+        &self,
+        node: INodeNo,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+    ) -> Reply<(FileAttr, u64)> {
+        let from = self.path(node)?;
+        let to = self.child_path(new_parent, new_name)?;
+        self.kernel
+            .link(&self.task, &from, &to)
+            .await
+            .map_err(kerr)?;
+        self.entry(new_parent, new_name, &self.stat_path(&to)?)
+    }
+
     fn readlink(&self, node: INodeNo) -> Reply<Vec<u8>> {
         let p = self.path(node)?;
         let target = self.kernel.readlink(&self.task, &p).map_err(kerr)?;
@@ -837,6 +854,20 @@ impl fuser::Filesystem for ZoneFs {
         let (name, target) = (link_name.to_owned(), target.to_owned());
         self.serve(move |inner| async move {
             answer_entry(reply, inner.symlink(parent, &name, &target).await)
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = newname.to_owned();
+        self.serve(move |inner| async move {
+            answer_entry(reply, inner.link(ino, newparent, &newname).await)
         });
     }
 
