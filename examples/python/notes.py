@@ -1,7 +1,9 @@
 """A Python agent doing what agents do with files, in its zone.
 
-It walks the zone, keeps a JSON index of what it found, appends to a log,
-and keeps its notes in SQLite (Python's own sqlite3). Build and run:
+It walks the zone, drafts a JSON index of what it found in a scratch file
+(tempfile: unlinked at once, read back while open), keeps the index,
+appends to a log, and keeps its notes in SQLite (Python's own sqlite3,
+compacted with VACUUM). Build and run:
 
     nexus build notes.py -o notes.wasm
     nexus run notes.wasm --zone z1 -- "remember the milk"
@@ -11,6 +13,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 import time
 
 import nexus_guest as nexus
@@ -30,8 +33,13 @@ def run() -> int:
             path = os.path.join(root, name)
             found[path] = os.stat(path).st_size
 
-    with open("/notes/index.json", "w") as f:
-        json.dump({"by": me.principal, "files": found}, f, indent=1)
+    # Drafted in a scratch file that has no name (as on POSIX), then kept.
+    with tempfile.TemporaryFile(dir="/notes") as scratch:
+        scratch.write(json.dumps({"by": me.principal, "files": found}, indent=1).encode())
+        scratch.seek(0)
+        draft = scratch.read()
+    with open("/notes/index.json", "wb") as f:
+        f.write(draft)
 
     with open("/notes/agent.log", "a") as log:
         log.write(f"{time.time():.0f} {me.principal} noted {note!r}\n")
@@ -41,6 +49,7 @@ def run() -> int:
     with db:
         db.execute("insert into notes values (?, ?)", (time.time(), note))
     (count,) = db.execute("select count(*) from notes").fetchone()
+    db.execute("vacuum")
     db.close()
 
     with open("/notes/index.json") as f:

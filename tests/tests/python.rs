@@ -36,7 +36,8 @@ fn python_agents_use_files_sqlite_pipes_and_timers_and_fail_as_python_does() {
     assert!(compiled.contains("compiled in"), "{compiled}");
     assert!(ok(home, &["compile", &s(&notes)]).contains("compiled already"));
 
-    // Files: a walk, JSON, a log, sqlite3; the state carries across runs.
+    // Files: a walk, a scratch file without a name (`tempfile`), JSON, a
+    // log, sqlite3 with VACUUM; the state carries across runs.
     let first = ok(
         home,
         &["run", &s(&notes), "--zone", "z1", "--", "buy", "milk"],
