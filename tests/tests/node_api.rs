@@ -271,6 +271,16 @@ async fn answers_are_the_same_embedded_and_through_a_node() {
         json(&l.tuples("z1").await.unwrap()),
         json(&r.tuples("z1").await.unwrap())
     );
+    // A hard link made through the node, counted the same both ways.
+    r.link("z1", "/a/b/f", "/a/hard").await.unwrap();
+    assert_eq!(
+        json(&l.stat("z1", "/a/hard", false).await.unwrap()),
+        json(&r.stat("z1", "/a/hard", false).await.unwrap())
+    );
+    assert_eq!(
+        l.link("z1", "/a", "/a2").await.unwrap_err().to_string(),
+        r.link("z1", "/a", "/a2").await.unwrap_err().to_string()
+    );
     r.symlink("z1", "b/f", "/a/link").await.unwrap();
     assert_eq!(l.readlink("z1", "/a/link").await.unwrap(), "b/f");
     assert_eq!(r.readlink("z1", "/a/link").await.unwrap(), "b/f");

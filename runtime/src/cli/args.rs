@@ -664,12 +664,13 @@ pub enum FsCmd {
         from: String,
         to: String,
     },
-    /// Make a symbolic link LINK to TARGET (`-s`: Nexus has no hard links
-    /// yet). An absolute TARGET is taken from the zone root.
+    /// Give the file TARGET another name, LINK (a hard link: one file, its
+    /// content and grants), or with `-s` make a symbolic link LINK to
+    /// TARGET (an absolute TARGET is taken from the zone root).
     Ln {
         #[command(flatten)]
         zone: ZoneArg,
-        #[arg(short = 's', long = "symbolic", required = true)]
+        #[arg(short = 's', long = "symbolic")]
         symbolic: bool,
         target: String,
         link: String,

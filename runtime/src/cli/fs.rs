@@ -94,8 +94,14 @@ pub async fn run(ops: &dyn Ops, cmd: FsCmd) -> OpResult {
         } => ops.remove(&zone.zone, &path, recursive).await,
         FsCmd::Mv { zone, from, to } => ops.rename(&zone.zone, &from, &to).await,
         FsCmd::Ln {
-            zone, target, link, ..
+            zone,
+            symbolic: true,
+            target,
+            link,
         } => ops.symlink(&zone.zone, &target, &link).await,
+        FsCmd::Ln {
+            zone, target, link, ..
+        } => ops.link(&zone.zone, &target, &link).await,
         FsCmd::Readlink { zone, path } => {
             println!("{}", output::shown(&ops.readlink(&zone.zone, &path).await?));
             Ok(())

@@ -375,6 +375,13 @@ impl Node for NodeApi {
         ok(pb::Empty {})
     }
 
+    async fn link(&self, req: Request<pb::RenameRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let done = self.ops(&req)?.link(&r.zone, &r.from, &r.to).await;
+        done.map_err(refused)?;
+        ok(pb::Empty {})
+    }
+
     async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> Reply<pb::Empty> {
         let r = req.get_ref();
         let done = self.ops(&req)?.symlink(&r.zone, &r.target, &r.path).await;

@@ -291,6 +291,10 @@ impl Ops for Local {
         Ok(self.kernel.rename(&self.task(zone)?, from, to).await?)
     }
 
+    async fn link(&self, zone: &str, from: &str, to: &str) -> OpResult {
+        Ok(self.kernel.link(&self.task(zone)?, from, to).await?)
+    }
+
     async fn symlink(&self, zone: &str, target: &str, path: &str) -> OpResult {
         self.kernel.symlink(&self.task(zone)?, target, path).await?;
         Ok(())

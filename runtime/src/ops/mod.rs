@@ -255,6 +255,9 @@ pub trait Ops: Send + Sync {
     async fn list(&self, zone: &str, path: &str, linearizable: bool) -> OpResult<Vec<Entry>>;
     async fn remove(&self, zone: &str, path: &str, recursive: bool) -> OpResult;
     async fn rename(&self, zone: &str, from: &str, to: &str) -> OpResult;
+    /// Another name, `to`, for the file or symbolic link `from` (a hard
+    /// link: one inode, its content and grants).
+    async fn link(&self, zone: &str, from: &str, to: &str) -> OpResult;
     /// A symbolic link at `path` to `target`, stored as given (an absolute
     /// target is taken from the zone root when followed).
     async fn symlink(&self, zone: &str, target: &str, path: &str) -> OpResult;

@@ -362,12 +362,14 @@ impl Ops for Remote {
     }
 
     async fn rename(&self, zone: &str, from: &str, to: &str) -> OpResult {
-        let req = self.request(pb::RenameRequest {
-            zone: zone.to_owned(),
-            from: from.to_owned(),
-            to: to.to_owned(),
-        });
+        let req = self.request(two_paths(zone, from, to));
         self.node().rename(req).await.map_err(op_error)?;
+        Ok(())
+    }
+
+    async fn link(&self, zone: &str, from: &str, to: &str) -> OpResult {
+        let req = self.request(two_paths(zone, from, to));
+        self.node().link(req).await.map_err(op_error)?;
         Ok(())
     }
 
@@ -634,5 +636,14 @@ impl Ops for Remote {
             KernelError::Unavailable("the node ended the run without its exit status".into())
                 .into(),
         )
+    }
+}
+
+/// A request naming two paths of a zone (a rename's, a link's).
+fn two_paths(zone: &str, from: &str, to: &str) -> pb::RenameRequest {
+    pb::RenameRequest {
+        zone: zone.to_owned(),
+        from: from.to_owned(),
+        to: to.to_owned(),
     }
 }
