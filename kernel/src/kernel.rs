@@ -296,13 +296,18 @@ fn writer_id(home: &Path) -> Result<String> {
 /// Opens the metadata store under `home`, waiting out [`LOCK_GRACE`] for
 /// its lock; `busy` if another process holds it.
 fn open_meta(home: &Path) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(home.join("meta"))
+        .mode(sled::Mode::HighThroughput);
+    open_sled(&config, home)
+}
+
+/// Opens sled as `config` says, waiting out [`LOCK_GRACE`] for its lock
+/// (`home` names the directory in errors).
+pub(crate) fn open_sled(config: &sled::Config, home: &Path) -> Result<sled::Db> {
     let deadline = std::time::Instant::now() + LOCK_GRACE;
     loop {
-        let opened = sled::Config::new()
-            .path(home.join("meta"))
-            .mode(sled::Mode::HighThroughput)
-            .open();
-        match opened {
+        match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(io)) if held_by_another_process(&io) => {
                 if std::time::Instant::now() >= deadline {

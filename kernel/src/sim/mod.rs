@@ -166,7 +166,9 @@ impl SimCluster {
     pub fn restart(&mut self, id: ReplicaId) -> Result<()> {
         let node = self.nodes.get_mut(&id).expect("known replica");
         node.replica = None;
-        let db = sled::open(&node.dir)?;
+        // A replica crashed just now may still hold its lock a moment
+        // (sled's threads let go after the handle).
+        let db = crate::kernel::open_sled(&sled::Config::new().path(&node.dir), &node.dir)?;
         let tree = db.open_tree("zone")?;
         let mut cfg = ReplicaConfig::new(id, node.role);
         // Distinct fixed timeouts: reproducible, and split votes stay rare.
