@@ -11,25 +11,31 @@ use std::process::Command;
 
 use nexus_tests::{ok, run, text};
 
-#[test]
-fn a_c_program_built_with_zig_runs_on_its_zone() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+/// Builds `source` for wasm32-wasi into `out` with zig's C toolchain
+/// (PyPI's ziglang, which scripts/setup installs beside componentize-py).
+fn zig_cc(source: &Path, out: &Path) {
     let python = std::env::var_os("HOME")
         .map(|h| Path::new(&h).join(".cache/nexus-py/bin/python"))
-        .unwrap();
-    let wasm = dir.path().join("hello-c.wasm");
+        .expect("HOME");
     let built = Command::new(&python)
         .args(["-m", "ziglang", "cc", "-target", "wasm32-wasi", "-O2", "-o"])
-        .arg(&wasm)
-        .arg(root.join("examples/c/hello.c"))
+        .arg(out)
+        .arg(source)
         .output()
-        .unwrap();
+        .expect("run python -m ziglang");
     assert!(
         built.status.success(),
         "zig cc (is ziglang installed? scripts/setup does it): {}",
         text(&built.stderr)
     );
+}
+
+#[test]
+fn a_c_program_built_with_zig_runs_on_its_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let wasm = dir.path().join("hello-c.wasm");
+    zig_cc(&root.join("examples/c/hello.c"), &wasm);
     let home = dir.path().join("home");
     ok(&home, &["zone", "create", "z1"]);
     let wasm = wasm.to_str().unwrap();
@@ -68,17 +74,8 @@ fn an_old_wasi_libc_heap_overlap_is_explained() {
         .output()
         .expect("clang-14 (scripts/setup installs it)");
     assert!(built.status.success(), "{}", text(&built.stderr));
-    let python = std::env::var_os("HOME")
-        .map(|h| Path::new(&h).join(".cache/nexus-py/bin/python"))
-        .unwrap();
     let current = dir.path().join("current-libc.wasm");
-    let built = Command::new(&python)
-        .args(["-m", "ziglang", "cc", "-target", "wasm32-wasi", "-O2", "-o"])
-        .arg(&current)
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{}", text(&built.stderr));
+    zig_cc(&source, &current);
     let home = dir.path().join("home");
     ok(&home, &["zone", "create", "z1"]);
     for agent in ["old-libc", "current-libc"] {
