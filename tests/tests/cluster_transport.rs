@@ -100,6 +100,46 @@ async fn three_nodes_share_a_zone_over_grpc() {
     .await;
 }
 
+/// An unlinked file lives while it is open on the node that unlinked it;
+/// opens are per node, so one unlinked through another node is gone here
+/// too (as a file removed by another NFS client: ARCHITECTURE.md, the
+/// deliberate differences).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_open_on_one_node_and_unlinked_through_another_is_gone() {
+    let (_dir, nodes) = cluster(2).await;
+    let (z1, owner) = shared_zone(&nodes).await;
+    let (k1, k2) = (&nodes[0].kernel, &nodes[1].kernel);
+    let t1 = k1
+        .spawn_task(owner.clone(), &z1, Capabilities::ALL)
+        .unwrap();
+    let t2 = k2.spawn_task(owner, &z1, Capabilities::ALL).unwrap();
+    for name in ["/here", "/there"] {
+        let h = k1.open_path(&t1, name, OpenOptions::CREATE).await.unwrap();
+        k1.write(&t1, &h, 0, b"content").await.unwrap();
+        k1.sync(&t1, &h).await.unwrap();
+    }
+    let t2 = &t2;
+    let open_on_2 = |name: &'static str| async move {
+        eventually("node 2 to apply the file", || k2.stat(t2, name).ok()).await;
+        let h = k2
+            .open_path(t2, name, OpenOptions::default())
+            .await
+            .unwrap();
+        let held = k2.hold_open(&h);
+        (h, held)
+    };
+    // Unlinked through the node holding it open: it lives until closed.
+    let (here, _held) = open_on_2("/here").await;
+    k2.unlink(t2, "/here").await.unwrap();
+    assert_eq!(&k2.read(t2, &here, 0, 64).await.unwrap()[..], b"content");
+    // Unlinked through the other node: gone on this one once applied.
+    let (there, _held) = open_on_2("/there").await;
+    k1.unlink(&t1, "/there").await.unwrap();
+    eventually("node 2 to apply the unlink", || k2.stat(t2, "/there").err()).await;
+    let e = k2.read(t2, &there, 0, 64).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoEntry, "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_for_unserved_zones_or_from_strangers_are_refused() {
     let (_dir, nodes) = cluster(2).await;

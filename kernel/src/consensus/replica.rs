@@ -186,6 +186,9 @@ pub struct Replica {
     /// raft-rs panicked stepping a message: its memory is not to be
     /// trusted, the replica must be reopened.
     poisoned: bool,
+    /// A command proposed since the last flush must be durable when its
+    /// proposer hears of it (see [`Replica::must_flush`]).
+    flush_due: bool,
 }
 
 impl Replica {
@@ -239,6 +242,7 @@ impl Replica {
             refused: 0,
             spooled: Vec::new(),
             poisoned: false,
+            flush_due: false,
         };
         replica.publish_members();
         Ok(replica)
@@ -501,7 +505,9 @@ impl Replica {
         self.must_lead()?;
         self.raw
             .propose(id.to_be_bytes().to_vec(), cmd.encode())
-            .map_err(|e| KernelError::Unavailable(format!("no leader to take the write ({e})")))
+            .map_err(|e| KernelError::Unavailable(format!("no leader to take the write ({e})")))?;
+        self.flush_due |= cmd.durable_when_acknowledged();
+        Ok(())
     }
 
     /// Proposes a membership change tagged with `id` (its result comes back
@@ -587,8 +593,9 @@ impl Replica {
             }
         }
         self.tree.apply_batch(batch)?;
-        if rd.must_sync() || snapshot.is_some() {
+        if snapshot.is_some() || (rd.must_sync() && self.must_flush(appended_conf_change)) {
             self.db.flush()?;
+            self.flush_due = false;
         }
         out.installed_snapshot = snapshot.is_some();
 
@@ -606,6 +613,19 @@ impl Replica {
         }
         self.maybe_compact()?;
         Ok(out)
+    }
+
+    /// Whether this Ready's log writes must reach the disk before its
+    /// entries commit. Raft needs it whenever another replica counts this
+    /// one's log towards a quorum. A sole voter's log and state are one
+    /// sled database, which recovers a prefix of its writes (it reads its
+    /// log in order and stops at the first torn batch): after a crash the
+    /// zone is as it was at some earlier point, never inconsistent, so its
+    /// file commands are acknowledged before the flush (POSIX: durable at
+    /// `sync`, which flushes). Membership changes and commands that must be
+    /// durable when acknowledged are flushed at once.
+    fn must_flush(&self, appended_conf_change: bool) -> bool {
+        self.flush_due || appended_conf_change || !self.is_sole_voter()
     }
 
     /// Tells raft-rs whether the snapshot for `to` arrived. After a failure
@@ -726,6 +746,52 @@ mod tests {
         hb.commit = 0;
         r.step(hb).unwrap();
         assert_eq!(r.leader_id(), 1);
+    }
+
+    #[test]
+    fn a_sole_voter_flushes_only_what_must_be_durable_when_acknowledged() {
+        let ready = |r: &mut Replica| {
+            while r.has_ready() {
+                r.on_ready().unwrap();
+            }
+        };
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("z").unwrap();
+        let mut r = Replica::open(
+            db,
+            tree,
+            ReplicaConfig::new(1, Role::Voter),
+            &[(1, Role::Voter)],
+        )
+        .unwrap();
+        r.campaign().unwrap();
+        ready(&mut r);
+        assert!(r.is_leader() && r.is_sole_voter());
+        let unlink = ZoneCommand::Remove {
+            parent: 1,
+            name: "x".into(),
+            dir: false,
+            now: 0,
+        };
+        r.propose(1, &unlink).unwrap();
+        assert!(!r.must_flush(false), "a file command waits for sync");
+        assert!(r.must_flush(true), "a membership change never waits");
+        ready(&mut r);
+        let revoke = ZoneCommand::RevokeToken { id: "t".into() };
+        r.propose(2, &revoke).unwrap();
+        assert!(
+            r.must_flush(false),
+            "a revocation is durable when acknowledged"
+        );
+        ready(&mut r);
+        assert!(!r.must_flush(false), "flushed with its Ready");
+
+        // Two voters: every Ready's log writes are flushed.
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("z").unwrap();
+        let members = [(1, Role::Voter), (2, Role::Voter)];
+        let r = Replica::open(db, tree, ReplicaConfig::new(1, Role::Voter), &members).unwrap();
+        assert!(r.must_flush(false));
     }
 
     #[test]

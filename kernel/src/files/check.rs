@@ -285,6 +285,9 @@ impl Kernel {
                         live.insert(c?.2.hash);
                     }
                 }
+                // What was read must be what a crash brings back (the
+                // collector's rule): under the lock, names only go.
+                self.make_durable_now()?;
                 Ok(live)
             })
             .await

@@ -120,6 +120,11 @@ impl Collector {
                 let mut dealt = Vec::with_capacity(batch.len());
                 {
                     let _exclusive = self.content.exclusive().await;
+                    // The commands that left these chunks unreferenced may
+                    // not be flushed yet (invariant 25): after a crash the
+                    // zone must not come back naming a deleted chunk. Under
+                    // the lock no command can name one again.
+                    crate::kernel::flush(&self.db).await?;
                     // Read under the lock: a zone created meanwhile counts.
                     let states = self.all_states()?;
                     for hash in &batch {

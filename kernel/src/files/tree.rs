@@ -37,15 +37,15 @@ impl Replacement<'_> {
         self.written
     }
 
-    /// Makes the new file durable and renames it over the destination; on
-    /// failure the new file is removed.
+    /// Makes the new file durable and renames it over the destination,
+    /// durably; on failure the new file is removed.
     pub async fn commit(self) -> Result<u64> {
         let durable = self.kernel.sync(&self.task, &self.handle).await;
         let renamed = match durable {
             Ok(()) => self.kernel.rename(&self.task, &self.tmp, &self.dest).await,
             Err(e) => Err(e),
         };
-        match renamed {
+        match renamed.and(self.kernel.make_durable().await) {
             Ok(()) => Ok(self.written),
             Err(e) => {
                 self.abort().await;

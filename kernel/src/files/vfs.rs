@@ -784,19 +784,23 @@ impl Kernel {
     /// node when the run reports its exit).
     pub async fn write_out_for(&self, tasks: &[Task]) -> Result<()> {
         let actors: Vec<_> = tasks.iter().map(Task::actor).collect();
-        self.writeback.flush_written_by(&actors).await
+        self.writeback.flush_written_by(&actors).await?;
+        self.make_durable().await
     }
 
     /// Makes the writes to the file behind `h` durable (`fsync`): writes
-    /// out its buffer, or reports the failure of an earlier write-out.
+    /// out its buffer, or reports the failure of an earlier write-out, and
+    /// flushes the metadata, so the file's name, its directory's entries
+    /// and every earlier command of the node are durable too (a directory
+    /// is synced so).
     pub async fn sync(&self, task: &Task, h: &Handle) -> Result<()> {
         self.gate(task, h, Permission::Read, "sync", &h.path)?;
-        if h.kind != FileKind::Regular {
-            return Ok(());
+        if h.kind == FileKind::Regular {
+            let _writer = self.lock_inode(&h.zone.id, h.ino).await;
+            self.writeback.take_failure(&h.zone.id, h.ino)?;
+            self.writeback.write_out(h).await?;
         }
-        let _writer = self.lock_inode(&h.zone.id, h.ino).await;
-        self.writeback.take_failure(&h.zone.id, h.ino)?;
-        self.writeback.write_out(h).await
+        self.make_durable().await
     }
 
     /// Sets the file's size, dropping or zero-extending its tail.

@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use crate::consensus::forward::Actor;
 use crate::error::{KernelError, Result};
 use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX};
@@ -47,6 +49,10 @@ pub const FILE_DIRTY_MAX: u64 = 8 << 20;
 /// capabilities, as `Actor` names it) wrote last: past this it writes its
 /// file out first, so no agent holds more than this of the node's buffer.
 pub const WRITER_DIRTY_MAX: u64 = 64 << 20;
+/// Files one round of the background write-out writes out at once: their
+/// commits share a Ready, and each holds at most its file's touched chunks
+/// (at most `FILE_DIRTY_MAX` of them) while it is rebuilt.
+const WRITE_OUTS_AT_ONCE: usize = 16;
 /// All files' buffers together; past this a writer writes its file out
 /// first, and the background write-out starts at once.
 pub const NODE_DIRTY_MAX: u64 = 256 << 20;
@@ -449,15 +455,23 @@ impl WriteBack {
             .filter(|f| which(f))
             .map(|f| f.handle.clone())
             .collect();
+        // Several at once: their commits share a Ready (group commit).
+        let results: Vec<(Handle, Result<()>)> = futures::stream::iter(handles)
+            .map(|h| async move {
+                let written = match wait {
+                    true => self.flush(&h).await,
+                    false => match self.locks.try_lock(h.zone_id(), h.ino) {
+                        Some(_writer) => self.write_out(&h).await,
+                        None => Ok(()),
+                    },
+                };
+                (h, written)
+            })
+            .buffer_unordered(WRITE_OUTS_AT_ONCE)
+            .collect()
+            .await;
         let mut first_err = None;
-        for h in handles {
-            let written = match wait {
-                true => self.flush(&h).await,
-                false => match self.locks.try_lock(h.zone_id(), h.ino) {
-                    Some(_writer) => self.write_out(&h).await,
-                    None => continue,
-                },
-            };
+        for (h, written) in results {
             if let Err(e) = written {
                 tracing::warn!(zone = %h.zone_id(), ino = h.ino, "write-out: {e}");
                 if !may_pass(&e) {

@@ -130,6 +130,35 @@ pub enum ZoneCommand {
     },
 }
 
+impl ZoneCommand {
+    /// Whether the proposer must hear of this command only once it is
+    /// durable (flushed), even in a zone of one voter. File commands follow
+    /// POSIX: visible at once, durable at `sync`, at a run's end and
+    /// within sled's flush interval (ARCHITECTURE.md, invariant 25).
+    /// Access control, quotas and secrets are durable when acknowledged: a
+    /// revocation lost to a crash would grant again what was taken away.
+    pub fn durable_when_acknowledged(&self) -> bool {
+        match self {
+            ZoneCommand::Init { .. }
+            | ZoneCommand::WriteTuples { .. }
+            | ZoneCommand::RevokeToken { .. }
+            | ZoneCommand::SetQuota { .. }
+            | ZoneCommand::SetSecret { .. } => true,
+            ZoneCommand::Create { .. }
+            | ZoneCommand::SetContent { .. }
+            | ZoneCommand::Rename { .. }
+            | ZoneCommand::Remove { .. }
+            | ZoneCommand::PipeCheckpoint { .. }
+            | ZoneCommand::SetTimes { .. }
+            | ZoneCommand::Orphan { .. }
+            | ZoneCommand::Reap { .. }
+            | ZoneCommand::Replace { .. }
+            | ZoneCommand::Collected { .. }
+            | ZoneCommand::Link { .. } => false,
+        }
+    }
+}
+
 /// What applying a command produced, returned to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {

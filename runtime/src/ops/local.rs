@@ -87,6 +87,14 @@ impl Local {
         Ok(ObjectRef::parse(spec)?)
     }
 
+    /// `done` once the operation behind it is durable: an operation
+    /// acknowledged to a user or client survives a crash (an agent's file
+    /// commands wait for its `sync`, as POSIX; ARCHITECTURE.md invariant 25).
+    async fn durable<T>(&self, done: T) -> OpResult<T> {
+        self.kernel.make_durable().await?;
+        Ok(done)
+    }
+
     fn clustered(what: &str) -> OpError {
         OpError::Usage(format!(
             "{what}: a zone's replicas live on the nodes of a cluster: use --node"
@@ -174,7 +182,7 @@ impl Ops for Local {
         } else {
             self.kernel.mkdir(&task, path).await?;
         }
-        Ok(())
+        self.durable(()).await
     }
 
     async fn put(&self, zone: &str, path: &str, mut data: ByteStream) -> OpResult<u64> {
@@ -281,23 +289,24 @@ impl Ops for Local {
     }
 
     async fn remove(&self, zone: &str, path: &str, recursive: bool) -> OpResult {
-        Ok(self
-            .kernel
-            .remove_path(&self.task(zone)?, path, recursive)
-            .await?)
+        let task = self.task(zone)?;
+        let removed = self.kernel.remove_path(&task, path, recursive).await?;
+        self.durable(removed).await
     }
 
     async fn rename(&self, zone: &str, from: &str, to: &str) -> OpResult {
-        Ok(self.kernel.rename(&self.task(zone)?, from, to).await?)
+        let renamed = self.kernel.rename(&self.task(zone)?, from, to).await?;
+        self.durable(renamed).await
     }
 
     async fn link(&self, zone: &str, from: &str, to: &str) -> OpResult {
-        Ok(self.kernel.link(&self.task(zone)?, from, to).await?)
+        let linked = self.kernel.link(&self.task(zone)?, from, to).await?;
+        self.durable(linked).await
     }
 
     async fn symlink(&self, zone: &str, target: &str, path: &str) -> OpResult {
         self.kernel.symlink(&self.task(zone)?, target, path).await?;
-        Ok(())
+        self.durable(()).await
     }
 
     async fn readlink(&self, zone: &str, path: &str) -> OpResult<String> {
@@ -307,14 +316,14 @@ impl Ops for Local {
     async fn mount(&self, zone: &str, path: &str, target: &str) -> OpResult<u64> {
         let target = ZoneId::new(target)?;
         let h = self.kernel.mount(&self.task(zone)?, path, &target).await?;
-        Ok(h.ino)
+        self.durable(h.ino).await
     }
 
     async fn pipe_create(&self, zone: &str, path: &str, capacity: u64) -> OpResult {
         self.kernel
             .mkpipe(&self.task(zone)?, path, capacity)
             .await?;
-        Ok(())
+        self.durable(()).await
     }
 
     async fn pipe_stat(&self, zone: &str, path: &str) -> OpResult<PipeStat> {
@@ -336,7 +345,8 @@ impl Ops for Local {
     }
 
     async fn pipe_remove(&self, zone: &str, path: &str) -> OpResult {
-        Ok(self.kernel.remove_pipe(&self.task(zone)?, path).await?)
+        let removed = self.kernel.remove_pipe(&self.task(zone)?, path).await?;
+        self.durable(removed).await
     }
 
     async fn write_tuple(&self, zone: &str, t: TupleSpec, insert: bool) -> OpResult<Written> {

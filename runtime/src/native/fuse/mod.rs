@@ -20,8 +20,9 @@
 //! a pipe (DT_PIPE) shows as an empty regular file whose reads and writes
 //! block like a FIFO's (a FUSE inode typed FIFO would be served by Linux's
 //! own pipe code, bypassing the kernel), so `mkfifo` is refused; modes,
-//! owners and `chmod`/`chown` are accepted and ignored; there are no
-//! symbolic or hard links yet (`EPERM`) and no extended attributes.
+//! owners and `chmod`/`chown` are accepted and ignored; a hard link's
+//! names show as separate nodes with one link each; there are no extended
+//! attributes.
 
 mod errno;
 mod nodes;
@@ -555,14 +556,16 @@ impl Inner {
 
     async fn fsync(&self, fh: FileHandle) -> Reply<()> {
         match &*self.opened(fh)? {
-            Opened::File { handle, .. } => self.kernel.sync(&self.task, handle).await,
+            Opened::File { handle, .. } | Opened::Dir { handle, .. } => {
+                self.kernel.sync(&self.task, handle).await
+            }
             Opened::Pipe {
                 writer: Some(end), ..
             }
             | Opened::Pipe {
                 reader: Some(end), ..
             } => self.kernel.pipe_sync(&self.task, end).await,
-            Opened::Pipe { .. } | Opened::Dir { .. } => Ok(()),
+            Opened::Pipe { .. } => Ok(()),
         }
         .map_err(kerr)
     }
@@ -1107,12 +1110,13 @@ impl fuser::Filesystem for ZoneFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Metadata changes are durable once they return (Raft commit).
-        reply.ok();
+        // Creates, renames and removals are durable at a directory's fsync
+        // (or a file's), as on a local file system.
+        self.serve(move |inner| async move { answer_empty(reply, inner.fsync(fh).await) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
