@@ -235,6 +235,8 @@ async fn every_probe_answers_as_on_stock() {
         matches_stock(build, "unlinked", &[]).await;
         matches_stock(build, "links", &[]).await;
         matches_stock(build, "dirfd", &[]).await;
-        matches_stock(build, "hardlinks", &[]).await;
+        // A directory's link count is 1 (as btrfs reports it: "unknown" to
+        // `find`), where ext4 counts 2 and a link per subdirectory.
+        matches_stock(build, "hardlinks", &["a directory's count"]).await;
     }
 }

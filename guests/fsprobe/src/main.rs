@@ -353,6 +353,8 @@ fn hardlinks(root: &Descriptor) {
         count("h3.txt"),
         count("hd/h2.txt")
     );
+    fs::create_dir("/hd/sub").expect("a writable directory");
+    println!("a directory's count: {}", count("hd"));
 }
 
 fn main() {

@@ -392,6 +392,8 @@ fn hardlinks() {
         count("h3.txt"),
         count("hd/h2.txt")
     );
+    fs::create_dir("/hd/sub").expect("a writable directory");
+    println!("a directory's count: {}", count("hd"));
 }
 
 fn main() {
