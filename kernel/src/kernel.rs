@@ -293,12 +293,18 @@ fn writer_id(home: &Path) -> Result<String> {
     }
 }
 
+/// How often sled flushes the metadata by itself: the bound on how long
+/// an acknowledged, unsynced file command of a zone of one voter may stay
+/// off the disk (ARCHITECTURE.md invariant 25).
+const METADATA_FLUSH_MS: u64 = 500;
+
 /// Opens the metadata store under `home`, waiting out [`LOCK_GRACE`] for
 /// its lock; `busy` if another process holds it.
 fn open_meta(home: &Path) -> Result<sled::Db> {
     let config = sled::Config::new()
         .path(home.join("meta"))
-        .mode(sled::Mode::HighThroughput);
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(Some(METADATA_FLUSH_MS));
     open_sled(&config, home)
 }
 

@@ -45,7 +45,11 @@ impl Replacement<'_> {
             Ok(()) => self.kernel.rename(&self.task, &self.tmp, &self.dest).await,
             Err(e) => Err(e),
         };
-        match renamed.and(self.kernel.make_durable().await) {
+        let renamed = match renamed {
+            Ok(()) => self.kernel.make_durable().await,
+            Err(e) => Err(e),
+        };
+        match renamed {
             Ok(()) => Ok(self.written),
             Err(e) => {
                 self.abort().await;

@@ -49,9 +49,9 @@ pub const FILE_DIRTY_MAX: u64 = 8 << 20;
 /// capabilities, as `Actor` names it) wrote last: past this it writes its
 /// file out first, so no agent holds more than this of the node's buffer.
 pub const WRITER_DIRTY_MAX: u64 = 64 << 20;
-/// Files one round of the background write-out writes out at once: their
-/// commits share a Ready, and each holds at most its file's touched chunks
-/// (at most `FILE_DIRTY_MAX` of them) while it is rebuilt.
+/// Files one round of the background write-out writes out at once, so
+/// their commits share a Ready (each rebuilds only its own file's touched
+/// chunks meanwhile).
 const WRITE_OUTS_AT_ONCE: usize = 16;
 /// All files' buffers together; past this a writer writes its file out
 /// first, and the background write-out starts at once.
