@@ -118,7 +118,7 @@ async fn files_directories_and_their_errors() {
 }
 
 #[tokio::test]
-async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
+async fn a_small_write_into_a_large_file_stores_only_its_bytes() {
     let (dir, k, _z1, t1) = zone_z1().await;
     let f = k.open_path(&t1, "/big", CREATE).await.unwrap();
     let size = 8 * CHUNK_SIZE;
@@ -133,10 +133,11 @@ async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
         .unwrap();
     k.sync(&t1, &f).await.unwrap();
     assert_eq!(k.stat_handle(&t1, &f).unwrap().version, v + 1);
+    // Carried by the command as a patch: no chunk rewritten.
     assert_eq!(
         count_chunks(dir.path()),
-        chunks_before + 1,
-        "one new chunk, none rewritten"
+        chunks_before,
+        "no chunk rewritten"
     );
     let back = k.read(&t1, &f, 3 * CHUNK_SIZE, 8192).await.unwrap();
     assert_eq!(
@@ -145,6 +146,20 @@ async fn a_small_write_into_a_large_file_rewrites_one_chunk() {
     );
     assert!(back[100..4196].iter().all(|&b| b == 0xAA));
     assert_eq!(back[4196], data[(3 * CHUNK_SIZE + 4196) as usize]);
+    // A write that would pass the patches' bound folds them, with it,
+    // into the one chunk they touch.
+    let at = 3 * CHUNK_SIZE + 8192;
+    k.write(&t1, &f, at, &[0xBB; 100_000]).await.unwrap();
+    k.sync(&t1, &f).await.unwrap();
+    assert_eq!(
+        count_chunks(dir.path()),
+        chunks_before + 1,
+        "one chunk rewritten"
+    );
+    let back = k.read(&t1, &f, 3 * CHUNK_SIZE, 200_000).await.unwrap();
+    assert!(back[100..4196].iter().all(|&b| b == 0xAA));
+    assert!(back[8192..108_192].iter().all(|&b| b == 0xBB));
+    assert_eq!(back[108_192], data[(3 * CHUNK_SIZE + 108_192) as usize]);
 
     // The collector deletes exactly the replaced chunk (and `gc` finds
     // nothing left); the file still reads back whole.

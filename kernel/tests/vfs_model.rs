@@ -33,6 +33,9 @@ enum Op {
     Unlink(&'static str),
     Rmdir(&'static str),
     Read(&'static str, u64, u64),
+    /// `fsync`: writes the file's buffer out (as patches, or folded into
+    /// chunks), which must change nothing a reader sees.
+    Sync(&'static str),
 }
 
 const PATHS: &[&str] = &[
@@ -47,7 +50,7 @@ const OFFSETS: &[u64] = &[
     CHUNK_SIZE + 3,
     2 * CHUNK_SIZE + 1,
 ];
-const LENS: &[usize] = &[1, 7, 100, 5000];
+const LENS: &[usize] = &[1, 7, 100, 5000, 40_000];
 const SIZES: &[u64] = &[0, 5, 4096, 4097, 3000, CHUNK_SIZE + 1];
 
 fn op() -> impl Strategy<Value = Op> {
@@ -74,6 +77,7 @@ fn op() -> impl Strategy<Value = Op> {
             proptest::sample::select(LENS)
         )
             .prop_map(|(p, o, l)| Op::Read(p, o, l as u64)),
+        p().prop_map(Op::Sync),
     ]
 }
 
@@ -195,6 +199,7 @@ impl Model {
                     }
                 }
             }
+            Op::Sync(p) => self.walk(&split(p)).map(|_| None),
             Op::Rename(from, to) => self.rename(from, to),
         }
     }
@@ -267,6 +272,10 @@ async fn run_kernel(k: &Kernel, z: &Task, op: &Op) -> Outcome {
         },
         Op::Read(p, off, len) => match file(p).await {
             Ok(h) => k.read(z, &h, off, len).await.map(|b| Some(b.to_vec())),
+            Err(e) => Err(e),
+        },
+        Op::Sync(p) => match file(p).await {
+            Ok(h) => k.sync(z, &h).await.map(|_| None),
             Err(e) => Err(e),
         },
         Op::Rename(a, b) => k.rename(z, a, b).await.map(|_| None),

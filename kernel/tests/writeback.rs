@@ -38,6 +38,23 @@ async fn zone(interval: Duration) -> (tempfile::TempDir, Kernel, Task) {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// The names of the chunks stored under data directory `home`.
+fn chunk_names(home: &std::path::Path) -> std::collections::BTreeSet<String> {
+    walkdir(&home.join("content").join("chunks"))
+}
+
+fn walkdir(p: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.insert(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
 async fn applied(k: &Kernel, t: &Task) -> u64 {
     k.zone_status(t).await.unwrap().applied
 }
@@ -161,6 +178,77 @@ async fn writes_truncates_and_syncs_match_a_byte_vector() {
     assert!(k.check_zone(&t, true).await.unwrap().consistent());
 }
 
+/// What SQLite does at each autocommit: a journal of a few pages is
+/// created, written, synced and unlinked, and a few pages of a larger
+/// database are rewritten and synced. Each sync is one commit with the
+/// bytes in it (patches) and stores no chunk, until the file's patches
+/// would pass `PATCH_MAX`: then they are folded into its chunks.
+#[tokio::test]
+async fn small_syncs_are_kept_as_patches_and_folded_past_their_bound() {
+    let (dir, k, t) = zone(HOUR).await;
+    let db = k.open_path(&t, "/db", CREATE).await.unwrap();
+    let size = 2 * CHUNK_SIZE;
+    let mut model: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    k.write(&t, &db, 0, &model).await.unwrap();
+    k.sync(&t, &db).await.unwrap();
+    assert_eq!(count_chunks(dir.path()), 2);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut patched = std::collections::BTreeSet::new();
+    let mut folds = 0;
+    for round in 0..40u32 {
+        let stored = chunk_names(dir.path());
+        let journal = k.open_path(&t, "/db-journal", CREATE).await.unwrap();
+        k.write(&t, &journal, 0, &[round as u8; 9000])
+            .await
+            .unwrap();
+        let before = applied(&k, &t).await;
+        k.sync(&t, &journal).await.unwrap();
+        assert_eq!(
+            applied(&k, &t).await,
+            before + 1,
+            "round {round}: one commit"
+        );
+        let mut pages = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let at = rng.gen_range(0..size / 4096) * 4096;
+            let page = [round as u8 + 1; 4096];
+            k.write(&t, &db, at, &page).await.unwrap();
+            model[at as usize..at as usize + 4096].copy_from_slice(&page);
+            pages.insert(at);
+        }
+        k.sync(&t, &db).await.unwrap();
+        let new = chunk_names(dir.path()).difference(&stored).count();
+        if (patched.len() + pages.len()) * 4096 <= 64 << 10 {
+            assert_eq!(new, 0, "round {round}: no chunk stored");
+            patched.extend(pages);
+        } else {
+            // Folded: each chunk the patches touched is rewritten, once.
+            assert!((1..=2).contains(&new), "round {round}: {new} chunks");
+            folds += 1;
+            patched.clear();
+        }
+        k.unlink(&t, "/db-journal").await.unwrap();
+        let back = k.read(&t, &db, 0, size).await.unwrap();
+        assert!(
+            back[..] == model[..],
+            "round {round}: the database reads back"
+        );
+    }
+    assert!(folds > 0);
+    assert!(k.check_zone(&t, true).await.unwrap().consistent());
+    // What was synced, patches and all, survives a restart.
+    drop(db);
+    k.shutdown().await.unwrap();
+    drop(k);
+    let k = kernel(dir.path(), HOUR);
+    let t = k
+        .spawn_task(me(), &ZoneId::new("z1").unwrap(), Capabilities::ALL)
+        .unwrap();
+    let db = k.resolve(&t, "/db", true).unwrap();
+    let back = k.read(&t, &db, 0, size).await.unwrap();
+    assert!(back[..] == model[..]);
+}
+
 #[tokio::test]
 async fn what_was_synced_survives_a_crash_and_shutdown_writes_out_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,11 +346,12 @@ async fn the_collector_deletes_exactly_the_chunks_no_file_names() {
     let data: Vec<u8> = (0..4 * CHUNK_SIZE).map(|i| (i % 253) as u8).collect();
     k.write(&t, &f, 0, &data).await.unwrap();
     k.sync(&t, &f).await.unwrap();
+    // Each round more than patches may hold: both chunks rewritten.
     for round in 0..3u8 {
-        k.write(&t, &f, CHUNK_SIZE + 10, &[round; 100])
+        k.write(&t, &f, CHUNK_SIZE + 10, &[round; 40_000])
             .await
             .unwrap();
-        k.write(&t, &f, 3 * CHUNK_SIZE + 10, &[round; 100])
+        k.write(&t, &f, 3 * CHUNK_SIZE + 10, &[round; 40_000])
             .await
             .unwrap();
         k.sync(&t, &f).await.unwrap();
@@ -323,7 +412,7 @@ async fn a_store_shared_with_other_nodes_is_never_collected() {
     k.create_zone(&me(), &z1).await.unwrap();
     let t = k.spawn_task(me(), &z1, Capabilities::ALL).unwrap();
     let f = k.open_path(&t, "/f", CREATE).await.unwrap();
-    k.write(&t, &f, 0, &[1; 10_000]).await.unwrap();
+    k.write(&t, &f, 0, &[1; 100_000]).await.unwrap();
     k.sync(&t, &f).await.unwrap();
     k.unlink(&t, "/f").await.unwrap();
     assert_eq!(k.collect_garbage().await.unwrap().deleted, 0);

@@ -184,6 +184,14 @@ impl Kernel {
                         }
                         _ => {}
                     }
+                    let patches = state.patches(*ino)?;
+                    if patches.bytes() > 0 && (inline.is_some() || patches.end() > inode.size) {
+                        r.problems.push(format!(
+                            "file {ino}: patches to {} over an inline file or past its size {}",
+                            patches.end(),
+                            inode.size
+                        ));
+                    }
                     for (idx, chunk) in chunks {
                         r.chunks += 1;
                         if idx >= inode.size.div_ceil(CHUNK_SIZE) || chunk.len as u64 > CHUNK_SIZE {

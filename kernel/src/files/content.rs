@@ -34,6 +34,10 @@ use crate::types::ChunkRef;
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// Files this small are stored inline in metadata.
 pub const INLINE_MAX: u64 = 4096;
+/// The patches of one file at most: the bytes of its small write-outs,
+/// kept in the zone's state over its chunks until a write-out that would
+/// pass this folds them into the chunks (`ZoneCommand::SetContent`).
+pub const PATCH_MAX: u64 = 64 << 10;
 /// Chunks remembered as checked at most (then the memory starts over).
 const VERIFIED_MAX: usize = 16 * 1024;
 

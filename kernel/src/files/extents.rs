@@ -118,6 +118,31 @@ impl Extents {
                 .is_some_and(|(s, b)| s + b.len() as u64 >= hi)
     }
 
+    /// Drops every byte at or past `size`.
+    pub(crate) fn truncate(&mut self, size: u64) {
+        let cut: Vec<u64> = self
+            .map
+            .range(..)
+            .rev()
+            .take_while(|(s, b)| *s + b.len() as u64 > size)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in cut {
+            let mut bytes = self.map.remove(&s).unwrap_or_default();
+            self.bytes -= bytes.len() as u64;
+            if s < size {
+                bytes.truncate((size - s) as usize);
+                self.bytes += bytes.len() as u64;
+                self.map.insert(s, bytes);
+            }
+        }
+    }
+
+    /// The held ranges as (offset, bytes), in order.
+    pub(crate) fn to_pieces(&self) -> Vec<(u64, Vec<u8>)> {
+        self.map.iter().map(|(s, b)| (*s, b.clone())).collect()
+    }
+
     /// Indices of the `chunk`-sized blocks that hold a dirty byte.
     pub(crate) fn blocks(&self, chunk: u64) -> BTreeSet<u64> {
         let mut out = BTreeSet::new();
@@ -181,6 +206,11 @@ mod tests {
             prop_assert!(clipped.pieces(0, u64::MAX).all(|(s, p)| s >= lo && s + p.len() as u64 <= hi));
             prop_assert_eq!(clipped.bytes(), set[lo as usize..hi as usize].iter().filter(|s| **s).count() as u64);
             prop_assert_eq!(ext.covers(lo, hi), set[lo as usize..hi as usize].iter().all(|s| *s));
+            let mut cut = ext.clone();
+            cut.truncate(lo);
+            prop_assert!(cut.end() <= lo);
+            prop_assert_eq!(cut.bytes(), set[..lo as usize].iter().filter(|s| **s).count() as u64);
+            prop_assert_eq!(cut.clipped(0, lo), ext.clipped(0, lo));
             for blk in ext.blocks(16) {
                 let r = (blk * 16) as usize..((blk + 1) * 16) as usize;
                 prop_assert!(set[r].iter().any(|s| *s));

@@ -24,7 +24,7 @@ use crate::files::writeback::Room;
 use crate::kernel::{Kernel, Zone};
 use crate::types::now;
 use crate::types::{ChunkRef, DirListing, FileKind, Ino, Inode, InodeBody, Stat, ZoneId, ROOT_INO};
-use crate::zone::command::{Applied, NewInode, ZoneCommand};
+use crate::zone::command::{Applied, NewInode, Patches, ZoneCommand};
 
 /// Largest file size accepted (1 TiB).
 pub const MAX_FILE_SIZE: u64 = 1 << 40;
@@ -833,14 +833,19 @@ impl Kernel {
                 let mut buf =
                     read_committed(&self.content, h, &inode, 0, size.min(inode.size)).await?;
                 buf.resize(size as usize, 0);
-                set_content(&inode, size, Some(buf), Vec::new(), None, now())
+                set_content(&inode, size, Layout::Inline(buf), now())
             } else if let Some(bytes) = inline {
                 let chunks = if bytes.is_empty() {
                     Vec::new()
                 } else {
                     vec![(0, self.content.put(bytes.into()).await?)]
                 };
-                set_content(&inode, size, None, chunks, None, now())
+                let layout = Layout::Chunks {
+                    chunks,
+                    drop_from: None,
+                    patches: Patches::Keep,
+                };
+                set_content(&inode, size, layout, now())
             } else {
                 let keep = size.div_ceil(CHUNK_SIZE);
                 let cut = size % CHUNK_SIZE;
@@ -854,7 +859,13 @@ impl Kernel {
                         }
                     }
                 }
-                set_content(&inode, size, None, chunks, Some(keep), now())
+                // Patches past the new end go with it (the state drops them).
+                let layout = Layout::Chunks {
+                    chunks,
+                    drop_from: Some(keep),
+                    patches: Patches::Keep,
+                };
+                set_content(&inode, size, layout, now())
             };
             match h.zone.propose(&task.actor(), cmd).await {
                 Ok(_) => return Ok(()),
@@ -1162,11 +1173,17 @@ impl Kernel {
 pub(crate) fn set_content(
     inode: &Inode,
     size: u64,
-    inline: Option<Vec<u8>>,
-    chunks: Vec<(u64, ChunkRef)>,
-    drop_from: Option<u64>,
+    layout: Layout,
     now: crate::types::Timestamp,
 ) -> ZoneCommand {
+    let (inline, chunks, drop_from, patches) = match layout {
+        Layout::Inline(bytes) => (Some(bytes), Vec::new(), None, Patches::Clear),
+        Layout::Chunks {
+            chunks,
+            drop_from,
+            patches,
+        } => (None, chunks, drop_from, patches),
+    };
     ZoneCommand::SetContent {
         ino: inode.ino,
         expect_version: inode.version,
@@ -1174,13 +1191,30 @@ pub(crate) fn set_content(
         inline,
         chunks,
         drop_from,
+        patches,
         now,
     }
 }
 
+/// Where a content change puts a file's bytes.
+pub(crate) enum Layout {
+    /// In its inode (it is at most `INLINE_MAX` bytes).
+    Inline(Vec<u8>),
+    /// In chunks, these (re)placed, every one from `drop_from` on dropped,
+    /// with its patches changed so.
+    Chunks {
+        chunks: Vec<(u64, ChunkRef)>,
+        drop_from: Option<u64>,
+        patches: Patches,
+    },
+}
+
 /// The committed bytes `[lo, hi)` of a regular file (`hi` within its
 /// size): from its inode if inline, else from its chunks, fetched at once
-/// (holes read as zeros). The caller holds the content store's write guard.
+/// (holes read as zeros), with its patches over them. The chunk map and the
+/// patches are read from one version of the file (a write-out committing
+/// in between is read again). The caller holds the content store's write
+/// guard.
 pub(crate) async fn read_committed(
     content: &ContentStore,
     h: &Handle,
@@ -1200,11 +1234,24 @@ pub(crate) async fn read_committed(
         out.resize((hi - lo) as usize, 0);
         return Ok(out);
     }
+    let state = &h.zone.state;
+    let version = |state: &crate::zone::state::ZoneState| {
+        Ok::<_, KernelError>(state.inode(h.ino)?.map(|i| i.version))
+    };
+    let (mut chunks, mut patches);
+    let mut attempts = 0;
+    loop {
+        let before = version(state)?;
+        chunks = state.chunks(h.ino, lo / CHUNK_SIZE, (hi - 1) / CHUNK_SIZE + 1)?;
+        patches = state.patches(h.ino)?;
+        attempts += 1;
+        // A writer that never stops gets a read of mixed versions, as a
+        // read racing writes may see on any filesystem.
+        if version(state)? == before || attempts == MAX_ATTEMPTS {
+            break;
+        }
+    }
     let mut out = vec![0u8; (hi - lo) as usize];
-    let chunks = h
-        .zone
-        .state
-        .chunks(h.ino, lo / CHUNK_SIZE, (hi - 1) / CHUNK_SIZE + 1)?;
     let fetches =
         chunks.iter().map(|(idx, chunk)| {
             let start = idx * CHUNK_SIZE;
@@ -1218,5 +1265,6 @@ pub(crate) async fn read_committed(
         let pos = (at - lo) as usize;
         out[pos..pos + bytes.len()].copy_from_slice(&bytes);
     }
+    patches.overlay(lo, &mut out);
     Ok(out)
 }

@@ -35,10 +35,11 @@ use futures::StreamExt;
 
 use crate::consensus::forward::Actor;
 use crate::error::{KernelError, Result};
-use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX};
+use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX, PATCH_MAX};
 use crate::files::extents::Extents;
-use crate::files::vfs::{read_committed, set_content, Handle, InodeLocks, MAX_ATTEMPTS};
+use crate::files::vfs::{read_committed, set_content, Handle, InodeLocks, Layout, MAX_ATTEMPTS};
 use crate::types::{Ino, Inode, InodeBody, Timestamp, ZoneId};
+use crate::zone::command::Patches;
 
 /// The longest a write waits in the buffer before it is written out (by
 /// default; `KernelConfig::flush_interval`).
@@ -337,9 +338,11 @@ impl WriteBack {
     }
 
     /// The `SetContent` that lays `extents` over `inode`: inline if the
-    /// result is small, else each touched chunk rebuilt (its stored bytes,
-    /// fetched only if the extents do not cover it, with the dirty bytes
-    /// over them) and stored once.
+    /// result is small; else as patches if they and the file's patches
+    /// stay within [`PATCH_MAX`] (one log entry, no chunk written); else
+    /// each chunk the extents or the patches touch rebuilt (its stored
+    /// bytes, fetched only if not covered, with the patches and the dirty
+    /// bytes over them) and stored once, the patches then dropped.
     async fn plan(
         &self,
         h: &Handle,
@@ -361,43 +364,74 @@ impl WriteBack {
             let mut buf = read_committed(&self.content, h, inode, 0, inode.size.min(size)).await?;
             buf.resize(size as usize, 0);
             extents.overlay(0, &mut buf);
-            return Ok(set_content(inode, size, Some(buf), Vec::new(), None, mtime));
+            return Ok(set_content(inode, size, Layout::Inline(buf), mtime));
         }
-        let mut blocks = extents.blocks(CHUNK_SIZE);
-        if inline.as_ref().is_some_and(|b| !b.is_empty()) {
-            // Leaving inline storage: the old bytes become chunk 0.
-            blocks.insert(0);
+        // Leaving inline storage: the old bytes go under the new ones.
+        let mut layered = match inline.as_deref() {
+            Some(old) if !old.is_empty() => {
+                let mut l = Extents::default();
+                l.write(0, old);
+                for (at, piece) in extents.pieces(0, u64::MAX) {
+                    l.write(at, piece);
+                }
+                Some(l)
+            }
+            _ => None,
+        };
+        let patches = match inline {
+            Some(_) => Extents::default(),
+            None => h.zone().state.patches(h.ino)?,
+        };
+        let fresh = layered.as_ref().unwrap_or(extents);
+        if patches.bytes() + fresh.bytes() <= PATCH_MAX {
+            let layout = Layout::Chunks {
+                chunks: Vec::new(),
+                drop_from: None,
+                patches: Patches::Add(fresh.to_pieces()),
+            };
+            return Ok(set_content(inode, size, layout, mtime));
         }
-        let mut rebuilt = Vec::with_capacity(blocks.len());
-        for idx in blocks {
+        if patches.bytes() > 0 {
+            let mut under = patches;
+            for (at, piece) in fresh.pieces(0, u64::MAX) {
+                under.write(at, piece);
+            }
+            layered = Some(under);
+        }
+        let dirty = layered.as_ref().unwrap_or(extents);
+        let mut rebuilt = Vec::new();
+        for idx in dirty.blocks(CHUNK_SIZE) {
             let start = idx * CHUNK_SIZE;
             let stop = (start + CHUNK_SIZE).min(size);
-            let mut buf: Vec<u8> = match &inline {
-                _ if extents.covers(start, stop) => Vec::new(),
-                Some(bytes) if idx == 0 => bytes.clone(),
+            let mut buf: Vec<u8> = match inline {
+                _ if dirty.covers(start, stop) => Vec::new(),
                 Some(_) => Vec::new(),
                 None => match h.zone().state.chunks(h.ino, idx, idx + 1)?.first() {
                     Some((_, chunk)) => self.content.get(chunk).await?.to_vec(),
                     None => Vec::new(),
                 },
             };
-            let dirty_end = extents
+            let dirty_end = dirty
                 .pieces(start, stop)
                 .last()
                 .map_or(0, |(at, piece)| (at + piece.len() as u64 - start) as usize);
             if buf.len() < dirty_end {
                 buf.resize(dirty_end, 0);
             }
-            extents.overlay(start, &mut buf);
+            dirty.overlay(start, &mut buf);
             rebuilt.push((idx, buf));
         }
         // Stored together: their fsyncs overlap (at most 8 MiB of them,
-        // the file's buffer bound).
+        // the file's buffer bound, and the patches).
         let puts = rebuilt.into_iter().map(|(idx, buf)| async move {
             Ok::<_, KernelError>((idx, self.content.put(buf.into()).await?))
         });
-        let chunks = futures::future::try_join_all(puts).await?;
-        Ok(set_content(inode, size, None, chunks, None, mtime))
+        let layout = Layout::Chunks {
+            chunks: futures::future::try_join_all(puts).await?,
+            drop_from: None,
+            patches: Patches::Clear,
+        };
+        Ok(set_content(inode, size, layout, mtime))
     }
 
     /// Writes out the file behind `h` under its writer lock.

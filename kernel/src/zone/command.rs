@@ -56,6 +56,9 @@ pub enum ZoneCommand {
         chunks: Vec<(u64, ChunkRef)>,
         /// Drop every chunk with index >= this (truncation).
         drop_from: Option<u64>,
+        /// What becomes of the file's patches (bytes kept in the state
+        /// over its chunks). Patches past `size` are always dropped.
+        patches: Patches,
         now: Timestamp,
     },
     Rename {
@@ -157,6 +160,20 @@ impl ZoneCommand {
             | ZoneCommand::Link { .. } => false,
         }
     }
+}
+
+/// What a `SetContent` does to a file's patches: the bytes of small
+/// write-outs, kept in the zone's state over the file's chunks (at most
+/// `files::content::PATCH_MAX` per file) so that a small `fsync` costs one
+/// log commit, not a chunk rewrite (ARCHITECTURE.md, "The write path").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Patches {
+    Keep,
+    /// Lays these (offset, bytes) over the file, over its older patches.
+    Add(Vec<(u64, Vec<u8>)>),
+    /// Drops them all (the chunks now hold their bytes, or the file is
+    /// inline).
+    Clear,
 }
 
 /// What applying a command produced, returned to the proposer.

@@ -14,10 +14,12 @@ use crate::access::identity::Principal;
 use crate::access::rebac::{ObjectRef, Relation, Subject, Tuple};
 use crate::access::secret::SecretHeader;
 use crate::error::{KernelError, Result};
+use crate::files::content::PATCH_MAX;
+use crate::files::extents::Extents;
 use crate::types::{
     ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ReplicaId, ROOT_INO,
 };
-use crate::zone::command::{Applied, NewInode, ZoneCommand};
+use crate::zone::command::{Applied, NewInode, Patches, ZoneCommand};
 use crate::zone::pipe_record::PipeRecord;
 use crate::zone::usage::{ZoneQuota, ZoneUsage};
 
@@ -49,6 +51,9 @@ pub(crate) mod keys {
     /// `s\x0b` + inode + directory + name: every name of an inode that has
     /// more than one (hard links); absent for an inode of one name.
     pub const ALL_NAMES: &[u8] = b"s\x0b";
+    /// `s\x0c` + inode: the file's patches, (offset, bytes) pairs laid
+    /// over its chunks (absent: none).
+    pub const ALL_PATCHES: &[u8] = b"s\x0c";
     /// Present once the reference counts are kept (a zone from before
     /// them is counted at its first command that changes a chunk).
     pub const REFS_KEPT: &[u8] = b"s\x00refs";
@@ -71,6 +76,10 @@ pub(crate) mod keys {
 
     pub fn pipe(ino: Ino) -> Vec<u8> {
         tagged(ALL_PIPES, ino, 0)
+    }
+
+    pub fn patches(ino: Ino) -> Vec<u8> {
+        tagged(ALL_PATCHES, ino, 0)
     }
 
     pub fn orphan(ino: Ino) -> Vec<u8> {
@@ -173,6 +182,19 @@ fn enc<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 fn dec<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(postcard::from_bytes(bytes)?)
+}
+
+/// A file's patches from their stored value (`None`: no patches).
+fn decode_patches(value: Option<&[u8]>) -> Result<Extents> {
+    let mut out = Extents::default();
+    if let Some(v) = value {
+        for (at, bytes) in dec::<Vec<(u64, Vec<u8>)>>(v)? {
+            at.checked_add(bytes.len() as u64)
+                .ok_or_else(|| KernelError::Corrupt(format!("a patch at {at}")))?;
+            out.write(at, &bytes);
+        }
+    }
+    Ok(out)
 }
 
 /// Read access to a zone's applied state, plus `apply` for the driver.
@@ -283,6 +305,11 @@ impl ZoneState {
             out.push((idx, dec(&v)?));
         }
         Ok(out)
+    }
+
+    /// The patches of `ino`: bytes laid over its chunks.
+    pub(crate) fn patches(&self, ino: Ino) -> Result<Extents> {
+        decode_patches(self.tree.get(keys::patches(ino))?.as_deref())
     }
 
     /// How many chunk slots of the zone's files name chunk `hash`.
@@ -609,6 +636,17 @@ impl Tx<'_> {
         Ok(live.into_iter().collect())
     }
 
+    fn patches(&self, ino: Ino) -> Result<Extents> {
+        decode_patches(self.get(&keys::patches(ino))?.as_deref())
+    }
+
+    fn put_patches(&mut self, ino: Ino, patches: &Extents) {
+        match patches.bytes() {
+            0 => self.remove(keys::patches(ino)),
+            _ => self.insert(keys::patches(ino), enc(&patches.to_pieces())),
+        }
+    }
+
     fn get_inode(&self, ino: Ino) -> Result<Inode> {
         self.inode(ino)?
             .ok_or_else(|| KernelError::NotFound(format!("inode {ino}")))
@@ -684,6 +722,7 @@ impl Tx<'_> {
         self.usage()?.change(before.as_ref(), None);
         self.remove(keys::inode(inode.ino));
         self.remove(keys::pipe(inode.ino));
+        self.remove(keys::patches(inode.ino));
         for (dir, name) in self.names(inode.ino)? {
             self.remove(keys::name(inode.ino, dir, &name));
         }
@@ -813,6 +852,47 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The patches of file `ino` once a `SetContent` to `size` bytes has
+    /// applied `change` (an inline file has none), refused past
+    /// [`PATCH_MAX`] or past the file's end.
+    fn patched(&self, ino: Ino, size: u64, inline: bool, change: &Patches) -> Result<Extents> {
+        let mut patches = match (inline, change) {
+            (true, Patches::Add(_)) => {
+                return Err(KernelError::Invalid("patches over an inline file".into()))
+            }
+            (true, _) | (false, Patches::Clear) => Extents::default(),
+            (false, _) => self.patches(ino)?,
+        };
+        patches.truncate(size);
+        if let Patches::Add(pieces) = change {
+            let adding: u64 = pieces.iter().map(|(_, b)| b.len() as u64).sum();
+            if adding > PATCH_MAX {
+                return Err(KernelError::Invalid(format!(
+                    "{adding} bytes of patches in one command (at most {PATCH_MAX})"
+                )));
+            }
+            for (at, bytes) in pieces {
+                if at
+                    .checked_add(bytes.len() as u64)
+                    .is_none_or(|end| end > size)
+                {
+                    return Err(KernelError::Invalid(format!(
+                        "a patch at {at} of {} bytes past the file's {size}",
+                        bytes.len()
+                    )));
+                }
+                patches.write(*at, bytes);
+            }
+        }
+        if patches.bytes() > PATCH_MAX {
+            return Err(KernelError::Invalid(format!(
+                "{} bytes of patches for one file (at most {PATCH_MAX})",
+                patches.bytes()
+            )));
+        }
+        Ok(patches)
+    }
+
     fn drop_chunks_from(&mut self, ino: Ino, from: u64) -> Result<()> {
         for key in self.keys_in(keys::chunk(ino, from), keys::chunk_prefix(ino + 1))? {
             if let Some(v) = self.get(&key)? {
@@ -935,6 +1015,7 @@ impl Tx<'_> {
                 inline,
                 chunks,
                 drop_from,
+                patches,
                 now,
             } => {
                 let mut inode = self.get_inode(*ino)?;
@@ -952,6 +1033,8 @@ impl Tx<'_> {
                 if inode.version != *expect_version {
                     return Err(KernelError::Conflict(*ino));
                 }
+                let patched = self.patched(*ino, *size, inline.is_some(), patches)?;
+                self.put_patches(*ino, &patched);
                 if inline.is_some() {
                     self.drop_chunks_from(*ino, 0)?;
                 } else if let Some(from) = drop_from {
@@ -1325,6 +1408,7 @@ mod tests {
                 inline: None,
                 chunks: slots.iter().map(|(i, n)| (*i, chunk(*n))).collect(),
                 drop_from: None,
+                patches: Patches::Keep,
                 now: 1,
             },
         )
@@ -1516,6 +1600,97 @@ mod tests {
         ));
     }
 
+    /// Patches lie within the file, are bounded, belong to chunked files
+    /// only, are cut by a truncation and go with the file.
+    #[test]
+    fn patches_are_bounded_cut_by_truncation_and_dropped_with_the_file() {
+        let s = state();
+        create(&s, 2, ROOT_INO, "f", 11, NewInode::Regular).unwrap();
+        let mut idx = 2;
+        let mut apply = |s: &ZoneState, size: u64, inline: Option<Vec<u8>>, patches: Patches| {
+            idx += 1;
+            let version = s.inode(11).unwrap().map_or(0, |i| i.version);
+            s.apply(
+                idx,
+                &ZoneCommand::SetContent {
+                    ino: 11,
+                    expect_version: version,
+                    size,
+                    inline,
+                    chunks: vec![],
+                    drop_from: None,
+                    patches,
+                    now: idx as i64,
+                },
+            )
+            .unwrap()
+        };
+        let invalid = |r: Result<Applied>| matches!(r, Err(KernelError::Invalid(_)));
+        // Past the file's end, past the bound, over an inline file: refused.
+        assert!(invalid(apply(
+            &s,
+            10_000,
+            None,
+            Patches::Add(vec![(9_999, vec![1; 2])])
+        )));
+        assert!(invalid(apply(
+            &s,
+            10_000,
+            None,
+            Patches::Add(vec![(u64::MAX, vec![1])])
+        )));
+        let big = PATCH_MAX as usize / 2 + 1;
+        assert!(invalid(apply(
+            &s,
+            1 << 20,
+            None,
+            Patches::Add(vec![(0, vec![1; big]), (1 << 19, vec![2; big])])
+        )));
+        assert!(invalid(apply(
+            &s,
+            10,
+            Some(vec![0; 10]),
+            Patches::Add(vec![(0, vec![1])])
+        )));
+        assert_eq!(s.patches(11).unwrap().bytes(), 0);
+        // Laid over each other, newest on top; what passes the bound with
+        // the older ones is refused.
+        apply(&s, 10_000, None, Patches::Add(vec![(0, vec![1; 6000])])).unwrap();
+        apply(&s, 10_000, None, Patches::Add(vec![(5000, vec![2; 5000])])).unwrap();
+        let p = s.patches(11).unwrap();
+        assert_eq!((p.bytes(), p.end()), (10_000, 10_000));
+        let mut out = vec![0; 10_000];
+        p.overlay(0, &mut out);
+        assert!(out[..5000].iter().all(|b| *b == 1) && out[5000..].iter().all(|b| *b == 2));
+        assert!(invalid(apply(
+            &s,
+            1 << 20,
+            None,
+            Patches::Add(vec![(20_000, vec![3; PATCH_MAX as usize - 5000])])
+        )));
+        // A truncation cuts them; inline content and `Clear` drop them.
+        apply(&s, 7000, None, Patches::Keep).unwrap();
+        assert_eq!(s.patches(11).unwrap().end(), 7000);
+        apply(&s, 3, Some(vec![1, 2, 3]), Patches::Keep).unwrap();
+        assert_eq!(s.patches(11).unwrap().bytes(), 0);
+        apply(&s, 9000, None, Patches::Add(vec![(8000, vec![4; 1000])])).unwrap();
+        apply(&s, 9000, None, Patches::Clear).unwrap();
+        assert_eq!(s.patches(11).unwrap().bytes(), 0);
+        apply(&s, 9000, None, Patches::Add(vec![(8000, vec![4; 1000])])).unwrap();
+        s.apply(
+            99,
+            &ZoneCommand::Remove {
+                parent: ROOT_INO,
+                name: "f".into(),
+                dir: false,
+                now: 99,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!s.tree.contains_key(keys::patches(11)).unwrap());
+    }
+
     #[test]
     fn stale_version_is_a_conflict() {
         let s = state();
@@ -1527,6 +1702,7 @@ mod tests {
             inline: Some(vec![1]),
             chunks: vec![],
             drop_from: None,
+            patches: Patches::Keep,
             now: idx,
         };
         s.apply(3, &set(3, 0)).unwrap().unwrap();
