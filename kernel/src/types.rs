@@ -101,6 +101,7 @@ pub enum InodeBody {
     },
     /// `inline` holds a small file's bytes; `None` means the bytes live in chunks.
     Regular {
+        #[serde(with = "serde_bytes")]
         inline: Option<Vec<u8>>,
     },
     Mount {

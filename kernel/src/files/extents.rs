@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::zone::command::Patch;
+
 /// Non-overlapping, non-adjacent byte ranges by their start offset.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Extents {
@@ -138,9 +140,15 @@ impl Extents {
         }
     }
 
-    /// The held ranges as (offset, bytes), in order.
-    pub(crate) fn to_pieces(&self) -> Vec<(u64, Vec<u8>)> {
-        self.map.iter().map(|(s, b)| (*s, b.clone())).collect()
+    /// The held ranges, in order.
+    pub(crate) fn to_patches(&self) -> Vec<Patch> {
+        self.map
+            .iter()
+            .map(|(at, bytes)| Patch {
+                at: *at,
+                bytes: bytes.clone(),
+            })
+            .collect()
     }
 
     /// Indices of the `chunk`-sized blocks that hold a dirty byte.

@@ -387,7 +387,7 @@ impl WriteBack {
             let layout = Layout::Chunks {
                 chunks: Vec::new(),
                 drop_from: None,
-                patches: Patches::Add(fresh.to_pieces()),
+                patches: Patches::Add(fresh.to_patches()),
             };
             return Ok(set_content(inode, size, layout, mtime));
         }

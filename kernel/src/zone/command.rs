@@ -51,6 +51,7 @@ pub enum ZoneCommand {
         expect_version: u64,
         size: u64,
         /// `Some`: the file becomes inline and every chunk is dropped.
+        #[serde(with = "serde_bytes")]
         inline: Option<Vec<u8>>,
         /// Chunks to (re)place, by chunk index.
         chunks: Vec<(u64, ChunkRef)>,
@@ -169,11 +170,20 @@ impl ZoneCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Patches {
     Keep,
-    /// Lays these (offset, bytes) over the file, over its older patches.
-    Add(Vec<(u64, Vec<u8>)>),
+    /// Lays these over the file, over its older patches.
+    Add(Vec<Patch>),
     /// Drops them all (the chunks now hold their bytes, or the file is
     /// inline).
     Clear,
+}
+
+/// Bytes at an offset of a file. Encoded as bytes, not as a sequence of
+/// numbers (the same wire format in postcard, without a visit per byte).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    pub at: u64,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
 }
 
 /// What applying a command produced, returned to the proposer.
@@ -190,5 +200,33 @@ impl ZoneCommand {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes encoded as bytes keep postcard's wire format for a sequence
+    /// of `u8`: logs and states written before read the same.
+    #[test]
+    fn byte_fields_keep_their_wire_format() {
+        let bytes = vec![0u8, 1, 127, 128, 255];
+        let patch = Patch {
+            at: 300,
+            bytes: bytes.clone(),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&patch).unwrap(),
+            postcard::to_allocvec(&(300u64, bytes.clone())).unwrap()
+        );
+        #[derive(Serialize)]
+        struct Plain(Option<Vec<u8>>);
+        let body = crate::types::InodeBody::Regular {
+            inline: Some(bytes.clone()),
+        };
+        let mut plain = postcard::to_allocvec(&1u8).unwrap(); // the variant
+        plain.extend(postcard::to_allocvec(&Plain(Some(bytes))).unwrap());
+        assert_eq!(postcard::to_allocvec(&body).unwrap(), plain);
     }
 }

@@ -17,6 +17,7 @@ pub struct PipeRecord {
     /// reads as end-of-file rather than waiting for one).
     pub had_writer: bool,
     /// The unread bytes, `write_pos - read_pos` of them.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -60,6 +61,7 @@ pub struct Checkpoint {
     pub had_writer: bool,
     /// Bytes `[max(read_pos, base_write), write_pos)`: written since the
     /// last checkpoint and not yet read.
+    #[serde(with = "serde_bytes")]
     pub appended: Vec<u8>,
 }
 

@@ -19,7 +19,7 @@ use crate::files::extents::Extents;
 use crate::types::{
     ChunkRef, Dentry, DirListing, FileKind, Ino, Inode, InodeBody, ReplicaId, ROOT_INO,
 };
-use crate::zone::command::{Applied, NewInode, Patches, ZoneCommand};
+use crate::zone::command::{Applied, NewInode, Patch, Patches, ZoneCommand};
 use crate::zone::pipe_record::PipeRecord;
 use crate::zone::usage::{ZoneQuota, ZoneUsage};
 
@@ -188,7 +188,7 @@ fn dec<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 fn decode_patches(value: Option<&[u8]>) -> Result<Extents> {
     let mut out = Extents::default();
     if let Some(v) = value {
-        for (at, bytes) in dec::<Vec<(u64, Vec<u8>)>>(v)? {
+        for Patch { at, bytes } in dec::<Vec<Patch>>(v)? {
             at.checked_add(bytes.len() as u64)
                 .ok_or_else(|| KernelError::Corrupt(format!("a patch at {at}")))?;
             out.write(at, &bytes);
@@ -643,7 +643,7 @@ impl Tx<'_> {
     fn put_patches(&mut self, ino: Ino, patches: &Extents) {
         match patches.bytes() {
             0 => self.remove(keys::patches(ino)),
-            _ => self.insert(keys::patches(ino), enc(&patches.to_pieces())),
+            _ => self.insert(keys::patches(ino), enc(&patches.to_patches())),
         }
     }
 
@@ -865,13 +865,13 @@ impl Tx<'_> {
         };
         patches.truncate(size);
         if let Patches::Add(pieces) = change {
-            let adding: u64 = pieces.iter().map(|(_, b)| b.len() as u64).sum();
+            let adding: u64 = pieces.iter().map(|p| p.bytes.len() as u64).sum();
             if adding > PATCH_MAX {
                 return Err(KernelError::Invalid(format!(
                     "{adding} bytes of patches in one command (at most {PATCH_MAX})"
                 )));
             }
-            for (at, bytes) in pieces {
+            for Patch { at, bytes } in pieces {
                 if at
                     .checked_add(bytes.len() as u64)
                     .is_none_or(|end| end > size)
@@ -1600,6 +1600,10 @@ mod tests {
         ));
     }
 
+    fn patch(at: u64, bytes: Vec<u8>) -> Patch {
+        Patch { at, bytes }
+    }
+
     /// Patches lie within the file, are bounded, belong to chunked files
     /// only, are cut by a truncation and go with the file.
     #[test]
@@ -1631,32 +1635,44 @@ mod tests {
             &s,
             10_000,
             None,
-            Patches::Add(vec![(9_999, vec![1; 2])])
+            Patches::Add(vec![patch(9_999, vec![1; 2])])
         )));
         assert!(invalid(apply(
             &s,
             10_000,
             None,
-            Patches::Add(vec![(u64::MAX, vec![1])])
+            Patches::Add(vec![patch(u64::MAX, vec![1])])
         )));
         let big = PATCH_MAX as usize / 2 + 1;
         assert!(invalid(apply(
             &s,
             1 << 20,
             None,
-            Patches::Add(vec![(0, vec![1; big]), (1 << 19, vec![2; big])])
+            Patches::Add(vec![patch(0, vec![1; big]), patch(1 << 19, vec![2; big])])
         )));
         assert!(invalid(apply(
             &s,
             10,
             Some(vec![0; 10]),
-            Patches::Add(vec![(0, vec![1])])
+            Patches::Add(vec![patch(0, vec![1])])
         )));
         assert_eq!(s.patches(11).unwrap().bytes(), 0);
         // Laid over each other, newest on top; what passes the bound with
         // the older ones is refused.
-        apply(&s, 10_000, None, Patches::Add(vec![(0, vec![1; 6000])])).unwrap();
-        apply(&s, 10_000, None, Patches::Add(vec![(5000, vec![2; 5000])])).unwrap();
+        apply(
+            &s,
+            10_000,
+            None,
+            Patches::Add(vec![patch(0, vec![1; 6000])]),
+        )
+        .unwrap();
+        apply(
+            &s,
+            10_000,
+            None,
+            Patches::Add(vec![patch(5000, vec![2; 5000])]),
+        )
+        .unwrap();
         let p = s.patches(11).unwrap();
         assert_eq!((p.bytes(), p.end()), (10_000, 10_000));
         let mut out = vec![0; 10_000];
@@ -1666,17 +1682,29 @@ mod tests {
             &s,
             1 << 20,
             None,
-            Patches::Add(vec![(20_000, vec![3; PATCH_MAX as usize - 5000])])
+            Patches::Add(vec![patch(20_000, vec![3; PATCH_MAX as usize - 5000])])
         )));
         // A truncation cuts them; inline content and `Clear` drop them.
         apply(&s, 7000, None, Patches::Keep).unwrap();
         assert_eq!(s.patches(11).unwrap().end(), 7000);
         apply(&s, 3, Some(vec![1, 2, 3]), Patches::Keep).unwrap();
         assert_eq!(s.patches(11).unwrap().bytes(), 0);
-        apply(&s, 9000, None, Patches::Add(vec![(8000, vec![4; 1000])])).unwrap();
+        apply(
+            &s,
+            9000,
+            None,
+            Patches::Add(vec![patch(8000, vec![4; 1000])]),
+        )
+        .unwrap();
         apply(&s, 9000, None, Patches::Clear).unwrap();
         assert_eq!(s.patches(11).unwrap().bytes(), 0);
-        apply(&s, 9000, None, Patches::Add(vec![(8000, vec![4; 1000])])).unwrap();
+        apply(
+            &s,
+            9000,
+            None,
+            Patches::Add(vec![patch(8000, vec![4; 1000])]),
+        )
+        .unwrap();
         s.apply(
             99,
             &ZoneCommand::Remove {
