@@ -1689,22 +1689,11 @@ mod tests {
         assert_eq!(s.patches(11).unwrap().end(), 7000);
         apply(&s, 3, Some(vec![1, 2, 3]), Patches::Keep).unwrap();
         assert_eq!(s.patches(11).unwrap().bytes(), 0);
-        apply(
-            &s,
-            9000,
-            None,
-            Patches::Add(vec![patch(8000, vec![4; 1000])]),
-        )
-        .unwrap();
+        let tail = || Patches::Add(vec![patch(8000, vec![4; 1000])]);
+        apply(&s, 9000, None, tail()).unwrap();
         apply(&s, 9000, None, Patches::Clear).unwrap();
         assert_eq!(s.patches(11).unwrap().bytes(), 0);
-        apply(
-            &s,
-            9000,
-            None,
-            Patches::Add(vec![patch(8000, vec![4; 1000])]),
-        )
-        .unwrap();
+        apply(&s, 9000, None, tail()).unwrap();
         s.apply(
             99,
             &ZoneCommand::Remove {
