@@ -120,6 +120,13 @@ impl Extents {
                 .is_some_and(|(s, b)| s + b.len() as u64 >= hi)
     }
 
+    /// Writes every range `over` holds over these.
+    pub(crate) fn layer(&mut self, over: &Extents) {
+        for (at, bytes) in &over.map {
+            self.write(*at, bytes);
+        }
+    }
+
     /// Drops every byte at or past `size`.
     pub(crate) fn truncate(&mut self, size: u64) {
         let cut: Vec<u64> = self
@@ -214,6 +221,9 @@ mod tests {
             prop_assert!(clipped.pieces(0, u64::MAX).all(|(s, p)| s >= lo && s + p.len() as u64 <= hi));
             prop_assert_eq!(clipped.bytes(), set[lo as usize..hi as usize].iter().filter(|s| **s).count() as u64);
             prop_assert_eq!(ext.covers(lo, hi), set[lo as usize..hi as usize].iter().all(|s| *s));
+            let mut copy = Extents::default();
+            copy.layer(&ext);
+            prop_assert_eq!(&copy, &ext);
             let mut cut = ext.clone();
             cut.truncate(lo);
             prop_assert!(cut.end() <= lo);

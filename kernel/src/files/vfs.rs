@@ -1235,19 +1235,17 @@ pub(crate) async fn read_committed(
         return Ok(out);
     }
     let state = &h.zone.state;
-    let version = |state: &crate::zone::state::ZoneState| {
-        Ok::<_, KernelError>(state.inode(h.ino)?.map(|i| i.version))
-    };
+    let version = || Ok::<_, KernelError>(state.inode(h.ino)?.map(|i| i.version));
     let (mut chunks, mut patches);
     let mut attempts = 0;
     loop {
-        let before = version(state)?;
+        let before = version()?;
         chunks = state.chunks(h.ino, lo / CHUNK_SIZE, (hi - 1) / CHUNK_SIZE + 1)?;
         patches = state.patches(h.ino)?;
         attempts += 1;
         // A writer that never stops gets a read of mixed versions, as a
         // read racing writes may see on any filesystem.
-        if version(state)? == before || attempts == MAX_ATTEMPTS {
+        if version()? == before || attempts == MAX_ATTEMPTS {
             break;
         }
     }

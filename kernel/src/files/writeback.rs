@@ -371,9 +371,7 @@ impl WriteBack {
             Some(old) if !old.is_empty() => {
                 let mut l = Extents::default();
                 l.write(0, old);
-                for (at, piece) in extents.pieces(0, u64::MAX) {
-                    l.write(at, piece);
-                }
+                l.layer(extents);
                 Some(l)
             }
             _ => None,
@@ -393,9 +391,7 @@ impl WriteBack {
         }
         if patches.bytes() > 0 {
             let mut under = patches;
-            for (at, piece) in fresh.pieces(0, u64::MAX) {
-                under.write(at, piece);
-            }
+            under.layer(fresh);
             layered = Some(under);
         }
         let dirty = layered.as_ref().unwrap_or(extents);

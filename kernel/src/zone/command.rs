@@ -166,7 +166,8 @@ impl ZoneCommand {
 /// What a `SetContent` does to a file's patches: the bytes of small
 /// write-outs, kept in the zone's state over the file's chunks (at most
 /// `files::content::PATCH_MAX` per file) so that a small `fsync` costs one
-/// log commit, not a chunk rewrite (ARCHITECTURE.md, "The write path").
+/// log commit, not a chunk rewrite (ARCHITECTURE.md, `files/writeback.rs`,
+/// "Why patches").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Patches {
     Keep,
