@@ -729,9 +729,13 @@ impl Kernel {
         let _writer = self.lock_inode(&h.zone.id, h.ino).await;
         self.writeback.take_failure(&h.zone.id, h.ino)?;
         let len = data.len() as u64;
+        // The buffer first (a write-out may be committing behind us).
+        let pending = self.writeback.pending(&h.zone.id, h.ino, 0, 0);
         let mut inode = self.regular(h)?;
         let committed = inode.size;
-        self.writeback.overlay(&h.zone.id, &mut inode);
+        if let Some(p) = pending {
+            p.apply(&mut inode);
+        }
         let offset = match at {
             Lands::Offset(o) => o,
             Lands::End => inode.size,
@@ -766,7 +770,8 @@ impl Kernel {
                 .room(&h.zone.id, h.ino, &by, piece.len() as u64)
             {
                 Room::Fits => {}
-                Room::FileOrNodeFull => self.writeback.write_out(h).await?,
+                Room::FileFull => self.writeback.write_out_behind(h).await?,
+                Room::NodeFull => self.writeback.write_out(h).await?,
                 Room::WriterFull => {
                     self.writeback.write_out(h).await?;
                     self.writeback.write_out_others(&by, h).await;
@@ -797,7 +802,6 @@ impl Kernel {
         self.gate(task, h, Permission::Read, "sync", &h.path)?;
         if h.kind == FileKind::Regular {
             let _writer = self.lock_inode(&h.zone.id, h.ino).await;
-            self.writeback.take_failure(&h.zone.id, h.ino)?;
             self.writeback.write_out(h).await?;
         }
         self.make_durable().await
@@ -815,7 +819,6 @@ impl Kernel {
             return Err(KernelError::FileTooLarge(format!("{size} bytes")));
         }
         let _writer = self.lock_inode(&h.zone.id, h.ino).await;
-        self.writeback.take_failure(&h.zone.id, h.ino)?;
         self.writeback.write_out(h).await?;
         let _guard = self.content.write_guard().await;
         for _ in 0..MAX_ATTEMPTS {

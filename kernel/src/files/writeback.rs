@@ -9,22 +9,33 @@
 //! cuts both: a burst of writes to a file costs one commit and one rewrite
 //! of each chunk it touched, whatever the number of calls.
 //!
+//! Why two buffers per file: a file whose buffer passes [`FILE_DIRTY_MAX`]
+//! is written out behind its writer (the chunks hashed, stored and made
+//! durable, then the commit) while the writer fills a fresh buffer; the
+//! writer waits only if it fills that one too before the write-out ends.
+//! A large sequential write so keeps the disk and the writer busy at once,
+//! as the page cache's background write-back does, instead of taking
+//! turns. At most one write-out per file is in progress (its write-out
+//! lock), so commits of one file stay in order; a file holds at most two
+//! buffers' worth.
+//!
 //! The contract (ARCHITECTURE.md, "Durability"):
 //! - a write is visible at once to every reader on this node (reads and
 //!   stats overlay the buffer on the committed state);
 //! - it is durable once written out: at `sync`, when the file's buffer
-//!   passes [`FILE_DIRTY_MAX`], its writer's [`WRITER_DIRTY_MAX`] or the
-//!   node's [`NODE_DIRTY_MAX`], at
+//!   passes [`FILE_DIRTY_MAX`] (once that write-out behind the writer
+//!   commits), its writer's [`WRITER_DIRTY_MAX`] or the node's
+//!   [`NODE_DIRTY_MAX`], at
 //!   a truncate or set-times of the file, at a whole-file put's commit, at
 //!   shutdown, and at most [`FLUSH_INTERVAL`] after it was made;
 //! - other nodes see it once it is written out.
 //!
 //! A write-out runs as the task that wrote (the leader gates it again).
 //! If it fails for good (the grant was revoked, the zone is out of space)
-//! the buffered bytes are dropped and the failure is reported once, to the
-//! file's next write or `sync` on this node, as POSIX reports a failed
-//! write-back at `fsync`; a failure that may pass (no leader, a store
-//! error) keeps the bytes and is retried.
+//! the file's buffered bytes are dropped and the failure is reported once,
+//! to the file's next write or `sync` on this node, as POSIX reports a
+//! failed write-back at `fsync`; a failure that may pass (no leader, a
+//! store error) keeps the bytes (under any written since) and is retried.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +55,8 @@ use crate::zone::command::Patches;
 /// The longest a write waits in the buffer before it is written out (by
 /// default; `KernelConfig::flush_interval`).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// A file's buffer is written out by the writer that would pass this.
+/// A file's buffer is written out behind the writer that would pass this
+/// (which then fills a fresh one).
 pub const FILE_DIRTY_MAX: u64 = 8 << 20;
 /// The buffers of the files one writer (a principal with its zone and
 /// capabilities, as `Actor` names it) wrote last: past this it writes its
@@ -60,14 +72,83 @@ pub const NODE_DIRTY_MAX: u64 = 256 << 20;
 
 type Key = (ZoneId, Ino);
 
+/// A file's buffered bytes: those written since its last write-out began,
+/// over those of the write-out in progress (until it commits).
+#[derive(Default)]
+struct Buffer {
+    newer: Extents,
+    /// Shared with the write-out in progress, which alone changes it.
+    writing: Option<Arc<Extents>>,
+}
+
+impl Buffer {
+    /// Bytes held, in both.
+    fn held(&self) -> u64 {
+        self.newer.bytes() + self.writing.as_ref().map_or(0, |w| w.bytes())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held() == 0
+    }
+
+    /// One past the last byte held.
+    fn end(&self) -> u64 {
+        let writing = self.writing.as_ref().map_or(0, |w| w.end());
+        self.newer.end().max(writing)
+    }
+
+    /// The bytes within `[lo, hi)` as readers see them (the newer over
+    /// those being written out).
+    fn view(&self, lo: u64, hi: u64) -> Extents {
+        let mut out = self
+            .writing
+            .as_ref()
+            .map_or_else(Extents::default, |w| w.clipped(lo, hi));
+        out.layer(&self.newer.clipped(lo, hi));
+        out
+    }
+
+    /// Hands the newer bytes to a write-out, or `None` if there are none.
+    /// The caller holds the file's write-out lock, so none is in progress.
+    fn begin(&mut self) -> Option<Arc<Extents>> {
+        assert!(self.writing.is_none(), "two write-outs of one file");
+        if self.newer.bytes() == 0 {
+            return None;
+        }
+        let job = Arc::new(std::mem::take(&mut self.newer));
+        self.writing = Some(job.clone());
+        Some(job)
+    }
+
+    /// Ends the write-out of `job`: committed (or dropped), its bytes
+    /// leave; kept (a failure that may pass), they go back under the
+    /// newer ones for the next write-out.
+    fn end_write_out(&mut self, job: &Arc<Extents>, keep: bool) {
+        if !self.writing.as_ref().is_some_and(|w| Arc::ptr_eq(w, job)) {
+            return; // Dropped meanwhile (the file is gone).
+        }
+        self.writing = None;
+        if keep {
+            let mut older = (**job).clone();
+            older.layer(&self.newer);
+            self.newer = older;
+        }
+    }
+}
+
+/// A write-out taken from a file's buffer.
+struct Job {
+    by: Actor,
+    extents: Arc<Extents>,
+    mtime: Timestamp,
+}
+
 /// One file's buffered writes.
 struct DirtyFile {
     handle: Handle,
     /// The task that wrote them (the last one, if several did).
     by: Actor,
-    /// Shared with a write-out in progress (which holds the file's writer
-    /// lock, so no writer changes them meanwhile).
-    extents: Arc<Extents>,
+    buffer: Buffer,
     /// The last write's time: the file's mtime once written out.
     mtime: Timestamp,
 }
@@ -78,17 +159,41 @@ struct Table {
     /// Write-outs that failed for good, reported once to the file's next
     /// write or sync.
     failed: HashMap<Key, KernelError>,
-    /// Bytes held by every file's extents.
+    /// Bytes held by every file's buffer.
     total: u64,
     /// Bytes held by the files each writer wrote last.
     by_writer: HashMap<Actor, u64>,
 }
 
 impl Table {
+    /// Changes the entry of a file, if it has one, and its counts; an
+    /// entry left empty is dropped.
+    fn change<R>(&mut self, key: &Key, change: impl FnOnce(&mut DirtyFile) -> R) -> Option<R> {
+        let file = self.files.get_mut(key)?;
+        let (was_by, before) = (file.by.clone(), file.buffer.held());
+        let r = change(file);
+        let (by, after) = (file.by.clone(), file.buffer.held());
+        if file.buffer.is_empty() {
+            self.files.remove(key);
+        }
+        self.uncount(&was_by, before);
+        self.count(&by, after);
+        Some(r)
+    }
+
+    /// Drops a file's entry.
+    fn remove(&mut self, key: &Key) {
+        if let Some(f) = self.files.remove(key) {
+            self.uncount(&f.by, f.buffer.held());
+        }
+    }
+
     /// Counts a file's buffer, of `bytes`, as `by`'s.
     fn count(&mut self, by: &Actor, bytes: u64) {
-        self.total += bytes;
-        *self.by_writer.entry(by.clone()).or_default() += bytes;
+        if bytes > 0 {
+            self.total += bytes;
+            *self.by_writer.entry(by.clone()).or_default() += bytes;
+        }
     }
 
     /// Stops counting a file's buffer, of `bytes`, as `by`'s.
@@ -106,8 +211,10 @@ impl Table {
 /// What a write finds in the buffers (see [`WriteBack::room`]).
 pub(crate) enum Room {
     Fits,
-    /// The file's or the node's: the writer writes its file out first.
-    FileOrNodeFull,
+    /// The file's: its buffer is written out behind the writer.
+    FileFull,
+    /// The node's: the writer writes its file out first.
+    NodeFull,
     /// The writer's: it writes out its files first (the ones no other
     /// writer is busy with).
     WriterFull,
@@ -137,7 +244,10 @@ impl Pending {
 pub(crate) struct WriteBack {
     table: Mutex<Table>,
     content: Arc<ContentStore>,
+    /// The files' writer locks (shared with the VFS).
     locks: Arc<InodeLocks>,
+    /// Each file's write-out lock: held by its write-out in progress.
+    outs: InodeLocks,
     flusher: OnceLock<()>,
     /// The runtime the kernel was opened on (not an agent's).
     rt: Option<tokio::runtime::Handle>,
@@ -169,6 +279,7 @@ impl WriteBack {
             table: Mutex::default(),
             content,
             locks,
+            outs: InodeLocks::default(),
             flusher: OnceLock::new(),
             rt: tokio::runtime::Handle::try_current().ok(),
             wake: Arc::default(),
@@ -182,23 +293,16 @@ impl WriteBack {
     }
 
     /// The buffered state of a file, with its bytes within `[lo, hi)`.
+    /// (Take it before reading the committed inode: a write-out
+    /// committing in between is then seen twice, never missed.)
     pub(crate) fn pending(&self, zone: &ZoneId, ino: Ino, lo: u64, hi: u64) -> Option<Pending> {
         let table = self.table();
         let file = table.files.get(&(zone.clone(), ino))?;
         Some(Pending {
-            end: file.extents.end(),
+            end: file.buffer.end(),
             mtime: file.mtime,
-            extents: file.extents.clipped(lo, hi),
+            extents: file.buffer.view(lo, hi),
         })
-    }
-
-    /// `inode` as readers on this node see it: its size and mtime include
-    /// the buffered writes. For a caller holding the file's writer lock
-    /// (otherwise take the `pending` snapshot before reading the inode).
-    pub(crate) fn overlay(&self, zone: &ZoneId, inode: &mut Inode) {
-        if let Some(p) = self.pending(zone, inode.ino, 0, 0) {
-            p.apply(inode);
-        }
     }
 
     /// The failure of an earlier write-out of this file, once.
@@ -216,12 +320,14 @@ impl WriteBack {
         let file = table
             .files
             .get(&(zone.clone(), ino))
-            .map_or(0, |f| f.extents.bytes());
+            .map_or(0, |f| f.buffer.newer.bytes());
         let writer = table.by_writer.get(by).copied().unwrap_or(0);
         if writer + len > WRITER_DIRTY_MAX {
             Room::WriterFull
-        } else if file + len > FILE_DIRTY_MAX || table.total + len > NODE_DIRTY_MAX {
-            Room::FileOrNodeFull
+        } else if table.total + len > NODE_DIRTY_MAX {
+            Room::NodeFull
+        } else if file + len > FILE_DIRTY_MAX {
+            Room::FileFull
         } else {
             Room::Fits
         }
@@ -230,26 +336,21 @@ impl WriteBack {
     /// Buffers `data` at `at` for the file behind `h`, written by `by`.
     /// The caller holds the file's writer lock and has checked the room.
     pub(crate) fn record(&self, h: &Handle, by: Actor, at: u64, data: &[u8], now: Timestamp) {
-        let mut guard = self.table();
-        let table = &mut *guard;
-        let file = table
-            .files
-            .entry((h.zone_id().clone(), h.ino))
-            .or_insert_with(|| DirtyFile {
-                handle: h.clone(),
-                by: by.clone(),
-                extents: Arc::default(),
-                mtime: now,
-            });
-        let (was_by, before) = (file.by.clone(), file.extents.bytes());
-        Arc::make_mut(&mut file.extents).write(at, data);
-        let after = file.extents.bytes();
-        file.by = by.clone();
-        file.mtime = file.mtime.max(now);
-        table.uncount(&was_by, before);
-        table.count(&by, after);
+        let mut table = self.table();
+        let key = (h.zone_id().clone(), h.ino);
+        table.files.entry(key.clone()).or_insert_with(|| DirtyFile {
+            handle: h.clone(),
+            by: by.clone(),
+            buffer: Buffer::default(),
+            mtime: now,
+        });
+        table.change(&key, |file| {
+            file.buffer.newer.write(at, data);
+            file.by = by;
+            file.mtime = file.mtime.max(now);
+        });
         let over = table.total > NODE_DIRTY_MAX / 2;
-        drop(guard);
+        drop(table);
         if over {
             self.wake.notify_one();
         }
@@ -259,16 +360,13 @@ impl WriteBack {
     pub(crate) fn discard(&self, zone: &ZoneId, ino: Ino) {
         let mut table = self.table();
         let key = (zone.clone(), ino);
-        if let Some(f) = table.files.remove(&key) {
-            table.uncount(&f.by, f.extents.bytes());
-        }
+        table.remove(&key);
         table.failed.remove(&key);
     }
 
     /// Forgets every buffer of a zone (it was destroyed).
     pub(crate) fn forget_zone(&self, zone: &ZoneId) {
-        let mut guard = self.table();
-        let table = &mut *guard;
+        let mut table = self.table();
         let gone: Vec<Key> = table
             .files
             .keys()
@@ -276,39 +374,96 @@ impl WriteBack {
             .cloned()
             .collect();
         for key in gone {
-            if let Some(f) = table.files.remove(&key) {
-                table.uncount(&f.by, f.extents.bytes());
-            }
+            table.remove(&key);
         }
         table.failed.retain(|(z, _), _| z != zone);
     }
 
-    /// Writes out the buffer of the file behind `h`; the caller holds its
-    /// writer lock. On success the buffer is gone; on a failure that may
-    /// pass it is kept; otherwise it is dropped (and the error returned).
+    /// Writes out the buffer of the file behind `h`, after the write-out
+    /// in progress if there is one; the caller holds its writer lock. On
+    /// success the buffer is gone; on a failure that may pass it is kept;
+    /// otherwise it is dropped (and the error returned). A write-out
+    /// behind the writer that failed for good is reported here.
     pub(crate) async fn write_out(&self, h: &Handle) -> Result<()> {
-        let key = (h.zone_id().clone(), h.ino);
-        let Some((by, extents, mtime)) = self
-            .table()
-            .files
-            .get(&key)
-            .map(|f| (f.by.clone(), f.extents.clone(), f.mtime))
-        else {
+        let _out = self.outs.lock(h.zone_id(), h.ino).await;
+        self.take_failure(h.zone_id(), h.ino)?;
+        match self.begin(h) {
+            Some(job) => self.finish(h, job).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Starts writing out the buffer of the file behind `h` and returns
+    /// (waiting first for the write-out in progress, if there is one); the
+    /// caller holds its writer lock. Its failure is reported to the file's
+    /// next write or sync.
+    pub(crate) async fn write_out_behind(self: &Arc<Self>, h: &Handle) -> Result<()> {
+        let out = self.outs.lock(h.zone_id(), h.ino).await;
+        self.take_failure(h.zone_id(), h.ino)?;
+        let Some(job) = self.begin(h) else {
             return Ok(());
         };
-        let r = self.commit(h, &by, &extents, mtime).await;
+        let Some(rt) = self.runtime() else {
+            return self.finish(h, job).await;
+        };
+        let (me, h) = (self.clone(), h.clone());
+        rt.spawn(async move {
+            if let Err(e) = me.finish(&h, job).await {
+                me.report(&h, e);
+            }
+            drop(out);
+        });
+        Ok(())
+    }
+
+    /// Hands the file's newer bytes to a write-out (the caller holds the
+    /// file's write-out lock).
+    fn begin(&self, h: &Handle) -> Option<Job> {
+        let key = (h.zone_id().clone(), h.ino);
+        let mut table = self.table();
+        let file = table.files.get_mut(&key)?;
+        let extents = file.buffer.begin()?;
+        Some(Job {
+            by: file.by.clone(),
+            extents,
+            mtime: file.mtime,
+        })
+    }
+
+    /// Commits a write-out and settles the buffer: its bytes leave on
+    /// success, stay on a failure that may pass, and are dropped with the
+    /// rest of the file's buffer otherwise (silently if the file is gone).
+    async fn finish(&self, h: &Handle, job: Job) -> Result<()> {
+        let r = self.commit(h, &job.by, &job.extents, job.mtime).await;
+        let key = (h.zone_id().clone(), h.ino);
+        let keep = matches!(&r, Err(e) if may_pass(e));
+        let drop_all = r.is_err() && !keep;
+        self.table().change(&key, |f| {
+            f.buffer.end_write_out(&job.extents, keep);
+            if drop_all {
+                f.buffer = Buffer::default();
+            }
+        });
         match r {
-            Err(e) if may_pass(&e) => Err(e),
-            Err(_) if h.zone().state.inode(h.ino)?.is_none() => {
-                // The file is gone: so are its unwritten bytes, silently.
-                self.discard(h.zone_id(), h.ino);
-                Ok(())
-            }
-            r => {
-                self.discard(h.zone_id(), h.ino);
-                r
-            }
+            Err(_) if drop_all && h.zone().state.inode(h.ino)?.is_none() => Ok(()),
+            r => r,
         }
+    }
+
+    /// Logs a failed write-out and keeps a failure for good for the file's
+    /// next write or sync.
+    fn report(&self, h: &Handle, e: KernelError) {
+        tracing::warn!(zone = %h.zone_id(), ino = h.ino, "write-out: {e}");
+        if !may_pass(&e) {
+            self.table().failed.insert((h.zone_id().clone(), h.ino), e);
+        }
+    }
+
+    /// The kernel's runtime, or the caller's.
+    fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.rt
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
     }
 
     /// Plans and commits the buffered `extents` over the file's committed
@@ -503,12 +658,7 @@ impl WriteBack {
         let mut first_err = None;
         for (h, written) in results {
             if let Err(e) = written {
-                tracing::warn!(zone = %h.zone_id(), ino = h.ino, "write-out: {e}");
-                if !may_pass(&e) {
-                    self.table()
-                        .failed
-                        .insert((h.zone_id().clone(), h.ino), e.clone());
-                }
+                self.report(&h, e.clone());
                 first_err.get_or_insert(e);
             }
         }
@@ -541,13 +691,94 @@ impl WriteBack {
             };
             // Without a runtime (none here, none at open) writes are
             // written out at sync, when full, and at shutdown only.
-            if let Some(rt) = self
-                .rt
-                .clone()
-                .or_else(|| tokio::runtime::Handle::try_current().ok())
-            {
+            if let Some(rt) = self.runtime() {
                 rt.spawn(flusher);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(u64, Vec<u8>),
+        /// A write-out begins (if none is in progress).
+        Begin,
+        /// The write-out in progress commits, or fails and is kept.
+        End {
+            committed: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u64..200, prop::collection::vec(any::<u8>(), 1..40))
+                .prop_map(|(at, data)| Op::Write(at, data)),
+            1 => Just(Op::Begin),
+            1 => any::<bool>().prop_map(|committed| Op::End { committed }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the order of writes, write-outs and their outcomes,
+        /// the committed bytes with the buffer's view over them are the
+        /// file as written, and the buffer holds each byte at most twice.
+        #[test]
+        fn two_buffers_show_the_file_as_written(ops in prop::collection::vec(op(), 0..60)) {
+            const LEN: usize = 240;
+            let (mut file, mut store) = (vec![0u8; LEN], vec![0u8; LEN]);
+            let mut buffer = Buffer::default();
+            let mut job: Option<Arc<Extents>> = None;
+            for op in ops {
+                match op {
+                    Op::Write(at, data) => {
+                        file[at as usize..at as usize + data.len()].copy_from_slice(&data);
+                        buffer.newer.write(at, &data);
+                    }
+                    Op::Begin if job.is_none() => job = buffer.begin(),
+                    Op::Begin => {}
+                    Op::End { committed } => {
+                        if let Some(j) = job.take() {
+                            if committed {
+                                j.overlay(0, &mut store);
+                            }
+                            buffer.end_write_out(&j, !committed);
+                        }
+                    }
+                }
+                let mut seen = store.clone();
+                buffer.view(0, LEN as u64).overlay(0, &mut seen);
+                prop_assert_eq!(&seen, &file);
+                prop_assert!(buffer.held() <= 2 * LEN as u64);
+                prop_assert_eq!(buffer.is_empty(), buffer.held() == 0);
+            }
+            // Written out to the end, the store is the file.
+            if let Some(j) = job.take() {
+                j.overlay(0, &mut store);
+                buffer.end_write_out(&j, false);
+            }
+            if let Some(j) = buffer.begin() {
+                j.overlay(0, &mut store);
+                buffer.end_write_out(&j, false);
+            }
+            prop_assert!(buffer.is_empty());
+            prop_assert_eq!(store, file);
+        }
+    }
+
+    #[test]
+    fn a_write_out_dropped_meanwhile_changes_nothing_when_it_ends() {
+        let mut buffer = Buffer::default();
+        buffer.newer.write(0, b"old");
+        let job = buffer.begin().expect("bytes to write out");
+        buffer = Buffer::default();
+        buffer.newer.write(10, b"new");
+        buffer.end_write_out(&job, true);
+        assert_eq!(buffer.held(), 3);
+        assert!(buffer.writing.is_none());
     }
 }
