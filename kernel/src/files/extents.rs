@@ -50,12 +50,13 @@ impl Extents {
             None => Vec::new(),
         };
         self.bytes -= merged.len() as u64;
+        // Over the bytes it reaches, then past them (no zero-fill first:
+        // an append of a MiB is one copy).
         let lo = (at - start) as usize;
-        let hi = lo + data.len();
-        if merged.len() < hi {
-            merged.resize(hi, 0);
-        }
-        merged[lo..hi].copy_from_slice(data);
+        assert!(merged.len() >= lo, "the host extent reaches the write");
+        let over = merged.len().clamp(lo, lo + data.len()) - lo;
+        merged[lo..lo + over].copy_from_slice(&data[..over]);
+        merged.extend_from_slice(&data[over..]);
         // Extents the write reaches or touches after `at` are absorbed; only
         // their bytes past the write survive.
         let absorbed: Vec<u64> = self.map.range(at..=end).map(|(s, _)| *s).collect();

@@ -554,8 +554,16 @@ impl WriteBack {
         for idx in dirty.blocks(CHUNK_SIZE) {
             let start = idx * CHUNK_SIZE;
             let stop = (start + CHUNK_SIZE).min(size);
+            if dirty.covers(start, stop) {
+                // Wholly rewritten: the dirty bytes alone, copied once.
+                let mut buf = Vec::with_capacity((stop - start) as usize);
+                for (_, piece) in dirty.pieces(start, stop) {
+                    buf.extend_from_slice(piece);
+                }
+                rebuilt.push((idx, buf));
+                continue;
+            }
             let mut buf: Vec<u8> = match inline {
-                _ if dirty.covers(start, stop) => Vec::new(),
                 Some(_) => Vec::new(),
                 None => match h.zone().state.chunks(h.ino, idx, idx + 1)?.first() {
                     Some((_, chunk)) => self.content.get(chunk).await?.to_vec(),
