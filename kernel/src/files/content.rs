@@ -72,7 +72,7 @@ pub struct ContentStore {
     /// Fan-out directories whose own name this process has made durable
     /// (their parent fsync'd since they existed): only the new chunk's
     /// directory needs an fsync then.
-    durable_fanouts: Mutex<HashSet<String>>,
+    durable_fanouts: Arc<Mutex<HashSet<String>>>,
     /// Human-readable location, for status output.
     pub location: String,
 }
@@ -101,7 +101,7 @@ impl ContentStore {
             registered: tokio::sync::OnceCell::new(),
             verified: Mutex::default(),
             durable_dir: None,
-            durable_fanouts: Mutex::default(),
+            durable_fanouts: Arc::default(),
             location,
         }
     }
@@ -196,6 +196,14 @@ impl ContentStore {
             .filter(|&l| l as u64 <= CHUNK_SIZE)
             .ok_or_else(|| KernelError::Invalid(format!("chunk of {} bytes", bytes.len())))?;
         self.register().await?;
+        match &self.durable_dir {
+            Some(dir) => self.put_local(dir, bytes, len).await,
+            None => self.put_object(bytes, len).await,
+        }
+    }
+
+    /// `put` through the object store.
+    async fn put_object(&self, bytes: Bytes, len: u32) -> Result<ChunkRef> {
         let hash = *blake3::hash(&bytes).as_bytes();
         let chunk = ChunkRef { hash, len };
         let path = chunk_path(&hash);
@@ -208,9 +216,35 @@ impl ContentStore {
         };
         if !present {
             self.store.put(&path, PutPayload::from_bytes(bytes)).await?;
-            self.make_durable(&path).await?;
             self.remember(hash);
         }
+        Ok(chunk)
+    }
+
+    /// `put` on local disk: hashed, written, fsync'd and named in one trip
+    /// to the blocking pool (a write-out's chunks so hash and write in
+    /// parallel, not one after another on an async worker). The file is
+    /// durable before its name appears, and its name (the directory, and
+    /// the first time in this process the fan-out directory's own name)
+    /// before `put` returns, so metadata naming it never outlives it.
+    async fn put_local(&self, dir: &std::path::Path, bytes: Bytes, len: u32) -> Result<ChunkRef> {
+        let (dir, fanouts) = (dir.to_owned(), self.durable_fanouts.clone());
+        let blocking = |bytes: Bytes, replace: bool| {
+            let (dir, fanouts) = (dir.clone(), fanouts.clone());
+            async move {
+                tokio::task::spawn_blocking(move || store_chunk(&dir, &fanouts, &bytes, replace))
+                    .await
+                    .map_err(|e| KernelError::Content(format!("storing a chunk: {e}")))?
+                    .map_err(|e| KernelError::Content(format!("storing a chunk: {e}")))
+            }
+        };
+        let (hash, stored) = blocking(bytes.clone(), false).await?;
+        let chunk = ChunkRef { hash, len };
+        // What is stored under the name is reused only if it is the chunk.
+        if stored == Stored::Present && !(self.is_verified(&hash) || self.verify(&chunk).await?) {
+            blocking(bytes, true).await?;
+        }
+        self.remember(hash);
         Ok(chunk)
     }
 
@@ -228,45 +262,6 @@ impl ContentStore {
             verified.clear();
         }
         verified.insert(hash);
-    }
-
-    /// On local disk: fsyncs the chunk at `path` and the directory that
-    /// names it, and, the first time in this process, the directory that
-    /// names that fan-out directory (it may be new).
-    async fn make_durable(&self, path: &Path) -> Result<()> {
-        let Some(dir) = &self.durable_dir else {
-            return Ok(());
-        };
-        let file = dir.join(path.as_ref());
-        let fanout = path.as_ref().rsplit_once('/').map(|(d, _)| d.to_owned());
-        let known = fanout.as_ref().is_some_and(|f| {
-            self.durable_fanouts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(f)
-        });
-        tokio::task::spawn_blocking(move || {
-            let sync = |p: &std::path::Path| std::fs::File::open(p)?.sync_all();
-            sync(&file)?;
-            let mut parent = file.parent();
-            for _ in 0..if known { 1 } else { 2 } {
-                if let Some(p) = parent {
-                    sync(p)?;
-                    parent = p.parent();
-                }
-            }
-            Ok::<_, std::io::Error>(())
-        })
-        .await
-        .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))?
-        .map_err(|e| KernelError::Content(format!("fsync of a chunk: {e}")))?;
-        if let (false, Some(f)) = (known, fanout) {
-            self.durable_fanouts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(f);
-        }
-        Ok(())
     }
 
     /// Reads `range` of a chunk (bounded by its length). The first read of
@@ -382,6 +377,72 @@ impl ContentStore {
     }
 }
 
+/// What [`store_chunk`] found.
+#[derive(PartialEq, Eq)]
+enum Stored {
+    Written,
+    /// A file of the chunk's length was already under its name (the
+    /// caller checks it is the chunk).
+    Present,
+}
+
+/// Hashes `bytes` and stores them under `dir` as the object store names
+/// chunks, unless a file of their length is there already (or `replace`):
+/// written to a new file beside the name, fsync'd, renamed over it, and
+/// the directory fsync'd (and its parent, the first time this process
+/// stores into it: the fan-out directory may be new).
+fn store_chunk(
+    dir: &std::path::Path,
+    fanouts: &Mutex<HashSet<String>>,
+    bytes: &[u8],
+    replace: bool,
+) -> std::io::Result<([u8; 32], Stored)> {
+    use std::io::Write;
+    let hash = *blake3::hash(bytes).as_bytes();
+    let name = chunk_path(&hash);
+    let file = dir.join(name.as_ref());
+    let fanout = file.parent().unwrap_or(dir).to_owned();
+    match std::fs::metadata(&file) {
+        Ok(meta) if meta.len() == bytes.len() as u64 && !replace => {
+            return Ok((hash, Stored::Present))
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&fanout)?;
+    let tmp = fanout.join(format!(
+        "{}#{:016x}",
+        hash_hex(&hash),
+        rand::random::<u64>()
+    ));
+    let written = (|| {
+        let mut f = std::fs::File::create_new(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let sync = |p: &std::path::Path| std::fs::File::open(p)?.sync_all();
+    sync(&fanout)?;
+    let fanout_name = fanout.to_string_lossy().into_owned();
+    let known = fanouts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&fanout_name);
+    if !known {
+        if let Some(parent) = fanout.parent() {
+            sync(parent)?;
+        }
+        fanouts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fanout_name);
+    }
+    Ok((hash, Stored::Written))
+}
+
 fn url_prefix(url: &str) -> String {
     url.trim_start_matches("s3://")
         .split_once('/')
@@ -448,6 +509,27 @@ mod tests {
         assert_eq!(reader.get(&chunk).await.unwrap(), data);
         let fresh = ContentStore::new(shared, "shared".into(), "f");
         assert_eq!(&fresh.get_range(&chunk, 5..8).await.unwrap()[..], &[7u8; 3]);
+    }
+
+    #[tokio::test]
+    async fn on_local_disk_a_chunk_is_stored_once_and_a_damaged_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ContentStore::local(dir.path(), "w").unwrap();
+        let data = Bytes::from(vec![5u8; 3000]);
+        let chunk = cs.put(data.clone()).await.unwrap();
+        assert_eq!(cs.put(data.clone()).await.unwrap(), chunk);
+        let file = dir.path().join(chunk_path(&chunk.hash).as_ref());
+        let fanout = file.parent().unwrap();
+        // One file under the name, nothing left beside it.
+        assert_eq!(std::fs::read_dir(fanout).unwrap().count(), 1);
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+        // Planted bytes of the same length: a fresh process checks them
+        // and writes the chunk again instead of naming them.
+        std::fs::write(&file, vec![6u8; 3000]).unwrap();
+        let fresh = ContentStore::local(dir.path(), "w").unwrap();
+        assert_eq!(fresh.put(data.clone()).await.unwrap(), chunk);
+        assert_eq!(fresh.get(&chunk).await.unwrap(), data);
+        assert_eq!(std::fs::read_dir(fanout).unwrap().count(), 1);
     }
 
     #[test]
