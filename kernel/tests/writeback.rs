@@ -622,3 +622,30 @@ async fn a_write_out_behind_the_writer_the_quota_refuses_is_reported_at_sync() {
         k.sync(&t, f).await.unwrap();
     }
 }
+
+/// A sync dropped part way through its write-out (a guest killed, a
+/// caller timing out) loses nothing and jams nothing: the bytes it was
+/// writing out are written out again by the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_out_abandoned_part_way_is_done_again_by_the_next_sync() {
+    let (_dir, k, t) = zone(HOUR).await;
+    let f = k.open_path(&t, "/f", CREATE).await.unwrap();
+    let mut model = vec![0u8; 3 * CHUNK_SIZE as usize];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..40u64 {
+        let at = rng.gen_range(0..2 * CHUNK_SIZE) as usize;
+        let data = vec![(round % 250) as u8 + 1; rng.gen_range(1..200_000)];
+        model[at..at + data.len()].copy_from_slice(&data);
+        k.write(&t, &f, at as u64, &data).await.unwrap();
+        // Cut off after a varying share of its work (or none of it).
+        let _ = tokio::time::timeout(Duration::from_micros(round * 150), k.sync(&t, &f)).await;
+    }
+    k.sync(&t, &f).await.unwrap();
+    let size = k.stat(&t, "/f").unwrap().size as usize;
+    let got = k.read_linearized(&t, &f, 0, size as u64).await.unwrap();
+    assert!(
+        got[..] == model[..size],
+        "the file differs from what was written"
+    );
+    k.shutdown().await.unwrap();
+}

@@ -109,9 +109,17 @@ impl Buffer {
     }
 
     /// Hands the newer bytes to a write-out, or `None` if there are none.
-    /// The caller holds the file's write-out lock, so none is in progress.
+    /// The caller holds the file's write-out lock, so none is in progress:
+    /// bytes still marked as being written out belong to one abandoned
+    /// before it ended (its task dropped: a cancelled caller, a runtime
+    /// shutting down), and go back under the newer ones, to be written
+    /// out again (the same bytes, if it did commit).
     fn begin(&mut self) -> Option<Arc<Extents>> {
-        assert!(self.writing.is_none(), "two write-outs of one file");
+        if let Some(abandoned) = self.writing.take() {
+            let mut older = (*abandoned).clone();
+            older.layer(&self.newer);
+            self.newer = older;
+        }
         if self.newer.bytes() == 0 {
             return None;
         }
@@ -720,6 +728,11 @@ mod tests {
         End {
             committed: bool,
         },
+        /// The write-out in progress is dropped before it ends, having
+        /// committed or not.
+        Abandon {
+            committed: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -728,13 +741,15 @@ mod tests {
                 .prop_map(|(at, data)| Op::Write(at, data)),
             1 => Just(Op::Begin),
             1 => any::<bool>().prop_map(|committed| Op::End { committed }),
+            1 => any::<bool>().prop_map(|committed| Op::Abandon { committed }),
         ]
     }
 
     proptest! {
-        /// Whatever the order of writes, write-outs and their outcomes,
-        /// the committed bytes with the buffer's view over them are the
-        /// file as written, and the buffer holds each byte at most twice.
+        /// Whatever the order of writes, write-outs and their outcomes
+        /// (abandoned ones included), the committed bytes with the
+        /// buffer's view over them are the file as written, and the
+        /// buffer holds each byte at most twice.
         #[test]
         fn two_buffers_show_the_file_as_written(ops in prop::collection::vec(op(), 0..60)) {
             const LEN: usize = 240;
@@ -755,6 +770,13 @@ mod tests {
                                 j.overlay(0, &mut store);
                             }
                             buffer.end_write_out(&j, !committed);
+                        }
+                    }
+                    Op::Abandon { committed } => {
+                        if let Some(j) = job.take() {
+                            if committed {
+                                j.overlay(0, &mut store);
+                            }
                         }
                     }
                 }
