@@ -274,6 +274,12 @@ fn synced_and_stored(log: &str) -> (std::collections::HashSet<String>, Vec<Strin
             }
         } else if head.starts_with("rename") && result == "0" {
             if let Some(to) = quoted(head, 1).filter(|t| t.contains("/content/chunks/")) {
+                // A file fsync'd under a temporary name and then renamed
+                // is durable under its new one (the rename itself is made
+                // durable by the directory's fsync, checked separately).
+                if quoted(head, 0).is_some_and(|from| synced.contains(&from)) {
+                    synced.insert(to.clone());
+                }
                 stored.push(to);
             }
         }
@@ -282,7 +288,8 @@ fn synced_and_stored(log: &str) -> (std::collections::HashSet<String>, Vec<Strin
 }
 
 /// Content is durable before anything names it: `put` fsyncs each chunk
-/// file and the directory naming it before it returns (and the command
+/// file (before or after its rename into place) and the directory naming
+/// it before it returns (and the command
 /// naming the chunks is proposed only after). Watched with strace on a
 /// real `nexus fs put` of three chunks.
 #[test]
