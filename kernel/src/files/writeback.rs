@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::consensus::forward::Actor;
 use crate::error::{KernelError, Result};
@@ -116,9 +117,7 @@ impl Buffer {
     /// out again (the same bytes, if it did commit).
     fn begin(&mut self) -> Option<Arc<Extents>> {
         if let Some(abandoned) = self.writing.take() {
-            let mut older = (*abandoned).clone();
-            older.layer(&self.newer);
-            self.newer = older;
+            self.put_back(&abandoned);
         }
         if self.newer.bytes() == 0 {
             return None;
@@ -137,10 +136,16 @@ impl Buffer {
         }
         self.writing = None;
         if keep {
-            let mut older = (**job).clone();
-            older.layer(&self.newer);
-            self.newer = older;
+            self.put_back(job);
         }
+    }
+
+    /// Puts the bytes of a write-out that did not end back, under the
+    /// newer ones.
+    fn put_back(&mut self, older: &Extents) {
+        let mut merged = older.clone();
+        merged.layer(&self.newer);
+        self.newer = merged;
     }
 }
 
@@ -393,10 +398,8 @@ impl WriteBack {
     /// otherwise it is dropped (and the error returned). A write-out
     /// behind the writer that failed for good is reported here.
     pub(crate) async fn write_out(&self, h: &Handle) -> Result<()> {
-        let _out = self.outs.lock(h.zone_id(), h.ino).await;
-        self.take_failure(h.zone_id(), h.ino)?;
-        match self.begin(h) {
-            Some(job) => self.finish(h, job).await,
+        match self.begin(h).await? {
+            Some((_out, job)) => self.finish(h, job).await,
             None => Ok(()),
         }
     }
@@ -406,9 +409,7 @@ impl WriteBack {
     /// caller holds its writer lock. Its failure is reported to the file's
     /// next write or sync.
     pub(crate) async fn write_out_behind(self: &Arc<Self>, h: &Handle) -> Result<()> {
-        let out = self.outs.lock(h.zone_id(), h.ino).await;
-        self.take_failure(h.zone_id(), h.ino)?;
-        let Some(job) = self.begin(h) else {
+        let Some((out, job)) = self.begin(h).await? else {
             return Ok(());
         };
         let Some(rt) = self.runtime() else {
@@ -424,18 +425,23 @@ impl WriteBack {
         Ok(())
     }
 
-    /// Hands the file's newer bytes to a write-out (the caller holds the
-    /// file's write-out lock).
-    fn begin(&self, h: &Handle) -> Option<Job> {
-        let key = (h.zone_id().clone(), h.ino);
+    /// Takes the file's write-out lock (after the write-out in progress,
+    /// if any), reports a write-out behind the writer that failed for
+    /// good, and hands the file's newer bytes to a new write-out, if it
+    /// has any; the lock is held until the write-out ends.
+    async fn begin(&self, h: &Handle) -> Result<Option<(OwnedMutexGuard<()>, Job)>> {
+        let out = self.outs.lock(h.zone_id(), h.ino).await;
+        self.take_failure(h.zone_id(), h.ino)?;
         let mut table = self.table();
-        let file = table.files.get_mut(&key)?;
-        let extents = file.buffer.begin()?;
-        Some(Job {
+        let Some(file) = table.files.get_mut(&(h.zone_id().clone(), h.ino)) else {
+            return Ok(None);
+        };
+        let job = file.buffer.begin().map(|extents| Job {
             by: file.by.clone(),
             extents,
             mtime: file.mtime,
-        })
+        });
+        Ok(job.map(|job| (out, job)))
     }
 
     /// Commits a write-out and settles the buffer: its bytes leave on
