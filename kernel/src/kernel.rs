@@ -29,6 +29,7 @@ use crate::consensus::replica::{Members, Replica, ReplicaConfig, Role};
 use crate::consensus::snapshot::{SpoolDir, SpoolWriter, Spooled};
 use crate::consensus::transport::{LocalOnly, Transport};
 use crate::error::{KernelError, Result};
+use crate::files::changes::ChangeFeed;
 use crate::files::collect::{Collector, RunningZones};
 use crate::files::content::ContentStore;
 use crate::files::vfs::InodeLocks;
@@ -225,6 +226,8 @@ pub struct Kernel {
     pub(crate) writeback: Arc<WriteBack>,
     /// Deletes the chunks no file names any more, in the background.
     pub(crate) collector: Arc<Collector>,
+    /// What changes, for front-ends that cache (`files/changes.rs`).
+    pub(crate) changes: ChangeFeed,
     transport: Arc<dyn Transport>,
     pub(crate) next_pid: AtomicU64,
     pub(crate) perm_cache: Mutex<PermCache>,
@@ -370,10 +373,12 @@ impl Kernel {
         let spool = SpoolDir::open(&cfg.home)?;
         let content = Arc::new(content);
         let writers = Arc::new(InodeLocks::default());
+        let changes = ChangeFeed::default();
         let writeback = Arc::new(WriteBack::new(
             content.clone(),
             writers.clone(),
             cfg.flush_interval,
+            changes.clone(),
         ));
         let zones = RunningZones::default();
         let collector = Arc::new(Collector::new(
@@ -403,6 +408,7 @@ impl Kernel {
             timers,
             closed: Default::default(),
             spool,
+            changes,
         })
     }
 
@@ -412,6 +418,12 @@ impl Kernel {
 
     pub fn content(&self) -> &ContentStore {
         &self.content
+    }
+
+    /// What changes in the zones this node serves, as it becomes visible
+    /// here (`files/changes.rs`).
+    pub fn changes(&self) -> &ChangeFeed {
+        &self.changes
     }
 
     pub fn tokens(&self) -> &TokenAuthority {
@@ -791,6 +803,7 @@ impl Kernel {
             replica,
             self.transport.clone(),
             self.cfg.driver.clone(),
+            self.changes.clone(),
         )?;
         let zone = Arc::new(Zone {
             id: id.clone(),

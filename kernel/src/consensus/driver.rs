@@ -23,6 +23,7 @@ use crate::consensus::replica::Replica;
 use crate::consensus::snapshot::Spooled;
 use crate::consensus::transport::Transport;
 use crate::error::{KernelError, Result};
+use crate::files::changes::{self, Change, ChangeFeed, Changed, Origin};
 use crate::types::{ReplicaId, ZoneId};
 use crate::zone::command::{Applied, ZoneCommand};
 
@@ -32,7 +33,8 @@ const MAX_BATCH: usize = 4096;
 const QUEUE_DEPTH: usize = 16 * 1024;
 
 enum Input {
-    Propose(Proposal, oneshot::Sender<Result<Proposed>>),
+    /// With the origin of the call proposing it (`files::changes`).
+    Propose(Proposal, oneshot::Sender<Result<Proposed>>, Option<Origin>),
     Step(Message),
     StepSpooled(Message, Spooled),
     Status(oneshot::Sender<ZoneStatus>),
@@ -120,6 +122,7 @@ impl ZoneDriver {
         mut replica: Replica,
         transport: Arc<dyn Transport>,
         cfg: DriverConfig,
+        feed: ChangeFeed,
     ) -> Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         if replica.is_sole_voter() && !replica.is_leader() {
@@ -142,7 +145,14 @@ impl ZoneDriver {
         let (t, l) = (transport.clone(), leader.clone());
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(z, replica, t, rx, applied_tx, l, tick))
+            .spawn(move || {
+                let tells = Tells {
+                    applied: applied_tx,
+                    known_leader: l,
+                    feed,
+                };
+                run(z, replica, t, rx, tells, tick)
+            })
             .map_err(|e| KernelError::Storage(format!("spawn zone driver: {e}")))?;
         Ok(ZoneDriver {
             zone,
@@ -241,7 +251,9 @@ impl ZoneDriver {
     /// applies); otherwise says who leads. Never forwards.
     pub(crate) async fn propose_here(&self, proposal: Proposal) -> Result<Proposed> {
         let (reply, rx) = oneshot::channel();
-        self.submit(Input::Propose(proposal, reply), rx).await
+        let origin = changes::origin();
+        self.submit(Input::Propose(proposal, reply, origin), rx)
+            .await
     }
 
     /// Asks the group to hand leadership to `to`; returns at once (watch
@@ -365,7 +377,13 @@ impl Drop for ZoneDriver {
     }
 }
 
-type Waiters = HashMap<u64, oneshot::Sender<Result<Proposed>>>;
+/// Proposals awaiting their entry's application, by proposal id.
+type Waiters = HashMap<u64, Waiter>;
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Proposed>>,
+    origin: Option<Origin>,
+}
 
 /// A message that is more than a heartbeat: the group is doing something.
 fn is_traffic(m: &Message) -> bool {
@@ -391,10 +409,11 @@ fn await_apply(
     id: u64,
     proposed: Result<()>,
     reply: oneshot::Sender<Result<Proposed>>,
+    origin: Option<Origin>,
 ) {
     match proposed {
         Ok(()) => {
-            waiters.insert(id, reply);
+            waiters.insert(id, Waiter { reply, origin });
         }
         Err(e) => {
             let _ = reply.send(Err(e));
@@ -402,15 +421,29 @@ fn await_apply(
     }
 }
 
+/// What the driver's loop tells the rest of the node.
+struct Tells {
+    /// The applied index (`wait_applied`).
+    applied: tokio::sync::watch::Sender<u64>,
+    /// The leader it knows of (0: none).
+    known_leader: Arc<AtomicU64>,
+    /// What each applied command changed (`files/changes.rs`).
+    feed: ChangeFeed,
+}
+
 fn run(
     zone: ZoneId,
     mut replica: Replica,
     transport: Arc<dyn Transport>,
     mut rx: mpsc::Receiver<Input>,
-    applied: tokio::sync::watch::Sender<u64>,
-    known_leader: Arc<AtomicU64>,
+    tells: Tells,
     tick: Duration,
 ) {
+    let Tells {
+        applied,
+        known_leader,
+        feed,
+    } = tells;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -450,10 +483,10 @@ fn run(
                 match input {
                     // raft-rs would forward a follower's proposal inside
                     // Raft; the caller forwards it to the leader instead.
-                    Input::Propose(_, reply) if !replica.is_leader() => {
+                    Input::Propose(_, reply, _) if !replica.is_leader() => {
                         let _ = reply.send(Ok(Proposed::NotLeader(replica.leader_id())));
                     }
-                    Input::Propose(proposal, reply) => {
+                    Input::Propose(proposal, reply, origin) => {
                         next_id += 1;
                         let proposed = match proposal {
                             Proposal::Command(cmd) => replica.propose(next_id, &cmd),
@@ -463,7 +496,7 @@ fn run(
                                     Proposal::conf_change(change, node, info),
                                 ),
                         };
-                        await_apply(&mut waiters, next_id, proposed, reply);
+                        await_apply(&mut waiters, next_id, proposed, reply, origin);
                     }
                     Input::TransferLeader(to) => replica.transfer_leader(to),
                     Input::SnapshotStatus(to, delivered) => replica.report_snapshot(to, delivered),
@@ -514,7 +547,7 @@ fn run(
                         // stop rather than acknowledge anything further.
                         tracing::error!(%zone, "zone storage failed, stopping the replica: {e}");
                         for (_, w) in waiters.drain() {
-                            let _ = w.send(Err(e.clone()));
+                            let _ = w.reply.send(Err(e.clone()));
                         }
                         return;
                     }
@@ -536,9 +569,19 @@ fn run(
                 if !out.messages.is_empty() {
                     transport.send(&zone, out.messages);
                 }
+                // Published before the proposers hear: a change is in the
+                // feed when the call that made it returns.
+                publish(
+                    &feed,
+                    &zone,
+                    out.installed_snapshot,
+                    &out.commands,
+                    &waiters,
+                );
                 for (id, index, result) in out.results {
                     if let Some(w) = waiters.remove(&id) {
-                        let _ = w.send(result.map(|applied| Proposed::Applied { index, applied }));
+                        let reply = result.map(|applied| Proposed::Applied { index, applied });
+                        let _ = w.reply.send(reply);
                     }
                 }
                 for (id, index) in out.reads {
@@ -551,7 +594,7 @@ fn run(
                 let now = replica.applied_index();
                 std::mem::replace(a, now) != now
             });
-            waiters.retain(|_, w| !w.is_closed());
+            waiters.retain(|_, w| !w.reply.is_closed());
             reads.retain(|_, r| !r.is_closed());
             // A proposal forwarded to a leader that is gone would wait out
             // its timeout: on a leader change, every waiter is told at once
@@ -560,7 +603,7 @@ fn run(
                 leader = replica.leader_id();
                 known_leader.store(leader, Ordering::Relaxed);
                 for (_, w) in waiters.drain() {
-                    let _ = w.send(Err(KernelError::Unavailable(format!(
+                    let _ = w.reply.send(Err(KernelError::Unavailable(format!(
                         "zone {zone}: the leader changed while this write was in flight; \
                          it may or may not have been applied"
                     ))));
@@ -573,4 +616,39 @@ fn run(
             }
         }
     });
+}
+
+/// Tells the change feed what a Ready pass applied. A write-out's commit
+/// is left out: its bytes were published when they were buffered here.
+fn publish(
+    feed: &ChangeFeed,
+    zone: &ZoneId,
+    installed_snapshot: bool,
+    commands: &[(Option<u64>, ZoneCommand)],
+    waiters: &Waiters,
+) {
+    if !feed.wanted() {
+        return;
+    }
+    let mut batch = Vec::new();
+    let mut change = |by, what| {
+        batch.push(Change {
+            zone: zone.clone(),
+            by,
+            what,
+        })
+    };
+    if installed_snapshot {
+        change(None, Changed::Everything);
+    }
+    for (id, cmd) in commands {
+        let origin = id.and_then(|id| waiters.get(&id)).and_then(|w| w.origin);
+        if origin == Some(Origin::WriteOut) {
+            continue;
+        }
+        for what in cmd.changes() {
+            change(changes::mount_of(origin), what);
+        }
+    }
+    feed.publish(batch);
 }

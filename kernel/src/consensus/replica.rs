@@ -162,6 +162,9 @@ pub struct ReadyOutput {
     /// Results of applied entries that carried a proposal id: (id, the
     /// entry's index, result).
     pub results: Vec<(u64, u64, Result<Applied>)>,
+    /// Commands applied (refused ones left out), in order, with their
+    /// proposal id if they carried one: what the change feed is told.
+    pub commands: Vec<(Option<u64>, ZoneCommand)>,
     /// Whether this pass installed a snapshot.
     pub installed_snapshot: bool,
     /// Answered ReadIndex requests: (request id, index to wait for).
@@ -653,15 +656,22 @@ impl Replica {
                     applier.mark_applied(e.index);
                 }
                 EntryType::EntryNormal => {
+                    let id = <[u8; 8]>::try_from(e.context.as_ref()).map(u64::from_be_bytes);
                     let result = match ZoneCommand::decode(&e.data) {
-                        Ok(cmd) => applier.apply(e.index, &cmd),
+                        Ok(cmd) => {
+                            let result = applier.apply(e.index, &cmd);
+                            if result.is_ok() {
+                                out.commands.push((id.ok(), cmd));
+                            }
+                            result
+                        }
                         Err(err) => {
                             applier.mark_applied(e.index);
                             Err(KernelError::Corrupt(format!("undecodable command: {err}")))
                         }
                     };
-                    if let Ok(id) = <[u8; 8]>::try_from(e.context.as_ref()) {
-                        out.results.push((u64::from_be_bytes(id), e.index, result));
+                    if let Ok(id) = id {
+                        out.results.push((id, e.index, result));
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {

@@ -5,6 +5,7 @@
 //! written on this node, the background collector of unreferenced chunks,
 //! and fsck/GC.
 
+pub mod changes;
 pub mod check;
 pub mod collect;
 pub mod content;

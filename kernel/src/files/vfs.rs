@@ -18,6 +18,7 @@ use bytes::Bytes;
 use crate::access::identity::{Permission, Task};
 use crate::access::rebac::ObjectRef;
 use crate::error::{KernelError, Result};
+use crate::files::changes;
 use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX};
 use crate::files::path::{self, Step};
 use crate::files::writeback::Room;
@@ -780,6 +781,9 @@ impl Kernel {
             self.writeback.record(h, by.clone(), at, piece, now());
             at += piece.len() as u64;
         }
+        let by = changes::calling_mount();
+        self.changes
+            .publish_one(&h.zone.id, changes::Changed::Content(h.ino), by);
         self.start_background();
         Ok(offset)
     }

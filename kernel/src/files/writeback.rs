@@ -47,6 +47,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::consensus::forward::Actor;
 use crate::error::{KernelError, Result};
+use crate::files::changes::{self, ChangeFeed};
 use crate::files::content::{ContentStore, CHUNK_SIZE, INLINE_MAX, PATCH_MAX};
 use crate::files::extents::Extents;
 use crate::files::vfs::{read_committed, set_content, Handle, InodeLocks, Layout, MAX_ATTEMPTS};
@@ -268,6 +269,8 @@ pub(crate) struct WriteBack {
     wake: Arc<tokio::sync::Notify>,
     closed: AtomicBool,
     interval: Duration,
+    /// Told when a failed write-out drops bytes readers saw.
+    changes: ChangeFeed,
 }
 
 /// Whether a failed write-out may succeed later (the bytes are kept).
@@ -287,8 +290,10 @@ impl WriteBack {
         content: Arc<ContentStore>,
         locks: Arc<InodeLocks>,
         interval: Duration,
+        changes: ChangeFeed,
     ) -> Self {
         WriteBack {
+            changes,
             table: Mutex::default(),
             content,
             locks,
@@ -458,6 +463,11 @@ impl WriteBack {
                 f.buffer = Buffer::default();
             }
         });
+        if drop_all {
+            // Readers saw those bytes; they are gone.
+            let dropped = changes::Changed::Content(h.ino);
+            self.changes.publish_one(h.zone_id(), dropped, None);
+        }
         match r {
             Err(_) if drop_all && h.zone().state.inode(h.ino)?.is_none() => Ok(()),
             r => r,
@@ -497,7 +507,7 @@ impl WriteBack {
                 .inode(h.ino)?
                 .ok_or_else(|| KernelError::NotFound(format!("inode {} (removed)", h.ino)))?;
             let cmd = self.plan(h, &inode, extents, mtime).await?;
-            match h.zone().propose(by, cmd).await {
+            match changes::as_write_out(h.zone().propose(by, cmd)).await {
                 Ok(_) => return Ok(()),
                 Err(KernelError::Conflict(_)) => tokio::task::yield_now().await,
                 Err(e) => return Err(e),

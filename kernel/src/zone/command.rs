@@ -163,6 +163,76 @@ impl ZoneCommand {
     }
 }
 
+/// What changed in a zone, as readers of its files see it (the change
+/// feed, `files/changes.rs`, carries it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// The name `name` in directory `dir` appeared, went, or now names
+    /// another inode.
+    Entry { dir: Ino, name: String },
+    /// A file's bytes (and so its size and times).
+    Content(Ino),
+    /// An inode's attributes only (times; a directory's after its entries
+    /// changed).
+    Attrs(Ino),
+    /// Anything: grants changed (what may be looked up or read), or a
+    /// snapshot replaced the state.
+    Everything,
+}
+
+impl ZoneCommand {
+    /// What applying this command changes that a reader of the zone's
+    /// files can see (`files::changes`): names, bytes, attributes; or
+    /// everything, when grants change what may be seen at all.
+    pub(crate) fn changes(&self) -> Vec<Changed> {
+        use ZoneCommand as C;
+        let entry = |dir: &Ino, name: &str| Changed::Entry {
+            dir: *dir,
+            name: name.to_owned(),
+        };
+        match self {
+            C::Create { parent, name, .. }
+            | C::Remove { parent, name, .. }
+            | C::Orphan { parent, name, .. } => {
+                vec![entry(parent, name), Changed::Attrs(*parent)]
+            }
+            C::Rename {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                ..
+            }
+            | C::Replace {
+                src_parent,
+                src_name,
+                dst_parent,
+                dst_name,
+                ..
+            } => vec![
+                entry(src_parent, src_name),
+                entry(dst_parent, dst_name),
+                Changed::Attrs(*src_parent),
+                Changed::Attrs(*dst_parent),
+            ],
+            C::Link {
+                dst_parent,
+                dst_name,
+                ..
+            } => vec![entry(dst_parent, dst_name), Changed::Attrs(*dst_parent)],
+            C::SetContent { ino, .. } => vec![Changed::Content(*ino)],
+            C::SetTimes { ino, .. } => vec![Changed::Attrs(*ino)],
+            C::WriteTuples { .. } | C::RevokeToken { .. } => vec![Changed::Everything],
+            C::Init { .. }
+            | C::PipeCheckpoint { .. }
+            | C::Reap { .. }
+            | C::SetQuota { .. }
+            | C::Collected { .. }
+            | C::SetSecret { .. } => Vec::new(),
+        }
+    }
+}
+
 /// What a `SetContent` does to a file's patches: the bytes of small
 /// write-outs, kept in the zone's state over the file's chunks (at most
 /// `files::content::PATCH_MAX` per file) so that a small `fsync` costs one

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use nexus_kernel::{Kernel, Task};
 
-use super::fuse::{Owner, ZoneFs};
+use super::fuse::{Owner, Watcher, ZoneFs};
 use super::NativeError;
 use crate::agent::pipe::PipeBudget;
 
@@ -61,6 +61,8 @@ pub struct RunDir {
     dir: PathBuf,
     zone: PathBuf,
     session: Option<BackgroundSession>,
+    /// Keeps the mount's caches true while it lives (`fuse/watch.rs`).
+    watcher: Option<Watcher>,
 }
 
 impl RunDir {
@@ -98,6 +100,7 @@ impl RunDir {
             dir,
             zone,
             session: None,
+            watcher: None,
         })
     }
 
@@ -113,6 +116,7 @@ impl RunDir {
         let fsname = format!("nexus:{}", task.zone());
         let rt = tokio::runtime::Handle::current();
         let fs = ZoneFs::new(kernel, task, rt, owner, pipes);
+        let watching = fs.watching();
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName(fsname),
@@ -125,12 +129,14 @@ impl RunDir {
             Reach::Owner => SessionACL::RootAndOwner,
         };
         config.n_threads = Some(FUSE_THREADS);
-        let session =
-            fuser::spawn_mount(fs, &self.zone, &config).map_err(|source| NativeError::Mount {
-                path: self.zone.display().to_string(),
-                source,
-            })?;
+        let mount_error = |source| NativeError::Mount {
+            path: self.zone.display().to_string(),
+            source,
+        };
+        let session = fuser::spawn_mount(fs, &self.zone, &config).map_err(mount_error)?;
+        let watcher = watching.start(session.notifier());
         self.session = Some(session);
+        self.watcher = Some(watcher.map_err(mount_error)?);
         Ok(())
     }
 
@@ -142,6 +148,7 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
+        self.watcher = None;
         if let Some(session) = self.session.take() {
             // Detached first, so a process still holding the mount (a
             // level-0 agent's leftover child) cannot make this wait: the

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use bollard::Docker;
 
@@ -28,6 +29,17 @@ fn live_runs(home: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How long a run directory may lack its owner's mark: it is being made
+/// (by another run starting on this node at the same moment).
+const BEING_MADE: Duration = Duration::from_secs(60);
+
+/// Whether `dir` has no owner yet but was made just now.
+fn being_made(dir: &Path, owner: &str) -> bool {
+    let age = fs::metadata(dir).and_then(|m| m.modified()).ok();
+    let age = age.and_then(|t| t.elapsed().ok());
+    owner.is_empty() && age.is_some_and(|a| a < BEING_MADE)
+}
+
 /// Unmounts and removes the run directories whose owner is gone.
 pub fn sweep_runs(home: &Path) -> usize {
     let Ok(entries) = fs::read_dir(runs_dir(home)) else {
@@ -37,7 +49,7 @@ pub fn sweep_runs(home: &Path) -> usize {
     for entry in entries.flatten() {
         let dir = entry.path();
         let owner = fs::read_to_string(dir.join("owner")).unwrap_or_default();
-        if owner_alive(&owner) {
+        if owner_alive(&owner) || being_made(&dir, &owner) {
             continue;
         }
         // A dead FUSE server's mount answers nothing: detach it.
@@ -86,5 +98,21 @@ mod tests {
         assert!(!runs.join("dead").exists());
         assert!(runs.join("live/zone").exists());
         assert_eq!(live_runs(home.path()), ["live"]);
+    }
+
+    #[test]
+    fn a_run_being_made_is_kept_until_it_is_old_without_an_owner() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = runs_dir(home.path()).join("new");
+        fs::create_dir_all(&dir).unwrap();
+        assert_eq!(sweep_runs(home.path()), 0);
+        assert!(dir.exists());
+        let long_ago = std::time::SystemTime::now() - 2 * BEING_MADE;
+        fs::File::open(&dir)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        assert_eq!(sweep_runs(home.path()), 1);
+        assert!(!dir.exists());
     }
 }

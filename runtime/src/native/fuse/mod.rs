@@ -16,9 +16,10 @@
 //! removal, holds no FUSE thread. Kernel errors map to errno once, in
 //! `errno.rs`.
 //!
-//! Regular files go through Linux's page cache, kept across opens: a write
-//! made elsewhere (another agent, another node) is seen here once this
-//! mount refreshes the file's attributes, within `TTL` (1 s).
+//! Linux caches entries, attributes and regular files' pages, kept across
+//! opens, and is told to drop them when the kernel reports a change this
+//! mount did not make (another agent, another node: `watch.rs`); `TTL`
+//! only bounds how long a missed report could go unnoticed.
 //!
 //! Deliberate differences from a local file system (ARCHITECTURE.md):
 //! a pipe (DT_PIPE) shows as an empty regular file whose reads and writes
@@ -30,6 +31,7 @@
 
 mod errno;
 mod nodes;
+mod watch;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -51,10 +53,12 @@ use crate::agent::pipe::{ChargedEnd, PipeBudget};
 
 pub use errno::errno;
 use nodes::{Full, Nodes, ROOT};
+pub use watch::Watcher;
 
 /// How long the Linux kernel may trust an entry or attributes before
-/// asking again: files also change through other tasks and nodes.
-const TTL: Duration = Duration::from_secs(1);
+/// asking again. Changes are reported as they happen (`watch.rs`); this
+/// bounds the life of a stale answer only if a report were lost.
+const TTL: Duration = Duration::from_secs(60);
 /// Files, directories and pipes open through one mount at once.
 pub const MAX_OPEN: usize = 4096;
 /// Directory entries fetched per kernel call.
@@ -125,7 +129,12 @@ struct Inner {
     /// The node of the kernel API socket (`api.rs`), once this process
     /// has bound it.
     socket: Mutex<Option<u64>>,
+    /// The kernel's changes, until the watcher takes them.
+    changes: Mutex<Option<tokio::sync::broadcast::Receiver<Arc<[nexus_kernel::Change]>>>>,
 }
+
+/// A mounted `ZoneFs`'s side that the watcher needs.
+pub struct Watching(Arc<Inner>);
 
 #[derive(Default)]
 struct OpenTable {
@@ -169,6 +178,12 @@ impl ZoneFs {
         owner: Owner,
         pipes: Arc<PipeBudget>,
     ) -> Self {
+        // Subscribed before anything is cached, so no change is missed.
+        let changes = kernel.changes().subscribe();
+        let mut nodes = Nodes::default();
+        let root = kernel.resolve(&task, "/", true);
+        let root = root.and_then(|h| kernel.stat_handle(&task, &h));
+        nodes.show(ROOT, root.ok().map(|s| (s.zone, s.ino)));
         ZoneFs {
             inner: Arc::new(Inner {
                 kernel,
@@ -176,11 +191,18 @@ impl ZoneFs {
                 rt,
                 owner,
                 pipes,
-                nodes: Mutex::new(Nodes::default()),
+                nodes: Mutex::new(nodes),
                 open: Mutex::new(OpenTable::default()),
                 socket: Mutex::new(None),
+                changes: Mutex::new(Some(changes)),
             }),
         }
+    }
+
+    /// What will keep this mount's caches true once it is mounted
+    /// (`watch.rs`): call [`Watching::start`] with the session's notifier.
+    pub fn watching(&self) -> Watching {
+        Watching(self.inner.clone())
     }
 
     /// Runs `work` on the runtime and answers with what it returns.
@@ -188,14 +210,17 @@ impl ZoneFs {
     /// which never wait on another agent (a hop to the runtime's workers
     /// would cost more than the work).
     fn now<T>(&self, work: impl std::future::Future<Output = T>) -> T {
-        self.inner.rt.block_on(work)
+        let me = self.inner.task.pid();
+        self.inner.rt.block_on(nexus_kernel::from_mount(me, work))
     }
 
     fn serve<F>(&self, work: impl FnOnce(Arc<Inner>) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.inner.rt.spawn(work(self.inner.clone()));
+        let me = self.inner.task.pid();
+        let work = nexus_kernel::from_mount(me, work(self.inner.clone()));
+        self.inner.rt.spawn(work);
     }
 }
 
@@ -319,7 +344,7 @@ impl Inner {
         if mode & S_IFMT != S_IFSOCK || !ours || self.socket_node().is_some() {
             return Some(Err(Errno::EPERM));
         }
-        let id = match self.nodes().remember(parent.0, api::SOCKET_NAME) {
+        let id = match self.nodes().remember(parent.0, api::SOCKET_NAME, None) {
             Ok(id) => id,
             Err(Full) => return Some(Err(Errno::ENFILE)),
         };
@@ -332,7 +357,7 @@ impl Inner {
         let name = name_of(name)?;
         let id = self
             .nodes()
-            .remember(parent.0, name)
+            .remember(parent.0, name, Some((s.zone.clone(), s.ino)))
             .map_err(|Full| Errno::ENFILE)?;
         Ok((self.attr(s), id))
     }
@@ -467,8 +492,8 @@ impl Inner {
                     write,
                     append: flags & O_APPEND != 0,
                 },
-                // Pages cached by earlier opens stay (attributes, refreshed
-                // every TTL, say when another writer changed the file).
+                // Pages cached by earlier opens stay: another writer's
+                // change drops them (`watch.rs`).
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),
         };
@@ -778,11 +803,12 @@ struct Opening {
 impl fuser::Filesystem for ZoneFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // Requests as large as the Linux kernel allows (a refusal keeps
-        // its own, smaller, limit). Cached pages are dropped when a
-        // refreshed mtime or size shows another writer changed the file.
+        // its own, smaller, limit). Cached pages are dropped when the
+        // kernel reports another writer's change (`watch.rs`), not when a
+        // refreshed mtime differs (FUSE_AUTO_INVAL_DATA): this mount's own
+        // writes change the mtime too, and must not drop their own pages.
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
-        let _ = config.add_capabilities(fuser::InitFlags::FUSE_AUTO_INVAL_DATA);
         Ok(())
     }
 
@@ -793,7 +819,7 @@ impl fuser::Filesystem for ZoneFs {
                 Some(id) => {
                     // The same node every time: the bound socket lives on
                     // the Linux inode of this node id.
-                    let _ = inner.nodes().remember(parent.0, api::SOCKET_NAME);
+                    let _ = inner.nodes().remember(parent.0, api::SOCKET_NAME, None);
                     reply.entry(&TTL, &inner.socket_attr(id), Generation(0))
                 }
                 None => reply.error(Errno::ENOENT),

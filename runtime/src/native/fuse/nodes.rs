@@ -5,8 +5,15 @@
 //! already open on it). The table is bounded: the Linux kernel forgets
 //! nodes it no longer caches, and a lookup past the bound fails instead of
 //! growing the host.
+//!
+//! Each node also remembers which kernel inode it last showed (its zone and
+//! inode number), so that a change the kernel reports (`changes.rs`) can be
+//! turned into the node ids whose cached entries, attributes and pages
+//! Linux must drop.
 
 use std::collections::HashMap;
+
+use nexus_kernel::ZoneId;
 
 /// The root's node id (FUSE's `FUSE_ROOT_ID`).
 pub const ROOT: u64 = 1;
@@ -14,12 +21,17 @@ pub const ROOT: u64 = 1;
 /// Nodes remembered at most; a lookup past it gets `ENFILE`.
 pub const MAX_NODES: usize = 1 << 20;
 
+/// A kernel inode: its zone (a mount leads into another) and number.
+pub type Inode = (ZoneId, u64);
+
 struct Node {
     /// `None`: unlinked, or replaced by a rename.
     parent: Option<u64>,
     name: String,
     /// Lookups the Linux kernel holds (it forgets them in `forget`).
     lookups: u64,
+    /// The kernel inode last shown under this node.
+    inode: Option<Inode>,
 }
 
 /// Node ids ↔ places in the zone.
@@ -27,6 +39,9 @@ pub struct Nodes {
     next: u64,
     nodes: HashMap<u64, Node>,
     children: HashMap<(u64, String), u64>,
+    /// The nodes showing each kernel inode (a hard link's names, a
+    /// directory under a moved name).
+    shown: HashMap<Inode, Vec<u64>>,
 }
 
 /// The table is full.
@@ -42,12 +57,14 @@ impl Default for Nodes {
                 parent: None,
                 name: String::new(),
                 lookups: 1,
+                inode: None,
             },
         );
         Nodes {
             next: ROOT + 1,
             nodes,
             children: HashMap::new(),
+            shown: HashMap::new(),
         }
     }
 }
@@ -83,29 +100,74 @@ impl Nodes {
         })
     }
 
-    /// One more lookup of `name` in `parent`: its node id, new or known.
-    pub fn remember(&mut self, parent: u64, name: &str) -> Result<u64, Full> {
-        if let Some(&id) = self.children.get(&(parent, name.to_owned())) {
-            if let Some(node) = self.nodes.get_mut(&id) {
-                node.lookups += 1;
-                return Ok(id);
+    /// One more lookup of `name` in `parent`, showing kernel inode
+    /// `inode` if known: its node id, new or known.
+    pub fn remember(&mut self, parent: u64, name: &str, inode: Option<Inode>) -> Result<u64, Full> {
+        let known = self.children.get(&(parent, name.to_owned())).copied();
+        let id = match known.filter(|id| self.nodes.contains_key(id)) {
+            Some(id) => id,
+            None => {
+                if self.nodes.len() >= MAX_NODES {
+                    return Err(Full);
+                }
+                let id = self.next;
+                self.next += 1;
+                let node = Node {
+                    parent: Some(parent),
+                    name: name.to_owned(),
+                    lookups: 0,
+                    inode: None,
+                };
+                self.nodes.insert(id, node);
+                self.children.insert((parent, name.to_owned()), id);
+                id
+            }
+        };
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.lookups += 1;
+        }
+        if inode.is_some() {
+            self.show(id, inode);
+        }
+        Ok(id)
+    }
+
+    /// Records that `id` shows kernel inode `inode`.
+    pub fn show(&mut self, id: u64, inode: Option<Inode>) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if node.inode == inode {
+            return;
+        }
+        let old = std::mem::replace(&mut node.inode, inode.clone());
+        self.unshow(id, old);
+        if let Some(inode) = inode {
+            self.shown.entry(inode).or_default().push(id);
+        }
+    }
+
+    fn unshow(&mut self, id: u64, inode: Option<Inode>) {
+        if let Some(inode) = inode {
+            if let Some(ids) = self.shown.get_mut(&inode) {
+                ids.retain(|&i| i != id);
+                if ids.is_empty() {
+                    self.shown.remove(&inode);
+                }
             }
         }
-        if self.nodes.len() >= MAX_NODES {
-            return Err(Full);
-        }
-        let id = self.next;
-        self.next += 1;
-        self.nodes.insert(
-            id,
-            Node {
-                parent: Some(parent),
-                name: name.to_owned(),
-                lookups: 1,
-            },
-        );
-        self.children.insert((parent, name.to_owned()), id);
-        Ok(id)
+    }
+
+    /// The nodes showing kernel inode `inode`.
+    pub fn showing(&self, inode: &Inode) -> &[u64] {
+        self.shown.get(inode).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every node with its place: (id, parent and name if attached).
+    pub fn all(&self) -> impl Iterator<Item = (u64, Option<(u64, &str)>)> {
+        self.nodes
+            .iter()
+            .map(|(&id, n)| (id, n.parent.map(|p| (p, n.name.as_str()))))
     }
 
     /// The Linux kernel dropped `n` lookups of `id`.
@@ -120,6 +182,7 @@ impl Nodes {
         if node.lookups == 0 {
             if let Some(node) = self.nodes.remove(&id) {
                 self.unbind(id, &node);
+                self.unshow(id, node.inode);
             }
         }
     }
@@ -168,37 +231,55 @@ mod tests {
     #[test]
     fn paths_follow_renames_of_their_ancestors() {
         let mut n = Nodes::default();
-        let a = n.remember(ROOT, "a").unwrap();
-        let b = n.remember(a, "b").unwrap();
-        let f = n.remember(b, "f").unwrap();
+        let a = n.remember(ROOT, "a", None).unwrap();
+        let b = n.remember(a, "b", None).unwrap();
+        let f = n.remember(b, "f", None).unwrap();
         assert_eq!(n.path(f).as_deref(), Some("/a/b/f"));
         n.rename(ROOT, "a", ROOT, "z");
         assert_eq!(n.path(f).as_deref(), Some("/z/b/f"));
         assert_eq!(n.child_path(b, "g").as_deref(), Some("/z/b/g"));
         // Looked up again under its new name: the same node.
-        assert_eq!(n.remember(ROOT, "z"), Ok(a));
+        assert_eq!(n.remember(ROOT, "z", None), Ok(a));
     }
 
     #[test]
     fn a_detached_node_has_no_path_and_its_name_is_free() {
         let mut n = Nodes::default();
-        let f = n.remember(ROOT, "f").unwrap();
+        let f = n.remember(ROOT, "f", None).unwrap();
         n.detach(ROOT, "f");
         assert_eq!(n.path(f), None);
-        let g = n.remember(ROOT, "f").unwrap();
+        let g = n.remember(ROOT, "f", None).unwrap();
         assert_ne!(f, g);
         // Renaming over a name detaches what was there.
-        let h = n.remember(ROOT, "h").unwrap();
+        let h = n.remember(ROOT, "h", None).unwrap();
         n.rename(ROOT, "h", ROOT, "f");
         assert_eq!(n.path(g), None);
         assert_eq!(n.path(h).as_deref(), Some("/f"));
     }
 
     #[test]
+    fn a_kernel_inode_maps_to_the_nodes_showing_it() {
+        let mut n = Nodes::default();
+        let z = ZoneId::new("z1").unwrap();
+        let a = n.remember(ROOT, "a", Some((z.clone(), 5))).unwrap();
+        let b = n.remember(ROOT, "b", Some((z.clone(), 5))).unwrap();
+        assert_eq!(n.showing(&(z.clone(), 5)), &[a, b]);
+        // Looked up again, now showing another inode (replaced elsewhere).
+        n.remember(ROOT, "b", Some((z.clone(), 6))).unwrap();
+        assert_eq!(n.showing(&(z.clone(), 5)), &[a]);
+        assert_eq!(n.showing(&(z.clone(), 6)), &[b]);
+        // Forgotten: shown by nothing.
+        n.forget(a, 1);
+        assert!(n.showing(&(z.clone(), 5)).is_empty());
+        // Another zone's inode of the same number is another inode.
+        assert!(n.showing(&(ZoneId::new("z2").unwrap(), 6)).is_empty());
+    }
+
+    #[test]
     fn forgotten_nodes_leave_the_table() {
         let mut n = Nodes::default();
-        let f = n.remember(ROOT, "f").unwrap();
-        assert_eq!(n.remember(ROOT, "f"), Ok(f));
+        let f = n.remember(ROOT, "f", None).unwrap();
+        assert_eq!(n.remember(ROOT, "f", None), Ok(f));
         n.forget(f, 1);
         assert_eq!(n.path(f).as_deref(), Some("/f"));
         n.forget(f, 1);
