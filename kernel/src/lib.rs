@@ -36,7 +36,7 @@ pub use consensus::replica::{MemberInfo, Role};
 pub use consensus::snapshot::{SnapshotWriter, SpoolDir, SpoolWriter, Spooled};
 pub use consensus::transport::{ForwardReply, Transport};
 pub use error::{ErrorCode, KernelError, Result};
-pub use files::changes::{from_mount, Change, ChangeFeed, Changed, FEED_DEPTH};
+pub use files::changes::{from_mount, Change, ChangeFeed, Changed};
 pub use files::check::CheckReport;
 pub use files::content::{GcReport, CHUNK_SIZE, INLINE_MAX};
 pub use files::open::OpenFile;

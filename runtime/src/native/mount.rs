@@ -115,8 +115,7 @@ impl RunDir {
     ) -> Result<(), NativeError> {
         let fsname = format!("nexus:{}", task.zone());
         let rt = tokio::runtime::Handle::current();
-        let fs = ZoneFs::new(kernel, task, rt, owner, pipes);
-        let watching = fs.watching();
+        let (fs, watching) = ZoneFs::new(kernel, task, rt, owner, pipes);
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName(fsname),

@@ -129,12 +129,14 @@ struct Inner {
     /// The node of the kernel API socket (`api.rs`), once this process
     /// has bound it.
     socket: Mutex<Option<u64>>,
-    /// The kernel's changes, until the watcher takes them.
-    changes: Mutex<Option<tokio::sync::broadcast::Receiver<Arc<[nexus_kernel::Change]>>>>,
 }
 
-/// A mounted `ZoneFs`'s side that the watcher needs.
-pub struct Watching(Arc<Inner>);
+/// What keeps a `ZoneFs`'s caches true once it is mounted (`watch.rs`):
+/// [`Watching::start`] it with the session's notifier.
+pub struct Watching {
+    inner: Arc<Inner>,
+    changes: tokio::sync::broadcast::Receiver<Arc<[nexus_kernel::Change]>>,
+}
 
 #[derive(Default)]
 struct OpenTable {
@@ -171,38 +173,35 @@ fn ns_of(t: TimeOrNow) -> i64 {
 }
 
 impl ZoneFs {
+    /// The file system, and what keeps its caches true once mounted.
     pub fn new(
         kernel: Arc<Kernel>,
         task: Task,
         rt: tokio::runtime::Handle,
         owner: Owner,
         pipes: Arc<PipeBudget>,
-    ) -> Self {
+    ) -> (Self, Watching) {
         // Subscribed before anything is cached, so no change is missed.
         let changes = kernel.changes().subscribe();
         let mut nodes = Nodes::default();
         let root = kernel.resolve(&task, "/", true);
         let root = root.and_then(|h| kernel.stat_handle(&task, &h));
         nodes.show(ROOT, root.ok().map(|s| (s.zone, s.ino)));
-        ZoneFs {
-            inner: Arc::new(Inner {
-                kernel,
-                task,
-                rt,
-                owner,
-                pipes,
-                nodes: Mutex::new(nodes),
-                open: Mutex::new(OpenTable::default()),
-                socket: Mutex::new(None),
-                changes: Mutex::new(Some(changes)),
-            }),
-        }
-    }
-
-    /// What will keep this mount's caches true once it is mounted
-    /// (`watch.rs`): call [`Watching::start`] with the session's notifier.
-    pub fn watching(&self) -> Watching {
-        Watching(self.inner.clone())
+        let inner = Arc::new(Inner {
+            kernel,
+            task,
+            rt,
+            owner,
+            pipes,
+            nodes: Mutex::new(nodes),
+            open: Mutex::new(OpenTable::default()),
+            socket: Mutex::new(None),
+        });
+        let watching = Watching {
+            inner: inner.clone(),
+            changes,
+        };
+        (ZoneFs { inner }, watching)
     }
 
     /// Runs `work` on the runtime and answers with what it returns.

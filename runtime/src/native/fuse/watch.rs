@@ -41,15 +41,7 @@ pub struct Watcher {
 impl Watching {
     /// Starts telling Linux, through `notifier`, what changed.
     pub fn start(self, notifier: Notifier) -> std::io::Result<Watcher> {
-        let inner = self.0;
-        let taken = inner
-            .changes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some(mut changes) = taken else {
-            return Err(std::io::Error::other("the mount is watched already"));
-        };
+        let Watching { inner, mut changes } = self;
         let (stop, mut stopped) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("nexus-fuse-watch".into())
